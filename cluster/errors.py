@@ -1,0 +1,125 @@
+"""Domain errors of the federation, independent of any wire protocol.
+
+The tree::
+
+    BulletproofError
+    ├── NotFound                 a tenant, bucket, object, version or backend does not exist
+    │   ├── NoSuchBucket
+    │   └── NoSuchKey
+    ├── Conflict                 the request contradicts current state (bucket exists, not empty)
+    │   ├── BucketAlreadyExists
+    │   └── BucketNotEmpty
+    ├── InvalidInput             the caller sent something malformed; message names the field
+    │   └── InvalidEnvelope      the client-side encryption envelope is missing or malformed
+    ├── AccessDenied             authenticated principal may not do this
+    ├── PolicyViolation          no placement can satisfy the class, region lock or jurisdiction
+    ├── InsufficientCapacity     the policy is satisfiable but not enough healthy backends now
+    ├── QuorumNotMet(needed, got)  fewer replicas acknowledged than the write quorum
+    ├── BackendUnavailable       one backend could not be reached or refused the call
+    ├── BackendNotFound          one backend does not hold the requested locator
+    ├── IntegrityError           bytes read from a backend do not match their recorded SHA-256
+    └── MetadataUnavailable      the metadata database cannot be reached
+
+Only these cross module and Ray boundaries: vendor exceptions (botocore, asyncpg, redis) are
+translated where they are raised. ``gateway/s3/errors.py`` maps each class to an S3 error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "BackendNotFound",
+    "BackendUnavailable",
+    "BucketAlreadyExists",
+    "BucketNotEmpty",
+    "BulletproofError",
+    "Conflict",
+    "InsufficientCapacity",
+    "IntegrityError",
+    "InvalidEnvelope",
+    "InvalidInput",
+    "MetadataUnavailable",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "NotFound",
+    "PolicyViolation",
+    "QuorumNotMet",
+]
+
+
+class BulletproofError(Exception):
+    """Base of every domain error; ``str(err)`` is safe to show to the caller."""
+
+
+class NotFound(BulletproofError):
+    pass
+
+
+class NoSuchBucket(NotFound):
+    pass
+
+
+class NoSuchKey(NotFound):
+    pass
+
+
+class Conflict(BulletproofError):
+    pass
+
+
+class BucketAlreadyExists(Conflict):
+    pass
+
+
+class BucketNotEmpty(Conflict):
+    pass
+
+
+class InvalidInput(BulletproofError):
+    pass
+
+
+class InvalidEnvelope(InvalidInput):
+    pass
+
+
+class AccessDenied(BulletproofError):
+    pass
+
+
+class PolicyViolation(BulletproofError):
+    """No placement can ever satisfy the request's class and constraints (a 400, not a 503)."""
+
+
+class InsufficientCapacity(BulletproofError):
+    """The policy could be satisfied, but not with the backends healthy right now (a 503)."""
+
+
+class QuorumNotMet(BulletproofError):
+    def __init__(self, needed: int, got: int, detail: str = "") -> None:
+        self.needed = needed
+        self.got = got
+        super().__init__(
+            f"write quorum not met: {got} of {needed} required replicas acknowledged"
+            + (f" ({detail})" if detail else "")
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the extra constructor arguments when the error crosses a Ray boundary.
+        return (QuorumNotMet, (self.needed, self.got))
+
+
+class BackendUnavailable(BulletproofError):
+    pass
+
+
+class BackendNotFound(BulletproofError):
+    pass
+
+
+class IntegrityError(BulletproofError):
+    pass
+
+
+class MetadataUnavailable(BulletproofError):
+    pass

@@ -1,0 +1,147 @@
+"""S3 errors: tiny classes with status, code and message, and the one table from domain errors.
+
+Every error leaving the gateway renders as ``<Error><Code/><Message/><Resource/><RequestId/>``.
+An exception that is neither an ``S3Error`` nor a mapped domain error becomes ``InternalError``
+and its text never reaches the client (see ``to_s3_error``).
+"""
+
+from __future__ import annotations
+
+from cluster import errors as domain
+
+__all__ = [
+    "S3Error",
+    "to_s3_error",
+    "AccessDenied",
+    "AuthorizationHeaderMalformed",
+    "BadDigest",
+    "BucketAlreadyExists",
+    "BucketAlreadyOwnedByYou",
+    "BucketNotEmpty",
+    "EntityTooLarge",
+    "EntityTooSmall",
+    "IncompleteBody",
+    "InternalError",
+    "InvalidAccessKeyId",
+    "InvalidArgument",
+    "InvalidBucketName",
+    "InvalidDigest",
+    "InvalidRange",
+    "InvalidRequest",
+    "KeyTooLongError",
+    "MalformedXML",
+    "MetadataTooLarge",
+    "MethodNotAllowed",
+    "MissingContentLength",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "NotImplemented",
+    "RequestHeaderSectionTooLarge",
+    "RequestTimeTooSkewed",
+    "ServiceUnavailable",
+    "SignatureDoesNotMatch",
+    "SlowDown",
+    "XAmzContentSHA256Mismatch",
+]
+
+
+class S3Error(Exception):
+    status: int = 500
+    code: str = "InternalError"
+    default_message: str = "We encountered an internal error. Please try again."
+
+    def __init__(self, message: str | None = None, *, resource: str = "") -> None:
+        self.message = message or self.default_message
+        self.resource = resource
+        super().__init__(self.message)
+
+
+def _error(name: str, status: int, message: str) -> type[S3Error]:
+    return type(name, (S3Error,), {"status": status, "code": name, "default_message": message})
+
+
+AccessDenied = _error("AccessDenied", 403, "Access Denied")
+AuthorizationHeaderMalformed = _error(
+    "AuthorizationHeaderMalformed", 400, "The authorization header is malformed."
+)
+BadDigest = _error("BadDigest", 400, "The Content-MD5 or checksum you specified did not match.")
+BucketAlreadyExists = _error("BucketAlreadyExists", 409, "The requested bucket name is not available.")
+BucketAlreadyOwnedByYou = _error(
+    "BucketAlreadyOwnedByYou", 409, "Your previous request to create the named bucket succeeded."
+)
+BucketNotEmpty = _error("BucketNotEmpty", 409, "The bucket you tried to delete is not empty.")
+EntityTooLarge = _error("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed size.")
+EntityTooSmall = _error("EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed size.")
+IncompleteBody = _error("IncompleteBody", 400, "You did not provide the number of bytes specified.")
+InternalError = _error("InternalError", 500, "We encountered an internal error. Please try again.")
+InvalidAccessKeyId = _error(
+    "InvalidAccessKeyId", 403, "The AWS access key Id you provided does not exist in our records."
+)
+InvalidArgument = _error("InvalidArgument", 400, "Invalid Argument")
+InvalidBucketName = _error("InvalidBucketName", 400, "The specified bucket is not valid.")
+InvalidDigest = _error("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
+InvalidRange = _error("InvalidRange", 416, "The requested range is not satisfiable")
+InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
+KeyTooLongError = _error("KeyTooLongError", 400, "Your key is too long")
+MalformedXML = _error("MalformedXML", 400, "The XML you provided was not well-formed.")
+MetadataTooLarge = _error(
+    "MetadataTooLarge", 400, "Your metadata headers exceed the maximum allowed metadata size."
+)
+MethodNotAllowed = _error(
+    "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
+)
+MissingContentLength = _error(
+    "MissingContentLength", 411, "You must provide the Content-Length HTTP header."
+)
+NoSuchBucket = _error("NoSuchBucket", 404, "The specified bucket does not exist")
+NoSuchKey = _error("NoSuchKey", 404, "The specified key does not exist.")
+NotImplemented = _error(  # noqa: A001 - the S3 error code is literally NotImplemented
+    "NotImplemented", 501, "A header or operation you provided implies functionality that is not implemented."
+)
+RequestHeaderSectionTooLarge = _error(
+    "RequestHeaderSectionTooLarge", 400, "Your request header section exceeds the maximum allowed size."
+)
+RequestTimeTooSkewed = _error(
+    "RequestTimeTooSkewed", 403, "The difference between the request time and the server's time is too large."
+)
+ServiceUnavailable = _error("ServiceUnavailable", 503, "Service is unable to handle request.")
+SignatureDoesNotMatch = _error(
+    "SignatureDoesNotMatch",
+    403,
+    "The request signature we calculated does not match the signature you provided.",
+)
+SlowDown = _error("SlowDown", 503, "Please reduce your request rate.")
+XAmzContentSHA256Mismatch = _error(
+    "XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' header does not match what was computed."
+)
+
+# Domain error class -> S3 error class. Most specific first: the first isinstance match wins.
+_DOMAIN_TO_S3: tuple[tuple[type[domain.BulletproofError], type[S3Error]], ...] = (
+    (domain.NoSuchBucket, NoSuchBucket),
+    (domain.NoSuchKey, NoSuchKey),
+    (domain.NotFound, NoSuchKey),
+    (domain.BucketAlreadyExists, BucketAlreadyOwnedByYou),
+    (domain.BucketNotEmpty, BucketNotEmpty),
+    (domain.InvalidEnvelope, InvalidRequest),
+    (domain.InvalidInput, InvalidArgument),
+    (domain.AccessDenied, AccessDenied),
+    (domain.PolicyViolation, InvalidRequest),
+    (domain.InsufficientCapacity, ServiceUnavailable),
+    (domain.QuorumNotMet, ServiceUnavailable),
+    (domain.BackendUnavailable, ServiceUnavailable),
+    (domain.MetadataUnavailable, ServiceUnavailable),
+    (domain.IntegrityError, ServiceUnavailable),
+)
+
+
+def to_s3_error(exc: BaseException, resource: str = "") -> S3Error:
+    """The S3 error to send for ``exc``; unknown exceptions become a message-less InternalError."""
+    if isinstance(exc, S3Error):
+        if not exc.resource:
+            exc.resource = resource
+        return exc
+    if isinstance(exc, domain.BulletproofError):
+        for domain_cls, s3_cls in _DOMAIN_TO_S3:
+            if isinstance(exc, domain_cls):
+                return s3_cls(str(exc) or None, resource=resource)
+    return InternalError(resource=resource)
