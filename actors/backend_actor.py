@@ -1,0 +1,192 @@
+"""``BackendActor``: one Ray actor per storage backend.
+
+It owns the backend's client (credentials unsealed in its memory only), its health and its
+statistics. Data arrives as object-store references resolved by Ray to read-only zero-copy
+numpy views, so one ``ray.put`` of a part fans out to every replica without copying per
+backend. Only domain errors (``BackendUnavailable``, ``BackendNotFound``) leave the actor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors.backend_client import BackendClient, LocalDirectoryClient, S3BackendClient
+from cluster.errors import BackendUnavailable
+from cluster.sealing import MasterKey
+
+__all__ = [
+    "ACTOR_NAMESPACE",
+    "BackendActor",
+    "BackendSpec",
+    "BackendStats",
+    "actor_name",
+    "get_or_create_backend_actor",
+]
+
+ACTOR_NAMESPACE = "bulletproof"
+
+
+def actor_name(backend_name: str) -> str:
+    return f"backend:{backend_name}"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How to reach one backend; credentials stay sealed until the actor opens them."""
+
+    name: str
+    kind: str
+    endpoint: str | None = None
+    bucket: str | None = None
+    path: str | None = None
+    sealed_credentials: bytes | None = None
+    region: str = "us-east-1"
+    timeout_s: float = 30.0
+
+
+@dataclass
+class BackendStats:
+    puts: int = 0
+    gets: int = 0
+    deletes: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: int = 0
+    put_seconds: float = 0.0
+    get_seconds: float = 0.0
+    last_rtt_ms: float | None = None
+    last_error: str | None = None
+    healthy: bool = True
+    checked_at: float = field(default_factory=time.time)
+
+
+def _build_client(spec: BackendSpec, master_key_file: str) -> BackendClient:
+    if spec.kind == "local":
+        assert spec.path, "local backend needs a path"
+        client: Any = LocalDirectoryClient(spec.path)
+    elif spec.kind == "s3":
+        assert spec.endpoint and spec.bucket and spec.sealed_credentials
+        master = MasterKey.from_file_text(Path(master_key_file).read_text())
+        creds = json.loads(master.open(spec.sealed_credentials))
+        client = S3BackendClient(
+            endpoint=spec.endpoint,
+            bucket=spec.bucket,
+            access_key=creds["access_key"],
+            secret_key=creds["secret_key"],
+            region=spec.region,
+            timeout_s=spec.timeout_s,
+        )
+    else:
+        raise ValueError(f"unknown backend kind {spec.kind!r}")
+    return client  # type: ignore[no-any-return]
+
+
+class BackendActor:
+    """Ray actor (threaded: boto3 clients are thread-safe and release the GIL on I/O)."""
+
+    def __init__(self, spec: BackendSpec, master_key_file: str) -> None:
+        self.spec = spec
+        self._client = _build_client(spec, master_key_file)
+        self._lock = threading.Lock()
+        self._stats = BackendStats()
+        self._ready = False
+
+    def _ensure_ready(self) -> None:
+        if not self._ready:
+            self._client.ensure_ready()  # type: ignore[attr-defined]
+            self._ready = True
+
+    def _record(self, *, ok: bool, error: str | None = None, **deltas: float) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self._stats, name, getattr(self._stats, name) + delta)
+            if not ok:
+                self._stats.errors += 1
+                self._stats.last_error = error
+                self._stats.healthy = False
+
+    def put(self, locator: str, data: np.ndarray | bytes) -> int:
+        """Store ``data`` under ``locator``; returns the byte count. Idempotent."""
+        view = memoryview(data).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+        start = time.perf_counter()
+        try:
+            self._ensure_ready()
+            self._client.put(locator, view)
+        except BackendUnavailable as exc:
+            self._record(ok=False, error=str(exc))
+            raise
+        self._record(ok=True, puts=1, bytes_in=len(view), put_seconds=time.perf_counter() - start)
+        return len(view)
+
+    def get(self, locator: str) -> np.ndarray:
+        """The stored bytes; returned as an array so the caller reads them zero-copy."""
+        start = time.perf_counter()
+        try:
+            data = self._client.get(locator)
+        except BackendUnavailable as exc:
+            self._record(ok=False, error=str(exc))
+            raise
+        self._record(ok=True, gets=1, bytes_out=len(data), get_seconds=time.perf_counter() - start)
+        return np.frombuffer(data, dtype=np.uint8)
+
+    def head(self, locator: str) -> int | None:
+        return self._client.head(locator)
+
+    def delete(self, locator: str) -> None:
+        self._client.delete(locator)
+        self._record(ok=True, deletes=1)
+
+    def list_locators(self, limit: int = 100_000) -> list[str]:
+        out = []
+        for locator in self._client.list():
+            out.append(locator)
+            if len(out) >= limit:
+                break
+        return out
+
+    def ping(self) -> dict[str, Any]:
+        """Probe the backend; never raises, so a health sweep sees every backend's state."""
+        start = time.perf_counter()
+        try:
+            self._ensure_ready()
+            self._client.ping()
+        except BackendUnavailable as exc:
+            with self._lock:
+                self._stats.healthy = False
+                self._stats.last_error = str(exc)
+                self._stats.checked_at = time.time()
+            return {"healthy": False, "rtt_ms": None, "error": str(exc)}
+        rtt = (time.perf_counter() - start) * 1000
+        with self._lock:
+            self._stats.healthy = True
+            self._stats.last_rtt_ms = rtt
+            self._stats.last_error = None
+            self._stats.checked_at = time.time()
+        return {"healthy": True, "rtt_ms": rtt, "error": None}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return asdict(self._stats)
+
+
+def get_or_create_backend_actor(spec: BackendSpec, master_key_file: str) -> Any:
+    """The named, detached actor for ``spec``; created on first use, restarted by Ray on failure."""
+    remote_cls = ray.remote(BackendActor)
+    return remote_cls.options(  # type: ignore[attr-defined]
+        name=actor_name(spec.name),
+        namespace=ACTOR_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=2,
+        max_concurrency=32,
+        num_cpus=0,
+    ).remote(spec, master_key_file)

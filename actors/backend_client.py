@@ -1,0 +1,215 @@
+"""Clients for one storage backend: the ``BackendClient`` protocol and its two implementations.
+
+A client stores opaque byte blobs under opaque locators and knows nothing of tenants, buckets,
+keys or encryption (invariant 2). Vendor errors are translated here, at the one seam, into
+``BackendUnavailable`` / ``BackendNotFound`` so only our exceptions cross Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cluster.errors import BackendNotFound, BackendUnavailable
+
+__all__ = ["BackendClient", "LocalDirectoryClient", "S3BackendClient", "new_locator"]
+
+_LOCATOR = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}$")
+Blob = bytes | bytearray | memoryview
+
+
+def new_locator() -> str:
+    """A random backend object name: 128 bits, two-level fan-out, nothing derived from names."""
+    token = secrets.token_hex(16)
+    return f"{token[:2]}/{token}"
+
+
+def _check(locator: str) -> str:
+    if not _LOCATOR.match(locator):
+        raise ValueError(f"not a Bulletproof locator: {locator!r}")
+    return locator
+
+
+class BackendClient(Protocol):
+    def put(self, locator: str, data: Blob) -> None: ...
+
+    def get(self, locator: str) -> bytes: ...
+
+    def head(self, locator: str) -> int | None: ...
+
+    def delete(self, locator: str) -> None: ...
+
+    def list(self) -> Iterator[str]: ...
+
+    def ping(self) -> None: ...
+
+
+class S3BackendClient:
+    """An S3-compatible bucket (AWS, MinIO, Ceph RGW, Wasabi, moto) reached with boto3."""
+
+    _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        region: str = "us-east-1",
+        timeout_s: float = 30.0,
+        create_bucket: bool = True,
+    ) -> None:
+        self.bucket = bucket
+        self._create_bucket = create_bucket
+        self._s3 = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name=region,
+            config=Config(
+                connect_timeout=min(5.0, timeout_s),
+                read_timeout=timeout_s,
+                retries={"max_attempts": 2, "mode": "standard"},
+                max_pool_connections=64,
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    @contextlib.contextmanager
+    def _translate(self, locator: str = "") -> Iterator[None]:
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in self._NOT_FOUND:
+                raise BackendNotFound(f"backend object {locator} not found") from None
+            raise BackendUnavailable(f"backend refused the request: {code}") from None
+        except (BotoCoreError, OSError) as exc:
+            raise BackendUnavailable(f"backend unreachable: {type(exc).__name__}") from None
+
+    def ensure_ready(self) -> None:
+        with self._translate():
+            try:
+                self._s3.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code not in {"404", "NoSuchBucket", "NotFound"} or not self._create_bucket:
+                    raise
+                self._s3.create_bucket(Bucket=self.bucket)
+
+    def put(self, locator: str, data: Blob) -> None:
+        with self._translate(locator):
+            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=bytes(data))
+
+    def get(self, locator: str) -> bytes:
+        with self._translate(locator):
+            body = self._s3.get_object(Bucket=self.bucket, Key=_check(locator))["Body"]
+            try:
+                return body.read()  # type: ignore[no-any-return]
+            finally:
+                body.close()
+
+    def head(self, locator: str) -> int | None:
+        try:
+            with self._translate(locator):
+                return int(self._s3.head_object(Bucket=self.bucket, Key=_check(locator))["ContentLength"])
+        except BackendNotFound:
+            return None
+
+    def delete(self, locator: str) -> None:
+        with self._translate(locator):
+            self._s3.delete_object(Bucket=self.bucket, Key=_check(locator))
+
+    def list(self) -> Iterator[str]:
+        with self._translate():
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+
+    def ping(self) -> None:
+        with self._translate():
+            self._s3.head_bucket(Bucket=self.bucket)
+
+
+class LocalDirectoryClient:
+    """A directory on a local or mounted disk. Writes are atomic (temp file + fsync + rename)."""
+
+    def __init__(self, path: str) -> None:
+        self.root = Path(path)
+
+    def ensure_ready(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendUnavailable(f"backend directory unusable: {exc.strerror}") from None
+
+    def _path(self, locator: str) -> Path:
+        return self.root / _check(locator)
+
+    def put(self, locator: str, data: Blob) -> None:
+        target = self._path(locator)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise BackendUnavailable(f"backend write failed: {exc.strerror}") from None
+
+    def get(self, locator: str) -> bytes:
+        try:
+            return self._path(locator).read_bytes()
+        except FileNotFoundError:
+            raise BackendNotFound(f"backend object {locator} not found") from None
+        except OSError as exc:
+            raise BackendUnavailable(f"backend read failed: {exc.strerror}") from None
+
+    def head(self, locator: str) -> int | None:
+        try:
+            return self._path(locator).stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BackendUnavailable(f"backend stat failed: {exc.strerror}") from None
+
+    def delete(self, locator: str) -> None:
+        try:
+            self._path(locator).unlink(missing_ok=True)
+        except OSError as exc:
+            raise BackendUnavailable(f"backend delete failed: {exc.strerror}") from None
+
+    def list(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            raise BackendUnavailable("backend directory missing")
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir() and len(sub.name) == 2:
+                for item in sorted(sub.iterdir()):
+                    if not item.name.startswith(".tmp-"):
+                        yield f"{sub.name}/{item.name}"
+
+    def ping(self) -> None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
+            raise BackendUnavailable("backend directory missing or not writable")

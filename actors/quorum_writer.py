@@ -1,0 +1,219 @@
+"""Quorum writes of one object body to its placement's backend actors.
+
+The body is cut into parts of ``part_size`` bytes as it streams in. Each part is hashed
+(SHA-256, recorded for verification on read), put once into the Ray object store and fanned
+out to every live target's ``BackendActor`` under a fresh opaque locator per backend. The
+writer waits for each part's quorum before reading the next one, which bounds the memory one
+request holds to about two parts plus the stragglers' references; a backend more than
+``max_lag_parts`` parts behind is dropped from the write and left to repair.
+
+Outcome per target: *complete* (every part acknowledged), *straggler* (some parts still in
+flight: committed as ``pending``, finished in the background), or *failed*/*dropped*
+(``pending`` too, with a replication job). The write succeeds only when at least ``quorum``
+targets are complete; otherwise ``QuorumNotMet``. On any failure the caller hands
+``all_locators()`` to garbage collection: nothing is committed, so nothing is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors.backend_client import new_locator
+from actors.registry import BackendHandle, BackendRegistry
+from cluster.errors import InvalidInput, QuorumNotMet
+
+__all__ = ["QuorumWrite", "WrittenPart"]
+
+log = logging.getLogger(__name__)
+
+_THREAD_HASH_MIN = 256 * 1024
+
+
+@dataclass(frozen=True)
+class WrittenPart:
+    number: int
+    size: int
+    sha256: bytes
+
+
+@dataclass
+class _Target:
+    handle: BackendHandle
+    locators: dict[int, str] = field(default_factory=dict)
+    inflight: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    acked: set[int] = field(default_factory=set)
+    error: str | None = None
+    dropped: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.error is None and not self.dropped
+
+
+def _hash_part(data: bytes, total_sha: Any, total_md5: Any) -> bytes:
+    total_sha.update(data)
+    total_md5.update(data)
+    return hashlib.sha256(data).digest()
+
+
+class QuorumWrite:
+    """One object write; keep the instance after a failure to learn what must be collected."""
+
+    def __init__(
+        self,
+        registry: BackendRegistry,
+        targets: Sequence[BackendHandle],
+        quorum: int,
+        *,
+        part_size: int,
+        max_lag_parts: int = 4,
+    ) -> None:
+        if not 1 <= quorum <= len(targets):
+            raise ValueError(f"quorum {quorum} impossible with {len(targets)} targets")
+        self._registry = registry
+        self._targets = [_Target(t) for t in targets]
+        self.quorum = quorum
+        self.part_size = part_size
+        self._max_lag = max_lag_parts
+        self.parts: list[WrittenPart] = []
+        self.size = 0
+        self._sha = hashlib.sha256()
+        self._md5 = hashlib.md5()  # noqa: S324 - S3 ETag, not security
+        self.sha256 = b""
+        self.md5_hex = ""
+
+    # -- results -------------------------------------------------------------------------
+    def complete_backends(self) -> list[int]:
+        count = len(self.parts)
+        return [t.handle.id for t in self._targets if len(t.acked) == count and t.live]
+
+    def locators(self) -> dict[int, dict[int, str]]:
+        """backend id -> part number -> locator, for every target (incomplete ones too)."""
+        out: dict[int, dict[int, str]] = {}
+        for t in self._targets:
+            locs = dict(t.locators)
+            for part in self.parts:
+                locs.setdefault(part.number, new_locator())
+            t.locators = locs
+            out[t.handle.id] = locs
+        return out
+
+    def all_locators(self) -> list[tuple[int, str]]:
+        return [(t.handle.id, loc) for t in self._targets for loc in t.locators.values()]
+
+    def stragglers(self) -> dict[int, list[asyncio.Future[Any]]]:
+        """Targets still writing (not failed, not dropped): their outstanding futures."""
+        done = set(self.complete_backends())
+        return {
+            t.handle.id: list(t.inflight.values())
+            for t in self._targets
+            if t.live and t.handle.id not in done
+        }
+
+    # -- the write -----------------------------------------------------------------------
+    async def run(self, body: AsyncIterator[bytes], expected_size: int | None) -> None:
+        async for data in self._cut(body):
+            number = len(self.parts)
+            if len(data) >= _THREAD_HASH_MIN:
+                digest = await asyncio.to_thread(_hash_part, data, self._sha, self._md5)
+            else:
+                digest = _hash_part(data, self._sha, self._md5)
+            length = len(data)
+            self.size += length
+            if expected_size is not None and self.size > expected_size:
+                raise InvalidInput("request body is longer than its declared length")
+            ref = ray.put(np.frombuffer(data, dtype=np.uint8))
+            del data
+            self.parts.append(WrittenPart(number, length, digest))
+            for target in self._targets:
+                if not target.live:
+                    continue
+                if len(target.inflight) >= self._max_lag:
+                    target.dropped = True  # too far behind: repair will finish it
+                    continue
+                self._send(target, number, ref)
+            await self._await_part_quorum(number)
+        if expected_size is not None and self.size != expected_size:
+            raise InvalidInput(
+                f"request body has {self.size} bytes, fewer than the declared {expected_size}"
+            )
+        self.sha256 = self._sha.digest()
+        self.md5_hex = self._md5.hexdigest()
+        await self._await_object_quorum()
+
+    async def _cut(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Re-chunk the body into parts of exactly ``part_size`` (the last may be shorter)."""
+        buf = bytearray()
+        produced = False
+        async for chunk in body:
+            buf += chunk
+            while len(buf) >= self.part_size:
+                yield bytes(buf[: self.part_size])
+                del buf[: self.part_size]
+                produced = True
+        if buf or not produced:
+            yield bytes(buf)
+
+    def _send(self, target: _Target, number: int, ref: ray.ObjectRef) -> None:
+        locator = target.locators.setdefault(number, new_locator())
+        future = asyncio.ensure_future(self._put(target.handle, locator, ref))
+        target.inflight[number] = future
+
+        def settle(fut: asyncio.Future[Any]) -> None:
+            target.inflight.pop(number, None)
+            if fut.cancelled():
+                target.error = "cancelled"
+                return
+            exc = fut.exception()
+            if exc is None:
+                target.acked.add(number)
+            elif target.error is None:
+                cause = getattr(exc, "cause", None) or exc  # unwrap RayTaskError
+                target.error = str(cause) or type(cause).__name__
+                self._registry.mark_failed(target.handle.id, target.error)
+
+        future.add_done_callback(settle)
+
+    @staticmethod
+    async def _put(handle: BackendHandle, locator: str, ref: ray.ObjectRef) -> int:
+        result: int = await handle.actor.put.remote(locator, ref)
+        return result
+
+    async def _await_part_quorum(self, number: int) -> None:
+        while True:
+            acked = sum(1 for t in self._targets if number in t.acked)
+            if acked >= self.quorum:
+                return
+            waiting = [t.inflight[number] for t in self._targets if number in t.inflight]
+            if acked + len(waiting) < self.quorum:
+                raise self._quorum_error(acked)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(0)  # let the done-callbacks run
+
+    async def _await_object_quorum(self) -> None:
+        while True:
+            complete = len(self.complete_backends())
+            if complete >= self.quorum:
+                return
+            candidates = [t for t in self._targets if t.live]
+            if len(candidates) < self.quorum:
+                raise self._quorum_error(complete)
+            waiting = [f for t in candidates for f in t.inflight.values()]
+            if not waiting:
+                raise self._quorum_error(complete)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(0)
+
+    def _quorum_error(self, got: int) -> QuorumNotMet:
+        """Backend names and errors go to the log only: tenants do not learn the topology."""
+        bad = [f"{t.handle.name}: {t.error or 'too slow'}" for t in self._targets if not t.live]
+        log.warning("write quorum %d not met (%d complete): %s", self.quorum, got, "; ".join(bad))
+        return QuorumNotMet(self.quorum, got)

@@ -1,0 +1,100 @@
+"""Gateway settings: environment variables, optionally overlaid by a YAML file (``--config``).
+
+Names are a contract shared with the CLI, the Makefile and the tests; each ``BP_*`` variable maps
+to one field. The YAML file uses the field names (``database_url: ...``). Precedence: explicit
+environment variable > YAML file > default. Pure: reading files is the caller's business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster.errors import InvalidInput
+
+__all__ = ["Settings", "load_settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/bulletproof"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    http_host: str = "127.0.0.1"
+    http_port: int = 9000
+    state_dir: str = ".bulletproof"
+    master_key_file: str = ""  # default: <state_dir>/master.key
+    admin_token: str = ""  # default: generated into <state_dir>/admin.token
+    region: str = "us-east-1"  # the SigV4 region clients sign for
+    part_size: int = 8 * 1024 * 1024  # bytes per stored part; bounds memory per request
+    max_object_size: int = 5 * 1024**3
+    gateway_replicas: int = 1
+    max_ongoing_requests: int = 64
+    backend_timeout_s: float = 30.0
+    health_interval_s: float = 5.0
+    cache_ttl_s: int = 60
+    ray_address: str = ""  # join this cluster instead of starting a local head
+    ray_num_cpus: int = 0  # 0 = let Ray detect
+    dashboard: bool = False
+    redundancy_class: str = "StandardClass"
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    @property
+    def master_key_path(self) -> Path:
+        return Path(self.master_key_file) if self.master_key_file else self.state_path / "master.key"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.state_path / "admin.token"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.http_host}:{self.http_port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_ENV_PREFIX = "BP_"
+
+
+def _coerce(field: dataclasses.Field[Any], raw: object) -> object:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    try:
+        if kind == "int":
+            return int(str(raw))
+        if kind == "float":
+            return float(str(raw))
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        return str(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"setting {field.name}: cannot read {raw!r} as {kind}") from exc
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, file_values: Mapping[str, object] | None = None
+) -> Settings:
+    """Build settings from ``file_values`` (parsed YAML) overlaid by ``env`` (default os.environ)."""
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, object] = {}
+    for name, raw in (file_values or {}).items():
+        if name not in fields:
+            raise InvalidInput(f"unknown setting {name!r} in configuration file")
+        values[name] = _coerce(fields[name], raw)
+    for name, field in fields.items():
+        raw_env = env.get(_ENV_PREFIX + name.upper())
+        if raw_env is not None and raw_env != "":
+            values[name] = _coerce(field, raw_env)
+    if "ray_address" not in values and env.get("RAY_ADDRESS"):
+        values["ray_address"] = env["RAY_ADDRESS"]
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,169 @@
+"""What the gateway checks of a client-side encryption envelope, without any key.
+
+Invariant 1 (the gateway never sees plaintext) is enforced by refusing object writes that do
+not look like BP1 ciphertext: the envelope metadata must be complete and well-formed, and the
+body must start with a BP1 header (docs/envelope.md) whose plaintext length implies exactly the
+body's length. The gateway cannot tell ciphertext from random bytes and does not try; it makes
+sure a cooperating client cannot forget to encrypt. Nothing here decrypts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cluster.errors import InvalidEnvelope
+
+__all__ = [
+    "BP1_HEADER_SIZE",
+    "BP1_TAG_SIZE",
+    "Bp1Header",
+    "Envelope",
+    "WRAP_ALGORITHMS",
+    "ciphertext_length",
+    "envelope_from_metadata",
+    "parse_bp1_header",
+]
+
+BP1_MAGIC = b"BPE1"
+BP1_VERSION = 1
+BP1_SUITES = frozenset({1})
+BP1_HEADER_SIZE = 112
+BP1_TAG_SIZE = 16
+SEG_LOG2_MIN, SEG_LOG2_MAX = 16, 20
+WRAP_ALGORITHMS = frozenset({"rsa-oaep-256", "x25519-hkdf-aes256gcm", "p256-ecdh-hkdf-aes256gcm"})
+MAX_WRAPPED_KEY_BYTES = 1024
+MAX_KEY_ID_CHARS = 128
+
+# magic(4) version(1) suite(1) seg_log2(1) reserved(1) salt(32) commit(32) pt_length(8) binding(32)
+_HEADER = struct.Struct(">4sBBBB32s32sQ32s")
+assert _HEADER.size == BP1_HEADER_SIZE
+
+
+@dataclass(frozen=True)
+class Bp1Header:
+    version: int
+    suite: int
+    seg_log2: int
+    plaintext_length: int
+
+    @property
+    def segment_size(self) -> int:
+        return 1 << self.seg_log2
+
+    @property
+    def ciphertext_length(self) -> int:
+        return ciphertext_length(self.plaintext_length, self.seg_log2)
+
+
+def ciphertext_length(plaintext_length: int, seg_log2: int) -> int:
+    """Header + every segment with its tag; an empty plaintext is one empty final segment."""
+    seg = 1 << seg_log2
+    segments = max(1, -(-plaintext_length // seg))
+    return BP1_HEADER_SIZE + plaintext_length + segments * BP1_TAG_SIZE
+
+
+def parse_bp1_header(head: bytes, body_length: int) -> Bp1Header:
+    """Check the 112-byte header and that ``body_length`` is the length it implies."""
+    if len(head) < BP1_HEADER_SIZE:
+        raise InvalidEnvelope(
+            f"body is not BP1 ciphertext: {len(head)} bytes, shorter than the "
+            f"{BP1_HEADER_SIZE}-byte BP1 header"
+        )
+    magic, version, suite, seg_log2, reserved, _salt, _commit, pt_len, _binding = _HEADER.unpack(
+        head[:BP1_HEADER_SIZE]
+    )
+    if magic != BP1_MAGIC:
+        raise InvalidEnvelope("body is not BP1 ciphertext: bad magic (expected BPE1)")
+    if version != BP1_VERSION:
+        raise InvalidEnvelope(f"BP1 header: unsupported version {version}")
+    if suite not in BP1_SUITES:
+        raise InvalidEnvelope(f"BP1 header: unsupported suite {suite}")
+    if not SEG_LOG2_MIN <= seg_log2 <= SEG_LOG2_MAX:
+        raise InvalidEnvelope(f"BP1 header: seg_log2 {seg_log2} outside {SEG_LOG2_MIN}..{SEG_LOG2_MAX}")
+    if reserved != 0:
+        raise InvalidEnvelope("BP1 header: reserved byte must be 0")
+    header = Bp1Header(version=version, suite=suite, seg_log2=seg_log2, plaintext_length=pt_len)
+    expected = header.ciphertext_length
+    if body_length != expected:
+        raise InvalidEnvelope(
+            f"BP1 body length {body_length} does not match the {expected} bytes implied by "
+            f"the header's plaintext length {pt_len}"
+        )
+    return header
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The wrapped data key and its description, stored in metadata, never on a backend alone."""
+
+    wrapped_key: bytes
+    key_id: str
+    key_version: int
+    wrap_alg: str
+    content_id: str | None = None
+
+    def as_metadata(self) -> dict[str, str]:
+        out = {
+            "bp-wrapped-key": base64.b64encode(self.wrapped_key).decode(),
+            "bp-key-id": self.key_id,
+            "bp-key-version": str(self.key_version),
+            "bp-wrap-alg": self.wrap_alg,
+        }
+        if self.content_id:
+            out["bp-content-id"] = self.content_id
+        return out
+
+
+ENVELOPE_FIELDS = ("bp-wrapped-key", "bp-key-id", "bp-key-version", "bp-wrap-alg")
+
+
+def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
+    """Parse the envelope from user metadata (names without ``x-amz-meta-``, lower case).
+
+    Returns None when no envelope field is present at all (the caller decides whether plaintext
+    is allowed); raises InvalidEnvelope naming the first missing or malformed field otherwise.
+    """
+    present = [f for f in ENVELOPE_FIELDS if f in meta]
+    if not present:
+        return None
+    for field in ENVELOPE_FIELDS:
+        if not meta.get(field):
+            raise InvalidEnvelope(f"encryption envelope incomplete: x-amz-meta-{field} is missing")
+    try:
+        wrapped = base64.b64decode(meta["bp-wrapped-key"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidEnvelope("x-amz-meta-bp-wrapped-key is not valid base64") from exc
+    if not 16 <= len(wrapped) <= MAX_WRAPPED_KEY_BYTES:
+        raise InvalidEnvelope(
+            f"x-amz-meta-bp-wrapped-key must decode to 16..{MAX_WRAPPED_KEY_BYTES} bytes"
+        )
+    key_id = meta["bp-key-id"]
+    if len(key_id) > MAX_KEY_ID_CHARS or not key_id.isprintable():
+        raise InvalidEnvelope("x-amz-meta-bp-key-id must be printable and at most 128 characters")
+    raw_version = meta["bp-key-version"]
+    if not raw_version.isdigit() or len(raw_version) > 9:
+        raise InvalidEnvelope("x-amz-meta-bp-key-version must be a non-negative integer")
+    alg = meta["bp-wrap-alg"]
+    if alg not in WRAP_ALGORITHMS:
+        raise InvalidEnvelope(
+            f"x-amz-meta-bp-wrap-alg {alg!r} is not allowed (allowed: {', '.join(sorted(WRAP_ALGORITHMS))})"
+        )
+    content_id = meta.get("bp-content-id") or None
+    if content_id is not None:
+        try:
+            if len(bytes.fromhex(content_id)) != 16:
+                raise ValueError
+        except ValueError as exc:
+            raise InvalidEnvelope("x-amz-meta-bp-content-id must be 32 hex characters") from exc
+        content_id = content_id.lower()
+    return Envelope(
+        wrapped_key=wrapped,
+        key_id=key_id,
+        key_version=int(raw_version),
+        wrap_alg=alg,
+        content_id=content_id,
+    )

@@ -1,0 +1,100 @@
+"""The append-only, hash-chained audit log (invariant 8).
+
+``entry_hash = SHA-256(prev_hash || canonical JSON of the row)``. Appenders lock the single
+``audit_head`` row, so the chain stays linear under concurrency; the lock is taken last in a
+transaction to keep it short. The database refuses UPDATE, DELETE and TRUNCATE (trigger).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+__all__ = ["AuditEntry", "AuditLog", "canonical_entry", "chain_hash"]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    action: str
+    resource: str
+    request_id: str
+    result: str
+    tenant_id: int | None = None
+
+
+def canonical_entry(seq: int, at: datetime, entry: AuditEntry) -> bytes:
+    return json.dumps(
+        {
+            "seq": seq,
+            "at": at.isoformat(),
+            "tenant_id": entry.tenant_id,
+            "actor": entry.actor,
+            "action": entry.action,
+            "resource": entry.resource,
+            "request_id": entry.request_id,
+            "result": entry.result,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def chain_hash(prev_hash: bytes, seq: int, at: datetime, entry: AuditEntry) -> bytes:
+    return hashlib.sha256(prev_hash + canonical_entry(seq, at, entry)).digest()
+
+
+class AuditLog:
+    async def append(self, conn: asyncpg.Connection, entry: AuditEntry) -> int:
+        """Append inside the caller's transaction; returns the entry's sequence number."""
+        head = await conn.fetchrow("SELECT seq, entry_hash, now() AS at FROM audit_head FOR UPDATE")
+        assert head is not None
+        seq = head["seq"] + 1
+        at: datetime = head["at"]
+        prev = bytes(head["entry_hash"])
+        digest = chain_hash(prev, seq, at, entry)
+        await conn.execute(
+            "INSERT INTO audit_log (seq, at, tenant_id, actor, action, resource, request_id,"
+            " result, prev_hash, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            seq,
+            at,
+            entry.tenant_id,
+            entry.actor,
+            entry.action,
+            entry.resource,
+            entry.request_id,
+            entry.result,
+            prev,
+            digest,
+        )
+        await conn.execute("UPDATE audit_head SET seq = $1, entry_hash = $2", seq, digest)
+        return seq
+
+    async def verify(self, conn: asyncpg.Connection) -> int:
+        """Recompute the whole chain; returns the number of entries, raises ValueError on a break."""
+        prev = bytes(32)
+        count = 0
+        async with conn.transaction(readonly=True, isolation="repeatable_read"):
+            async for row in conn.cursor("SELECT * FROM audit_log ORDER BY seq"):
+                count += 1
+                if row["seq"] != count:
+                    raise ValueError(f"audit chain gap at seq {count}")
+                if bytes(row["prev_hash"]) != prev:
+                    raise ValueError(f"audit chain broken at seq {row['seq']}: prev_hash differs")
+                entry = AuditEntry(
+                    actor=row["actor"],
+                    action=row["action"],
+                    resource=row["resource"],
+                    request_id=row["request_id"],
+                    result=row["result"],
+                    tenant_id=row["tenant_id"],
+                )
+                digest = chain_hash(prev, row["seq"], row["at"], entry)
+                if digest != bytes(row["entry_hash"]):
+                    raise ValueError(f"audit chain broken at seq {row['seq']}: entry_hash differs")
+                prev = digest
+        return count

@@ -1,0 +1,75 @@
+"""Buckets: named per tenant, so one tenant never learns another's bucket names."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from cluster.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchBucket
+from schema.records import Bucket
+
+__all__ = ["BucketRepository"]
+
+
+def _bucket(row: asyncpg.Record) -> Bucket:
+    return Bucket(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        default_class=row["default_class"],
+        region_lock=tuple(row["region_lock"]),
+        versioning=row["versioning"],
+        created_at=row["created_at"],
+    )
+
+
+class BucketRepository:
+    async def create(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: int,
+        name: str,
+        *,
+        default_class: str | None = None,
+        region_lock: tuple[str, ...] = (),
+    ) -> Bucket:
+        try:
+            row = await conn.fetchrow(
+                "INSERT INTO buckets (tenant_id, name, default_class, region_lock)"
+                " VALUES ($1, $2, $3, $4) RETURNING *",
+                tenant_id,
+                name,
+                default_class,
+                list(region_lock),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise BucketAlreadyExists(f"bucket {name!r} already exists") from exc
+        assert row is not None
+        return _bucket(row)
+
+    async def get(self, conn: asyncpg.Connection, tenant_id: int, name: str) -> Bucket:
+        row = await conn.fetchrow(
+            "SELECT * FROM buckets WHERE tenant_id = $1 AND name = $2", tenant_id, name
+        )
+        if row is None:
+            raise NoSuchBucket(f"bucket {name!r} does not exist")
+        return _bucket(row)
+
+    async def list(self, conn: asyncpg.Connection, tenant_id: int) -> list[Bucket]:
+        rows = await conn.fetch(
+            "SELECT * FROM buckets WHERE tenant_id = $1 ORDER BY name COLLATE \"C\"", tenant_id
+        )
+        return [_bucket(r) for r in rows]
+
+    async def delete(self, conn: asyncpg.Connection, tenant_id: int, name: str) -> Bucket:
+        """Delete an empty bucket. Locks the row so a concurrent PUT cannot slip in."""
+        row = await conn.fetchrow(
+            "SELECT * FROM buckets WHERE tenant_id = $1 AND name = $2 FOR UPDATE", tenant_id, name
+        )
+        if row is None:
+            raise NoSuchBucket(f"bucket {name!r} does not exist")
+        if await conn.fetchval(
+            "SELECT 1 FROM object_versions WHERE bucket_id = $1 LIMIT 1", row["id"]
+        ):
+            raise BucketNotEmpty(f"bucket {name!r} is not empty")
+        await conn.execute("DELETE FROM buckets WHERE id = $1", row["id"])
+        return _bucket(row)

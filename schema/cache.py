@@ -1,0 +1,143 @@
+"""Redis read-through cache around a ``MetadataReader``; a Redis outage only costs speed.
+
+Correctness rules (a stale entry would break read-after-write, so they matter):
+- Every entry is tagged with the global epoch, and object entries also with a per-key
+  generation. A reader fetches value, generation and epoch in one MGET and trusts the value only
+  if both tags are current. It stores a value fetched from PostgreSQL under the tags it read
+  *before* that fetch, so a slow reader never reinstates a pre-commit value after a writer's
+  invalidation (which bumps the generation after the commit).
+- Any Redis error opens a circuit breaker (no Redis call for ``breaker_s``: a dead Redis costs
+  one short timeout, not one per request). Writes made while the breaker is open could not
+  invalidate, so the first successful call after it closes bumps the epoch: everything cached
+  before the outage is ignored from then on.
+- Cache keys hash the object key: names never appear in Redis key space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from schema.records import AccessKey, Bucket, ObjectVersion, from_json, to_json
+from schema.store import MetadataReader
+
+__all__ = ["CachedReader"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_EPOCH = "bp:epoch"
+
+
+def _tag(raw: bytes | None) -> str:
+    return raw.decode() if raw else "0"
+
+
+class CachedReader:
+    def __init__(
+        self,
+        inner: MetadataReader,
+        redis_url: str,
+        *,
+        ttl_s: int = 60,
+        timeout_s: float = 0.25,
+        breaker_s: float = 5.0,
+    ) -> None:
+        self._inner = inner
+        self._redis = aioredis.from_url(
+            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._ttl = ttl_s
+        self._breaker_s = breaker_s
+        self._open_until = 0.0
+        self._missed_invalidations = False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _trip(self, exc: BaseException) -> None:
+        if time.monotonic() >= self._open_until:
+            log.warning("redis unavailable, bypassing cache for %.0fs: %r", self._breaker_s, exc)
+        self._open_until = time.monotonic() + self._breaker_s
+        self._missed_invalidations = True
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        """Run one Redis command; None when Redis is unavailable (the caller falls back)."""
+        if time.monotonic() < self._open_until:
+            return None
+        try:
+            if self._missed_invalidations:
+                await self._redis.incr(_EPOCH)
+                self._missed_invalidations = False
+            return await getattr(self._redis, method)(*args)
+        except (RedisError, OSError) as exc:
+            self._trip(exc)
+            return None
+
+    async def _read_through(
+        self, cls: type[T], value_key: str, gen_key: str | None, load: Any
+    ) -> T | None:
+        keys = [value_key, _EPOCH] + ([gen_key] if gen_key else [])
+        got = await self._call("mget", *keys)
+        tags: dict[str, str] | None = None
+        if got is not None:
+            tags = {"e": _tag(got[1]), "g": _tag(got[2]) if gen_key else "0"}
+            if got[0]:
+                entry = json.loads(got[0])
+                if entry["e"] == tags["e"] and entry["g"] == tags["g"]:
+                    return None if entry["v"] is None else from_json(cls, entry["v"])
+        found = await load()
+        if tags is not None:
+            entry = {**tags, "v": None if found is None else to_json(found)}
+            await self._call("set", value_key, json.dumps(entry), "EX", self._ttl)
+        return found  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _object_keys(bucket_id: int, key: str) -> tuple[str, str]:
+        digest = hashlib.sha256(f"{bucket_id}\x00{key}".encode()).hexdigest()
+        return f"bp:obj:{digest}", f"bp:gen:{digest}"
+
+    async def access_key(self, access_key_id: str) -> AccessKey | None:
+        digest = hashlib.sha256(access_key_id.encode()).hexdigest()
+        return await self._read_through(
+            AccessKey, f"bp:ak:{digest}", None, lambda: self._inner.access_key(access_key_id)
+        )
+
+    async def bucket(self, tenant_id: int, name: str) -> Bucket:
+        digest = hashlib.sha256(f"{tenant_id}\x00{name}".encode()).hexdigest()
+        found = await self._read_through(
+            Bucket, f"bp:bkt:{digest}", None, lambda: self._inner.bucket(tenant_id, name)
+        )
+        assert found is not None  # the inner reader raises NoSuchBucket
+        return found
+
+    async def latest(self, bucket_id: int, key: str) -> ObjectVersion | None:
+        value_key, gen_key = self._object_keys(bucket_id, key)
+        return await self._read_through(
+            ObjectVersion, value_key, gen_key, lambda: self._inner.latest(bucket_id, key)
+        )
+
+    async def invalidate_object(self, bucket_id: int, key: str) -> None:
+        value_key, gen_key = self._object_keys(bucket_id, key)
+        if time.monotonic() < self._open_until:
+            self._missed_invalidations = True
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(gen_key)
+                pipe.expire(gen_key, max(self._ttl * 4, 3600))
+                pipe.delete(value_key)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._trip(exc)
+
+    async def invalidate_bucket(self, tenant_id: int, name: str) -> None:
+        digest = hashlib.sha256(f"{tenant_id}\x00{name}".encode()).hexdigest()
+        if await self._call("delete", f"bp:bkt:{digest}") is None:
+            self._missed_invalidations = True

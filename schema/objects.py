@@ -1,0 +1,288 @@
+"""Object versions and their replicas: the aggregate the data path reads and commits.
+
+``commit_version`` is the single visibility point of a write (invariant 4): the version row,
+its replica rows, the superseded version's backend objects (moved to ``garbage``) and the
+changelog entry go in the caller's transaction, together with the jobs and the audit entry the
+caller adds. Nothing a reader can see exists before that transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from schema.records import ObjectVersion, Replica
+
+__all__ = ["ListedObject", "NewReplica", "NewVersion", "ObjectRepository"]
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    tenant_id: int
+    bucket_id: int
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    sha256: bytes
+    content_type: str | None
+    user_metadata: dict[str, str]
+    redundancy_class: str
+    part_size: int
+    part_count: int
+    encrypted: bool
+    wrapped_key: bytes | None = None
+    key_id: str | None = None
+    key_version: int | None = None
+    wrap_alg: str | None = None
+    content_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewReplica:
+    backend_id: int
+    locator: str
+    part_number: int
+    size: int
+    sha256: bytes
+    status: str
+    shard_index: int = -1
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
+    etag: str
+    last_modified: Any
+
+
+def _replica(row: asyncpg.Record) -> Replica:
+    return Replica(
+        id=row["id"],
+        backend_id=row["backend_id"],
+        locator=row["locator"],
+        part_number=row["part_number"],
+        shard_index=row["shard_index"],
+        size=row["size"],
+        sha256=bytes(row["sha256"]),
+        status=row["status"],
+    )
+
+
+def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
+    meta = row["user_metadata"]
+    if isinstance(meta, str):
+        meta = json.loads(meta)
+    return ObjectVersion(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        bucket_id=row["bucket_id"],
+        key=row["key"],
+        version_id=row["version_id"],
+        is_latest=row["is_latest"],
+        is_delete_marker=row["is_delete_marker"],
+        size=row["size"],
+        etag=row["etag"],
+        sha256=bytes(row["sha256"]) if row["sha256"] is not None else None,
+        content_type=row["content_type"],
+        user_metadata=dict(meta),
+        redundancy_class=row["redundancy_class"],
+        part_size=row["part_size"],
+        part_count=row["part_count"],
+        encrypted=row["encrypted"],
+        wrapped_key=bytes(row["wrapped_key"]) if row["wrapped_key"] is not None else None,
+        key_id=row["key_id"],
+        key_version=row["key_version"],
+        wrap_alg=row["wrap_alg"],
+        content_id=row["content_id"],
+        created_at=row["created_at"],
+        replicas=tuple(replicas),
+    )
+
+
+class ObjectRepository:
+    async def _with_replicas(
+        self, conn: asyncpg.Connection, row: asyncpg.Record | None
+    ) -> ObjectVersion | None:
+        if row is None:
+            return None
+        replicas = await conn.fetch(
+            "SELECT * FROM replicas WHERE version_pk = $1 ORDER BY part_number, shard_index, id",
+            row["id"],
+        )
+        return _version(row, [_replica(r) for r in replicas])
+
+    async def get_latest(
+        self, conn: asyncpg.Connection, bucket_id: int, key: str
+    ) -> ObjectVersion | None:
+        row = await conn.fetchrow(
+            "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2 AND is_latest",
+            bucket_id,
+            key,
+        )
+        return await self._with_replicas(conn, row)
+
+    async def get_by_pk(self, conn: asyncpg.Connection, version_pk: int) -> ObjectVersion | None:
+        row = await conn.fetchrow("SELECT * FROM object_versions WHERE id = $1", version_pk)
+        return await self._with_replicas(conn, row)
+
+    async def commit_version(
+        self, conn: asyncpg.Connection, new: NewVersion, replicas: Sequence[NewReplica]
+    ) -> tuple[ObjectVersion, int | None]:
+        """Insert ``new`` as the latest version, replacing the current one (unversioned bucket).
+
+        Returns the committed version and the primary key of the version it superseded. The
+        superseded version's replicas move to ``garbage`` in this same transaction.
+        """
+        old = await conn.fetchrow(
+            "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2 AND is_latest"
+            " FOR UPDATE",
+            new.bucket_id,
+            new.key,
+        )
+        old_pk: int | None = old["id"] if old else None
+        if old_pk is not None:
+            await self._drop_version(conn, old_pk, reason="superseded")
+        row = await conn.fetchrow(
+            "INSERT INTO object_versions (tenant_id, bucket_id, key, version_id, is_latest, size,"
+            " etag, sha256, content_type, user_metadata, redundancy_class, part_size, part_count,"
+            " encrypted, wrapped_key, key_id, key_version, wrap_alg, content_id)"
+            " VALUES ($1, $2, $3, $4, TRUE, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+            " $17, $18) RETURNING *",
+            new.tenant_id,
+            new.bucket_id,
+            new.key,
+            new.version_id,
+            new.size,
+            new.etag,
+            new.sha256,
+            new.content_type,
+            new.user_metadata,
+            new.redundancy_class,
+            new.part_size,
+            new.part_count,
+            new.encrypted,
+            new.wrapped_key,
+            new.key_id,
+            new.key_version,
+            new.wrap_alg,
+            new.content_id,
+        )
+        assert row is not None
+        await conn.executemany(
+            "INSERT INTO replicas (version_pk, backend_id, locator, part_number, shard_index, size,"
+            " sha256, status, verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+            " CASE WHEN $8 = 'ok' THEN now() END)",
+            [
+                (row["id"], r.backend_id, r.locator, r.part_number, r.shard_index, r.size, r.sha256, r.status)
+                for r in replicas
+            ],
+        )
+        await self._changelog(conn, new.tenant_id, new.bucket_id, new.key, new.version_id, "put")
+        version = await self._with_replicas(conn, row)
+        assert version is not None
+        return version, old_pk
+
+    async def delete_latest(
+        self, conn: asyncpg.Connection, tenant_id: int, bucket_id: int, key: str
+    ) -> ObjectVersion | None:
+        """Remove the current version (unversioned bucket); its replicas move to garbage."""
+        row = await conn.fetchrow(
+            "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2 AND is_latest"
+            " FOR UPDATE",
+            bucket_id,
+            key,
+        )
+        version = await self._with_replicas(conn, row)
+        if version is None:
+            return None
+        await self._drop_version(conn, version.id, reason="deleted")
+        await self._changelog(conn, tenant_id, bucket_id, key, version.version_id, "delete")
+        return version
+
+    async def _drop_version(self, conn: asyncpg.Connection, version_pk: int, *, reason: str) -> None:
+        await conn.execute(
+            "INSERT INTO garbage (backend_id, locator, reason)"
+            " SELECT backend_id, locator, $2 FROM replicas WHERE version_pk = $1"
+            " ON CONFLICT (backend_id, locator) DO NOTHING",
+            version_pk,
+            reason,
+        )
+        await conn.execute(
+            "UPDATE jobs SET status = 'done', last_error = 'version superseded', updated_at = now()"
+            " WHERE status IN ('queued', 'leased') AND (payload->>'version_pk')::bigint = $1",
+            version_pk,
+        )
+        await conn.execute("DELETE FROM object_versions WHERE id = $1", version_pk)
+
+    async def _changelog(
+        self, conn: asyncpg.Connection, tenant_id: int, bucket_id: int, key: str, version_id: str, op: str
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO changelog (tenant_id, bucket_id, key, version_id, op)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            tenant_id,
+            bucket_id,
+            key,
+            version_id,
+            op,
+        )
+
+    async def list_latest(
+        self, conn: asyncpg.Connection, bucket_id: int, *, prefix: str, after: str, limit: int
+    ) -> list[ListedObject]:
+        """Current, non-deleted versions with key > ``after`` and the prefix, in byte order."""
+        rows = await conn.fetch(
+            "SELECT key, size, etag, created_at FROM object_versions"
+            " WHERE bucket_id = $1 AND is_latest AND NOT is_delete_marker AND key > $2"
+            " AND key >= $3 AND left(key, length($3)) = $3"
+            " ORDER BY key LIMIT $4",
+            bucket_id,
+            after,
+            prefix,
+            limit,
+        )
+        return [ListedObject(r["key"], r["size"], r["etag"], r["created_at"]) for r in rows]
+
+    async def set_replica_status(
+        self, conn: asyncpg.Connection, replica_ids: Sequence[int], status: str
+    ) -> int:
+        result = await conn.execute(
+            "UPDATE replicas SET status = $2,"
+            " verified_at = CASE WHEN $2 = 'ok' THEN now() ELSE verified_at END"
+            " WHERE id = ANY($1::bigint[]) AND status <> 'deleting'",
+            list(replica_ids),
+            status,
+        )
+        return int(result.split()[-1])
+
+    async def add_garbage(
+        self, conn: asyncpg.Connection, items: Sequence[tuple[int, str]], reason: str
+    ) -> None:
+        await conn.executemany(
+            "INSERT INTO garbage (backend_id, locator, reason) VALUES ($1, $2, $3)"
+            " ON CONFLICT (backend_id, locator) DO NOTHING",
+            [(b, loc, reason) for b, loc in items],
+        )
+
+    async def take_garbage(self, conn: asyncpg.Connection, limit: int) -> list[tuple[int, int, str]]:
+        rows = await conn.fetch(
+            "SELECT id, backend_id, locator FROM garbage ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+        return [(r["id"], r["backend_id"], r["locator"]) for r in rows]
+
+    async def forget_garbage(self, conn: asyncpg.Connection, garbage_ids: Sequence[int]) -> None:
+        await conn.execute("DELETE FROM garbage WHERE id = ANY($1::bigint[])", list(garbage_ids))
+
+    async def locator_referenced(self, conn: asyncpg.Connection, backend_id: int, locator: str) -> bool:
+        return bool(
+            await conn.fetchval(
+                "SELECT 1 FROM replicas WHERE backend_id = $1 AND locator = $2", backend_id, locator
+            )
+        )

@@ -1,0 +1,68 @@
+"""The metadata store: one Database plus one repository per aggregate, and the read interface
+the data path uses (``MetadataReader``), which the Redis cache wraps with the same methods."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from schema.audit import AuditLog
+from schema.backends import BackendRepository
+from schema.buckets import BucketRepository
+from schema.db import Database
+from schema.jobs import JobQueue
+from schema.objects import ObjectRepository
+from schema.records import AccessKey, Bucket, ObjectVersion
+from schema.tenants import TenantRepository
+
+__all__ = ["MetadataReader", "MetadataStore"]
+
+
+class MetadataReader(Protocol):
+    """The hot reads of every request; implemented by the store and by the cache around it."""
+
+    async def access_key(self, access_key_id: str) -> AccessKey | None: ...
+
+    async def bucket(self, tenant_id: int, name: str) -> Bucket: ...
+
+    async def latest(self, bucket_id: int, key: str) -> ObjectVersion | None: ...
+
+    async def invalidate_object(self, bucket_id: int, key: str) -> None: ...
+
+    async def invalidate_bucket(self, tenant_id: int, name: str) -> None: ...
+
+
+class MetadataStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.tenants = TenantRepository()
+        self.buckets = BucketRepository()
+        self.backends = BackendRepository()
+        self.objects = ObjectRepository()
+        self.jobs = JobQueue()
+        self.audit = AuditLog()
+
+    @classmethod
+    async def connect(cls, url: str, *, max_size: int = 10) -> MetadataStore:
+        return cls(await Database.connect(url, max_size=max_size))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # MetadataReader
+    async def access_key(self, access_key_id: str) -> AccessKey | None:
+        async with self.db.connection() as conn:
+            return await self.tenants.get_access_key(conn, access_key_id)
+
+    async def bucket(self, tenant_id: int, name: str) -> Bucket:
+        async with self.db.connection() as conn:
+            return await self.buckets.get(conn, tenant_id, name)
+
+    async def latest(self, bucket_id: int, key: str) -> ObjectVersion | None:
+        async with self.db.connection() as conn:
+            return await self.objects.get_latest(conn, bucket_id, key)
+
+    async def invalidate_object(self, bucket_id: int, key: str) -> None:
+        return None
+
+    async def invalidate_bucket(self, tenant_id: int, name: str) -> None:
+        return None
