@@ -27,6 +27,7 @@ __all__ = [
     "BackendActor",
     "BackendSpec",
     "BackendStats",
+    "build_client",
     "actor_name",
     "get_or_create_backend_actor",
 ]
@@ -68,7 +69,8 @@ class BackendStats:
     checked_at: float = field(default_factory=time.time)
 
 
-def _build_client(spec: BackendSpec, master_key_file: str) -> BackendClient:
+def build_client(spec: BackendSpec, master_key_file: str) -> BackendClient:
+    """The client for ``spec``, its credentials unsealed with the master key file."""
     if spec.kind == "local":
         assert spec.path, "local backend needs a path"
         client: Any = LocalDirectoryClient(spec.path)
@@ -94,14 +96,14 @@ class BackendActor:
 
     def __init__(self, spec: BackendSpec, master_key_file: str) -> None:
         self.spec = spec
-        self._client = _build_client(spec, master_key_file)
+        self._client = build_client(spec, master_key_file)
         self._lock = threading.Lock()
         self._stats = BackendStats()
         self._ready = False
 
     def _ensure_ready(self) -> None:
         if not self._ready:
-            self._client.ensure_ready()  # type: ignore[attr-defined]
+            self._client.ensure_ready()
             self._ready = True
 
     def _record(self, *, ok: bool, error: str | None = None, **deltas: float) -> None:

@@ -234,12 +234,21 @@ class ObjectRepository:
         )
 
     async def list_latest(
-        self, conn: asyncpg.Connection, bucket_id: int, *, prefix: str, after: str, limit: int
+        self,
+        conn: asyncpg.Connection,
+        bucket_id: int,
+        *,
+        prefix: str,
+        after: str,
+        limit: int,
+        inclusive: bool = False,
     ) -> list[ListedObject]:
-        """Current, non-deleted versions with key > ``after`` and the prefix, in byte order."""
+        """Current, non-deleted versions after ``after`` (or from it, ``inclusive``) that have
+        the prefix, in byte order (the C collation of the key column)."""
+        op = ">=" if inclusive else ">"
         rows = await conn.fetch(
             "SELECT key, size, etag, created_at FROM object_versions"
-            " WHERE bucket_id = $1 AND is_latest AND NOT is_delete_marker AND key > $2"
+            f" WHERE bucket_id = $1 AND is_latest AND NOT is_delete_marker AND key {op} $2"
             " AND key >= $3 AND left(key, length($3)) = $3"
             " ORDER BY key LIMIT $4",
             bucket_id,
@@ -261,6 +270,17 @@ class ObjectRepository:
         )
         return int(result.split()[-1])
 
+    async def pending_replicas_done(
+        self, conn: asyncpg.Connection, version_pk: int, backend_id: int
+    ) -> None:
+        """Every pending part of this version on this backend was acknowledged."""
+        await conn.execute(
+            "UPDATE replicas SET status = 'ok', verified_at = now()"
+            " WHERE version_pk = $1 AND backend_id = $2 AND status = 'pending'",
+            version_pk,
+            backend_id,
+        )
+
     async def add_garbage(
         self, conn: asyncpg.Connection, items: Sequence[tuple[int, str]], reason: str
     ) -> None:
@@ -280,9 +300,15 @@ class ObjectRepository:
     async def forget_garbage(self, conn: asyncpg.Connection, garbage_ids: Sequence[int]) -> None:
         await conn.execute("DELETE FROM garbage WHERE id = ANY($1::bigint[])", list(garbage_ids))
 
-    async def locator_referenced(self, conn: asyncpg.Connection, backend_id: int, locator: str) -> bool:
-        return bool(
-            await conn.fetchval(
-                "SELECT 1 FROM replicas WHERE backend_id = $1 AND locator = $2", backend_id, locator
-            )
+    async def referenced(
+        self, conn: asyncpg.Connection, items: Sequence[tuple[int, str]]
+    ) -> set[tuple[int, str]]:
+        """Which of these (backend id, locator) pairs a replica row still references."""
+        rows = await conn.fetch(
+            "SELECT r.backend_id, r.locator FROM replicas r"
+            " JOIN unnest($1::bigint[], $2::text[]) AS g(backend_id, locator)"
+            " ON r.backend_id = g.backend_id AND r.locator = g.locator",
+            [b for b, _ in items],
+            [loc for _, loc in items],
         )
+        return {(r["backend_id"], r["locator"]) for r in rows}

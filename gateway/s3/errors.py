@@ -28,6 +28,7 @@ __all__ = [
     "InvalidDigest",
     "InvalidRange",
     "InvalidRequest",
+    "InvalidStorageClass",
     "KeyTooLongError",
     "MalformedXML",
     "MetadataTooLarge",
@@ -82,6 +83,9 @@ InvalidBucketName = _error("InvalidBucketName", 400, "The specified bucket is no
 InvalidDigest = _error("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
 InvalidRange = _error("InvalidRange", 416, "The requested range is not satisfiable")
 InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
+InvalidStorageClass = _error(
+    "InvalidStorageClass", 400, "The storage class you specified is not valid."
+)
 KeyTooLongError = _error("KeyTooLongError", 400, "Your key is too long")
 MalformedXML = _error("MalformedXML", 400, "The XML you provided was not well-formed.")
 MetadataTooLarge = _error(

@@ -1,0 +1,67 @@
+"""Deleting backend objects that metadata no longer references.
+
+The ``garbage`` table is the outbox of deletions: rows are written in the same transaction
+that drops a reference (overwrite, delete) or by a write that failed before its commit. A
+row is forgotten only after its backend confirmed the delete (or reports the object absent),
+so a crash loses nothing; and a locator that a replica row still references is never deleted
+(a safety net: locators are random and never reused, so this should not happen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from actors.registry import BackendRegistry
+from schema.store import MetadataStore
+
+__all__ = ["collect_garbage", "discard_write"]
+
+log = logging.getLogger(__name__)
+
+
+async def collect_garbage(store: MetadataStore, registry: BackendRegistry, *, limit: int = 500) -> int:
+    """Delete one batch of garbage; returns how many rows were resolved."""
+    async with store.db.connection() as conn:
+        rows = await store.objects.take_garbage(conn, limit)
+        if not rows:
+            return 0
+        still_used = await store.objects.referenced(conn, [(b, loc) for _, b, loc in rows])
+    await registry.current()
+
+    async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
+        if (backend_id, locator) in still_used:
+            log.error("garbage row %d names a referenced locator; keeping the object", garbage_id)
+            return garbage_id
+        handle = registry.get(backend_id)
+        if handle is None:
+            return None
+        try:
+            await asyncio.wait_for(handle.actor.delete.remote(locator), timeout=30)
+        except Exception as exc:  # retried at the next collection
+            log.info("garbage delete on %s failed: %s", handle.name, exc)
+            return None
+        return garbage_id
+
+    results = await asyncio.gather(*(delete(*row) for row in rows))
+    done = [gid for gid in results if gid is not None]
+    if done:
+        async with store.db.transaction() as conn:
+            await store.objects.forget_garbage(conn, done)
+    return len(done)
+
+
+async def discard_write(
+    store: MetadataStore, registry: BackendRegistry, items: Sequence[tuple[int, str]], reason: str
+) -> None:
+    """Record what an uncommitted write left on backends, then try to delete it right away."""
+    if not items:
+        return
+    try:
+        async with store.db.transaction() as conn:
+            await store.objects.add_garbage(conn, items, reason)
+    except Exception:  # the vacuumer's backend listing finds these orphans later
+        log.exception("could not record %d orphaned backend objects", len(items))
+        return
+    await collect_garbage(store, registry)

@@ -1,0 +1,141 @@
+"""The composition root: the one place that wires PostgreSQL, Ray, Serve and the actors.
+
+``run_gateway`` prepares the state directory (master key, admin token), the database
+(created if missing, migrated), starts or joins Ray, deploys the Serve application and waits
+until ``/health`` answers. ``serve_forever`` does that and then holds the process (and so the
+local Ray head it owns) until SIGTERM or Ctrl-C. The CLI's ``up`` runs ``serve_forever`` in a
+detached child and records its PID; ``down`` stops that PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from cluster.config import Settings
+from cluster.sealing import generate_master_key, hash_token
+
+__all__ = [
+    "admin_token",
+    "prepare_database",
+    "prepare_state",
+    "run_gateway",
+    "serve_forever",
+    "stop_gateway",
+    "wait_healthy",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def prepare_state(settings: Settings) -> None:
+    """Create the state directory, the master key and the bootstrap admin token, once."""
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    if not settings.master_key_path.exists():
+        _write_private(settings.master_key_path, generate_master_key().decode() + "\n")
+    if not settings.admin_token and not settings.admin_token_path.exists():
+        _write_private(settings.admin_token_path, secrets.token_urlsafe(32) + "\n")
+
+
+def admin_token(settings: Settings) -> str:
+    if settings.admin_token:
+        return settings.admin_token
+    return settings.admin_token_path.read_text().strip()
+
+
+async def prepare_database(settings: Settings) -> None:
+    """Create the database if missing, apply migrations, register the admin token's hash."""
+    from schema.db import Database, ensure_database
+    from schema.migrate import apply_migrations
+    from schema.tenants import TenantRepository
+
+    await ensure_database(settings.database_url)
+    await apply_migrations(settings.database_url)
+    db = await Database.connect(settings.database_url, max_size=1)
+    try:
+        async with db.transaction() as conn:
+            await TenantRepository().put_admin_token(conn, hash_token(admin_token(settings)), "admin")
+    finally:
+        await db.close()
+
+
+def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{settings.endpoint}/health", timeout=5)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.5)
+    raise TimeoutError(f"gateway at {settings.endpoint} not healthy after {timeout_s:.0f}s ({last})")
+
+
+def run_gateway(settings: Settings) -> None:
+    """Prepare everything and deploy the gateway on the Ray cluster (started if needed)."""
+    import ray
+    from ray import serve
+
+    from gateway.app import build_gateway_app
+
+    prepare_state(settings)
+    asyncio.run(prepare_database(settings))
+    if not ray.is_initialized():
+        init_args: dict[str, object] = {
+            "namespace": "bulletproof",
+            "include_dashboard": settings.dashboard,
+            "log_to_driver": False,
+        }
+        if settings.ray_address:
+            init_args["address"] = settings.ray_address
+        elif settings.ray_num_cpus:
+            init_args["num_cpus"] = settings.ray_num_cpus
+        ray.init(**init_args)  # type: ignore[arg-type]
+    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
+    wait_healthy(settings)
+
+
+def stop_gateway() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def serve_forever(settings: Settings, pid_file: Path | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT, then stop everything this process started."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_gateway(settings)
+    if pid_file is not None:
+        pid_file.write_text(f"{os.getpid()}\n")
+    print(f"bulletproof gateway ready at {settings.endpoint}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
+        stop_gateway()

@@ -1,0 +1,215 @@
+"""``bulletproof``: the operator CLI (part of the composition root).
+
+Commands: ``up`` (start a gateway in the background and return once /health answers),
+``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
+``backend add``, ``tenant create``. Settings come from ``BP_*`` variables or ``--config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cluster.config import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    file_values: dict[str, Any] = {}
+    if args.config:
+        loaded = yaml.safe_load(Path(args.config).read_text())
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"{args.config}: expected a mapping of settings")
+        file_values = loaded
+    return load_settings(file_values=file_values)
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.state_path / "gateway.pid"
+
+
+def _admin(settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    from cluster.bootstrap import admin_token
+
+    response = httpx.request(
+        method,
+        f"{settings.endpoint}{path}",
+        json=payload,
+        headers={"Authorization": f"Bearer {admin_token(settings)}"},
+        timeout=60,
+    )
+    if response.status_code != 200:
+        raise SystemExit(f"error {response.status_code}: {response.text}")
+    return response.json()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cluster.bootstrap import serve_forever
+
+    settings = _settings(args)
+    serve_forever(settings, pid_file=_pid_file(settings))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cluster.bootstrap import prepare_state, wait_healthy
+
+    settings = _settings(args)
+    pid_file = _pid_file(settings)
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, 0)
+            print(f"gateway already running (pid {pid}) at {settings.endpoint}")
+            return 0
+        except ProcessLookupError:
+            pid_file.unlink()
+    prepare_state(settings)
+    log_path = settings.state_path / "gateway.log"
+    cmd = [sys.executable, "-m", "cluster.cli"]
+    if args.config:
+        cmd += ["--config", args.config]
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [*cmd, "serve"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_healthy(settings, timeout_s=args.timeout)
+    except TimeoutError as exc:
+        child.terminate()
+        raise SystemExit(f"{exc}; see {log_path}") from exc
+    print(f"gateway up at {settings.endpoint} (pid {child.pid}, log {log_path})")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    pid_file = _pid_file(settings)
+    if not pid_file.exists():
+        print("no gateway running")
+        return 0
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("gateway stopped")
+            return 0
+        time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    print("gateway killed after 60 s")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    backends = _admin(settings, "GET", "/admin/backends")
+    print(f"{'NAME':16} {'KIND':6} {'REGION':12} {'CC':3} {'JUR':4} {'STATE':9} {'HEALTH':8} RTT(ms)")
+    for b in backends:
+        health = "ok" if b["healthy"] else "DOWN"
+        print(
+            f"{b['name']:16} {b['kind']:6} {b['region']:12} {b['country']:3} {b['jurisdiction']:4}"
+            f" {b['state']:9} {health:8} {b['rtt_ms']}"
+        )
+    return 0
+
+
+def cmd_backend_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    payload: dict[str, Any] = {
+        "name": args.name,
+        "type": args.type,
+        "region": args.region,
+        "country": args.country,
+        "jurisdiction": args.jurisdiction,
+        "provider": args.provider or args.type,
+    }
+    if args.type == "local":
+        if not args.path:
+            raise SystemExit("--path is required for --type local")
+        payload["path"] = str(Path(args.path).resolve())
+    else:
+        missing = [f for f in ("endpoint", "bucket", "access_key", "secret_key") if not getattr(args, f)]
+        if missing:
+            raise SystemExit("missing: " + ", ".join("--" + m.replace("_", "-") for m in missing))
+        payload.update(
+            endpoint=args.endpoint,
+            bucket=args.bucket,
+            access_key=args.access_key,
+            secret_key=args.secret_key,
+        )
+    print(json.dumps(_admin(settings, "POST", "/admin/add-storage", payload)))
+    return 0
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    result = _admin(
+        settings, "POST", "/admin/tenants", {"name": args.name, "allow_plaintext": args.allow_plaintext}
+    )
+    print(f"{result['access_key_id']} {result['secret_access_key']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bulletproof", description=__doc__)
+    parser.add_argument("--config", help="YAML settings file (BP_* variables override it)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the gateway in the background")
+    up.add_argument("--timeout", type=float, default=180.0)
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=cmd_serve)
+    sub.add_parser("down", help="stop the gateway started by up").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="backends and their health").set_defaults(func=cmd_status)
+
+    backend = sub.add_parser("backend", help="manage storage backends").add_subparsers(
+        dest="backend_command", required=True
+    )
+    add = backend.add_parser("add", help="add a backend at run time (POST /admin/add-storage)")
+    add.add_argument("name")
+    add.add_argument("--type", choices=["s3", "local"], default="s3")
+    add.add_argument("--endpoint")
+    add.add_argument("--bucket")
+    add.add_argument("--access-key")
+    add.add_argument("--secret-key")
+    add.add_argument("--path")
+    add.add_argument("--region", required=True)
+    add.add_argument("--country", required=True)
+    add.add_argument("--jurisdiction", required=True)
+    add.add_argument("--provider")
+    add.set_defaults(func=cmd_backend_add)
+
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="tenant_command", required=True
+    )
+    create = tenant.add_parser("create", help="create a tenant; prints ACCESS_KEY_ID SECRET")
+    create.add_argument("name")
+    create.add_argument("--allow-plaintext", action="store_true")
+    create.set_defaults(func=cmd_tenant_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

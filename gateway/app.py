@@ -1,0 +1,135 @@
+"""The Ray Serve deployment: a FastAPI ingress serving the S3 API, ``/objects``, ``/admin``
+and ``/health``.
+
+Each replica builds its ``GatewayContext`` (pool, cache, registry) once, on first use, and
+keeps it. S3 routes are a catch-all below the fixed prefixes; the fixed names are reserved
+bucket names (``gateway/s3/operations.py``) so nothing is ambiguous.
+"""
+
+# No "from __future__ import annotations" here: FastAPI must see real types on the routes
+# that Serve re-wraps (string annotations resolve in the wrong module and become query params).
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from cluster.config import Settings
+from gateway import admin
+from gateway.auth import authenticate_admin
+from gateway.context import GatewayContext
+from gateway.objects_api import handle_objects_api
+from gateway.s3.dispatch import error_response, handle_s3
+from gateway.s3.errors import to_s3_error
+
+__all__ = ["GatewayDeployment", "build_gateway_app", "fastapi_app"]
+
+log = logging.getLogger(__name__)
+
+fastapi_app = FastAPI(title="Bulletproof gateway", docs_url=None, redoc_url=None, openapi_url=None)
+
+_METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD"]
+
+
+@serve.deployment(name="gateway")
+@serve.ingress(fastapi_app)
+class GatewayDeployment:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = Settings(**settings)
+        self._ctx: GatewayContext | None = None
+        self._lock = asyncio.Lock()
+
+    async def ctx(self) -> GatewayContext:
+        if self._ctx is None:
+            async with self._lock:
+                if self._ctx is None:
+                    self._ctx = await GatewayContext.start(self._settings)
+        return self._ctx
+
+    async def check_health(self) -> None:
+        """Serve's replica health check: a replica that cannot start its context is unhealthy."""
+        await self.ctx()
+
+    @fastapi_app.get("/health")
+    async def health(self) -> Response:
+        try:
+            ctx = await self.ctx()
+            async with ctx.store.db.connection() as conn:
+                await conn.fetchval("SELECT 1")
+            backends = ctx.registry.all()
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "backends": len(backends),
+                "healthy_backends": sum(1 for b in backends if b.healthy),
+            }
+        )
+
+    async def _admin(self, request: Request, action: Any) -> Response:
+        request_id = secrets.token_hex(8).upper()
+        try:
+            ctx = await self.ctx()
+            await authenticate_admin(ctx, request.headers.get("authorization"))
+            result = await action(ctx, request_id)
+        except Exception as exc:
+            err = to_s3_error(exc, resource=request.url.path)
+            if err.code == "InternalError":
+                log.error("admin request %s failed", request_id, exc_info=exc)
+            return error_response(err, request_id)
+        return JSONResponse(result, headers={"x-amz-request-id": request_id})
+
+    @fastapi_app.post("/admin/add-storage")
+    async def add_storage(self, request: Request) -> Response:
+        body = await request.body()
+        return await self._admin(
+            request, lambda ctx, rid: admin.add_storage(ctx, admin.parse_json(body), rid)
+        )
+
+    @fastapi_app.get("/admin/backends")
+    async def backends(self, request: Request) -> Response:
+        return await self._admin(request, lambda ctx, rid: admin.list_backends(ctx))
+
+    @fastapi_app.post("/admin/backends/ping")
+    async def ping_backends(self, request: Request) -> Response:
+        return await self._admin(request, lambda ctx, rid: ctx.registry.ping_all())
+
+    @fastapi_app.post("/admin/tenants")
+    async def tenants(self, request: Request) -> Response:
+        body = await request.body()
+        return await self._admin(
+            request, lambda ctx, rid: admin.create_tenant(ctx, admin.parse_json(body), rid)
+        )
+
+    @fastapi_app.get("/admin/audit/verify")
+    async def audit_verify(self, request: Request) -> Response:
+        return await self._admin(request, lambda ctx, rid: admin.verify_audit(ctx))
+
+    @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
+    async def objects(self, request: Request, path: str) -> Response:
+        return await handle_objects_api(await self.ctx(), request)
+
+    @fastapi_app.api_route("/{path:path}", methods=_METHODS)
+    async def s3(self, request: Request, path: str) -> Response:
+        try:
+            ctx = await self.ctx()
+        except Exception as exc:
+            log.error("gateway context unavailable", exc_info=exc)
+            return error_response(to_s3_error(exc), secrets.token_hex(8).upper())
+        return await handle_s3(ctx, request)
+
+
+def build_gateway_app(settings: Settings) -> Any:
+    """The Serve application, with replica count and concurrency set deliberately."""
+    return GatewayDeployment.options(  # type: ignore[attr-defined]
+        num_replicas=settings.gateway_replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+        health_check_period_s=10,
+        health_check_timeout_s=30,
+    ).bind(settings.to_dict())

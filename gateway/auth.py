@@ -1,0 +1,83 @@
+"""Authentication and authorization: runs once, before any handler (invariant 7).
+
+``authenticate`` turns a SigV4-signed request into a ``Principal`` (one tenant).
+``authorize`` resolves the operation's bucket *within that tenant's namespace*: a handler
+receives the bucket record and never looks buckets up itself, so no handler can reach another
+tenant's data, and a foreign bucket is indistinguishable from a missing one.
+Admin requests carry a bearer token (the bootstrap admin token, stored hashed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from cluster.sealing import SealBroken, hash_token
+from gateway.context import GatewayContext
+from gateway.s3 import errors as s3e
+from gateway.s3 import sigv4
+from gateway.s3.operations import BucketOp, ObjectOp, Operation
+from schema.records import Bucket
+
+__all__ = ["Authorized", "Principal", "authenticate", "authenticate_admin", "authorize"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: int
+    tenant_name: str
+    access_key_id: str
+    allow_plaintext: bool
+    verified: sigv4.VerifiedRequest
+
+
+@dataclass(frozen=True)
+class Authorized:
+    principal: Principal
+    op: Operation
+    bucket: Bucket | None
+
+
+async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Principal:
+    credential = sigv4.parse_credential(view)
+    key = await ctx.meta.access_key(credential.access_key_id)
+    if key is None:
+        raise s3e.InvalidAccessKeyId()
+    try:
+        secret = ctx.master_key.open(key.sealed_secret).decode()
+    except SealBroken as exc:
+        raise s3e.InternalError() from exc
+    verified = sigv4.verify(view, secret, region=ctx.settings.region, now=datetime.now(timezone.utc))
+    return Principal(
+        tenant_id=key.tenant_id,
+        tenant_name=key.tenant_name,
+        access_key_id=key.access_key_id,
+        allow_plaintext=key.allow_plaintext,
+        verified=verified,
+    )
+
+
+async def authorize(ctx: GatewayContext, principal: Principal, op: Operation) -> Authorized:
+    """Resolve the bucket an operation addresses, inside the principal's tenant only.
+
+    CreateBucket addresses a bucket that does not exist yet; its handler creates it in the
+    principal's namespace.
+    """
+    from gateway.s3.operations import CreateBucket
+
+    bucket = None
+    if isinstance(op, BucketOp | ObjectOp) and not isinstance(op, CreateBucket):
+        bucket = await ctx.meta.bucket(principal.tenant_id, op.bucket)
+    return Authorized(principal=principal, op=op, bucket=bucket)
+
+
+async def authenticate_admin(ctx: GatewayContext, authorization: str | None) -> str:
+    """The role of a bearer token, or AccessDenied. Only ``admin`` exists for now."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise s3e.AccessDenied("An admin bearer token is required")
+    token = authorization[7:].strip()
+    async with ctx.store.db.connection() as conn:
+        role = await ctx.store.tenants.admin_role(conn, hash_token(token))
+    if role is None:
+        raise s3e.AccessDenied("The admin token is not valid")
+    return role

@@ -1,0 +1,247 @@
+"""PutObject: validate, place, quorum-write, then commit once (invariants 1, 4, 5, 6).
+
+Order matters. Everything that can be refused without touching a backend is refused first
+(length, metadata, envelope fields, placement). The body then streams through integrity
+checks and the BP1 header check into the quorum writer. Only when the write quorum holds and
+every check of the body passed does one transaction commit the version, its replica rows,
+the replication jobs for unfinished replicas and the audit entry. Any failure before that
+sends what was written to garbage: nothing becomes visible.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from fastapi import Response
+
+from actors.garbage import collect_garbage, discard_write
+from actors.quorum_writer import QuorumWrite
+from actors.write_finisher import finish_stragglers, replicate_job_key
+from cluster.envelope import BP1_HEADER_SIZE, Envelope, envelope_from_metadata, parse_bp1_header
+from cluster.errors import InvalidEnvelope, InvalidInput
+from cluster.placement import PlacementConstraints, place
+from cluster.policy import RedundancyClass
+from gateway.auth import Authorized
+from gateway.context import GatewayContext
+from gateway.s3 import errors as s3e
+from gateway.s3.body import declared_length, payload
+from gateway.s3.call import S3Call, user_metadata
+from schema.audit import AuditEntry
+from schema.objects import NewReplica, NewVersion
+from schema.records import Bucket, ObjectVersion
+
+__all__ = ["new_version_id", "put_object", "redundancy_class_for", "store_object"]
+
+
+def new_version_id() -> str:
+    """Time-ordered and unguessable: 16 hex digits of nanoseconds, 16 random."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+def redundancy_class_for(
+    ctx: GatewayContext, headers: Mapping[str, str], bucket: Bucket
+) -> RedundancyClass:
+    """X-Redundancy-Class, else x-amz-storage-class naming a class, else the bucket default."""
+    requested = headers.get("x-redundancy-class")
+    if requested is None:
+        storage_class = headers.get("x-amz-storage-class")
+        if storage_class and storage_class != "STANDARD":
+            if storage_class not in ctx.policy.classes:
+                raise s3e.InvalidStorageClass(
+                    f"Storage class {storage_class!r} is not a redundancy class of this gateway"
+                )
+            requested = storage_class
+    name = requested or bucket.default_class or ctx.policy.default_class
+    if name not in ctx.policy.classes:
+        raise s3e.InvalidArgument(f"Unknown redundancy class {name!r}")
+    return ctx.policy.get(name)
+
+
+async def _bp1_checked(body: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """Pass the body through once its first 112 bytes parsed as a BP1 header for ``length``."""
+    head = bytearray()
+    checked = False
+    async for chunk in body:
+        if checked:
+            yield chunk
+            continue
+        head += chunk
+        if len(head) >= BP1_HEADER_SIZE:
+            parse_bp1_header(bytes(head[:BP1_HEADER_SIZE]), length)
+            checked = True
+            yield bytes(head)
+    if not checked:
+        parse_bp1_header(bytes(head), length)
+        yield bytes(head)
+
+
+async def store_object(
+    ctx: GatewayContext,
+    auth: Authorized,
+    call: S3Call,
+    *,
+    key: str,
+    envelope: Envelope | None,
+    user_meta: dict[str, str],
+    content_type: str | None,
+    rc: RedundancyClass,
+) -> ObjectVersion:
+    """The write path shared by the S3 API and the plain /objects API."""
+    principal, bucket = auth.principal, auth.bucket
+    assert bucket is not None
+    headers = call.headers
+    length = declared_length(principal.verified, headers)
+    if length > ctx.settings.max_object_size:
+        raise s3e.EntityTooLarge(
+            f"Your proposed upload of {length} bytes exceeds the maximum of "
+            f"{ctx.settings.max_object_size} bytes."
+        )
+    if envelope is None and not principal.allow_plaintext:
+        raise InvalidEnvelope(
+            "object is not client-side encrypted: the encryption envelope field "
+            "x-amz-meta-bp-wrapped-key is missing (see docs/envelope.md)"
+        )
+    if rc.kind != "replication":
+        raise s3e.NotImplemented(
+            f"Redundancy class {rc.name} uses erasure coding, which this gateway does not serve yet"
+        )
+    handles = await ctx.registry.current()
+    constraints = PlacementConstraints(region_lock=frozenset(bucket.region_lock))
+    placement = place(rc, [h.view() for h in handles], constraints, object_size=length)
+    targets = [h for name in placement.targets for h in handles if h.name == name]
+
+    body = payload(call.body, principal.verified, headers)
+    if envelope is not None:
+        body = _bp1_checked(body, length)
+    write = QuorumWrite(
+        ctx.registry, targets, placement.write_quorum, part_size=ctx.settings.part_size
+    )
+    try:
+        try:
+            await write.run(body, length)
+        except InvalidInput as exc:
+            if isinstance(exc, InvalidEnvelope):
+                raise
+            raise s3e.IncompleteBody(str(exc)) from exc
+        version, superseded = await _commit(
+            ctx, auth, call, write, key=key, envelope=envelope, user_meta=user_meta,
+            content_type=content_type, rc=rc, length=length,
+        )
+    except BaseException:
+        ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
+        raise
+    await ctx.meta.invalidate_object(bucket.id, key)
+    stragglers = write.stragglers()
+    if stragglers:
+        ctx.spawn(finish_stragglers(ctx.store, version.id, stragglers))
+    if superseded is not None:
+        ctx.spawn(collect_garbage(ctx.store, ctx.registry))
+    return version
+
+
+async def _commit(
+    ctx: GatewayContext,
+    auth: Authorized,
+    call: S3Call,
+    write: QuorumWrite,
+    *,
+    key: str,
+    envelope: Envelope | None,
+    user_meta: dict[str, str],
+    content_type: str | None,
+    rc: RedundancyClass,
+    length: int,
+) -> tuple[ObjectVersion, int | None]:
+    principal, bucket = auth.principal, auth.bucket
+    assert bucket is not None
+    complete = set(write.complete_backends())
+    locators = write.locators()
+    replicas = [
+        NewReplica(
+            backend_id=backend_id,
+            locator=parts[part.number],
+            part_number=part.number,
+            size=part.size,
+            sha256=part.sha256,
+            status="ok" if backend_id in complete else "pending",
+        )
+        for backend_id, parts in locators.items()
+        for part in write.parts
+    ]
+    new = NewVersion(
+        tenant_id=principal.tenant_id,
+        bucket_id=bucket.id,
+        key=key,
+        version_id=new_version_id(),
+        size=length,
+        etag=write.md5_hex,
+        sha256=write.sha256,
+        content_type=content_type,
+        user_metadata=user_meta,
+        redundancy_class=rc.name,
+        part_size=write.part_size,
+        part_count=len(write.parts),
+        encrypted=envelope is not None,
+        wrapped_key=envelope.wrapped_key if envelope else None,
+        key_id=envelope.key_id if envelope else None,
+        key_version=envelope.key_version if envelope else None,
+        wrap_alg=envelope.wrap_alg if envelope else None,
+        content_id=envelope.content_id if envelope else None,
+    )
+    async with ctx.store.db.transaction() as conn:
+        version, superseded = await ctx.store.objects.commit_version(conn, new, replicas)
+        for backend_id in locators:
+            if backend_id in complete:
+                continue
+            await ctx.store.jobs.enqueue(
+                conn,
+                "replicate",
+                {
+                    "version_pk": version.id,
+                    "tenant_id": principal.tenant_id,
+                    "bucket_id": bucket.id,
+                    "key": key,
+                    "version_id": version.version_id,
+                    "target_backend_id": backend_id,
+                    "source_backend_ids": sorted(complete),
+                    "redundancy_class": rc.name,
+                    "encryption_required": not principal.allow_plaintext,
+                },
+                idempotency_key=replicate_job_key(version.id, backend_id),
+                priority=100,
+            )
+        await ctx.store.audit.append(
+            conn,
+            AuditEntry(
+                actor=principal.access_key_id,
+                action="PutObject",
+                resource=f"{bucket.name}/{key}",
+                request_id=call.request_id,
+                result=f"ok version={version.version_id} replicas={len(complete)}/{len(locators)}",
+                tenant_id=principal.tenant_id,
+            ),
+        )
+    return version, superseded
+
+
+async def put_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
+    from gateway.s3.operations import PutObject
+
+    op = auth.op
+    assert isinstance(op, PutObject) and auth.bucket is not None
+    meta = user_metadata(call.headers)
+    envelope = envelope_from_metadata(meta)
+    plain_meta = {k: v for k, v in meta.items() if not k.startswith("bp-")}
+    version = await store_object(
+        ctx,
+        auth,
+        call,
+        key=op.key,
+        envelope=envelope,
+        user_meta=plain_meta,
+        content_type=call.headers.get("content-type"),
+        rc=redundancy_class_for(ctx, call.headers, auth.bucket),
+    )
+    return Response(status_code=200, headers={"ETag": f'"{version.etag}"'})
