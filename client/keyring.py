@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from client.errors import KeyExists, KeyNotFound, KeyringError, UnsupportedKey, WrongPassphrase
-from client.recipient import MIN_RSA_BITS, PrivateKey, PublicKeyRef, key_id
+from client.recipient import MAX_RSA_BITS, MIN_RSA_BITS, PrivateKey, PublicKeyRef, key_id
 
 __all__ = [
     "DEFAULT_KEYRING",
@@ -98,8 +98,8 @@ def _stretch(passphrase: bytes, kdf: dict[str, object]) -> bytes:
 
 def _new_private_key(key_type: str, bits: int) -> PrivateKey:
     if key_type == "rsa":
-        if bits < MIN_RSA_BITS:
-            raise UnsupportedKey(f"RSA keys must be >= {MIN_RSA_BITS} bits")
+        if not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
+            raise UnsupportedKey(f"RSA keys must be {MIN_RSA_BITS}..{MAX_RSA_BITS} bits")
         return rsa.generate_private_key(public_exponent=65537, key_size=bits)
     if key_type == "x25519":
         return x25519.X25519PrivateKey.generate()

@@ -59,14 +59,20 @@ def plan_parts(plaintext_length: int, part_size: int, seg_log2: int) -> list[Par
     return plans
 
 
-def encrypt_part(encryptor: Encryptor, plan: PartPlan, plaintext: Buffer) -> bytes:
-    """Seal one part; part 1 is prefixed with the header."""
+def encrypt_part(encryptor: Encryptor, plan: PartPlan, plaintext: Buffer) -> bytearray:
+    """Seal one part into a buffer of ``plan.ciphertext_length``; part 1 begins with the header."""
     if len(plaintext) != plan.plaintext_length:
         raise PlaintextLengthMismatch(
             f"part {plan.number} holds {plan.plaintext_length} bytes, got {len(plaintext)}"
         )
-    body = encryptor.encrypt_segments(plan.first_segment, plaintext)
-    return encryptor.header_bytes + body if plan.number == 1 else body
+    out = bytearray(plan.ciphertext_length)
+    view = memoryview(out)
+    start = 0
+    if plan.number == 1:
+        view[:HEADER_LEN] = encryptor.header_bytes
+        start = HEADER_LEN
+    encryptor.encrypt_segments_into(plan.first_segment, plaintext, view[start:])
+    return out
 
 
 def encrypt_parts(
@@ -75,7 +81,7 @@ def encrypt_parts(
     *,
     part_size: int,
     max_workers: int | None = None,
-) -> Iterator[tuple[PartPlan, bytes]]:
+) -> Iterator[tuple[PartPlan, bytearray]]:
     """Encrypt consecutive plaintext parts on a thread pool, yielding them in order.
 
     ``parts`` yields the plaintext of part 1, 2, ... as :func:`plan_parts` cuts the object.
@@ -85,7 +91,7 @@ def encrypt_parts(
     header = encryptor.header
     plans = plan_parts(header.plaintext_length, part_size, header.seg_log2)
     workers = max_workers or os.cpu_count() or 1
-    pending: deque[tuple[PartPlan, Future[bytes]]] = deque()
+    pending: deque[tuple[PartPlan, Future[bytearray]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bp-encrypt") as pool:
         source = iter(parts)
         for plan in plans:

@@ -13,7 +13,7 @@ Accepted key types, each with exactly one wrap algorithm:
 ====================  ============================  =========================================
 key                   algorithm id                  construction
 ====================  ============================  =========================================
-RSA >= 3072 bits      ``rsa-oaep-256``              RSA-OAEP, SHA-256, MGF1-SHA-256
+RSA 3072..4096 bits   ``rsa-oaep-256``              RSA-OAEP, SHA-256, MGF1-SHA-256
 X25519                ``x25519-hkdf-aes256gcm``     HPKE base mode, DHKEM(X25519), HKDF-SHA256,
                                                     AES-256-GCM (RFC 9180)
 EC P-256              ``p256-ecdh-hkdf-aes256gcm``  HPKE base mode, DHKEM(P-256), HKDF-SHA256,
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from client.errors import UnsupportedKey
 
 __all__ = [
+    "MAX_RSA_BITS",
     "MIN_RSA_BITS",
     "WRAP_ALGS",
     "PrivateKey",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 MIN_RSA_BITS = 3072
+#: A 4096-bit wrap is 557 bytes encoded (~744 base64 characters): larger keys would not fit the
+#: gateway's cap on a wrapped key nor leave room in S3's 2 KiB of user metadata.
+MAX_RSA_BITS = 4096
 RSA_OAEP_256 = "rsa-oaep-256"
 X25519_HPKE = "x25519-hkdf-aes256gcm"
 P256_HPKE = "p256-ecdh-hkdf-aes256gcm"
@@ -58,8 +62,10 @@ _KEY_ID_CHARS = 32
 def wrap_alg_for(key: PublicKey | PrivateKey) -> str:
     """The wrap algorithm for a key; raises :class:`UnsupportedKey` for anything else."""
     if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise UnsupportedKey(f"RSA keys must be >= {MIN_RSA_BITS} bits, got {key.key_size}")
+        if not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
+            raise UnsupportedKey(
+                f"RSA keys must be {MIN_RSA_BITS}..{MAX_RSA_BITS} bits, got {key.key_size}"
+            )
         return RSA_OAEP_256
     if isinstance(key, x25519.X25519PublicKey | x25519.X25519PrivateKey):
         return X25519_HPKE

@@ -91,6 +91,12 @@ class SegmentCipher:
         nonce = segment_nonce(index, index == self._last_index)
         return self._aead.encrypt(nonce, plaintext, self._aad)
 
+    def seal_into(self, index: int, plaintext: Buffer, out: memoryview) -> None:
+        """Like :meth:`seal`, writing into ``out`` (exactly ``len(plaintext) + 16`` bytes)."""
+        self._check(index, len(plaintext))
+        nonce = segment_nonce(index, index == self._last_index)
+        self._aead.encrypt_into(nonce, plaintext, self._aad, out)
+
     def open(self, index: int, ciphertext: Buffer) -> bytes:
         """Authenticate and decrypt segment ``index``; raises :class:`Tampered` on any fault."""
         if not 0 <= index <= self._last_index:

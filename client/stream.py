@@ -225,7 +225,7 @@ class Encryptor:
                 )
             yield sealed
 
-    def encrypt_segments(self, first_index: int, plaintext: Buffer) -> bytes:
+    def encrypt_segments(self, first_index: int, plaintext: Buffer) -> bytearray:
         """Seal the segments starting at ``first_index`` that ``plaintext`` covers, alone.
 
         ``plaintext`` must start on a segment boundary and hold whole segments, except that it
@@ -234,39 +234,70 @@ class Encryptor:
         range again is allowed only with the same plaintext (a retry); any other repeat or
         overlap raises :class:`SegmentReuse`.
         """
+        out = bytearray(self.sealed_length(first_index, len(plaintext)))
+        self.encrypt_segments_into(first_index, plaintext, memoryview(out))
+        return out
+
+    def sealed_length(self, first_index: int, plaintext_length: int) -> int:
+        """Ciphertext bytes of the segments from ``first_index`` holding that much plaintext.
+
+        Raises :class:`PlaintextLengthMismatch` unless the plaintext is whole segments, or
+        ends exactly with the object's final segment.
+        """
         header = self.header
         size, count = header.segment_size, header.segment_count
-        length = len(plaintext)
         if not 0 <= first_index < count:
             raise ValueError(f"segment {first_index} outside 0..{count - 1}")
-        covered = max(1, -(-length // size))
+        covered = max(1, -(-plaintext_length // size))
         end = first_index + covered
         if end > count:
             raise PlaintextLengthMismatch("plaintext runs past the end of the object")
         expected = min(end * size, header.plaintext_length) - first_index * size
-        if length != expected:
+        if plaintext_length != expected:
             raise PlaintextLengthMismatch(
-                f"segments {first_index}..{end - 1} hold {expected} plaintext bytes, got {length}"
+                f"segments {first_index}..{end - 1} hold {expected} plaintext bytes, "
+                f"got {plaintext_length}"
             )
-        earlier = self._ledger.reserve(first_index, end)
+        return plaintext_length + TAG_LEN * covered
+
+    def encrypt_segments_into(self, first_index: int, plaintext: Buffer, out: memoryview) -> int:
+        """:meth:`encrypt_segments` writing into ``out``; returns the bytes written.
+
+        On :class:`SegmentReuse` detected after sealing (a retry with other plaintext), the
+        written region is zeroed before raising, so the second ciphertext never escapes.
+        """
+        need = self.sealed_length(first_index, len(plaintext))
+        if len(out) < need:
+            raise ValueError(f"output buffer holds {len(out)} bytes, {need} needed")
+        size, stride = self.header.segment_size, self.header.segment_size + TAG_LEN
+        covered = -(-need // stride)
+        earlier = self._ledger.reserve(first_index, first_index + covered)
+        view = memoryview(plaintext).cast("B")
         try:
-            view = memoryview(plaintext).cast("B")
-            sealed = [
-                self._cipher.seal(i, view[(i - first_index) * size : (i - first_index + 1) * size])
-                for i in range(first_index, end)
-            ]
+            for k in range(covered):
+                chunk = view[k * size : (k + 1) * size]
+                start = k * stride
+                self._cipher.seal_into(
+                    first_index + k, chunk, out[start : start + len(chunk) + TAG_LEN]
+                )
         except BaseException:
             if earlier is None:
                 self._ledger.release(first_index)
             raise
-        digest = hashlib.sha256(b"".join(s[-TAG_LEN:] for s in sealed)).digest()
+        tags = hashlib.sha256()
+        for k in range(covered):
+            end = min((k + 1) * stride, need)
+            tags.update(out[end - TAG_LEN : end])
+        digest = tags.digest()
         if earlier is None:
             self._ledger.record(first_index, digest)
         elif earlier != digest:
+            out[:need] = bytes(need)
             raise SegmentReuse(
-                f"segments {first_index}..{end - 1} were sealed before with other plaintext"
+                f"segments {first_index}..{first_index + covered - 1} were sealed before "
+                "with other plaintext"
             )
-        return b"".join(sealed)
+        return need
 
 
 def decrypt_stream(

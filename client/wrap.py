@@ -51,6 +51,7 @@ from client.errors import InvalidEnvelope, Tampered, UnsupportedKey, WrongKey, W
 from client.format import Header
 from client.keyschedule import DEK_LEN
 from client.recipient import (
+    MAX_RSA_BITS,
     MIN_RSA_BITS,
     P256_HPKE,
     RSA_OAEP_256,
@@ -81,7 +82,7 @@ _HPKE = {
     P256_HPKE: Suite(KEM.P256, KDF.HKDF_SHA256, AEAD.AES_256_GCM),
 }
 _HPKE_PAYLOAD_LEN = {X25519_HPKE: 32 + DEK_LEN + 16, P256_HPKE: 65 + DEK_LEN + 16}
-_RSA_PAYLOAD_RANGE = (MIN_RSA_BITS // 8, 16384 // 8)
+_RSA_PAYLOAD_RANGE = (MIN_RSA_BITS // 8, MAX_RSA_BITS // 8)
 
 
 def _oaep(label: bytes) -> padding.OAEP:
