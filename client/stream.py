@@ -107,16 +107,10 @@ class _SealLedger:
         """Claim ``[start, end)``; return the earlier tag digest when this is a retry."""
         with self._lock:
             previous = self._ranges.get(start)
-            if (
-                previous is not None
-                and previous[0] == end
-                and previous[1]
-                not in (
-                    None,
-                    self._STREAM,
-                )
-            ):
-                return previous[1]
+            if previous is not None and previous[0] == end and not stream:
+                digest = previous[1]
+                if digest is not None and digest != self._STREAM:
+                    return digest
             for other_start, (other_end, _) in self._ranges.items():
                 if other_start < end and start < other_end:
                     raise SegmentReuse(

@@ -420,6 +420,10 @@ def test_segment_reuse_is_refused() -> None:
         enc.encrypt_segments(1, a)  # overlaps
     with pytest.raises(SegmentReuse):
         enc.encrypt([a + b])  # the streaming pass would reseal 0 and 1
+    whole = Encryptor(BINDING, S16)
+    whole.encrypt_segments(0, data_of(S16))
+    with pytest.raises(SegmentReuse):  # the stream pass is never a "retry" of a part
+        whole.encrypt([data_of(S16)])
     streamed = Encryptor(BINDING, S16)
     list(streamed.encrypt([data_of(S16)]))
     with pytest.raises(SegmentReuse):
