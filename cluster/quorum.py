@@ -1,0 +1,99 @@
+"""Quorum arithmetic for replicated and erasure-coded writes and reads.
+
+Invariant kept: a write is acknowledged only when ``have_quorum`` says so, and a write stops
+waiting (fails) exactly when ``quorum_still_possible`` turns false, i.e. when so many of the
+``width`` targets have failed that the remaining ones cannot reach the quorum any more.
+
+The rules, after Swift's ``quorum_size`` and EC quorum (``swift/common/storage_policy.py``):
+
+- replication: majority, ``copies // 2 + 1`` (2 of 3, 2 of 2, 3 of 5);
+- erasure: ``k + 1`` shards, capped at ``k + m``: an acknowledged object survives one more
+  lost shard before repair (5 of 6 for k=4, m=2);
+- reads: one replica, or any ``k`` shards.
+
+Pure arithmetic: it counts, it does not wait, time out or talk to backends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cluster.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from cluster.policy import RedundancyClass
+
+__all__ = [
+    "erasure_quorum",
+    "have_quorum",
+    "losses_survivable_at_ack",
+    "min_read_set",
+    "quorum_still_possible",
+    "replication_quorum",
+]
+
+
+def _non_negative(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def replication_quorum(copies: int) -> int:
+    """Default write quorum for ``copies`` replicas: a strict majority (Swift-style)."""
+    _non_negative("copies", copies)
+    if copies < 1:
+        raise InvalidInput(f"copies must be at least 1, got {copies}")
+    return copies // 2 + 1
+
+
+def erasure_quorum(k: int, m: int) -> int:
+    """Default write quorum for ``k`` data + ``m`` parity shards: ``min(k + 1, k + m)``.
+
+    With ``k + 1`` shards stored, any single further loss still leaves ``k`` shards, enough to
+    rebuild; ``k`` alone would leave an acknowledged object one failure away from data loss.
+    """
+    _non_negative("k", k)
+    _non_negative("m", m)
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
+    return min(k + 1, k + m)
+
+
+def have_quorum(acks: int, needed: int) -> bool:
+    """True iff ``acks`` acknowledgements meet a quorum of ``needed``."""
+    _non_negative("acks", acks)
+    _non_negative("needed", needed)
+    return acks >= needed
+
+
+def quorum_still_possible(acks: int, failures: int, width: int, needed: int) -> bool:
+    """Can a write to ``width`` targets still reach ``needed`` acks?
+
+    ``acks`` targets have acknowledged and ``failures`` have failed; the other
+    ``width - acks - failures`` are still outstanding and may yet succeed. The answer is
+    ``width - failures >= needed``; it is true whenever ``have_quorum`` already is.
+    """
+    for name, value in (("acks", acks), ("failures", failures), ("width", width),
+                        ("needed", needed)):
+        _non_negative(name, value)
+    if acks + failures > width:
+        raise InvalidInput(
+            f"acks ({acks}) + failures ({failures}) exceed the write width ({width})"
+        )
+    return width - failures >= needed
+
+
+def min_read_set(rc: RedundancyClass) -> int:
+    """How many stored pieces a read needs: 1 replica, or ``k`` shards of an erasure class."""
+    if rc.kind == "erasure":
+        return rc.k
+    return 1
+
+
+def losses_survivable_at_ack(rc: RedundancyClass) -> int:
+    """How many more pieces an object can lose, right at acknowledgement, and still be read.
+
+    At acknowledgement only ``write_quorum`` pieces are known to be stored; a read needs
+    ``min_read_set(rc)`` of them.
+    """
+    return rc.write_quorum - min_read_set(rc)
