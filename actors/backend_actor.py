@@ -158,7 +158,10 @@ class BackendActor:
         """Probe the backend; never raises, so a health sweep sees every backend's state."""
         start = time.perf_counter()
         try:
-            self._ensure_ready()
+            # Re-check the bucket/directory on every ping: a backend that lost it (wiped,
+            # restarted empty) gets it back, and the lost replicas show up as missing on read.
+            self._client.ensure_ready()
+            self._ready = True
             self._client.ping()
         except BackendUnavailable as exc:
             with self._lock:

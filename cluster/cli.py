@@ -168,6 +168,66 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_BACKENDS = (
+    ("eu-frankfurt", "eu-central", "DE", "EU"),
+    ("eu-paris", "eu-west", "FR", "EU"),
+    ("us-virginia", "us-east", "US", "US"),
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a gateway with three local-directory backends and a demo tenant; Ctrl-C stops it."""
+    settings = _settings(args)
+    args.timeout = 180.0
+    cmd_up(args)
+    try:
+        existing = {b["name"] for b in _admin(settings, "GET", "/admin/backends")}
+        for name, region, country, jurisdiction in DEMO_BACKENDS:
+            if name in existing:
+                continue
+            path = (settings.state_path / "demo-backends" / name).resolve()
+            _admin(settings, "POST", "/admin/add-storage", {
+                "name": name, "type": "local", "path": str(path), "region": region,
+                "country": country, "jurisdiction": jurisdiction, "provider": "local",
+            })
+        creds_file = settings.state_path / "demo-credentials"
+        if not creds_file.exists():
+            result = _admin(settings, "POST", "/admin/tenants", {"name": "demo", "allow_plaintext": True})
+            creds_file.write_text(f"{result['access_key_id']} {result['secret_access_key']}\n")
+            creds_file.chmod(0o600)
+        key_id, secret = creds_file.read_text().split()
+        print(DEMO_TEXT.format(endpoint=settings.endpoint, key_id=key_id, secret=secret,
+                               region=settings.region), flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping...")
+    finally:
+        cmd_down(args)
+    return 0
+
+
+DEMO_TEXT = """
+Bulletproof demo gateway at {endpoint}
+  backends: eu-frankfurt (DE), eu-paris (FR), us-virginia (US): local directories
+  tenant:   demo (plaintext allowed for these examples; real tenants must encrypt client-side)
+
+  export AWS_ACCESS_KEY_ID={key_id}
+  export AWS_SECRET_ACCESS_KEY={secret}
+  export AWS_DEFAULT_REGION={region}
+  aws --endpoint-url {endpoint} s3 mb s3://photos
+  aws --endpoint-url {endpoint} s3 cp README.md s3://photos/readme.md
+  aws --endpoint-url {endpoint} s3 ls s3://photos
+  aws --endpoint-url {endpoint} s3 cp s3://photos/readme.md -
+
+  python3 -c "import boto3; s3 = boto3.client('s3', endpoint_url='{endpoint}'); \\
+print(s3.list_objects_v2(Bucket='photos').get('Contents'))"
+
+  bulletproof status      # backends and their health
+Ctrl-C (or 'make stop' from another shell) stops the gateway.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bulletproof", description=__doc__)
     parser.add_argument("--config", help="YAML settings file (BP_* variables override it)")
@@ -178,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=cmd_serve)
     sub.add_parser("down", help="stop the gateway started by up").set_defaults(func=cmd_down)
     sub.add_parser("status", help="backends and their health").set_defaults(func=cmd_status)
+    sub.add_parser("demo", help="gateway + 3 local backends + demo tenant, in the foreground").set_defaults(
+        func=cmd_demo
+    )
 
     backend = sub.add_parser("backend", help="manage storage backends").add_subparsers(
         dest="backend_command", required=True

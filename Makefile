@@ -1,0 +1,48 @@
+# Bulletproof: the commands a new user runs. `make demo` and `make test` install first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: install services demo stop test test-unit test-integration test-fault bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python venv missing: installing Debian's python3-venv"; \
+	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+services:
+	@bash scripts/ensure-services.sh
+
+demo: install services
+	$(VENV)/bin/bulletproof demo
+
+stop:
+	-$(VENV)/bin/bulletproof down
+
+test: install services
+	$(PYTEST) -q tests/unit tests/integration tests/fault
+
+test-unit: install
+	$(PYTEST) -q tests/unit
+
+test-integration: install services
+	$(PYTEST) -q tests/integration
+
+test-fault: install services
+	$(PYTEST) -q tests/fault
+
+bench: install services
+	$(PY) -m bench.run
+
+lint: install
+	$(VENV)/bin/ruff check cluster gateway actors jobs schema client tests bench
+	$(VENV)/bin/mypy cluster gateway actors jobs schema client
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
