@@ -75,11 +75,15 @@ class QuorumWrite:
         *,
         part_size: int,
         max_lag_parts: int = 4,
+        skip: frozenset[int] = frozenset(),
     ) -> None:
+        """``skip``: ids of targets known to be down; they get nothing now and end *pending*."""
         if not 1 <= quorum <= len(targets):
             raise ValueError(f"quorum {quorum} impossible with {len(targets)} targets")
         self._registry = registry
-        self._targets = [_Target(t) for t in targets]
+        self._targets = [
+            _Target(t, error="unhealthy at placement" if t.id in skip else None) for t in targets
+        ]
         self.quorum = quorum
         self.part_size = part_size
         self._max_lag = max_lag_parts

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 ReportBad = Callable[[ObjectVersion, Replica, str], Awaitable[None]]
 _THREAD_HASH_MIN = 256 * 1024
+_RTT_BAND_MS = 5.0
 
 
 def _digest(data: Any) -> bytes:
@@ -54,7 +56,17 @@ class VerifiedReader:
             if handle is None or handle.record.state == "removed":
                 continue
             found.append((replica, handle))
-        found.sort(key=lambda rh: (rh[0].status != "ok", not rh[1].healthy, rh[1].rtt_ms, rh[1].name))
+        # Intact-looking replicas on healthy backends first; among those of similar RTT (same
+        # band) the order is random, which spreads reads over replicas and lets every
+        # replica's checksum be exercised by ordinary reads, not only by the scrubber.
+        found.sort(
+            key=lambda rh: (
+                rh[0].status != "ok",
+                not rh[1].healthy,
+                int(rh[1].rtt_ms // _RTT_BAND_MS),
+                random.random(),
+            )
+        )
         return found
 
     async def read_part(self, version: ObjectVersion, part: int) -> memoryview:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cluster.errors import (
     BulletproofError,
@@ -63,6 +63,7 @@ __all__ = [
     "explain",
     "piece_bytes",
     "place",
+    "place_for_write",
     "preference_key",
 ]
 
@@ -597,3 +598,43 @@ def explain(rc: RedundancyClass, backends: Sequence[BackendView],
     except (PolicyViolation, InsufficientCapacity) as exc:
         lines.append(f"cannot place: {type(exc).__name__}: {exc}")
     return lines
+
+
+#: RTT added to an unhealthy backend in ``place_for_write``'s fallback, so every healthy
+#: candidate ranks before it.
+_UNHEALTHY_RTT_PENALTY_MS = 1e9
+
+
+def place_for_write(rc: RedundancyClass, backends: Sequence[BackendView],
+                    constraints: PlacementConstraints = PlacementConstraints(), *,
+                    object_size: int = 0) -> tuple[Placement, frozenset[str]]:
+    """Placement for a new write, tolerating unhealthy backends down to the write quorum.
+
+    Returns the placement and the names of its targets that are unhealthy now. The caller
+    writes only to the healthy ones and commits the others as *pending* replicas with their
+    replication jobs (they are finished when the backend returns), so a backend that is down
+    does not stop writes while the quorum can still be met; this is how "3 copies, quorum 2"
+    keeps accepting writes with one of three backends down.
+
+    The first choice is always a fully healthy placement. The fallback ranks every unhealthy
+    backend after every healthy one, and never relaxes a rule of the class or of the
+    constraints: the targets still satisfy them all, only their health differs. If the
+    healthy targets cannot reach the write quorum, the original ``InsufficientCapacity``
+    is raised (a 503); ``PolicyViolation`` is never softened.
+    """
+    try:
+        return place(rc, backends, constraints, object_size=object_size), frozenset()
+    except InsufficientCapacity as first:
+        health = {b.name: b.healthy for b in backends}
+        optimistic = [
+            b if b.healthy else replace(b, healthy=True, rtt_ms=b.rtt_ms + _UNHEALTHY_RTT_PENALTY_MS)
+            for b in backends
+        ]
+        try:
+            placement = place(rc, optimistic, constraints, object_size=object_size)
+        except (InsufficientCapacity, PolicyViolation):
+            raise first from None
+        down = frozenset(name for name in placement.targets if not health[name])
+        if len(placement.targets) - len(down) < placement.write_quorum:
+            raise first from None
+        return placement, down

@@ -10,6 +10,7 @@ sends what was written to garbage: nothing becomes visible.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -20,8 +21,8 @@ from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
 from actors.write_finisher import finish_stragglers, replicate_job_key
 from cluster.envelope import BP1_HEADER_SIZE, Envelope, envelope_from_metadata, parse_bp1_header
-from cluster.errors import InvalidEnvelope, InvalidInput
-from cluster.placement import PlacementConstraints, place
+from cluster.errors import InsufficientCapacity, InvalidEnvelope, InvalidInput, PolicyViolation
+from cluster.placement import BackendView, Placement, PlacementConstraints, place_for_write
 from cluster.policy import RedundancyClass
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
@@ -33,6 +34,8 @@ from schema.objects import NewReplica, NewVersion
 from schema.records import Bucket, ObjectVersion
 
 __all__ = ["new_version_id", "put_object", "redundancy_class_for", "store_object"]
+
+log = logging.getLogger(__name__)
 
 
 def new_version_id() -> str:
@@ -57,6 +60,23 @@ def redundancy_class_for(
     if name not in ctx.policy.classes:
         raise s3e.InvalidArgument(f"Unknown redundancy class {name!r}")
     return ctx.policy.get(name)
+
+
+def _place(
+    rc: RedundancyClass, views: list[BackendView], constraints: PlacementConstraints, size: int
+) -> tuple[Placement, frozenset[str]]:
+    """Placement with tenant-safe errors: the rule that failed is named, backend names (the
+    operator's topology) go to the log only."""
+    try:
+        return place_for_write(rc, views, constraints, object_size=size)
+    except InsufficientCapacity as exc:
+        log.warning("placement for class %s: %s", rc.name, exc)
+        raise InsufficientCapacity(
+            f"not enough healthy backends to store this object under class {rc.name} right now"
+        ) from exc
+    except PolicyViolation as exc:
+        log.warning("placement for class %s: %s", rc.name, exc)
+        raise PolicyViolation(str(exc).split("; filtered out:", 1)[0]) from exc
 
 
 async def _bp1_checked(body: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
@@ -109,14 +129,19 @@ async def store_object(
         )
     handles = await ctx.registry.current()
     constraints = PlacementConstraints(region_lock=frozenset(bucket.region_lock))
-    placement = place(rc, [h.view() for h in handles], constraints, object_size=length)
-    targets = [h for name in placement.targets for h in handles if h.name == name]
+    placement, down = _place(rc, [h.view() for h in handles], constraints, length)
+    by_name = {h.name: h for h in handles}
+    targets = [by_name[name] for name in placement.targets]
 
     body = payload(call.body, principal.verified, headers)
     if envelope is not None:
         body = _bp1_checked(body, length)
     write = QuorumWrite(
-        ctx.registry, targets, placement.write_quorum, part_size=ctx.settings.part_size
+        ctx.registry,
+        targets,
+        placement.write_quorum,
+        part_size=ctx.settings.part_size,
+        skip=frozenset(by_name[name].id for name in down),
     )
     try:
         try:
