@@ -113,14 +113,17 @@ class QuorumWrite:
     def all_locators(self) -> list[tuple[int, str]]:
         return [(t.handle.id, loc) for t in self._targets for loc in t.locators.values()]
 
-    def stragglers(self) -> dict[int, list[asyncio.Future[Any]]]:
-        """Targets still writing (not failed, not dropped): their outstanding futures."""
-        done = set(self.complete_backends())
-        return {
-            t.handle.id: list(t.inflight.values())
-            for t in self._targets
-            if t.live and t.handle.id not in done
-        }
+    def live_backends(self) -> list[int]:
+        """Targets that have neither failed nor been dropped (complete or still writing)."""
+        return [t.handle.id for t in self._targets if t.live]
+
+    async def settle(self, backend_id: int) -> bool:
+        """Wait for this target's in-flight parts; True if it then holds every part."""
+        target = next(t for t in self._targets if t.handle.id == backend_id)
+        while target.inflight and target.live:
+            await asyncio.wait(list(target.inflight.values()))
+            await asyncio.sleep(0)  # let the done-callbacks run
+        return backend_id in self.complete_backends()
 
     # -- the write -----------------------------------------------------------------------
     async def run(self, body: AsyncIterator[bytes], expected_size: int | None) -> None:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 ReportBad = Callable[[ObjectVersion, Replica, str], Awaitable[None]]
 _THREAD_HASH_MIN = 256 * 1024
-_RTT_BAND_MS = 5.0
+_NEAR_MS = 10.0
 
 
 def _digest(data: Any) -> bytes:
@@ -56,15 +56,18 @@ class VerifiedReader:
             if handle is None or handle.record.state == "removed":
                 continue
             found.append((replica, handle))
-        # Intact-looking replicas on healthy backends first; among those of similar RTT (same
-        # band) the order is random, which spreads reads over replicas and lets every
-        # replica's checksum be exercised by ordinary reads, not only by the scrubber.
+        # Intact-looking replicas on healthy backends first. Among those, the ones whose RTT is
+        # near the best (within 1.5x + 10 ms) come in random order: that spreads reads over
+        # replicas, and lets ordinary reads exercise every replica's checksum, not only the
+        # scrubber. Farther ones follow by RTT.
+        healthy_ok = [h.rtt_ms for r, h in found if r.status == "ok" and h.healthy]
+        near = (min(healthy_ok) * 1.5 + _NEAR_MS) if healthy_ok else 0.0
         found.sort(
             key=lambda rh: (
                 rh[0].status != "ok",
                 not rh[1].healthy,
-                int(rh[1].rtt_ms // _RTT_BAND_MS),
-                random.random(),
+                rh[1].rtt_ms > near,
+                rh[1].rtt_ms if rh[1].rtt_ms > near else random.random(),
             )
         )
         return found

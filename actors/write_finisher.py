@@ -8,15 +8,12 @@ changes: the job committed with the version stays queued for the replication age
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Collection
 
+from actors.quorum_writer import QuorumWrite
 from schema.store import MetadataStore
 
 __all__ = ["finish_stragglers", "replicate_job_key"]
-
-log = logging.getLogger(__name__)
 
 
 def replicate_job_key(version_pk: int, backend_id: int) -> str:
@@ -24,21 +21,16 @@ def replicate_job_key(version_pk: int, backend_id: int) -> str:
 
 
 async def finish_stragglers(
-    store: MetadataStore,
-    version_pk: int,
-    stragglers: Mapping[int, Sequence[asyncio.Future[Any]]],
+    store: MetadataStore, write: QuorumWrite, version_pk: int, pending: Collection[int]
 ) -> list[int]:
-    """Await each straggler; returns the backend ids whose replica became ``ok``."""
+    """Settle each target committed as pending; returns the ids whose replica became ``ok``.
 
-    async def one(backend_id: int, futures: Sequence[asyncio.Future[Any]]) -> int | None:
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        if any(isinstance(r, BaseException) for r in results):
-            return None
-        return backend_id
-
-    finished = [
-        b for b in await asyncio.gather(*(one(b, f) for b, f in stragglers.items())) if b is not None
-    ]
+    ``pending`` is exactly the set committed as pending (decided at commit time), so a
+    straggler that finished between the commit and this call is still recorded.
+    """
+    live = set(write.live_backends())
+    outcomes = await asyncio.gather(*(write.settle(b) for b in pending if b in live))
+    finished = [b for b, ok in zip([b for b in pending if b in live], outcomes, strict=True) if ok]
     if finished:
         async with store.db.transaction() as conn:
             for backend_id in finished:

@@ -67,7 +67,7 @@ class CachedReader:
         self._open_until = time.monotonic() + self._breaker_s
         self._missed_invalidations = True
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one Redis command; None when Redis is unavailable (the caller falls back)."""
         if time.monotonic() < self._open_until:
             return None
@@ -75,7 +75,7 @@ class CachedReader:
             if self._missed_invalidations:
                 await self._redis.incr(_EPOCH)
                 self._missed_invalidations = False
-            return await getattr(self._redis, method)(*args)
+            return await getattr(self._redis, method)(*args, **kwargs)
         except (RedisError, OSError) as exc:
             self._trip(exc)
             return None
@@ -95,7 +95,7 @@ class CachedReader:
         found = await load()
         if tags is not None:
             entry = {**tags, "v": None if found is None else to_json(found)}
-            await self._call("set", value_key, json.dumps(entry), "EX", self._ttl)
+            await self._call("set", value_key, json.dumps(entry), ex=self._ttl)
         return found  # type: ignore[no-any-return]
 
     @staticmethod

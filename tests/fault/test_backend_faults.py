@@ -119,6 +119,10 @@ def test_altered_replica_is_never_served_and_is_marked_corrupt(
 ) -> None:
     data = os.urandom(3 * MIB)
     s3.put_object(Bucket=bucket_name, Key="victim", Body=data)
+    cluster.wait_for(
+        lambda: {r["status"] for r in cluster.replicas(bucket_name, "victim")} == {"ok"},
+        what="every replica acknowledged: " + repr([(r["backend"], r["part_number"], r["status"]) for r in cluster.replicas(bucket_name, "victim")]),
+    )
     rows = [r for r in cluster.replicas(bucket_name, "victim") if r["part_number"] == 1]
     altered = {}
     for row in rows:

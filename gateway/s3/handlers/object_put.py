@@ -150,20 +150,29 @@ async def store_object(
             if isinstance(exc, InvalidEnvelope):
                 raise
             raise s3e.IncompleteBody(str(exc)) from exc
+        complete = frozenset(write.complete_backends())
         version, superseded = await _commit(
-            ctx, auth, call, write, key=key, envelope=envelope, user_meta=user_meta,
+            ctx, auth, call, write, complete, key=key, envelope=envelope, user_meta=user_meta,
             content_type=content_type, rc=rc, length=length,
         )
     except BaseException:
         ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
         raise
     await ctx.meta.invalidate_object(bucket.id, key)
-    stragglers = write.stragglers()
-    if stragglers:
-        ctx.spawn(finish_stragglers(ctx.store, version.id, stragglers))
+    pending = [t.id for t in targets if t.id not in complete]
+    if pending:
+        ctx.spawn(_finish(ctx, write, version, pending))
     if superseded is not None:
         ctx.spawn(collect_garbage(ctx.store, ctx.registry))
     return version
+
+
+async def _finish(
+    ctx: GatewayContext, write: QuorumWrite, version: ObjectVersion, pending: list[int]
+) -> None:
+    """Finish in-flight replicas, then drop the cached version that still shows them pending."""
+    if await finish_stragglers(ctx.store, write, version.id, pending):
+        await ctx.meta.invalidate_object(version.bucket_id, version.key)
 
 
 async def _commit(
@@ -171,6 +180,7 @@ async def _commit(
     auth: Authorized,
     call: S3Call,
     write: QuorumWrite,
+    complete: frozenset[int],
     *,
     key: str,
     envelope: Envelope | None,
@@ -181,7 +191,6 @@ async def _commit(
 ) -> tuple[ObjectVersion, int | None]:
     principal, bucket = auth.principal, auth.bucket
     assert bucket is not None
-    complete = set(write.complete_backends())
     locators = write.locators()
     replicas = [
         NewReplica(
