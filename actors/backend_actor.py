@@ -117,7 +117,7 @@ class BackendActor:
 
     def put(self, locator: str, data: np.ndarray | bytes) -> int:
         """Store ``data`` under ``locator``; returns the byte count. Idempotent."""
-        view = memoryview(data).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+        view = memoryview(data.data if isinstance(data, np.ndarray) else data).cast("B")
         start = time.perf_counter()
         try:
             self._ensure_ready()

@@ -128,7 +128,9 @@ class S3BackendClient:
     def head(self, locator: str) -> int | None:
         try:
             with self._translate(locator):
-                return int(self._s3.head_object(Bucket=self.bucket, Key=_check(locator))["ContentLength"])
+                return int(
+                    self._s3.head_object(Bucket=self.bucket, Key=_check(locator))["ContentLength"]
+                )
         except BackendNotFound:
             return None
 

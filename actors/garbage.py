@@ -21,7 +21,9 @@ __all__ = ["collect_garbage", "discard_write"]
 log = logging.getLogger(__name__)
 
 
-async def collect_garbage(store: MetadataStore, registry: BackendRegistry, *, limit: int = 500) -> int:
+async def collect_garbage(
+    store: MetadataStore, registry: BackendRegistry, *, limit: int = 500
+) -> int:
     """Delete one batch of garbage; returns how many rows were resolved."""
     async with store.db.connection() as conn:
         rows = await store.objects.take_garbage(conn, limit)

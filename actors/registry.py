@@ -112,8 +112,10 @@ class BackendRegistry:
             fresh: dict[int, BackendHandle] = {}
             for record in records:
                 old = self._handles.get(record.id)
-                if old is not None and old.record.endpoint == record.endpoint and (
-                    old.record.path == record.path
+                if (
+                    old is not None
+                    and old.record.endpoint == record.endpoint
+                    and (old.record.path == record.path)
                 ):
                     old.record = record
                     # A call failure lowers health until the next successful ping.
@@ -121,7 +123,9 @@ class BackendRegistry:
                         old.healthy = record.healthy
                     fresh[record.id] = old
                     continue
-                actor = get_or_create_backend_actor(spec_of(record, self._timeout), self._master_key_file)
+                actor = get_or_create_backend_actor(
+                    spec_of(record, self._timeout), self._master_key_file
+                )
                 fresh[record.id] = BackendHandle(
                     record=record, actor=actor, healthy=record.healthy, rtt_ms=record.rtt_ms
                 )
@@ -145,7 +149,11 @@ class BackendRegistry:
                     handle.actor.ping.remote(), timeout=self._ping_timeout
                 )
             except Exception as exc:  # an actor crash or timeout is an unhealthy backend
-                result = {"healthy": False, "rtt_ms": None, "error": f"ping failed: {type(exc).__name__}"}
+                result = {
+                    "healthy": False,
+                    "rtt_ms": None,
+                    "error": f"ping failed: {type(exc).__name__}",
+                }
             handle.healthy = bool(result["healthy"])
             handle.failed_at = 0.0 if handle.healthy else time.monotonic()
             if result["rtt_ms"] is not None:

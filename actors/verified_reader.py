@@ -97,7 +97,10 @@ class VerifiedReader:
             if len(view) != replica.size or digest != replica.sha256:
                 log.warning(
                     "replica %s of version %s part %d on %s failed verification",
-                    replica.id, version.id, part, handle.name,
+                    replica.id,
+                    version.id,
+                    part,
+                    handle.name,
                 )
                 await self._bad(version, replica, "corrupt")
                 continue

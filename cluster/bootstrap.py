@@ -69,7 +69,9 @@ async def prepare_database(settings: Settings) -> None:
     db = await Database.connect(settings.database_url, max_size=1)
     try:
         async with db.transaction() as conn:
-            await TenantRepository().put_admin_token(conn, hash_token(admin_token(settings)), "admin")
+            await TenantRepository().put_admin_token(
+                conn, hash_token(admin_token(settings)), "admin"
+            )
     finally:
         await db.close()
 
@@ -86,7 +88,9 @@ def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
         except httpx.HTTPError as exc:
             last = type(exc).__name__
         time.sleep(0.5)
-    raise TimeoutError(f"gateway at {settings.endpoint} not healthy after {timeout_s:.0f}s ({last})")
+    raise TimeoutError(
+        f"gateway at {settings.endpoint} not healthy after {timeout_s:.0f}s ({last})"
+    )
 
 
 def run_gateway(settings: Settings) -> None:

@@ -39,7 +39,9 @@ def _pid_file(settings: Settings) -> Path:
     return settings.state_path / "gateway.pid"
 
 
-def _admin(settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+def _admin(
+    settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None
+) -> Any:
     from cluster.bootstrap import admin_token
 
     response = httpx.request(
@@ -121,7 +123,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     backends = _admin(settings, "GET", "/admin/backends")
-    print(f"{'NAME':16} {'KIND':6} {'REGION':12} {'CC':3} {'JUR':4} {'STATE':9} {'HEALTH':8} RTT(ms)")
+    print(
+        f"{'NAME':16} {'KIND':6} {'REGION':12} {'CC':3} {'JUR':4} {'STATE':9} {'HEALTH':8} RTT(ms)"
+    )
     for b in backends:
         health = "ok" if b["healthy"] else "DOWN"
         print(
@@ -146,7 +150,9 @@ def cmd_backend_add(args: argparse.Namespace) -> int:
             raise SystemExit("--path is required for --type local")
         payload["path"] = str(Path(args.path).resolve())
     else:
-        missing = [f for f in ("endpoint", "bucket", "access_key", "secret_key") if not getattr(args, f)]
+        missing = [
+            f for f in ("endpoint", "bucket", "access_key", "secret_key") if not getattr(args, f)
+        ]
         if missing:
             raise SystemExit("missing: " + ", ".join("--" + m.replace("_", "-") for m in missing))
         payload.update(
@@ -162,7 +168,10 @@ def cmd_backend_add(args: argparse.Namespace) -> int:
 def cmd_tenant_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     result = _admin(
-        settings, "POST", "/admin/tenants", {"name": args.name, "allow_plaintext": args.allow_plaintext}
+        settings,
+        "POST",
+        "/admin/tenants",
+        {"name": args.name, "allow_plaintext": args.allow_plaintext},
     )
     print(f"{result['access_key_id']} {result['secret_access_key']}")
     return 0
@@ -186,18 +195,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if name in existing:
                 continue
             path = (settings.state_path / "demo-backends" / name).resolve()
-            _admin(settings, "POST", "/admin/add-storage", {
-                "name": name, "type": "local", "path": str(path), "region": region,
-                "country": country, "jurisdiction": jurisdiction, "provider": "local",
-            })
+            _admin(
+                settings,
+                "POST",
+                "/admin/add-storage",
+                {
+                    "name": name,
+                    "type": "local",
+                    "path": str(path),
+                    "region": region,
+                    "country": country,
+                    "jurisdiction": jurisdiction,
+                    "provider": "local",
+                },
+            )
         creds_file = settings.state_path / "demo-credentials"
         if not creds_file.exists():
-            result = _admin(settings, "POST", "/admin/tenants", {"name": "demo", "allow_plaintext": True})
+            result = _admin(
+                settings, "POST", "/admin/tenants", {"name": "demo", "allow_plaintext": True}
+            )
             creds_file.write_text(f"{result['access_key_id']} {result['secret_access_key']}\n")
             creds_file.chmod(0o600)
         key_id, secret = creds_file.read_text().split()
-        print(DEMO_TEXT.format(endpoint=settings.endpoint, key_id=key_id, secret=secret,
-                               region=settings.region), flush=True)
+        print(
+            DEMO_TEXT.format(
+                endpoint=settings.endpoint, key_id=key_id, secret=secret, region=settings.region
+            ),
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -238,9 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=cmd_serve)
     sub.add_parser("down", help="stop the gateway started by up").set_defaults(func=cmd_down)
     sub.add_parser("status", help="backends and their health").set_defaults(func=cmd_status)
-    sub.add_parser("demo", help="gateway + 3 local backends + demo tenant, in the foreground").set_defaults(
-        func=cmd_demo
-    )
+    sub.add_parser(
+        "demo", help="gateway + 3 local backends + demo tenant, in the foreground"
+    ).set_defaults(func=cmd_demo)
 
     backend = sub.add_parser("backend", help="manage storage backends").add_subparsers(
         dest="backend_command", required=True

@@ -47,7 +47,9 @@ class Settings:
 
     @property
     def master_key_path(self) -> Path:
-        return Path(self.master_key_file) if self.master_key_file else self.state_path / "master.key"
+        return (
+            Path(self.master_key_file) if self.master_key_file else self.state_path / "master.key"
+        )
 
     @property
     def admin_token_path(self) -> Path:
@@ -83,7 +85,7 @@ def _coerce(field: dataclasses.Field[Any], raw: object) -> object:
 def load_settings(
     env: Mapping[str, str] | None = None, file_values: Mapping[str, object] | None = None
 ) -> Settings:
-    """Build settings from ``file_values`` (parsed YAML) overlaid by ``env`` (default os.environ)."""
+    """Settings from ``file_values`` (parsed YAML) overlaid by ``env`` (default: os.environ)."""
     env = os.environ if env is None else env
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     values: dict[str, object] = {}

@@ -83,7 +83,9 @@ def parse_bp1_header(head: bytes, body_length: int) -> Bp1Header:
     if suite not in BP1_SUITES:
         raise InvalidEnvelope(f"BP1 header: unsupported suite {suite}")
     if not SEG_LOG2_MIN <= seg_log2 <= SEG_LOG2_MAX:
-        raise InvalidEnvelope(f"BP1 header: seg_log2 {seg_log2} outside {SEG_LOG2_MIN}..{SEG_LOG2_MAX}")
+        raise InvalidEnvelope(
+            f"BP1 header: seg_log2 {seg_log2} outside {SEG_LOG2_MIN}..{SEG_LOG2_MAX}"
+        )
     if reserved != 0:
         raise InvalidEnvelope("BP1 header: reserved byte must be 0")
     header = Bp1Header(version=version, suite=suite, seg_log2=seg_log2, plaintext_length=pt_len)
@@ -150,7 +152,8 @@ def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
     alg = meta["bp-wrap-alg"]
     if alg not in WRAP_ALGORITHMS:
         raise InvalidEnvelope(
-            f"x-amz-meta-bp-wrap-alg {alg!r} is not allowed (allowed: {', '.join(sorted(WRAP_ALGORITHMS))})"
+            f"x-amz-meta-bp-wrap-alg {alg!r} is not allowed"
+            f" (allowed: {', '.join(sorted(WRAP_ALGORITHMS))})"
         )
     content_id = meta.get("bp-content-id") or None
     if content_id is not None:

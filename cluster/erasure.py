@@ -80,11 +80,14 @@ class ShardSet:
     def __post_init__(self) -> None:
         _check_km(self.k, self.m)
         if len(self.shards) != self.k + self.m:
-            raise InvalidInput(f"a ShardSet holds k + m = {self.k + self.m} shards, "
-                               f"got {len(self.shards)}")
+            raise InvalidInput(
+                f"a ShardSet holds k + m = {self.k + self.m} shards, got {len(self.shards)}"
+            )
         if self.shard_size != shard_size(self.data_length, self.k):
-            raise InvalidInput(f"shard_size {self.shard_size} does not match data_length "
-                               f"{self.data_length} split {self.k} ways")
+            raise InvalidInput(
+                f"shard_size {self.shard_size} does not match data_length "
+                f"{self.data_length} split {self.k} ways"
+            )
         if any(len(s) != self.shard_size for s in self.shards):
             raise InvalidInput(f"every shard must be {self.shard_size} bytes")
 
@@ -93,7 +96,7 @@ def _data_blocks(view: memoryview, k: int, size: int) -> list[bytes]:
     """The ``k`` primary blocks of ``view``: one copy of the data, the last block zero-padded."""
     blocks: list[bytes] = []
     for i in range(k):
-        chunk = view[i * size:(i + 1) * size]
+        chunk = view[i * size : (i + 1) * size]
         block = bytes(chunk)
         if len(block) < size:
             block += bytes(size - len(block))
@@ -120,8 +123,7 @@ def encode(data: bytes | bytearray | memoryview, k: int, m: int) -> ShardSet:
     return ShardSet(k=k, m=m, shard_size=size, data_length=length, shards=shards)
 
 
-def _primary_blocks(shards: Mapping[int, bytes], k: int, m: int,
-                    data_length: int) -> list[bytes]:
+def _primary_blocks(shards: Mapping[int, bytes], k: int, m: int, data_length: int) -> list[bytes]:
     """The ``k`` data blocks (padded) rebuilt from any ``k`` valid shards of ``shards``."""
     _check_km(k, m)
     size = shard_size(data_length, k)
@@ -141,8 +143,7 @@ def _primary_blocks(shards: Mapping[int, bytes], k: int, m: int,
     # The lowest indices first: every data shard present is one block zfec need not compute.
     chosen = sorted(shards)[:k]
     if chosen == list(range(k)):
-        return [bytes(shards[i]) if not isinstance(shards[i], bytes) else shards[i]
-                for i in chosen]
+        return [bytes(shards[i]) if not isinstance(shards[i], bytes) else shards[i] for i in chosen]
     decoded = _decoder(k, m).decode(tuple(shards[i] for i in chosen), tuple(chosen))
     return [b if isinstance(b, bytes) else bytes(b) for b in decoded]
 
@@ -167,8 +168,9 @@ def decode(shards: Mapping[int, bytes], k: int, m: int, data_length: int) -> byt
     return b"".join(pieces)
 
 
-def rebuild(shards: Mapping[int, bytes], k: int, m: int, data_length: int,
-            wanted: Iterable[int]) -> dict[int, bytes]:
+def rebuild(
+    shards: Mapping[int, bytes], k: int, m: int, data_length: int, wanted: Iterable[int]
+) -> dict[int, bytes]:
     """Recompute the shards numbered ``wanted`` from any ``k`` others, for repair.
 
     The result is byte-identical to what ``encode`` produced for those indices, so a rebuilt

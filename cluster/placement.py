@@ -110,23 +110,26 @@ class BackendView:
         for name in ("name", "region", "country", "jurisdiction", "provider"):
             value = getattr(self, name)
             if not isinstance(value, str) or (name == "name" and not value):
-                raise InvalidInput(f"backend {self.name!r}: {name} must be a string, "
-                                   f"got {value!r}")
+                raise InvalidInput(f"backend {self.name!r}: {name} must be a string, got {value!r}")
         if self.state not in STATES:
-            raise InvalidInput(f"backend {self.name!r}: state must be one of "
-                               f"{', '.join(STATES)}, got {self.state!r}")
+            raise InvalidInput(
+                f"backend {self.name!r}: state must be one of "
+                f"{', '.join(STATES)}, got {self.state!r}"
+            )
         if not isinstance(self.healthy, bool):
             raise InvalidInput(f"backend {self.name!r}: healthy must be a bool")
         for name in ("rtt_ms", "throughput_mbps"):
-            object.__setattr__(self, name, _real(f"backend {self.name!r}: {name}",
-                                                 getattr(self, name)))
+            object.__setattr__(
+                self, name, _real(f"backend {self.name!r}: {name}", getattr(self, name))
+            )
         for name in ("capacity_bytes", "used_bytes"):
             value = getattr(self, name)
             if value is None and name == "capacity_bytes":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInput(f"backend {self.name!r}: {name} must be a non-negative "
-                                   f"integer, got {value!r}")
+                raise InvalidInput(
+                    f"backend {self.name!r}: {name} must be a non-negative integer, got {value!r}"
+                )
 
     @property
     def free_bytes(self) -> float:
@@ -167,8 +170,11 @@ class PlacementConstraints:
     def __post_init__(self) -> None:
         for name in ("region_lock", "jurisdiction_allow", "jurisdiction_deny", "exclude"):
             object.__setattr__(self, name, _names(name, getattr(self, name)))
-        object.__setattr__(self, "allowed_backends",
-                           _names("allowed_backends", self.allowed_backends, optional=True))
+        object.__setattr__(
+            self,
+            "allowed_backends",
+            _names("allowed_backends", self.allowed_backends, optional=True),
+        )
 
     def describe(self) -> str:
         parts: list[str] = []
@@ -240,8 +246,9 @@ def preference_key(b: BackendView) -> tuple[float, float, float, float, float, s
     Health is not in the key: only healthy backends are ranked at all.
     """
     rtt_band = b.rtt_ms // RTT_BAND_MS if math.isfinite(b.rtt_ms) else math.inf
-    tput_band = (b.throughput_mbps // THROUGHPUT_BAND_MBPS
-                 if math.isfinite(b.throughput_mbps) else math.inf)
+    tput_band = (
+        b.throughput_mbps // THROUGHPUT_BAND_MBPS if math.isfinite(b.throughput_mbps) else math.inf
+    )
     return (rtt_band, -tput_band, -b.free_bytes, b.rtt_ms, -b.throughput_mbps, b.name)
 
 
@@ -259,16 +266,21 @@ class _Stage:
 
 
 def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
-    stages = [_Stage("state", "active",
-                     lambda b: None if b.state == "active" else b.state)]
+    stages = [_Stage("state", "active", lambda b: None if b.state == "active" else b.state)]
     if c.exclude:
         exclude = c.exclude
-        stages.append(_Stage("exclude list", "permitted",
-                             lambda b: "excluded" if b.name in exclude else None))
+        stages.append(
+            _Stage("exclude list", "permitted", lambda b: "excluded" if b.name in exclude else None)
+        )
     if c.allowed_backends is not None:
         allowed = c.allowed_backends
-        stages.append(_Stage("tenant allow-list", "permitted",
-                             lambda b: None if b.name in allowed else "not in tenant allow-list"))
+        stages.append(
+            _Stage(
+                "tenant allow-list",
+                "permitted",
+                lambda b: None if b.name in allowed else "not in tenant allow-list",
+            )
+        )
     if c.region_lock:
         lock = frozenset(x.casefold() for x in c.region_lock)
         label = f"region lock {_join_sorted(c.region_lock)}"
@@ -283,15 +295,31 @@ def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
     if c.jurisdiction_allow:
         allow = frozenset(x.upper() for x in c.jurisdiction_allow)
         label = f"jurisdiction allow {_join_sorted(c.jurisdiction_allow)}"
-        stages.append(_Stage(label, "permitted",
-                             lambda b: None if b.jurisdiction.upper() in allow
-                             else f"jurisdiction {b.jurisdiction} not allowed"))
+        stages.append(
+            _Stage(
+                label,
+                "permitted",
+                lambda b: (
+                    None
+                    if b.jurisdiction.upper() in allow
+                    else f"jurisdiction {b.jurisdiction} not allowed"
+                ),
+            )
+        )
     if c.jurisdiction_deny:
         deny = frozenset(x.upper() for x in c.jurisdiction_deny)
         label = f"jurisdiction deny {_join_sorted(c.jurisdiction_deny)}"
-        stages.append(_Stage(label, "permitted",
-                             lambda b: f"jurisdiction {b.jurisdiction} denied"
-                             if b.jurisdiction.upper() in deny else None))
+        stages.append(
+            _Stage(
+                label,
+                "permitted",
+                lambda b: (
+                    f"jurisdiction {b.jurisdiction} denied"
+                    if b.jurisdiction.upper() in deny
+                    else None
+                ),
+            )
+        )
     return stages
 
 
@@ -333,8 +361,9 @@ def _matching_reaches(edges: dict[str, set[str]], q: int) -> bool:
     return size >= q
 
 
-def _feasible_in_country(rc: RedundancyClass, sel: Sequence[BackendView],
-                         pool: Sequence[BackendView], r: int) -> bool:
+def _feasible_in_country(
+    rc: RedundancyClass, sel: Sequence[BackendView], pool: Sequence[BackendView], r: int
+) -> bool:
     """Can ``r`` more from ``pool`` complete ``sel``? Country already settled (or free)."""
     if rc.distinct_providers:
         used = {_provider(b) for b in sel}
@@ -358,8 +387,9 @@ def _feasible_in_country(rc: RedundancyClass, sel: Sequence[BackendView],
     return _matching_reaches(edges, q)
 
 
-def _feasible(rc: RedundancyClass, sel: Sequence[BackendView],
-              pool: Sequence[BackendView], r: int) -> bool:
+def _feasible(
+    rc: RedundancyClass, sel: Sequence[BackendView], pool: Sequence[BackendView], r: int
+) -> bool:
     """Exact test: do ``r`` distinct backends of ``pool`` exist that, with ``sel``, satisfy
     ``rc``'s rules? ``sel`` and ``pool`` are disjoint."""
     if r < 0 or len(pool) < r:
@@ -382,8 +412,9 @@ def _feasible(rc: RedundancyClass, sel: Sequence[BackendView],
     return any(_feasible_in_country(rc, sel, group, r) for group in by_country.values())
 
 
-def _search(rc: RedundancyClass, ranked: Sequence[BackendView], fixed: Sequence[BackendView],
-            need: int) -> tuple[list[BackendView], list[tuple[BackendView, str]]] | None:
+def _search(
+    rc: RedundancyClass, ranked: Sequence[BackendView], fixed: Sequence[BackendView], need: int
+) -> tuple[list[BackendView], list[tuple[BackendView, str]]] | None:
     """Greedy with an exact oracle: the lexicographically best valid completion, or None.
 
     Keeps the invariant "``fixed + chosen`` can still be completed from ``ranked[i:]``"; a
@@ -398,7 +429,7 @@ def _search(rc: RedundancyClass, ranked: Sequence[BackendView], fixed: Sequence[
         if len(chosen) == need:
             break
         trial = [*fixed, *chosen, b]
-        if _feasible(rc, trial, ranked[i + 1:], need - len(chosen) - 1):
+        if _feasible(rc, trial, ranked[i + 1 :], need - len(chosen) - 1):
             chosen.append(b)
         else:
             passed.append((b, _why_not(rc, [*fixed, *chosen], b)))
@@ -428,8 +459,14 @@ def _rules(rc: RedundancyClass) -> str:
 # --- diagnosis ------------------------------------------------------------------------------
 
 
-def _shortfall(rc: RedundancyClass, pool: Sequence[BackendView], fixed: Sequence[BackendView],
-               need: int, adjective: str, suffix: str = "") -> str:
+def _shortfall(
+    rc: RedundancyClass,
+    pool: Sequence[BackendView],
+    fixed: Sequence[BackendView],
+    need: int,
+    adjective: str,
+    suffix: str = "",
+) -> str:
     """Which rule ``pool`` fails (it is known to be infeasible), in words."""
     more = " more" if fixed else ""
     needs = f"class {rc.name} needs {need}{more}"
@@ -443,36 +480,48 @@ def _shortfall(rc: RedundancyClass, pool: Sequence[BackendView], fixed: Sequence
         providers = {_provider(b) for b in pool} - set(fixed_providers)
         if len(providers) < need:
             word = "unused provider" if fixed else "provider"
-            return (f"distinct providers: only {_plural(len(providers), word)} "
-                    f"({_join_sorted(providers) or '-'}) among {adjective}, {needs}")
+            return (
+                f"distinct providers: only {_plural(len(providers), word)} "
+                f"({_join_sorted(providers) or '-'}) among {adjective}, {needs}"
+            )
     if rc.same_country:
         fixed_countries = {_country(b) for b in fixed}
         if len(fixed_countries) > 1:
-            return (f"same country: the surviving replicas are already in "
-                    f"{_join_sorted(fixed_countries)}")
+            return (
+                f"same country: the surviving replicas are already in "
+                f"{_join_sorted(fixed_countries)}"
+            )
         counts: dict[str, int] = {}
         for b in pool:
             counts[_country(b)] = counts.get(_country(b), 0) + 1
         if fixed_countries:
             (country,) = fixed_countries
             if counts.get(country, 0) < need:
-                return (f"same country: only {counts.get(country, 0)} of the {adjective} are "
-                        f"in {country}, where the surviving replicas are, {needs}")
+                return (
+                    f"same country: only {counts.get(country, 0)} of the {adjective} are "
+                    f"in {country}, where the surviving replicas are, {needs}"
+                )
         else:
             best = max(sorted(counts), key=lambda c: counts[c])
             if counts[best] < need:
-                return (f"same country: at most {counts[best]} {adjective} share a "
-                        f"country ({best}), {needs} in one country")
+                return (
+                    f"same country: at most {counts[best]} {adjective} share a "
+                    f"country ({best}), {needs} in one country"
+                )
     if rc.min_regions > 1:
         regions = {_region(b) for b in pool} | {_region(b) for b in fixed}
         if len(regions) < rc.min_regions:
-            return (f"min_regions: {adjective} span only "
-                    f"{_plural(len(regions), 'region')} ({_join_sorted(regions) or '-'}), "
-                    f"class {rc.name} needs at least {rc.min_regions}")
+            return (
+                f"min_regions: {adjective} span only "
+                f"{_plural(len(regions), 'region')} ({_join_sorted(regions) or '-'}), "
+                f"class {rc.name} needs at least {rc.min_regions}"
+            )
         if rc.same_country:
-            return (f"min_regions + same country: no country has {adjective} in "
-                    f"{rc.min_regions} regions, class {rc.name} needs {rc.width} backends "
-                    f"in one country across {rc.min_regions} regions")
+            return (
+                f"min_regions + same country: no country has {adjective} in "
+                f"{rc.min_regions} regions, class {rc.name} needs {rc.width} backends "
+                f"in one country across {rc.min_regions} regions"
+            )
     return f"no {need}{more} of the {adjective} satisfy {_rules(rc)} together"
 
 
@@ -483,9 +532,15 @@ def _listing(rejected: Sequence[tuple[BackendView, str]]) -> str:
     return ", ".join(shown)
 
 
-def _apply(stages: Sequence[_Stage], pool: list[BackendView], rc: RedundancyClass,
-           fixed: Sequence[BackendView], need: int, lines: list[str],
-           error: type[BulletproofError]) -> list[BackendView]:
+def _apply(
+    stages: Sequence[_Stage],
+    pool: list[BackendView],
+    rc: RedundancyClass,
+    fixed: Sequence[BackendView],
+    need: int,
+    lines: list[str],
+    error: type[BulletproofError],
+) -> list[BackendView]:
     """Filter ``pool`` stage by stage; raise ``error`` at the first stage that makes the
     placement impossible, naming that stage, its rule and what it filtered out."""
     for stage in stages:
@@ -509,9 +564,14 @@ def _apply(stages: Sequence[_Stage], pool: list[BackendView], rc: RedundancyClas
 # --- the engine -------------------------------------------------------------------------------
 
 
-def _plan(rc: RedundancyClass, backends: Sequence[BackendView],
-          constraints: PlacementConstraints, object_size: int,
-          already_placed: Sequence[BackendView], lines: list[str]) -> Placement:
+def _plan(
+    rc: RedundancyClass,
+    backends: Sequence[BackendView],
+    constraints: PlacementConstraints,
+    object_size: int,
+    already_placed: Sequence[BackendView],
+    lines: list[str],
+) -> Placement:
     if not isinstance(rc, RedundancyClass):
         raise InvalidInput(f"rc must be a RedundancyClass, got {type(rc).__name__}")
     if isinstance(object_size, bool) or not isinstance(object_size, int) or object_size < 0:
@@ -530,8 +590,10 @@ def _plan(rc: RedundancyClass, backends: Sequence[BackendView],
     lines.append(f"class {rc.name}: {rc.describe()}")
     lines.append(f"constraints: {constraints.describe()}")
     if fixed:
-        lines.append(f"repair: {len(fixed)} of {rc.width} surviving on "
-                     f"{', '.join(b.name for b in fixed)}; placing {max(0, need)} more")
+        lines.append(
+            f"repair: {len(fixed)} of {rc.width} surviving on "
+            f"{', '.join(b.name for b in fixed)}; placing {max(0, need)} more"
+        )
     if need <= 0:
         if not _feasible(rc, fixed, (), 0):
             raise PolicyViolation(
@@ -546,10 +608,8 @@ def _plan(rc: RedundancyClass, backends: Sequence[BackendView],
         raise PolicyViolation(
             f"registered backends: {_shortfall(rc, pool, fixed, need, 'registered')}"
         )
-    permitted = _apply(_policy_stages(constraints), pool, rc, fixed, need, lines,
-                       PolicyViolation)
-    eligible = _apply(_now_stages(piece), permitted, rc, fixed, need, lines,
-                      InsufficientCapacity)
+    permitted = _apply(_policy_stages(constraints), pool, rc, fixed, need, lines, PolicyViolation)
+    eligible = _apply(_now_stages(piece), permitted, rc, fixed, need, lines, InsufficientCapacity)
     ranked = sorted(eligible, key=preference_key)
     lines.append(f"eligible: {len(ranked)} of {len(backends)} backends")
     found = _search(rc, ranked, fixed, need)
@@ -560,23 +620,32 @@ def _plan(rc: RedundancyClass, backends: Sequence[BackendView],
     slot = "shard" if rc.kind == "erasure" else "target"
     for i, b in enumerate(chosen):
         free = "unlimited" if b.capacity_bytes is None else f"{int(b.free_bytes)} bytes"
-        lines.append(f"{slot} {i}: {b.name} (region {b.region}, country {b.country}, "
-                     f"provider {b.provider}, rtt {b.rtt_ms:g} ms, {b.throughput_mbps:g} Mbps, "
-                     f"free {free})")
+        lines.append(
+            f"{slot} {i}: {b.name} (region {b.region}, country {b.country}, "
+            f"provider {b.provider}, rtt {b.rtt_ms:g} ms, {b.throughput_mbps:g} Mbps, "
+            f"free {free})"
+        )
     if fixed:
         write_quorum = len(chosen)
         lines.append(f"write quorum: all {write_quorum} new pieces (repair)")
     else:
         write_quorum = rc.write_quorum
-        lines.append(f"write quorum: {write_quorum} of {rc.width}; "
-                     f"{losses_survivable_at_ack(rc)} further loss(es) survivable at "
-                     f"acknowledgement; reads need {min_read_set(rc)}")
+        lines.append(
+            f"write quorum: {write_quorum} of {rc.width}; "
+            f"{losses_survivable_at_ack(rc)} further loss(es) survivable at "
+            f"acknowledgement; reads need {min_read_set(rc)}"
+        )
     return Placement(rc, tuple(b.name for b in chosen), write_quorum, tuple(lines))
 
 
-def place(rc: RedundancyClass, backends: Sequence[BackendView],
-          constraints: PlacementConstraints = PlacementConstraints(), *,
-          object_size: int = 0, already_placed: Sequence[BackendView] = ()) -> Placement:
+def place(
+    rc: RedundancyClass,
+    backends: Sequence[BackendView],
+    constraints: PlacementConstraints = PlacementConstraints(),
+    *,
+    object_size: int = 0,
+    already_placed: Sequence[BackendView] = (),
+) -> Placement:
     """Choose the backends for one object (or the missing pieces of one, in repair mode).
 
     Returns ``rc.width - len(already_placed)`` distinct targets that, with ``already_placed``,
@@ -587,9 +656,14 @@ def place(rc: RedundancyClass, backends: Sequence[BackendView],
     return _plan(rc, backends, constraints, object_size, already_placed, [])
 
 
-def explain(rc: RedundancyClass, backends: Sequence[BackendView],
-            constraints: PlacementConstraints = PlacementConstraints(), *,
-            object_size: int = 0, already_placed: Sequence[BackendView] = ()) -> list[str]:
+def explain(
+    rc: RedundancyClass,
+    backends: Sequence[BackendView],
+    constraints: PlacementConstraints = PlacementConstraints(),
+    *,
+    object_size: int = 0,
+    already_placed: Sequence[BackendView] = (),
+) -> list[str]:
     """The reasoning of ``place`` as lines for ``bulletproof policy explain``; never raises
     for an impossible placement: the last line then says why, as the error would."""
     lines: list[str] = []
@@ -605,9 +679,13 @@ def explain(rc: RedundancyClass, backends: Sequence[BackendView],
 _UNHEALTHY_RTT_PENALTY_MS = 1e9
 
 
-def place_for_write(rc: RedundancyClass, backends: Sequence[BackendView],
-                    constraints: PlacementConstraints = PlacementConstraints(), *,
-                    object_size: int = 0) -> tuple[Placement, frozenset[str]]:
+def place_for_write(
+    rc: RedundancyClass,
+    backends: Sequence[BackendView],
+    constraints: PlacementConstraints = PlacementConstraints(),
+    *,
+    object_size: int = 0,
+) -> tuple[Placement, frozenset[str]]:
     """Placement for a new write, tolerating unhealthy backends down to the write quorum.
 
     Returns the placement and the names of its targets that are unhealthy now. The caller
@@ -627,7 +705,9 @@ def place_for_write(rc: RedundancyClass, backends: Sequence[BackendView],
     except InsufficientCapacity as first:
         health = {b.name: b.healthy for b in backends}
         optimistic = [
-            b if b.healthy else replace(b, healthy=True, rtt_ms=b.rtt_ms + _UNHEALTHY_RTT_PENALTY_MS)
+            b
+            if b.healthy
+            else replace(b, healthy=True, rtt_ms=b.rtt_ms + _UNHEALTHY_RTT_PENALTY_MS)
             for b in backends
         ]
         try:

@@ -99,16 +99,26 @@ def _check_class_fields(
         return InvalidInput(f"{where(fieldname)}: {message}")
 
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise bad("name", f"class names are 1-64 letters, digits, '_' or '-', starting with a "
-                          f"letter; got {name!r}")
+        raise bad(
+            "name",
+            f"class names are 1-64 letters, digits, '_' or '-', starting with a "
+            f"letter; got {name!r}",
+        )
     if kind not in KINDS:
         raise bad("kind", f"must be one of {', '.join(KINDS)}; got {kind!r}")
-    for fieldname, value in (("copies", copies), ("write_quorum", write_quorum), ("k", k),
-                             ("m", m), ("min_regions", min_regions)):
+    for fieldname, value in (
+        ("copies", copies),
+        ("write_quorum", write_quorum),
+        ("k", k),
+        ("m", m),
+        ("min_regions", min_regions),
+    ):
         if not _is_int(value):
             raise bad(fieldname, f"must be an integer, got {value!r}")
-    for fieldname, value in (("same_country", same_country),
-                             ("distinct_providers", distinct_providers)):
+    for fieldname, value in (
+        ("same_country", same_country),
+        ("distinct_providers", distinct_providers),
+    ):
         if not isinstance(value, bool):
             raise bad(fieldname, f"must be true or false, got {value!r}")
     assert isinstance(copies, int) and isinstance(write_quorum, int)
@@ -119,8 +129,9 @@ def _check_class_fields(
         if not 1 <= copies <= MAX_COPIES:
             raise bad("copies", f"must be between 1 and {MAX_COPIES}, got {copies}")
         if write_quorum != 0 and not 1 <= write_quorum <= copies:
-            raise bad("write_quorum",
-                      f"must be between 1 and copies ({copies}), got {write_quorum}")
+            raise bad(
+                "write_quorum", f"must be between 1 and copies ({copies}), got {write_quorum}"
+            )
         width = copies
     else:
         if copies:
@@ -132,13 +143,16 @@ def _check_class_fields(
         if k + m > MAX_SHARDS:
             raise bad("m", f"k + m must be at most {MAX_SHARDS} (zfec), got {k} + {m} = {k + m}")
         if write_quorum != 0 and not k <= write_quorum <= k + m:
-            raise bad("write_quorum",
-                      f"must be between k ({k}) and k + m ({k + m}), got {write_quorum}")
+            raise bad(
+                "write_quorum", f"must be between k ({k}) and k + m ({k + m}), got {write_quorum}"
+            )
         width = k + m
     if not 1 <= min_regions <= width:
-        raise bad("min_regions",
-                  f"must be between 1 and the number of backends the class uses ({width}), "
-                  f"got {min_regions}")
+        raise bad(
+            "min_regions",
+            f"must be between 1 and the number of backends the class uses ({width}), "
+            f"got {min_regions}",
+        )
 
 
 @dataclass(frozen=True)
@@ -162,14 +176,23 @@ class RedundancyClass:
 
     def __post_init__(self) -> None:
         _check_class_fields(
-            name=self.name, kind=self.kind, copies=self.copies, write_quorum=self.write_quorum,
-            k=self.k, m=self.m, min_regions=self.min_regions, same_country=self.same_country,
+            name=self.name,
+            kind=self.kind,
+            copies=self.copies,
+            write_quorum=self.write_quorum,
+            k=self.k,
+            m=self.m,
+            min_regions=self.min_regions,
+            same_country=self.same_country,
             distinct_providers=self.distinct_providers,
             where=lambda f: f"redundancy class {self.name!r}: {f}",
         )
         if self.write_quorum == 0:
-            default = (replication_quorum(self.copies) if self.kind == "replication"
-                       else erasure_quorum(self.k, self.m))
+            default = (
+                replication_quorum(self.copies)
+                if self.kind == "replication"
+                else erasure_quorum(self.k, self.m)
+            )
             object.__setattr__(self, "write_quorum", default)
 
     @property
@@ -182,8 +205,10 @@ class RedundancyClass:
         if self.kind == "replication":
             parts = [f"replication {self.copies} copies, write quorum {self.write_quorum}"]
         else:
-            parts = [f"erasure k={self.k} m={self.m} ({self.k + self.m} shards, any {self.k} "
-                     f"rebuild), write quorum {self.write_quorum}"]
+            parts = [
+                f"erasure k={self.k} m={self.m} ({self.k + self.m} shards, any {self.k} "
+                f"rebuild), write quorum {self.write_quorum}"
+            ]
         if self.min_regions > 1:
             parts.append(f">= {self.min_regions} regions")
         if self.same_country:
@@ -236,18 +261,19 @@ class PolicyDocument:
 
 def _builtin_classes() -> dict[str, RedundancyClass]:
     return {
-        STANDARD: RedundancyClass(STANDARD, "replication", copies=3, write_quorum=2,
-                                  min_regions=2),
-        REGIONAL: RedundancyClass(REGIONAL, "replication", copies=2, write_quorum=2,
-                                  same_country=True),
+        STANDARD: RedundancyClass(STANDARD, "replication", copies=3, write_quorum=2, min_regions=2),
+        REGIONAL: RedundancyClass(
+            REGIONAL, "replication", copies=2, write_quorum=2, same_country=True
+        ),
         COLD_ARCHIVE: RedundancyClass(COLD_ARCHIVE, "erasure", k=4, m=2, write_quorum=5),
     }
 
 
 def builtin_policy() -> PolicyDocument:
     """The policy in force before any document is loaded: the three built-in classes."""
-    return PolicyDocument(version=POLICY_VERSION, classes=_builtin_classes(),
-                          default_class=STANDARD)
+    return PolicyDocument(
+        version=POLICY_VERSION, classes=_builtin_classes(), default_class=STANDARD
+    )
 
 
 # --- YAML -------------------------------------------------------------------------------
@@ -289,8 +315,9 @@ class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no t
         seen: set[object] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _YamlRefused(f"line {key_node.start_mark.line + 1}: merge keys (<<) "
-                                   f"are not allowed")
+                raise _YamlRefused(
+                    f"line {key_node.start_mark.line + 1}: merge keys (<<) are not allowed"
+                )
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
@@ -335,8 +362,9 @@ def _join(path: str, key: str) -> str:
 
 def _parse_class(name: str, node: object, path: str) -> RedundancyClass:
     body = _expect_mapping(node, path)
-    _reject_unknown(body, path, ("replication", "erasure", "min_regions", "same_country",
-                                 "distinct_providers"))
+    _reject_unknown(
+        body, path, ("replication", "erasure", "min_regions", "same_country", "distinct_providers")
+    )
     kinds = [kind for kind in KINDS if kind in body]
     if len(kinds) != 1:
         raise InvalidInput(f"{path}: exactly one of 'replication' or 'erasure' is required")
@@ -353,8 +381,10 @@ def _parse_class(name: str, node: object, path: str) -> RedundancyClass:
         if key not in params:
             raise InvalidInput(f"{_join(kind_path, key)}: required")
     if params.get("write_quorum", 1) == 0 and _is_int(params.get("write_quorum")):
-        raise InvalidInput(f"{_join(kind_path, 'write_quorum')}: must be at least 1, got 0 "
-                           f"(omit it for the default)")
+        raise InvalidInput(
+            f"{_join(kind_path, 'write_quorum')}: must be at least 1, got 0 "
+            f"(omit it for the default)"
+        )
 
     def where(fieldname: str) -> str:
         if fieldname in ("copies", "k", "m", "write_quorum"):
@@ -396,26 +426,32 @@ def load_policy(yaml_text: str) -> PolicyDocument:
         raise InvalidInput("version: required")
     version = root["version"]
     if not _is_int(version) or version != POLICY_VERSION:
-        raise InvalidInput(f"version: unsupported policy version {version!r} "
-                           f"(supported: {POLICY_VERSION})")
+        raise InvalidInput(
+            f"version: unsupported policy version {version!r} (supported: {POLICY_VERSION})"
+        )
     classes = _builtin_classes()
     raw_classes = _expect_mapping(root.get("classes", {}) or {}, "classes")
     if len(raw_classes) > MAX_CLASSES:
         raise InvalidInput(f"classes: at most {MAX_CLASSES} classes, got {len(raw_classes)}")
     for name, node in raw_classes.items():
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise InvalidInput(f"classes.{name}: class names are 1-64 letters, digits, '_' or "
-                               f"'-', starting with a letter")
+            raise InvalidInput(
+                f"classes.{name}: class names are 1-64 letters, digits, '_' or "
+                f"'-', starting with a letter"
+            )
         classes[name] = _parse_class(name, node, f"classes.{name}")
     if len(classes) > MAX_CLASSES:
-        raise InvalidInput(f"classes: at most {MAX_CLASSES} classes including the built-ins, "
-                           f"got {len(classes)}")
+        raise InvalidInput(
+            f"classes: at most {MAX_CLASSES} classes including the built-ins, got {len(classes)}"
+        )
     default_class = root.get("default_class", STANDARD)
     if not isinstance(default_class, str):
         raise InvalidInput(f"default_class: must be a class name, got {default_class!r}")
     if default_class not in classes:
-        raise InvalidInput(f"default_class: unknown redundancy class {default_class!r} "
-                           f"(known: {', '.join(sorted(classes))})")
+        raise InvalidInput(
+            f"default_class: unknown redundancy class {default_class!r} "
+            f"(known: {', '.join(sorted(classes))})"
+        )
     return PolicyDocument(version=version, classes=classes, default_class=default_class)
 
 
@@ -441,6 +477,5 @@ def dump_policy(doc: PolicyDocument) -> str:
         "default_class": doc.default_class,
         "classes": {name: _class_to_yaml(rc) for name, rc in doc.classes.items()},
     }
-    text: str = yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
-                               allow_unicode=True)
+    text: str = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
     return text

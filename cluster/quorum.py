@@ -73,8 +73,12 @@ def quorum_still_possible(acks: int, failures: int, width: int, needed: int) -> 
     ``width - acks - failures`` are still outstanding and may yet succeed. The answer is
     ``width - failures >= needed``; it is true whenever ``have_quorum`` already is.
     """
-    for name, value in (("acks", acks), ("failures", failures), ("width", width),
-                        ("needed", needed)):
+    for name, value in (
+        ("acks", acks),
+        ("failures", failures),
+        ("width", width),
+        ("needed", needed),
+    ):
         _non_negative(name, value)
     if acks + failures > width:
         raise InvalidInput(

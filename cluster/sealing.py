@@ -57,14 +57,18 @@ class MasterKey:
         try:
             return self._fernet.decrypt(token)
         except InvalidToken as exc:
-            raise SealBroken("sealed secret cannot be opened with the configured master key") from exc
+            raise SealBroken(
+                "sealed secret cannot be opened with the configured master key"
+            ) from exc
 
     def rotate(self, token: bytes) -> bytes:
         """Re-seal ``token`` under the newest key."""
         try:
             return self._fernet.rotate(token)
         except InvalidToken as exc:
-            raise SealBroken("sealed secret cannot be opened with the configured master key") from exc
+            raise SealBroken(
+                "sealed secret cannot be opened with the configured master key"
+            ) from exc
 
 
 def hash_token(token: str) -> str:
@@ -77,4 +81,6 @@ def token_matches(presented: str, stored_hash: str) -> bool:
 
 
 def new_secret(nbytes: int = 30) -> str:
-    return base64.b64encode(_secrets.token_bytes(nbytes)).decode().replace("+", "A").replace("/", "B")
+    return (
+        base64.b64encode(_secrets.token_bytes(nbytes)).decode().replace("+", "A").replace("/", "B")
+    )

@@ -36,7 +36,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _str(data: dict[str, Any], name: str, *, required: bool = True, default: str | None = None) -> str | None:
+def _str(
+    data: dict[str, Any], name: str, *, required: bool = True, default: str | None = None
+) -> str | None:
     value = data.get(name, default)
     if value is None:
         if required:
@@ -58,7 +60,9 @@ async def add_storage(ctx: GatewayContext, data: dict[str, Any], request_id: str
         for field in _REQUIRED_S3:
             _str(data, field)
         sealed = ctx.master_key.seal(
-            json.dumps({"access_key": data["access_key"], "secret_key": data["secret_key"]}).encode()
+            json.dumps(
+                {"access_key": data["access_key"], "secret_key": data["secret_key"]}
+            ).encode()
         )
     else:
         _str(data, "path")
@@ -109,8 +113,9 @@ async def add_storage(ctx: GatewayContext, data: dict[str, Any], request_id: str
             )
     except Conflict as exc:
         raise s3e.InvalidRequest(str(exc)) from exc
-    get_or_create_backend_actor(spec_of(record, ctx.settings.backend_timeout_s),
-                                str(ctx.settings.master_key_path.resolve()))
+    get_or_create_backend_actor(
+        spec_of(record, ctx.settings.backend_timeout_s), str(ctx.settings.master_key_path.resolve())
+    )
     await ctx.registry.refresh()
     return {"name": record.name, "id": record.id, "region": record.region, "healthy": True}
 
@@ -134,7 +139,9 @@ async def list_backends(ctx: GatewayContext) -> list[dict[str, Any]]:
     ]
 
 
-async def create_tenant(ctx: GatewayContext, data: dict[str, Any], request_id: str) -> dict[str, Any]:
+async def create_tenant(
+    ctx: GatewayContext, data: dict[str, Any], request_id: str
+) -> dict[str, Any]:
     name = _str(data, "name")
     allow_plaintext = data.get("allow_plaintext", False)
     if not isinstance(allow_plaintext, bool):

@@ -62,7 +62,9 @@ class GatewayDeployment:
                 await conn.fetchval("SELECT 1")
             backends = ctx.registry.all()
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "error": type(exc).__name__}, status_code=503
+            )
         return JSONResponse(
             {
                 "status": "ok",

@@ -10,7 +10,7 @@ Admin requests carry a bearer token (the bootstrap admin token, stored hashed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cluster.sealing import SealBroken, hash_token
 from gateway.context import GatewayContext
@@ -47,7 +47,9 @@ async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Prin
         secret = ctx.master_key.open(key.sealed_secret).decode()
     except SealBroken as exc:
         raise s3e.InternalError() from exc
-    verified = sigv4.verify(view, secret, region=ctx.settings.region, now=datetime.now(timezone.utc))
+    verified = sigv4.verify(
+        view, secret, region=ctx.settings.region, now=datetime.now(UTC)
+    )
     return Principal(
         tenant_id=key.tenant_id,
         tenant_name=key.tenant_name,

@@ -47,7 +47,9 @@ class GatewayContext:
         store = await MetadataStore.connect(settings.database_url, max_size=20)
         master = MasterKey.from_file_text(settings.master_key_path.read_text())
         registry = BackendRegistry(
-            store, str(settings.master_key_path.resolve()), backend_timeout_s=settings.backend_timeout_s
+            store,
+            str(settings.master_key_path.resolve()),
+            backend_timeout_s=settings.backend_timeout_s,
         )
         meta = CachedReader(store, settings.redis_url, ttl_s=settings.cache_ttl_s)
         ctx = cls(
@@ -71,7 +73,9 @@ class GatewayContext:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def report_bad_replica(self, version: ObjectVersion, replica: Replica, status: str) -> None:
+    async def report_bad_replica(
+        self, version: ObjectVersion, replica: Replica, status: str
+    ) -> None:
         """Mark a replica that failed verification and queue its repair, in one transaction."""
         async with self.store.db.transaction() as conn:
             changed = await self.store.objects.set_replica_status(conn, [replica.id], status)

@@ -89,7 +89,9 @@ async def _put(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
         content_type=call.headers.get("content-type"),
         rc=redundancy_class_for(ctx, call.headers, auth.bucket),
     )
-    return Response(status_code=200, headers={"ETag": f'"{version.etag}"', "X-Version-Id": version.version_id})
+    return Response(
+        status_code=200, headers={"ETag": f'"{version.etag}"', "X-Version-Id": version.version_id}
+    )
 
 
 async def _get(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
@@ -102,7 +104,9 @@ async def _get(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
         status = 206
         headers["Content-Length"] = str(rng[1] - rng[0] + 1)
         headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{version.size}"
-    return StreamingResponse(await stream_version(ctx, version, rng), status_code=status, headers=headers)
+    return StreamingResponse(
+        await stream_version(ctx, version, rng), status_code=status, headers=headers
+    )
 
 
 async def _head(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:

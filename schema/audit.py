@@ -75,7 +75,7 @@ class AuditLog:
         return seq
 
     async def verify(self, conn: asyncpg.Connection) -> int:
-        """Recompute the whole chain; returns the number of entries, raises ValueError on a break."""
+        """Recompute the whole chain; the number of entries, or ValueError at the first break."""
         prev = bytes(32)
         count = 0
         async with conn.transaction(readonly=True, isolation="repeatable_read"):

@@ -63,7 +63,9 @@ class BackendRepository:
         assert row is not None
         return _backend(row)
 
-    async def list(self, conn: asyncpg.Connection, *, include_removed: bool = False) -> list[BackendRecord]:
+    async def list(
+        self, conn: asyncpg.Connection, *, include_removed: bool = False
+    ) -> list[BackendRecord]:
         where = "" if include_removed else " WHERE state <> 'removed'"
         rows = await conn.fetch(f"SELECT {_COLUMNS} FROM backends{where} ORDER BY name")
         return [_backend(r) for r in rows]

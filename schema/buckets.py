@@ -56,7 +56,7 @@ class BucketRepository:
 
     async def list(self, conn: asyncpg.Connection, tenant_id: int) -> list[Bucket]:
         rows = await conn.fetch(
-            "SELECT * FROM buckets WHERE tenant_id = $1 ORDER BY name COLLATE \"C\"", tenant_id
+            'SELECT * FROM buckets WHERE tenant_id = $1 ORDER BY name COLLATE "C"', tenant_id
         )
         return [_bucket(r) for r in rows]
 

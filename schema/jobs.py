@@ -61,7 +61,13 @@ class JobQueue:
         return job_id
 
     async def lease(
-        self, conn: asyncpg.Connection, owner: str, *, kinds: tuple[str, ...], lease_s: float, limit: int = 1
+        self,
+        conn: asyncpg.Connection,
+        owner: str,
+        *,
+        kinds: tuple[str, ...],
+        lease_s: float,
+        limit: int = 1,
     ) -> list[Job]:
         rows = await conn.fetch(
             "UPDATE jobs SET status = 'leased', lease_owner = $1,"
@@ -93,11 +99,14 @@ class JobQueue:
         )
 
     async def counts(self, conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
-        rows = await conn.fetch("SELECT kind, status, count(*) AS n FROM jobs GROUP BY kind, status")
+        rows = await conn.fetch(
+            "SELECT kind, status, count(*) AS n FROM jobs GROUP BY kind, status"
+        )
         return {(r["kind"], r["status"]): r["n"] for r in rows}
 
     async def pending(self, conn: asyncpg.Connection, kind: str) -> list[Job]:
         rows = await conn.fetch(
-            "SELECT * FROM jobs WHERE kind = $1 AND status IN ('queued', 'leased') ORDER BY id", kind
+            "SELECT * FROM jobs WHERE kind = $1 AND status IN ('queued', 'leased') ORDER BY id",
+            kind,
         )
         return [_job(r) for r in rows]

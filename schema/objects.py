@@ -179,7 +179,16 @@ class ObjectRepository:
             " sha256, status, verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
             " CASE WHEN $8 = 'ok' THEN now() END)",
             [
-                (row["id"], r.backend_id, r.locator, r.part_number, r.shard_index, r.size, r.sha256, r.status)
+                (
+                    row["id"],
+                    r.backend_id,
+                    r.locator,
+                    r.part_number,
+                    r.shard_index,
+                    r.size,
+                    r.sha256,
+                    r.status,
+                )
                 for r in replicas
             ],
         )
@@ -205,7 +214,9 @@ class ObjectRepository:
         await self._changelog(conn, tenant_id, bucket_id, key, version.version_id, "delete")
         return version
 
-    async def _drop_version(self, conn: asyncpg.Connection, version_pk: int, *, reason: str) -> None:
+    async def _drop_version(
+        self, conn: asyncpg.Connection, version_pk: int, *, reason: str
+    ) -> None:
         await conn.execute(
             "INSERT INTO garbage (backend_id, locator, reason)"
             " SELECT backend_id, locator, $2 FROM replicas WHERE version_pk = $1"
@@ -221,7 +232,13 @@ class ObjectRepository:
         await conn.execute("DELETE FROM object_versions WHERE id = $1", version_pk)
 
     async def _changelog(
-        self, conn: asyncpg.Connection, tenant_id: int, bucket_id: int, key: str, version_id: str, op: str
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: int,
+        bucket_id: int,
+        key: str,
+        version_id: str,
+        op: str,
     ) -> None:
         await conn.execute(
             "INSERT INTO changelog (tenant_id, bucket_id, key, version_id, op)"
@@ -290,9 +307,12 @@ class ObjectRepository:
             [(b, loc, reason) for b, loc in items],
         )
 
-    async def take_garbage(self, conn: asyncpg.Connection, limit: int) -> list[tuple[int, int, str]]:
+    async def take_garbage(
+        self, conn: asyncpg.Connection, limit: int
+    ) -> list[tuple[int, int, str]]:
         rows = await conn.fetch(
-            "SELECT id, backend_id, locator FROM garbage ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT id, backend_id, locator FROM garbage ORDER BY id LIMIT $1"
+            " FOR UPDATE SKIP LOCKED",
             limit,
         )
         return [(r["id"], r["backend_id"], r["locator"]) for r in rows]

@@ -65,7 +65,9 @@ class TenantRepository:
             sealed_secret,
         )
 
-    async def get_access_key(self, conn: asyncpg.Connection, access_key_id: str) -> AccessKey | None:
+    async def get_access_key(
+        self, conn: asyncpg.Connection, access_key_id: str
+    ) -> AccessKey | None:
         row = await conn.fetchrow(
             "SELECT k.access_key_id, k.tenant_id, k.sealed_secret, t.name, t.allow_plaintext"
             " FROM access_keys k JOIN tenants t ON t.id = k.tenant_id"

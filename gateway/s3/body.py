@@ -85,7 +85,11 @@ async def payload(
         signed.finish()
     for check in checks:
         check.finish()
-    if md5 is not None and md5_expected is not None and not hmac.compare_digest(md5.digest(), md5_expected):
+    if (
+        md5 is not None
+        and md5_expected is not None
+        and not hmac.compare_digest(md5.digest(), md5_expected)
+    ):
         raise s3e.BadDigest()
 
 

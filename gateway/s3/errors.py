@@ -66,13 +66,19 @@ AuthorizationHeaderMalformed = _error(
     "AuthorizationHeaderMalformed", 400, "The authorization header is malformed."
 )
 BadDigest = _error("BadDigest", 400, "The Content-MD5 or checksum you specified did not match.")
-BucketAlreadyExists = _error("BucketAlreadyExists", 409, "The requested bucket name is not available.")
+BucketAlreadyExists = _error(
+    "BucketAlreadyExists", 409, "The requested bucket name is not available."
+)
 BucketAlreadyOwnedByYou = _error(
     "BucketAlreadyOwnedByYou", 409, "Your previous request to create the named bucket succeeded."
 )
 BucketNotEmpty = _error("BucketNotEmpty", 409, "The bucket you tried to delete is not empty.")
-EntityTooLarge = _error("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed size.")
-EntityTooSmall = _error("EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed size.")
+EntityTooLarge = _error(
+    "EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed size."
+)
+EntityTooSmall = _error(
+    "EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed size."
+)
 IncompleteBody = _error("IncompleteBody", 400, "You did not provide the number of bytes specified.")
 InternalError = _error("InternalError", 500, "We encountered an internal error. Please try again.")
 InvalidAccessKeyId = _error(
@@ -100,13 +106,19 @@ MissingContentLength = _error(
 NoSuchBucket = _error("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _error("NoSuchKey", 404, "The specified key does not exist.")
 NotImplemented = _error(  # noqa: A001 - the S3 error code is literally NotImplemented
-    "NotImplemented", 501, "A header or operation you provided implies functionality that is not implemented."
+    "NotImplemented",
+    501,
+    "A header or operation you provided implies functionality that is not implemented.",
 )
 RequestHeaderSectionTooLarge = _error(
-    "RequestHeaderSectionTooLarge", 400, "Your request header section exceeds the maximum allowed size."
+    "RequestHeaderSectionTooLarge",
+    400,
+    "Your request header section exceeds the maximum allowed size.",
 )
 RequestTimeTooSkewed = _error(
-    "RequestTimeTooSkewed", 403, "The difference between the request time and the server's time is too large."
+    "RequestTimeTooSkewed",
+    403,
+    "The difference between the request time and the server's time is too large.",
 )
 ServiceUnavailable = _error("ServiceUnavailable", 503, "Service is unable to handle request.")
 SignatureDoesNotMatch = _error(
@@ -116,7 +128,9 @@ SignatureDoesNotMatch = _error(
 )
 SlowDown = _error("SlowDown", 503, "Please reduce your request rate.")
 XAmzContentSHA256Mismatch = _error(
-    "XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' header does not match what was computed."
+    "XAmzContentSHA256Mismatch",
+    400,
+    "The provided 'x-amz-content-sha256' header does not match what was computed.",
 )
 
 # Domain error class -> S3 error class. Most specific first: the first isinstance match wins.

@@ -34,18 +34,47 @@ __all__ = [
 ]
 
 MAX_KEY_BYTES = 1024
-RESERVED_BUCKET_NAMES = frozenset({"admin", "objects", "health", "metrics", "import", "ui", "static"})
+RESERVED_BUCKET_NAMES = frozenset(
+    {"admin", "objects", "health", "metrics", "import", "ui", "static"}
+)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 # Subresources we know but do not serve: a clear 501 instead of silently acting on the object.
 _UNSUPPORTED_SUBRESOURCES = frozenset(
     {
-        "acl", "analytics", "accelerate", "cors", "encryption", "intelligent-tiering", "inventory",
-        "legal-hold", "lifecycle", "logging", "metrics", "notification", "object-lock",
-        "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
-        "requestPayment", "restore", "retention", "select", "tagging", "torrent", "uploads",
-        "uploadId", "versioning", "versions", "versionId", "website", "attributes", "delete",
+        "acl",
+        "analytics",
+        "accelerate",
+        "cors",
+        "encryption",
+        "intelligent-tiering",
+        "inventory",
+        "legal-hold",
+        "lifecycle",
+        "logging",
+        "metrics",
+        "notification",
+        "object-lock",
+        "ownershipControls",
+        "policy",
+        "policyStatus",
+        "publicAccessBlock",
+        "replication",
+        "requestPayment",
+        "restore",
+        "retention",
+        "select",
+        "tagging",
+        "torrent",
+        "uploads",
+        "uploadId",
+        "versioning",
+        "versions",
+        "versionId",
+        "website",
+        "attributes",
+        "delete",
         "partNumber",
     }
 )
@@ -135,12 +164,7 @@ Operation = (
 
 
 def validate_bucket_name(name: str) -> str:
-    if (
-        not _BUCKET.match(name)
-        or ".." in name
-        or _IP.match(name)
-        or name in RESERVED_BUCKET_NAMES
-    ):
+    if not _BUCKET.match(name) or ".." in name or _IP.match(name) or name in RESERVED_BUCKET_NAMES:
         raise s3e.InvalidBucketName(f"The specified bucket is not valid: {name!r}")
     return name
 

@@ -7,7 +7,7 @@ expansion and oversized documents become ``MalformedXML`` instead of a 500.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
@@ -37,7 +37,7 @@ def _esc(value: object) -> str:
 
 
 def iso8601(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
         f"{moment.microsecond // 1000:03d}Z"
     )
 

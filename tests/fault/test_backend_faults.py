@@ -45,7 +45,9 @@ def jobs_for(cluster: Federation, bucket: str, key: str, kind: str) -> list[dict
     return cluster.sql(
         "SELECT j.* FROM jobs j JOIN object_versions v ON v.id = (j.payload->>'version_pk')::bigint"
         " JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1 AND v.key = $2 AND j.kind = $3",
-        bucket, key, kind,
+        bucket,
+        key,
+        kind,
     )
 
 
@@ -108,10 +110,26 @@ def test_put_without_quorum_is_refused_and_invisible(
     assert s3.list_objects_v2(Bucket=bucket_name)["KeyCount"] == 0
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket_name, Key="lost")
-    assert cluster.sql("SELECT 1 FROM object_versions v JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1", bucket_name) == []
+    assert (
+        cluster.sql(
+            "SELECT 1 FROM object_versions v JOIN buckets b ON b.id = v.bucket_id"
+            " WHERE b.name = $1",
+            bucket_name,
+        )
+        == []
+    )
     # What reached the surviving backend is garbage, deleted soon after.
     cluster.wait_for(lambda: backend_keys(cluster, 0) == before, what="orphaned parts deleted")
-    cluster.wait_for(lambda: cluster.sql("SELECT 1 FROM garbage WHERE backend_id = (SELECT id FROM backends WHERE name = 'b0')") == [], what="garbage rows resolved")
+    cluster.wait_for(
+        lambda: (
+            cluster.sql(
+                "SELECT 1 FROM garbage"
+                " WHERE backend_id = (SELECT id FROM backends WHERE name = 'b0')"
+            )
+            == []
+        ),
+        what="garbage rows resolved",
+    )
 
 
 def test_altered_replica_is_never_served_and_is_marked_corrupt(
@@ -121,7 +139,13 @@ def test_altered_replica_is_never_served_and_is_marked_corrupt(
     s3.put_object(Bucket=bucket_name, Key="victim", Body=data)
     cluster.wait_for(
         lambda: {r["status"] for r in cluster.replicas(bucket_name, "victim")} == {"ok"},
-        what="every replica acknowledged: " + repr([(r["backend"], r["part_number"], r["status"]) for r in cluster.replicas(bucket_name, "victim")]),
+        what="every replica acknowledged: "
+        + repr(
+            [
+                (r["backend"], r["part_number"], r["status"])
+                for r in cluster.replicas(bucket_name, "victim")
+            ]
+        ),
     )
     rows = [r for r in cluster.replicas(bucket_name, "victim") if r["part_number"] == 1]
     altered = {}
@@ -140,7 +164,10 @@ def test_altered_replica_is_never_served_and_is_marked_corrupt(
     for _ in range(40):
         got = s3.get_object(Bucket=bucket_name, Key="victim", Range=f"bytes={MIB}-{MIB + 99}")
         assert got["Body"].read() == data[MIB : MIB + 100]
-        marked = cluster.sql("SELECT id FROM replicas WHERE id = ANY($1::bigint[]) AND status = 'corrupt'", list(altered))
+        marked = cluster.sql(
+            "SELECT id FROM replicas WHERE id = ANY($1::bigint[]) AND status = 'corrupt'",
+            list(altered),
+        )
         if len(marked) == len(altered):
             break
     else:
@@ -152,7 +179,9 @@ def test_altered_replica_is_never_served_and_is_marked_corrupt(
     )
 
 
-def test_every_replica_bad_is_an_error_not_wrong_bytes(cluster: Federation, s3: Any, bucket_name: str) -> None:
+def test_every_replica_bad_is_an_error_not_wrong_bytes(
+    cluster: Federation, s3: Any, bucket_name: str
+) -> None:
     s3.put_object(Bucket=bucket_name, Key="doomed", Body=b"original bytes")
     for row in cluster.replicas(bucket_name, "doomed"):
         index = int(row["backend"][1:])
@@ -168,8 +197,12 @@ def test_every_replica_bad_is_an_error_not_wrong_bytes(cluster: Federation, s3: 
 def test_backends_see_only_opaque_names(cluster: Federation, plain_tenant: tuple[str, Any]) -> None:
     tenant_name, s3 = plain_tenant
     s3.create_bucket(Bucket="revealing-bucket-name")
-    s3.put_object(Bucket="revealing-bucket-name", Key="payroll/alice-salary.xlsx", Body=b"x" * 10,
-                  Metadata={"owner": "alice"})
+    s3.put_object(
+        Bucket="revealing-bucket-name",
+        Key="payroll/alice-salary.xlsx",
+        Body=b"x" * 10,
+        Metadata={"owner": "alice"},
+    )
     pattern = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}$")
     for index in range(len(BACKENDS)):
         backend = cluster.backend_s3(index)
@@ -183,7 +216,9 @@ def test_backends_see_only_opaque_names(cluster: Federation, plain_tenant: tuple
                 assert head["Metadata"] == {}
 
 
-def test_redis_down_costs_only_speed(cluster: Federation, plain_tenant: tuple[str, Any], bucket_name: str) -> None:
+def test_redis_down_costs_only_speed(
+    cluster: Federation, plain_tenant: tuple[str, Any], bucket_name: str
+) -> None:
     _, s3 = plain_tenant
     s3.create_bucket(Bucket=bucket_name)
     s3.put_object(Bucket=bucket_name, Key="k", Body=b"v1")

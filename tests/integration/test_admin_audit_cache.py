@@ -38,15 +38,45 @@ def test_admin_requires_the_bearer_token(cluster: Federation) -> None:
     ("payload", "message"),
     [
         ({"type": "s3"}, "'name' is required"),
-        ({"name": "x", "type": "ftp", "region": "r", "country": "DE", "jurisdiction": "EU"}, "'type'"),
-        ({"name": "x", "type": "s3", "region": "r", "country": "DE", "jurisdiction": "EU"}, "'endpoint'"),
-        ({"name": "x", "type": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "b", "access_key": "a",
-          "secret_key": "s", "region": "r", "country": "DE", "jurisdiction": "EU"}, "not usable"),
-        ({"name": "x", "type": "local", "path": "/tmp/x", "region": "r", "country": "DE",
-          "jurisdiction": "EU", "capacity_bytes": -5}, "capacity_bytes"),
+        (
+            {"name": "x", "type": "ftp", "region": "r", "country": "DE", "jurisdiction": "EU"},
+            "'type'",
+        ),
+        (
+            {"name": "x", "type": "s3", "region": "r", "country": "DE", "jurisdiction": "EU"},
+            "'endpoint'",
+        ),
+        (
+            {
+                "name": "x",
+                "type": "s3",
+                "endpoint": "http://127.0.0.1:9",
+                "bucket": "b",
+                "access_key": "a",
+                "secret_key": "s",
+                "region": "r",
+                "country": "DE",
+                "jurisdiction": "EU",
+            },
+            "not usable",
+        ),
+        (
+            {
+                "name": "x",
+                "type": "local",
+                "path": "/tmp/x",
+                "region": "r",
+                "country": "DE",
+                "jurisdiction": "EU",
+                "capacity_bytes": -5,
+            },
+            "capacity_bytes",
+        ),
     ],
 )
-def test_add_storage_refuses_bad_input(cluster: Federation, payload: dict[str, Any], message: str) -> None:
+def test_add_storage_refuses_bad_input(
+    cluster: Federation, payload: dict[str, Any], message: str
+) -> None:
     response = cluster.admin("POST", "/admin/add-storage", payload)
     assert response.status_code == 400, response.text
     assert message in response.text
@@ -54,8 +84,11 @@ def test_add_storage_refuses_bad_input(cluster: Federation, payload: dict[str, A
 
 
 def test_add_storage_rejects_garbage_json(cluster: Federation) -> None:
-    response = httpx.post(f"{cluster.endpoint}/admin/add-storage", content=b"{not json",
-                          headers={"Authorization": f"Bearer {cluster.admin_token}"})
+    response = httpx.post(
+        f"{cluster.endpoint}/admin/add-storage",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {cluster.admin_token}"},
+    )
     assert response.status_code == 400 and b"not valid JSON" in response.content
 
 
@@ -66,9 +99,18 @@ def test_backend_added_at_run_time_is_used(cluster: Federation, tmp_path: Any) -
         cluster.add_moto_backend("late", moto, "ap-south", "IN", "IN")
         names = {b["name"] for b in cluster.admin("GET", "/admin/backends").json()}
         assert "late" in names
-        dup = cluster.admin("POST", "/admin/add-storage", {
-            "name": "late", "type": "local", "path": str(tmp_path), "region": "r",
-            "country": "DE", "jurisdiction": "EU"})
+        dup = cluster.admin(
+            "POST",
+            "/admin/add-storage",
+            {
+                "name": "late",
+                "type": "local",
+                "path": str(tmp_path),
+                "region": "r",
+                "country": "DE",
+                "jurisdiction": "EU",
+            },
+        )
         assert dup.status_code == 400 and "already exists" in dup.text
         # The new backend is a placement candidate at once: with b2 down, StandardClass
         # (3 copies, >= 2 regions) can only be met fully healthy by b0, b1 and "late".
@@ -84,37 +126,52 @@ def test_backend_added_at_run_time_is_used(cluster: Federation, tmp_path: Any) -
         cluster.restart_moto(2)
         cluster.sql("UPDATE backends SET state = 'removed' WHERE name = 'late'")
         cluster.wait_for(
-            lambda: "late" not in {b["name"] for b in cluster.admin("GET", "/admin/backends").json()},
+            lambda: (
+                "late" not in {b["name"] for b in cluster.admin("GET", "/admin/backends").json()}
+            ),
             what="the gateway's registry to drop the removed backend",
         )
         moto.stop()
 
 
-def test_audit_chain_is_append_only_and_verifies(cluster: Federation, plain_tenant: tuple[str, Any]) -> None:
+def test_audit_chain_is_append_only_and_verifies(
+    cluster: Federation, plain_tenant: tuple[str, Any]
+) -> None:
     _, s3 = plain_tenant
     s3.create_bucket(Bucket="audited")
     s3.put_object(Bucket="audited", Key="k", Body=b"x")
     s3.delete_object(Bucket="audited", Key="k")
-    actions = [r["action"] for r in cluster.sql(
-        "SELECT action FROM audit_log WHERE resource LIKE 'audited%' ORDER BY seq")]
+    actions = [
+        r["action"]
+        for r in cluster.sql(
+            "SELECT action FROM audit_log WHERE resource LIKE 'audited%' ORDER BY seq"
+        )
+    ]
     assert actions == ["CreateBucket", "PutObject", "DeleteObject"]
     verdict = cluster.admin("GET", "/admin/audit/verify").json()
     assert verdict["ok"] and verdict["entries"] >= 3
-    for statement in ("UPDATE audit_log SET result = 'forged'", "DELETE FROM audit_log",
-                      "TRUNCATE audit_log"):
+    for statement in (
+        "UPDATE audit_log SET result = 'forged'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ):
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             cluster.sql(statement)
     # A forged row (trigger bypassed by a superuser) breaks the chain and the verifier says so.
     cluster.sql("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
     try:
-        cluster.sql("UPDATE audit_log SET result = 'forged' WHERE seq = (SELECT max(seq) FROM audit_log)")
+        cluster.sql(
+            "UPDATE audit_log SET result = 'forged' WHERE seq = (SELECT max(seq) FROM audit_log)"
+        )
         verdict = cluster.admin("GET", "/admin/audit/verify").json()
         assert verdict["ok"] is False and "entry_hash" in verdict["error"]
     finally:
         cluster.sql("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
 
 
-def test_cache_serves_reads_and_never_stale_ones(cluster: Federation, plain_tenant: tuple[str, Any]) -> None:
+def test_cache_serves_reads_and_never_stale_ones(
+    cluster: Federation, plain_tenant: tuple[str, Any]
+) -> None:
     _, s3 = plain_tenant
     s3.create_bucket(Bucket="cached")
     r = redis_lib.Redis.from_url(cluster.redis.url)
@@ -131,8 +188,15 @@ def test_cache_serves_reads_and_never_stale_ones(cluster: Federation, plain_tena
         s3.get_object(Bucket="cached", Key="k")
 
 
-def _signed(cluster: Federation, key: str, secret: str, method: str, path: str,
-            body: bytes = b"", headers: dict[str, str] | None = None) -> httpx.Response:
+def _signed(
+    cluster: Federation,
+    key: str,
+    secret: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     url = f"{cluster.endpoint}{path}"
     request = AWSRequest(method=method, url=url, data=body, headers=headers or {})
     request.headers["x-amz-content-sha256"] = __import__("hashlib").sha256(body).hexdigest()
@@ -144,11 +208,26 @@ def test_plain_objects_api(cluster: Federation) -> None:
     _, key, secret = cluster.create_tenant()
     cluster.s3(key, secret).create_bucket(Bucket="plainapi")
     pt_len = 1000
-    body = struct.pack(">4sBBBB32s32sQ32s", b"BPE1", 1, 1, 16, 0, os.urandom(32), os.urandom(32),
-                       pt_len, os.urandom(32)) + os.urandom(pt_len + 16)
+    body = struct.pack(
+        ">4sBBBB32s32sQ32s",
+        b"BPE1",
+        1,
+        1,
+        16,
+        0,
+        os.urandom(32),
+        os.urandom(32),
+        pt_len,
+        os.urandom(32),
+    ) + os.urandom(pt_len + 16)
     wrapped = base64.b64encode(os.urandom(80)).decode()
-    envelope = {"X-Encrypted-Key": wrapped, "X-Key-Id": "bp:k1", "X-Key-Version": "2",
-                "X-Encryption-Alg": "p256-ecdh-hkdf-aes256gcm", "X-Redundancy-Class": "StandardClass"}
+    envelope = {
+        "X-Encrypted-Key": wrapped,
+        "X-Key-Id": "bp:k1",
+        "X-Key-Version": "2",
+        "X-Encryption-Alg": "p256-ecdh-hkdf-aes256gcm",
+        "X-Redundancy-Class": "StandardClass",
+    }
     put = _signed(cluster, key, secret, "PUT", "/objects/plainapi/dir/blob", body, envelope)
     assert put.status_code == 200, put.text
     got = _signed(cluster, key, secret, "GET", "/objects/plainapi/dir/blob")

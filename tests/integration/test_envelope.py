@@ -29,10 +29,27 @@ def fake_envelope() -> dict[str, str]:
     }
 
 
-def bp1_header(pt_len: int, *, magic: bytes = b"BPE1", version: int = 1, suite: int = 1,
-               seg_log2: int = 16, reserved: int = 0) -> bytes:
-    return struct.pack(">4sBBBB32s32sQ32s", magic, version, suite, seg_log2, reserved,
-                       os.urandom(32), os.urandom(32), pt_len, os.urandom(32))
+def bp1_header(
+    pt_len: int,
+    *,
+    magic: bytes = b"BPE1",
+    version: int = 1,
+    suite: int = 1,
+    seg_log2: int = 16,
+    reserved: int = 0,
+) -> bytes:
+    return struct.pack(
+        ">4sBBBB32s32sQ32s",
+        magic,
+        version,
+        suite,
+        seg_log2,
+        reserved,
+        os.urandom(32),
+        os.urandom(32),
+        pt_len,
+        os.urandom(32),
+    )
 
 
 def test_encrypted_object_round_trips(tenant: tuple[str, Any]) -> None:
@@ -40,8 +57,13 @@ def test_encrypted_object_round_trips(tenant: tuple[str, Any]) -> None:
     s3.create_bucket(Bucket="sealed")
     private = x25519.X25519PrivateKey.generate()
     plaintext = os.urandom(200_000)
-    sealed = seal(plaintext, tenant=tenant_name, bucket="sealed", key="doc",
-                  recipients=[PublicKeyRef(private.public_key())])
+    sealed = seal(
+        plaintext,
+        tenant=tenant_name,
+        bucket="sealed",
+        key="doc",
+        recipients=[PublicKeyRef(private.public_key())],
+    )
     meta = {k.removeprefix("x-amz-meta-"): v for k, v in sealed.headers.items()}
     assert isinstance(sealed.body, bytes)
     s3.put_object(Bucket="sealed", Key="doc", Body=sealed.body, Metadata=meta)
@@ -51,7 +73,9 @@ def test_encrypted_object_round_trips(tenant: tuple[str, Any]) -> None:
     headers = {f"x-amz-meta-{k}": v for k, v in got["Metadata"].items()}
     for name, value in sealed.headers.items():
         assert headers[name] == value
-    assert unseal(body, headers, private, tenant=tenant_name, bucket="sealed", key="doc") == plaintext
+    assert (
+        unseal(body, headers, private, tenant=tenant_name, bucket="sealed", key="doc") == plaintext
+    )
 
 
 @pytest.mark.parametrize(
@@ -60,7 +84,11 @@ def test_encrypted_object_round_trips(tenant: tuple[str, Any]) -> None:
         ({}, b"plain text", "x-amz-meta-bp-wrapped-key"),
         ({**fake_envelope(), "bp-wrap-alg": "rot13"}, bp1_header(0) + bytes(16), "bp-wrap-alg"),
         ({**fake_envelope(), "bp-wrapped-key": "%%%"}, bp1_header(0) + bytes(16), "base64"),
-        ({k: v for k, v in fake_envelope().items() if k != "bp-key-id"}, bp1_header(0) + bytes(16), "bp-key-id"),
+        (
+            {k: v for k, v in fake_envelope().items() if k != "bp-key-id"},
+            bp1_header(0) + bytes(16),
+            "bp-key-id",
+        ),
         ({**fake_envelope(), "bp-key-version": "one"}, bp1_header(0) + bytes(16), "bp-key-version"),
         (fake_envelope(), b"not bp1 at all", "BP1"),
         (fake_envelope(), bp1_header(0, magic=b"XXXX") + bytes(16), "magic"),
@@ -72,10 +100,16 @@ def test_encrypted_object_round_trips(tenant: tuple[str, Any]) -> None:
     ],
 )
 def test_unencrypted_or_malformed_put_is_refused(
-    cluster: Federation, tenant: tuple[str, Any], metadata: dict[str, str], body: bytes, message_part: str
+    cluster: Federation,
+    tenant: tuple[str, Any],
+    metadata: dict[str, str],
+    body: bytes,
+    message_part: str,
 ) -> None:
     _, s3 = tenant
-    s3.create_bucket(Bucket="strict") if "strict" not in [b["Name"] for b in s3.list_buckets()["Buckets"]] else None
+    s3.create_bucket(Bucket="strict") if "strict" not in [
+        b["Name"] for b in s3.list_buckets()["Buckets"]
+    ] else None
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket="strict", Key="k", Body=body, Metadata=metadata)
     assert error_of(exc) == (400, "InvalidRequest")

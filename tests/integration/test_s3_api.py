@@ -45,7 +45,9 @@ def test_put_get_round_trip_across_part_boundaries(
     bucket = f"rt-{size}"
     s3.create_bucket(Bucket=bucket)
     data = os.urandom(size)
-    put = s3.put_object(Bucket=bucket, Key="obj", Body=data, Metadata={"colour": "blue"}, ContentType="x/y")
+    put = s3.put_object(
+        Bucket=bucket, Key="obj", Body=data, Metadata={"colour": "blue"}, ContentType="x/y"
+    )
     got = s3.get_object(Bucket=bucket, Key="obj")
     assert got["Body"].read() == data
     assert got["ETag"] == put["ETag"]
@@ -66,13 +68,20 @@ def test_ranges(plain_tenant: tuple[str, Any]) -> None:
     data = os.urandom(3 * 1024 * 1024 + 5)
     s3.put_object(Bucket="ranges", Key="r", Body=data)
     mib = 1024 * 1024
-    for first, last in [(0, 0), (mib - 1, mib), (mib - 3, 2 * mib + 3), (len(data) - 1, len(data) - 1)]:
+    for first, last in [
+        (0, 0),
+        (mib - 1, mib),
+        (mib - 3, 2 * mib + 3),
+        (len(data) - 1, len(data) - 1),
+    ]:
         got = s3.get_object(Bucket="ranges", Key="r", Range=f"bytes={first}-{last}")
         assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
         assert got["Body"].read() == data[first : last + 1]
         assert got["ContentRange"] == f"bytes {first}-{last}/{len(data)}"
     assert s3.get_object(Bucket="ranges", Key="r", Range="bytes=-10")["Body"].read() == data[-10:]
-    assert s3.get_object(Bucket="ranges", Key="r", Range=f"bytes={mib}-")["Body"].read() == data[mib:]
+    assert (
+        s3.get_object(Bucket="ranges", Key="r", Range=f"bytes={mib}-")["Body"].read() == data[mib:]
+    )
     with pytest.raises(ClientError) as exc:
         s3.get_object(Bucket="ranges", Key="r", Range=f"bytes={len(data)}-")
     assert error_of(exc) == (416, "InvalidRange")
@@ -86,12 +95,17 @@ def test_overwrite_and_delete(cluster: Federation, plain_tenant: tuple[str, Any]
     s3.put_object(Bucket="overwrite", Key="k", Body=b"second")
     assert s3.get_object(Bucket="overwrite", Key="k")["Body"].read() == b"second"
     # The superseded version's backend objects are deleted (garbage collected) soon after.
-    names = {b: n for b, n in [(r["id"], r["name"]) for r in cluster.sql("SELECT id, name FROM backends")]}
+    names = {
+        b: n
+        for b, n in [(r["id"], r["name"]) for r in cluster.sql("SELECT id, name FROM backends")]
+    }
 
     def old_gone() -> bool:
         for backend_id, locator in old:
             index = int(names[backend_id][1:])
-            listing = cluster.backend_s3(index).list_objects_v2(Bucket=cluster.backend_bucket(index))
+            listing = cluster.backend_s3(index).list_objects_v2(
+                Bucket=cluster.backend_bucket(index)
+            )
             if locator in {o["Key"] for o in listing.get("Contents", [])}:
                 return False
         return True
@@ -138,11 +152,16 @@ def test_list_objects_v2_prefix_delimiter_pagination(plain_tenant: tuple[str, An
         assert pages < 10
     assert sorted(seen) == sorted(["a/", "b/", "c", "d/", "é/", "z"])
     # UTF-8 byte order, as S3: "z" (0x7a) sorts before "é" (0xc3 0xa9).
-    assert [o["Key"] for o in s3.list_objects_v2(Bucket="listing", StartAfter="d/5")["Contents"]] == ["z", "é/6"]
+    assert [
+        o["Key"] for o in s3.list_objects_v2(Bucket="listing", StartAfter="d/5")["Contents"]
+    ] == ["z", "é/6"]
     v1 = s3.list_objects(Bucket="listing", Marker="b/4")
     assert [o["Key"] for o in v1["Contents"]] == ["c", "d/5", "z", "é/6"]
     paginator = s3.get_paginator("list_objects")
-    assert sum(len(p.get("Contents", [])) for p in paginator.paginate(Bucket="listing", PaginationConfig={"PageSize": 3})) == len(keys)
+    assert sum(
+        len(p.get("Contents", []))
+        for p in paginator.paginate(Bucket="listing", PaginationConfig={"PageSize": 3})
+    ) == len(keys)
 
 
 def test_tenants_are_isolated(cluster: Federation) -> None:
@@ -173,7 +192,10 @@ def test_bad_input_gets_s3_errors(plain_tenant: tuple[str, Any]) -> None:
     cases = [
         (lambda: s3.get_object(Bucket="nope-missing", Key="k"), (404, "NoSuchBucket")),
         (lambda: s3.get_object(Bucket="badinput", Key="missing"), (404, "NoSuchKey")),
-        (lambda: s3.put_object(Bucket="badinput", Key="k" * 1025, Body=b""), (400, "KeyTooLongError")),
+        (
+            lambda: s3.put_object(Bucket="badinput", Key="k" * 1025, Body=b""),
+            (400, "KeyTooLongError"),
+        ),
         (
             lambda: s3.put_object(Bucket="badinput", Key="m", Body=b"", Metadata={"a": "x" * 2100}),
             (400, "MetadataTooLarge"),
@@ -186,7 +208,9 @@ def test_bad_input_gets_s3_errors(plain_tenant: tuple[str, Any]) -> None:
             (400, "InvalidStorageClass"),
         ),
         (
-            lambda: s3.put_object(Bucket="badinput", Key="md5", Body=b"abc", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg=="),
+            lambda: s3.put_object(
+                Bucket="badinput", Key="md5", Body=b"abc", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg=="
+            ),
             (400, "BadDigest"),
         ),
     ]

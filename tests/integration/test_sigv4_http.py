@@ -54,7 +54,7 @@ def test_anonymous_request_is_denied(cluster: Federation, creds: tuple[str, str]
 
 def test_skewed_clock_is_refused(cluster: Federation, creds: tuple[str, str]) -> None:
     s3 = cluster.s3(*creds)
-    skewed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=20)
+    skewed = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)
     with mock.patch.object(botocore.auth.datetime, "datetime", wraps=dt.datetime) as fake:
         fake.utcnow.return_value = skewed.replace(tzinfo=None)
         fake.now.return_value = skewed
@@ -78,16 +78,22 @@ def test_tampered_signed_header_is_refused(cluster: Federation, creds: tuple[str
 
 def test_presigned_urls(cluster: Federation, creds: tuple[str, str]) -> None:
     s3 = cluster.s3(*creds)
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": "authz", "Key": "obj"}, ExpiresIn=60)
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "authz", "Key": "obj"}, ExpiresIn=60
+    )
     assert httpx.get(url).content == b"payload"
-    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "authz", "Key": "presigned"}, ExpiresIn=60)
+    put_url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "authz", "Key": "presigned"}, ExpiresIn=60
+    )
     assert httpx.put(put_url, content=b"via url").status_code == 200
     assert s3.get_object(Bucket="authz", Key="presigned")["Body"].read() == b"via url"
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=120)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)
     with mock.patch.object(botocore.auth.datetime, "datetime", wraps=dt.datetime) as fake:
         fake.utcnow.return_value = past.replace(tzinfo=None)
         fake.now.return_value = past
-        expired = s3.generate_presigned_url("get_object", Params={"Bucket": "authz", "Key": "obj"}, ExpiresIn=60)
+        expired = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": "authz", "Key": "obj"}, ExpiresIn=60
+        )
     response = httpx.get(expired)
     assert response.status_code == 403 and b"<Code>AccessDenied</Code>" in response.content
     assert b"expired" in response.content
@@ -111,20 +117,28 @@ class _EmptyRaw:
         yield b""
 
 
-def _captured_https_put(cluster: Federation, creds: tuple[str, str], body: bytes) -> tuple[str, dict[str, str], bytes]:
+def _captured_https_put(
+    cluster: Federation, creds: tuple[str, str], body: bytes
+) -> tuple[str, dict[str, str], bytes]:
     """What current boto3 sends over https by default (aws-chunked, unsigned payload, CRC32
     trailer), captured before the network so the same bytes can be replayed over http."""
     https = cluster.endpoint.replace("http://", "https://")
     s3 = boto3.client(
-        "s3", endpoint_url=https, aws_access_key_id=creds[0], aws_secret_access_key=creds[1],
-        region_name=cluster.settings.region, config=Config(s3={"addressing_style": "path"}),
+        "s3",
+        endpoint_url=https,
+        aws_access_key_id=creds[0],
+        aws_secret_access_key=creds[1],
+        region_name=cluster.settings.region,
+        config=Config(s3={"addressing_style": "path"}),
     )
     sent: dict[str, Any] = {}
 
     def capture(request: Any, **_: Any) -> AWSResponse:
         raw = request.body
         sent["body"] = raw.read() if hasattr(raw, "read") else bytes(raw or b"")
-        sent["headers"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()}
+        sent["headers"] = {
+            k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()
+        }
         sent["url"] = request.url
         return AWSResponse(request.url, 200, {}, _EmptyRaw())
 

@@ -46,7 +46,9 @@ class Federation:
         return self.settings.endpoint
 
     # -- admin -----------------------------------------------------------------------------
-    def admin(self, method: str, path: str, payload: dict[str, Any] | None = None) -> httpx.Response:
+    def admin(
+        self, method: str, path: str, payload: dict[str, Any] | None = None
+    ) -> httpx.Response:
         return httpx.request(
             method,
             f"{self.endpoint}{path}",
@@ -55,17 +57,32 @@ class Federation:
             timeout=60,
         )
 
-    def add_moto_backend(self, name: str, moto: MotoServer, region: str, country: str, jur: str) -> None:
-        response = self.admin("POST", "/admin/add-storage", {
-            "name": name, "type": "s3", "endpoint": moto.endpoint, "bucket": f"store-{name}",
-            "access_key": MOTO_KEY, "secret_key": MOTO_SECRET, "region": region,
-            "country": country, "jurisdiction": jur, "provider": "moto",
-        })
+    def add_moto_backend(
+        self, name: str, moto: MotoServer, region: str, country: str, jur: str
+    ) -> None:
+        response = self.admin(
+            "POST",
+            "/admin/add-storage",
+            {
+                "name": name,
+                "type": "s3",
+                "endpoint": moto.endpoint,
+                "bucket": f"store-{name}",
+                "access_key": MOTO_KEY,
+                "secret_key": MOTO_SECRET,
+                "region": region,
+                "country": country,
+                "jurisdiction": jur,
+                "provider": "moto",
+            },
+        )
         assert response.status_code == 200, response.text
 
     def create_tenant(self, *, allow_plaintext: bool = False) -> tuple[str, str, str]:
         name = f"t{secrets.token_hex(4)}"
-        response = self.admin("POST", "/admin/tenants", {"name": name, "allow_plaintext": allow_plaintext})
+        response = self.admin(
+            "POST", "/admin/tenants", {"name": name, "allow_plaintext": allow_plaintext}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         return name, body["access_key_id"], body["secret_access_key"]
@@ -132,7 +149,9 @@ class Federation:
             key,
         )
 
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "") -> None:
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = ""
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if predicate():
@@ -142,7 +161,12 @@ class Federation:
 
 
 @contextlib.contextmanager
-def start_cluster(state_dir: Path) -> Iterator[Federation]:
+def start_cluster(
+    state_dir: Path, *, overrides: dict[str, str] | None = None
+) -> Iterator[Federation]:
+    """The whole federation; ``overrides`` (``BP_*`` variables) are merged over the test
+    settings. An empty value unsets a test setting (``load_settings`` ignores empty values), so
+    the benchmark can run with production defaults, e.g. ``{"BP_PART_SIZE": ""}`` for 8 MiB."""
     from cluster.bootstrap import admin_token, run_gateway, stop_gateway
 
     db_name = f"bp_test_{os.getpid()}_{secrets.token_hex(3)}"
@@ -156,16 +180,19 @@ def start_cluster(state_dir: Path) -> Iterator[Federation]:
         for moto in motos:
             moto.start()
             started.append(moto)
-        settings = load_settings(env={
-            "BP_DATABASE_URL": f"{base}/{db_name}",
-            "BP_REDIS_URL": redis.url,
-            "BP_HTTP_PORT": str(free_port()),
-            "BP_STATE_DIR": str(state_dir),
-            "BP_HEALTH_INTERVAL_S": "1",
-            "BP_PART_SIZE": str(1024 * 1024),
-            "BP_BACKEND_TIMEOUT_S": "5",
-            "BP_RAY_NUM_CPUS": "4",
-        })
+        settings = load_settings(
+            env={
+                "BP_DATABASE_URL": f"{base}/{db_name}",
+                "BP_REDIS_URL": redis.url,
+                "BP_HTTP_PORT": str(free_port()),
+                "BP_STATE_DIR": str(state_dir),
+                "BP_HEALTH_INTERVAL_S": "1",
+                "BP_PART_SIZE": str(1024 * 1024),
+                "BP_BACKEND_TIMEOUT_S": "5",
+                "BP_RAY_NUM_CPUS": "4",
+                **(overrides or {}),
+            }
+        )
         run_gateway(settings)
         cluster = Federation(settings, motos, redis, admin_token(settings))
         for (name, region, country, jur), moto in zip(BACKENDS, motos, strict=True):

@@ -7,13 +7,13 @@ Each is a separate OS process started here and stopped by its PID, so a test can
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +112,15 @@ class RedisServer(_Process):
         if binary is None:
             raise RuntimeError("redis-server is not installed (make services installs it)")
         return [
-            binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir),
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
         ]

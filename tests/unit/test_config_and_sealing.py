@@ -12,8 +12,9 @@ from cluster.sealing import MasterKey, SealBroken, generate_master_key, hash_tok
 def test_environment_overrides_file_overrides_defaults() -> None:
     assert load_settings(env={}).http_port == 9000
     assert load_settings(env={}, file_values={"http_port": 9100}).http_port == 9100
-    settings = load_settings(env={"BP_HTTP_PORT": "9200", "BP_DASHBOARD": "yes"},
-                             file_values={"http_port": 9100})
+    settings = load_settings(
+        env={"BP_HTTP_PORT": "9200", "BP_DASHBOARD": "yes"}, file_values={"http_port": 9100}
+    )
     assert settings.http_port == 9200 and settings.dashboard is True
     assert load_settings(env={"RAY_ADDRESS": "ray://h:1"}).ray_address == "ray://h:1"
     assert Settings(state_dir="/s").master_key_path.as_posix() == "/s/master.key"
@@ -42,4 +43,6 @@ def test_sealing_round_trip_and_rotation() -> None:
 
 def test_tokens_are_stored_hashed() -> None:
     digest = hash_token("tok")
-    assert "tok" not in digest and token_matches("tok", digest) and not token_matches("tok2", digest)
+    assert (
+        "tok" not in digest and token_matches("tok", digest) and not token_matches("tok2", digest)
+    )

@@ -20,10 +20,27 @@ from cluster.envelope import (
 from cluster.errors import InvalidEnvelope
 
 
-def header(pt_len: int, *, seg_log2: int = 16, magic: bytes = b"BPE1", version: int = 1,
-           suite: int = 1, reserved: int = 0) -> bytes:
-    return struct.pack(">4sBBBB32s32sQ32s", magic, version, suite, seg_log2, reserved,
-                       os.urandom(32), os.urandom(32), pt_len, os.urandom(32))
+def header(
+    pt_len: int,
+    *,
+    seg_log2: int = 16,
+    magic: bytes = b"BPE1",
+    version: int = 1,
+    suite: int = 1,
+    reserved: int = 0,
+) -> bytes:
+    return struct.pack(
+        ">4sBBBB32s32sQ32s",
+        magic,
+        version,
+        suite,
+        seg_log2,
+        reserved,
+        os.urandom(32),
+        os.urandom(32),
+        pt_len,
+        os.urandom(32),
+    )
 
 
 @given(st.integers(min_value=0, max_value=2**40), st.integers(min_value=16, max_value=20))
@@ -31,8 +48,11 @@ def test_length_rule_agrees_with_the_client(pt_len: int, seg_log2: int) -> None:
     assert ciphertext_length(pt_len, seg_log2) == client_ciphertext_length(pt_len, seg_log2)
 
 
-@given(st.integers(min_value=0, max_value=10**7), st.integers(min_value=16, max_value=20),
-       st.integers(min_value=-20, max_value=20))
+@given(
+    st.integers(min_value=0, max_value=10**7),
+    st.integers(min_value=16, max_value=20),
+    st.integers(min_value=-20, max_value=20),
+)
 def test_body_length_must_match_header(pt_len: int, seg_log2: int, delta: int) -> None:
     expected = ciphertext_length(pt_len, seg_log2)
     head = header(pt_len, seg_log2=seg_log2)

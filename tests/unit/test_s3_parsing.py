@@ -14,8 +14,12 @@ from gateway.s3.ranges import parse_range
 from gateway.s3.xml import error_document, parse_xml
 
 
-def parse(method: str, path: str, query: list[tuple[str, str]] | None = None,
-          headers: dict[str, str] | None = None) -> ops.Operation:
+def parse(
+    method: str,
+    path: str,
+    query: list[tuple[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ops.Operation:
     return ops.parse_operation(method, path, query or [], headers or {})
 
 
@@ -28,7 +32,9 @@ def test_routing() -> None:
     listing = parse("GET", "/bkt", [("list-type", "2"), ("prefix", "a/"), ("max-keys", "5000")])
     assert isinstance(listing, ops.ListObjects) and listing.v2 and listing.max_keys == 1000
     assert parse("PUT", "/bkt/a%20b/c%2Fd") == ops.PutObject("bkt", "a b/c/d")
-    assert parse("GET", "/bkt/k", headers={"range": "bytes=0-1"}) == ops.GetObject("bkt", "k", "bytes=0-1")
+    assert parse("GET", "/bkt/k", headers={"range": "bytes=0-1"}) == ops.GetObject(
+        "bkt", "k", "bytes=0-1"
+    )
     assert parse("DELETE", "/bkt/k") == ops.DeleteObject("bkt", "k")
 
 
@@ -51,8 +57,13 @@ def test_routing() -> None:
         ("GET", "/bkt", [("encoding-type", "base64")], {}, s3e.InvalidArgument),
     ],
 )
-def test_bad_requests_are_s3_errors(method: str, path: str, query: list[tuple[str, str]],
-                                    headers: dict[str, str], error: type[s3e.S3Error]) -> None:
+def test_bad_requests_are_s3_errors(
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    headers: dict[str, str],
+    error: type[s3e.S3Error],
+) -> None:
     with pytest.raises(error):
         parse(method, path, query, headers)
 

@@ -60,7 +60,12 @@ async def list_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
         kind, value = "k", op.start_after
     else:
         kind, value = "k", op.marker
-        if delimiter and value.endswith(delimiter) and value.startswith(prefix) and len(value) > len(prefix):
+        if (
+            delimiter
+            and value.endswith(delimiter)
+            and value.startswith(prefix)
+            and len(value) > len(prefix)
+        ):
             kind = "p"
     if value:
         if kind == "p":

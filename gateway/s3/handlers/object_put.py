@@ -152,8 +152,17 @@ async def store_object(
             raise s3e.IncompleteBody(str(exc)) from exc
         complete = frozenset(write.complete_backends())
         version, superseded = await _commit(
-            ctx, auth, call, write, complete, key=key, envelope=envelope, user_meta=user_meta,
-            content_type=content_type, rc=rc, length=length,
+            ctx,
+            auth,
+            call,
+            write,
+            complete,
+            key=key,
+            envelope=envelope,
+            user_meta=user_meta,
+            content_type=content_type,
+            rc=rc,
+            length=length,
         )
     except BaseException:
         ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))

@@ -55,7 +55,9 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
     return headers
 
 
-def _range_headers(version: ObjectVersion, rng: tuple[int, int] | None) -> tuple[int, dict[str, str]]:
+def _range_headers(
+    version: ObjectVersion, rng: tuple[int, int] | None
+) -> tuple[int, dict[str, str]]:
     if rng is None:
         return 200, {"Content-Length": str(version.size)}
     first, last = rng
