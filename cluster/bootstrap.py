@@ -133,11 +133,12 @@ def serve_forever(settings: Settings, pid_file: Path | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_gateway(settings)
-    if pid_file is not None:
+    if pid_file is not None:  # first, so `down` can stop a gateway that is still starting
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")
-    print(f"bulletproof gateway ready at {settings.endpoint}", flush=True)
     try:
+        run_gateway(settings)
+        print(f"bulletproof gateway ready at {settings.endpoint}", flush=True)
         stop.wait()
     finally:
         if pid_file is not None:

@@ -1,0 +1,98 @@
+"""The operator CLI contract: `bulletproof up` returns once /health answers, `backend add`,
+`tenant create` (prints ACCESS_KEY_ID SECRET on one line), `status`, and `down` stops the
+process `up` started (checked by its PID). Runs its own gateway (own Ray head, database, port)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent / "bulletproof"
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_up_backend_tenant_status_down(tmp_path: Path) -> None:
+    db = f"bp_cli_{secrets.token_hex(4)}"
+    port = free_port()
+    env = {
+        **os.environ,
+        "BP_STATE_DIR": str(tmp_path / "state"),
+        "BP_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{db}",
+        "BP_HTTP_PORT": str(port),
+        "BP_RAY_NUM_CPUS": "2",
+    }
+    try:
+        assert "gateway up" in run(env, "up")
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        pid = int((tmp_path / "state" / "gateway.pid").read_text())
+        for name, region, country in (
+            ("d1", "eu-west", "DE"),
+            ("d2", "eu-central", "FR"),
+            ("d3", "us-east", "US"),
+        ):
+            run(
+                env,
+                "backend",
+                "add",
+                name,
+                "--type",
+                "local",
+                "--path",
+                str(tmp_path / name),
+                "--region",
+                region,
+                "--country",
+                country,
+                "--jurisdiction",
+                country[:2],
+            )
+        status = run(env, "status")
+        assert all(name in status for name in ("d1", "d2", "d3")) and "DOWN" not in status
+        line = run(env, "tenant", "create", "cli-tenant", "--allow-plaintext").strip()
+        key, secret = line.split(" ")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+        s3.create_bucket(Bucket="cli")
+        s3.put_object(Bucket="cli", Key="hello", Body=b"world")
+        assert s3.get_object(Bucket="cli", Key="hello")["Body"].read() == b"world"
+        stored = [p for d in ("d1", "d2", "d3") for p in (tmp_path / d).rglob("*") if p.is_file()]
+        assert len(stored) == 3 and all(b"world" == p.read_bytes() for p in stored)
+        assert "gateway stopped" in run(env, "down")
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        subprocess.run([str(BIN), "down"], env=env, capture_output=True, timeout=120)
+        asyncio.run(_drop(db))
+
+
+async def _drop(db: str) -> None:
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    finally:
+        await conn.close()
