@@ -138,6 +138,10 @@ def serve_forever(settings: Settings, pid_file: Path | None = None) -> None:
         pid_file.write_text(f"{os.getpid()}\n")
     try:
         run_gateway(settings)
+        # ray.init installs its own SIGTERM handler (drain for up to a minute, then exit);
+        # ours goes back on top so `down` gets the quick, orderly shutdown below.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
         print(f"bulletproof gateway ready at {settings.endpoint}", flush=True)
         stop.wait()
     finally:

@@ -8,6 +8,7 @@ Commands: ``up`` (start a gateway in the background and return once /health answ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -107,17 +108,27 @@ def cmd_down(args: argparse.Namespace) -> int:
     except ProcessLookupError:
         pid_file.unlink(missing_ok=True)
         return 0
-    deadline = time.monotonic() + 60
+    if _wait_gone(pid, 60):
+        print("gateway stopped")
+        return 0
+    # `up` started the gateway in its own session: its Ray processes share its process
+    # group, so killing the group leaves no orphaned raylet or workers behind.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    print("gateway killed after 60 s")
+    return 0
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            print("gateway stopped")
-            return 0
+            return True
         time.sleep(0.3)
-    os.kill(pid, signal.SIGKILL)
-    print("gateway killed after 60 s")
-    return 0
+    return False
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -223,8 +234,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
-        while True:
-            time.sleep(3600)
+        pid = int(_pid_file(settings).read_text())
+        while not _wait_gone(pid, 3600):  # until Ctrl-C here or `make stop` elsewhere
+            pass
     except KeyboardInterrupt:
         print("\nstopping...")
     finally:
