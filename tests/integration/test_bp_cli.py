@@ -1,0 +1,476 @@
+"""The ``bp`` CLI against a real federation: round trips, ranges, listing, and the promises
+that matter most: plaintext never leaves the client (backends, PostgreSQL, Redis, logs), a
+swapped object is refused with exit 5 and leaves no file, a wrong key or passphrase is a clean
+exit 6.
+
+Most cases call ``client.cli.main`` in-process with the environment set by monkeypatch (fast);
+a few run the installed ``.venv/bin/bp`` console script end to end. All CLI integration tests
+live in this one module because the cluster fixture is slow to start.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from client.cli import main
+from tests.support.cluster import Federation
+
+pytestmark = pytest.mark.integration
+
+BP = Path(sys.executable).with_name("bp")
+PASSPHRASE = "correct horse battery staple"
+MARKER = b"BP-MARKER-" + secrets.token_hex(12).encode()
+SEG = 64 * 1024
+
+
+@dataclass
+class Account:
+    """One tenant with a keyring holding three keys of different types."""
+
+    tenant: str
+    access_key: str
+    secret: str
+    keyring: Path
+    other_keyring: Path
+    config: Path
+    s3: Any
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(scope="module")
+def account(cluster: Federation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Account]:
+    tenant, key, secret = cluster.create_tenant()
+    base = tmp_path_factory.mktemp("bp-cli")
+    acct = Account(
+        tenant,
+        key,
+        secret,
+        base / "keys",
+        base / "other-keys",
+        base / "none.yaml",
+        cluster.s3(key, secret),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        _environment(mp, cluster, acct)
+        keys = {"alice": [], "bob": ["--type", "p256"], "carol": ["--type", "rsa"]}
+        for name, args in keys.items():
+            assert bp("keygen", *args, name).code == 0
+        mp.setenv("BP_KEYRING", str(acct.other_keyring))
+        assert bp("keygen", "mallory").code == 0
+    yield acct
+
+
+def _environment(mp: pytest.MonkeyPatch, cluster: Federation, acct: Account) -> None:
+    for name in list(os.environ):
+        if name.startswith(("BP_", "AWS_")):
+            mp.delenv(name)
+    mp.setenv("BP_CONFIG", str(acct.config))  # never the developer's own config
+    mp.setenv("BP_KEYRING", str(acct.keyring))
+    mp.setenv("BP_PASSPHRASE", PASSPHRASE)
+    mp.setenv("BP_ENDPOINT", cluster.endpoint)
+    mp.setenv("BP_TENANT", acct.tenant)
+    mp.setenv("BP_REGION", cluster.settings.region)
+    mp.setenv("AWS_ACCESS_KEY_ID", acct.access_key)
+    mp.setenv("AWS_SECRET_ACCESS_KEY", acct.secret)
+
+
+@pytest.fixture(autouse=True)
+def env(cluster: Federation, account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    _environment(monkeypatch, cluster, account)
+
+
+def bp(*args: str) -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), stdout=out, stderr=err)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def bp_process(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [str(BP), *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def bucket(account: Account, cluster: Federation) -> str:
+    name = f"cli-{secrets.token_hex(4)}"
+    with pytest.MonkeyPatch.context() as mp:
+        _environment(mp, cluster, account)
+        run = bp("mb", f"s3://{name}")
+    assert run.code == 0, run.err
+    return name
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def leftovers(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.endswith(".bp-partial")]
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def test_key_list_and_export(account: Account) -> None:
+    listing = bp("key", "list")
+    assert listing.code == 0
+    for name, kind in (("alice", "x25519"), ("bob", "p256"), ("carol", "rsa")):
+        assert any(line.split()[:3] == [name, "1", kind] for line in listing.out.splitlines())
+    exported = bp("key", "export", "carol")
+    assert exported.code == 0 and exported.out.startswith("-----BEGIN PUBLIC KEY-----")
+    assert "PRIVATE" not in exported.out
+    assert bp("key", "export", "nobody").code == 3
+    again = bp("keygen", "alice")
+    assert again.code == 1 and "already exists" in again.err
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+def test_small_round_trip_and_output_forms(bucket: str, tmp_path: Path) -> None:
+    data = b"hello " + MARKER + b" world\n"
+    src = write(tmp_path / "small.txt", data)
+    put = bp("put", str(src), f"s3://{bucket}/docs/small.txt", "--key", "alice")
+    assert put.code == 0, put.err
+    assert "content id" in put.err
+    got = bp("get", f"s3://{bucket}/docs/small.txt", str(tmp_path / "out.txt"))
+    assert got.code == 0, got.err
+    assert (tmp_path / "out.txt").read_bytes() == data
+    # A directory as destination takes the key's last component.
+    outdir = tmp_path / "dir"
+    outdir.mkdir()
+    assert bp("get", f"s3://{bucket}/docs/small.txt", str(outdir), "-q").code == 0
+    assert (outdir / "small.txt").read_bytes() == data
+    # Stdout, through the installed console script.
+    proc = bp_process("get", f"s3://{bucket}/docs/small.txt", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == data
+    # The empty file is one empty final segment.
+    empty = write(tmp_path / "empty", b"")
+    assert bp("put", str(empty), f"s3://{bucket}/empty", "--key", "bob").code == 0
+    assert bp("get", f"s3://{bucket}/empty", str(tmp_path / "empty.out")).code == 0
+    assert (tmp_path / "empty.out").read_bytes() == b""
+    assert leftovers(tmp_path) == [] and leftovers(outdir) == []
+
+
+def test_large_file_round_trip_end_to_end(bucket: str, tmp_path: Path) -> None:
+    size = 20 * 1024 * 1024 + 12345
+    src = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with src.open("wb") as f:
+        for _ in range(size // (1024 * 1024)):
+            chunk = os.urandom(1024 * 1024)
+            digest.update(chunk)
+            f.write(chunk)
+        tail = os.urandom(size % (1024 * 1024))
+        digest.update(tail)
+        f.write(tail)
+    url = f"s3://{bucket}/big.bin"
+    started = time.monotonic()
+    put = bp_process("put", str(src), url, "--key", "carol")
+    put_s = time.monotonic() - started
+    assert put.returncode == 0, put.stderr
+    out = tmp_path / "big.out"
+    started = time.monotonic()
+    got = bp_process("get", url, str(out))
+    get_s = time.monotonic() - started
+    assert got.returncode == 0, got.stderr
+    got_hash = hashlib.sha256()
+    with out.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            got_hash.update(chunk)
+    assert got_hash.hexdigest() == digest.hexdigest()
+    mib = size / 2**20
+    print(
+        f"\n[bp throughput] put {mib:.1f} MiB: {put_s:.2f} s wall ({mib / put_s:.1f} MiB/s); "
+        f"get: {get_s:.2f} s wall ({mib / get_s:.1f} MiB/s)\n"
+        f"  put: {put.stderr.decode().strip()}\n  get: {got.stderr.decode().strip()}"
+    )
+    verify = bp("verify", url)
+    assert verify.code == 0 and verify.out.startswith(f"OK {url}: {size} bytes, 321 segments")
+
+
+def test_ranged_get_stays_authenticated(bucket: str, tmp_path: Path) -> None:
+    data = os.urandom(3 * SEG + 1000)
+    length = len(data)
+    url = f"s3://{bucket}/ranged"
+    assert bp("put", str(write(tmp_path / "r", data)), url, "--key", "bob").code == 0
+    cases = {
+        "0-0": data[0:1],
+        f"{SEG - 1}-{SEG}": data[SEG - 1 : SEG + 1],
+        f"{SEG}-{2 * SEG - 1}": data[SEG : 2 * SEG],
+        f"{length - 1}-{length - 1}": data[-1:],
+        "-1": data[-1:],
+        f"{3 * SEG}-": data[3 * SEG :],
+        f"10-{length * 5}": data[10:],
+    }
+    for spec, expected in cases.items():
+        out = tmp_path / "piece"
+        run = bp("get", url, str(out), "--range", spec)
+        assert run.code == 0, (spec, run.err)
+        assert out.read_bytes() == expected, spec
+    past_end = bp("get", url, str(tmp_path / "none"), "--range", f"{length}-")
+    assert past_end.code == 2 and "range" in past_end.err
+    assert not (tmp_path / "none").exists()
+    assert bp("get", url, str(tmp_path / "none"), "--range", "5-2").code == 2
+
+
+def test_ls_rm_and_not_found(bucket: str, tmp_path: Path) -> None:
+    src = write(tmp_path / "f", b"x" * 100)
+    for key in ("list/a", "list/b", "other/c"):
+        assert bp("put", str(src), f"s3://{bucket}/{key}", "--key", "alice", "-q").code == 0
+    listing = bp("ls", f"s3://{bucket}/list/")
+    assert listing.code == 0
+    keys = [line.split()[-1] for line in listing.out.splitlines()]
+    assert keys == ["list/a", "list/b"]
+    stored = int(listing.out.splitlines()[0].split()[1])
+    assert stored == 112 + 100 + 16  # the listing shows the stored (encrypted) size
+    assert f"s3://{bucket}" in bp("ls").out.split()
+    assert bp("rm", f"s3://{bucket}/list/a").code == 0
+    assert [line.split()[-1] for line in bp("ls", f"s3://{bucket}/list/").out.splitlines()] == [
+        "list/b"
+    ]
+    missing = bp("rm", f"s3://{bucket}/list/a")
+    assert missing.code == 3
+    gone = bp("get", f"s3://{bucket}/list/a", str(tmp_path / "out"))
+    assert gone.code == 3 and "NoSuchKey" in gone.err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    assert bp("ls", "s3://no-such-bucket-here").code == 3
+
+
+def test_redundancy_class_is_sent(bucket: str, tmp_path: Path, cluster: Federation) -> None:
+    src = write(tmp_path / "c", b"class test")
+    ok = bp("put", str(src), f"s3://{bucket}/classy", "--key", "alice", "--class", "StandardClass")
+    assert ok.code == 0, ok.err
+    assert len(cluster.replicas(bucket, "classy")) >= 2
+    refused = bp(
+        "put", str(src), f"s3://{bucket}/classless", "--class", "NoSuchClass", "--key", "alice"
+    )
+    assert refused.code == 1 and "NoSuchClass" in refused.err
+
+
+def test_several_recipients(bucket: str, tmp_path: Path) -> None:
+    data = os.urandom(70_000)
+    url = f"s3://{bucket}/shared"
+    put = bp("put", str(write(tmp_path / "s", data)), url, "--key", "alice", "--key", "bob")
+    assert put.code == 0, put.err
+    for name in ("alice", "bob"):
+        out = tmp_path / f"out-{name}"
+        run = bp("get", url, str(out), "--key", name)
+        assert run.code == 0, run.err
+        assert out.read_bytes() == data
+    assert bp("verify", url, "--key", "bob").code == 0
+    # A recipient given as an exported PEM file (someone else's public key).
+    pem = tmp_path / "carol.pem"
+    pem.write_text(bp("key", "export", "carol").out)
+    assert bp("put", str(tmp_path / "s"), f"s3://{bucket}/to-pem", "--key", str(pem)).code == 0
+    assert bp("get", f"s3://{bucket}/to-pem", str(tmp_path / "o"), "--key", "carol").code == 0
+    assert (tmp_path / "o").read_bytes() == data
+
+
+# -- what must never happen -------------------------------------------------------------------
+
+
+def _forms(marker: bytes) -> list[bytes]:
+    """The marker, its hex, and its base64 at all three alignments inside a longer string."""
+    forms = [marker, marker.hex().encode()]
+    for pad in range(3):
+        # Only the base64 groups made entirely of marker bytes are independent of neighbours.
+        encoded = base64.b64encode(b"\0" * pad + marker)
+        forms.append(encoded[4 * -(-pad // 3) : 4 * ((pad + len(marker)) // 3)])
+    return [f for f in forms if len(f) >= 12]
+
+
+def _ray_log_dir() -> Path | None:
+    import ray
+
+    node = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)  # private, but the only handle on this session
+    return Path(node.get_logs_dir_path()) if node is not None else None
+
+
+def test_plaintext_never_leaves_the_client(
+    bucket: str, tmp_path: Path, cluster: Federation
+) -> None:
+    data = (b"prefix " + MARKER + b" suffix ") * 5000  # several segments, marker in each
+    url = f"s3://{bucket}/secret-doc"
+    assert bp("put", str(write(tmp_path / "m", data)), url, "--key", "alice").code == 0
+    assert bp("get", url, str(tmp_path / "back")).code == 0
+    assert (tmp_path / "back").read_bytes() == data
+    forms = _forms(MARKER)
+
+    def clean(blob: bytes, where: str) -> None:
+        for form in forms:
+            assert form not in blob, f"plaintext marker found in {where}"
+
+    # Every object on every backend, read directly.
+    seen = 0
+    for index in range(len(cluster.motos)):
+        s3 = cluster.backend_s3(index)
+        for b in s3.list_buckets()["Buckets"]:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b["Name"]):
+                for item in page.get("Contents", []):
+                    clean(item["Key"].encode(), f"backend {index} key names")
+                    clean(
+                        s3.get_object(Bucket=b["Name"], Key=item["Key"])["Body"].read(),
+                        f"backend {index} object {item['Key']}",
+                    )
+                    seen += 1
+    assert seen >= 2
+    # Every row of every table in PostgreSQL (the named ones first, and all others too).
+    tables = [
+        r["table_name"]
+        for r in cluster.sql(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
+    ]
+    assert {"object_versions", "replicas", "jobs", "audit_log"} <= set(tables)
+    for table in tables:
+        for row in cluster.sql(f'SELECT t::text AS row FROM "{table}" t'):
+            clean(row["row"].encode(), f"PostgreSQL table {table}")
+    # Every key and value in the cluster's Redis.
+    client = redis.Redis.from_url(cluster.redis.url)
+    try:
+        for name in client.scan_iter(count=500):
+            kind = client.type(name).decode()
+            if kind == "string":
+                values: list[Any] = [client.get(name)]
+            elif kind == "hash":
+                values = [*client.hgetall(name).items()]
+            elif kind == "list":
+                values = client.lrange(name, 0, -1)
+            elif kind == "set":
+                values = list(client.smembers(name))
+            elif kind == "zset":
+                values = client.zrange(name, 0, -1)
+            else:
+                values = [repr(client.xrange(name)).encode()] if kind == "stream" else []
+            clean(name, "Redis key names")
+            clean(
+                repr(values).encode() + b"".join(v for v in values if isinstance(v, bytes)),
+                f"Redis key {name!r}",
+            )
+    finally:
+        client.close()
+    # Every log file of this Ray session (gateway, proxy, actors, workers).
+    logs = _ray_log_dir()
+    assert logs is not None and logs.is_dir()
+    for path in logs.rglob("*"):
+        if path.is_file():
+            clean(path.read_bytes(), f"log {path}")
+
+
+def test_swapped_object_is_refused_and_leaves_no_file(
+    account: Account, bucket: str, tmp_path: Path
+) -> None:
+    s3 = account.s3
+    for name in ("swap-a", "swap-b"):
+        body = write(tmp_path / name, name.encode() * 50_000)
+        assert bp("put", str(body), f"s3://{bucket}/{name}", "--key", "alice").code == 0
+    # The operator (or anyone with the tenant's S3 credentials) moves A's exact bytes and
+    # envelope under B's name: every byte is authentic, only the name is wrong.
+    original = s3.get_object(Bucket=bucket, Key="swap-a")
+    s3.put_object(
+        Bucket=bucket, Key="swap-b", Body=original["Body"].read(), Metadata=original["Metadata"]
+    )
+    other_bucket = f"cli-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=other_bucket)
+    s3.put_object(
+        Bucket=other_bucket,
+        Key="swap-a",
+        Body=s3.get_object(Bucket=bucket, Key="swap-a")["Body"].read(),
+        Metadata=original["Metadata"],
+    )
+
+    existing = write(tmp_path / "existing", b"keep me")
+    for url in (f"s3://{bucket}/swap-b", f"s3://{other_bucket}/swap-a"):
+        for target in (tmp_path / "swapped.out", existing):
+            run = bp("get", url, str(target))
+            assert run.code == 5, run.err
+            assert "a different object than the one asked for" in run.err
+            assert "nothing was written" in run.err
+        assert not (tmp_path / "swapped.out").exists()
+        assert existing.read_bytes() == b"keep me"
+        assert leftovers(tmp_path) == []
+        ranged = bp("get", url, str(tmp_path / "swapped.out"), "--range", "0-9")
+        assert ranged.code == 5 and not (tmp_path / "swapped.out").exists()
+        verify = bp("verify", url)
+        assert verify.code == 5 and verify.out == "" and "integrity check failed" in verify.err
+    # The original is still fine.
+    assert bp("verify", f"s3://{bucket}/swap-a").code == 0
+
+
+def test_wrong_key_and_wrong_passphrase(
+    account: Account, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"s3://{bucket}/for-alice"
+    assert bp("put", str(write(tmp_path / "a", b"for alice only")), url, "--key", "alice").code == 0
+    wrong = bp("get", url, str(tmp_path / "out"), "--key", "bob")
+    assert wrong.code == 6 and "key 'bob' is not a recipient" in wrong.err
+    monkeypatch.setenv("BP_KEYRING", str(account.other_keyring))
+    stranger = bp("get", url, str(tmp_path / "out"))
+    assert stranger.code == 6 and "no key in" in stranger.err and "is a recipient" in stranger.err
+    assert bp("verify", url).code == 6
+    monkeypatch.setenv("BP_KEYRING", str(account.keyring))
+    monkeypatch.setenv("BP_PASSPHRASE", "not the passphrase")
+    bad = bp("get", url, str(tmp_path / "out"))
+    assert bad.code == 6 and "wrong passphrase" in bad.err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_configuration_and_credential_errors(
+    account: Account, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write(tmp_path / "f", b"data")
+    url = f"s3://{bucket}/cfg"
+    monkeypatch.delenv("BP_TENANT")
+    for args in (
+        ("put", str(src), url, "--key", "alice"),
+        ("get", url, str(tmp_path / "o")),
+        ("verify", url),
+    ):
+        run = bp(*args)
+        assert run.code == 2 and "tenant" in run.err and "BP_TENANT" in run.err, run.err
+    # The tenant from a config profile works; flags still beat it.
+    account.config.write_text(f"work:\n  tenant: {account.tenant}\n")
+    assert bp("--profile", "work", "put", str(src), url, "--key", "alice", "-q").code == 0
+    assert bp("get", url, str(tmp_path / "o"), "--profile", "work").code == 0
+    # Binding to the wrong tenant name is an integrity failure, not a silent success.
+    wrong_tenant = bp("get", url, str(tmp_path / "o2"), "--tenant", "someone-else")
+    assert wrong_tenant.code == 5 and not (tmp_path / "o2").exists()
+    monkeypatch.setenv("BP_TENANT", account.tenant)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    denied = bp("ls", f"s3://{bucket}")
+    assert denied.code == 4 and "SignatureDoesNotMatch" in denied.err
+    monkeypatch.delenv("BP_ENDPOINT")
+    assert bp("ls").code == 2
+    monkeypatch.setenv("BP_ENDPOINT", "http://127.0.0.1:9")
+    assert bp("ls").code == 7
