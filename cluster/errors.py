@@ -9,6 +9,7 @@ The tree::
     ├── Conflict                 the request contradicts current state (bucket exists, not empty)
     │   ├── BucketAlreadyExists
     │   └── BucketNotEmpty
+    ├── PreconditionFailed       a conditional request's condition does not hold
     ├── InvalidInput             the caller sent something malformed; message names the field
     │   └── InvalidEnvelope      the client-side encryption envelope is missing or malformed
     ├── AccessDenied             authenticated principal may not do this
@@ -43,6 +44,7 @@ __all__ = [
     "NoSuchKey",
     "NotFound",
     "PolicyViolation",
+    "PreconditionFailed",
     "QuorumNotMet",
 ]
 
@@ -72,6 +74,10 @@ class BucketAlreadyExists(Conflict):
 
 
 class BucketNotEmpty(Conflict):
+    pass
+
+
+class PreconditionFailed(BulletproofError):
     pass
 
 

@@ -47,9 +47,7 @@ async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Prin
         secret = ctx.master_key.open(key.sealed_secret).decode()
     except SealBroken as exc:
         raise s3e.InternalError() from exc
-    verified = sigv4.verify(
-        view, secret, region=ctx.settings.region, now=datetime.now(UTC)
-    )
+    verified = sigv4.verify(view, secret, region=ctx.settings.region, now=datetime.now(UTC))
     return Principal(
         tenant_id=key.tenant_id,
         tenant_name=key.tenant_name,

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from cluster.errors import NoSuchKey, PreconditionFailed
 from schema.records import ObjectVersion, Replica
 
 __all__ = ["ListedObject", "NewReplica", "NewVersion", "ObjectRepository"]
@@ -196,6 +197,64 @@ class ObjectRepository:
         version = await self._with_replicas(conn, row)
         assert version is not None
         return version, old_pk
+
+    async def rewrap(
+        self,
+        conn: asyncpg.Connection,
+        bucket_id: int,
+        key: str,
+        *,
+        expect_key_id: str,
+        expect_key_version: int,
+        wrapped_key: bytes,
+        key_id: str,
+        key_version: int,
+        wrap_alg: str,
+    ) -> ObjectVersion:
+        """Swap the current version's wrapped data key if it still is the expected one.
+
+        The previous entry moves to ``wrapped_key_history`` in the same transaction; no backend
+        is touched (the ciphertext does not depend on how its data key is wrapped).
+        Raises NoSuchKey, or PreconditionFailed when the object is not (or no longer) wrapped
+        under the expected key id and version (a concurrent rotation, or plaintext).
+        """
+        row = await conn.fetchrow(
+            "SELECT id, encrypted, wrapped_key, key_id, key_version, wrap_alg FROM object_versions"
+            " WHERE bucket_id = $1 AND key = $2 AND is_latest AND NOT is_delete_marker FOR UPDATE",
+            bucket_id,
+            key,
+        )
+        if row is None:
+            raise NoSuchKey(f"no object {key!r}")
+        if not row["encrypted"]:
+            raise PreconditionFailed(f"object {key!r} is not encrypted; nothing to re-wrap")
+        if (row["key_id"], row["key_version"]) != (expect_key_id, expect_key_version):
+            raise PreconditionFailed(
+                f"object {key!r} is wrapped under {row['key_id']} v{row['key_version']},"
+                f" not the expected {expect_key_id} v{expect_key_version}"
+            )
+        await conn.execute(
+            "INSERT INTO wrapped_key_history (version_pk, wrapped_key, key_id, key_version,"
+            " wrap_alg) VALUES ($1, $2, $3, $4, $5)",
+            row["id"],
+            row["wrapped_key"],
+            row["key_id"],
+            row["key_version"],
+            row["wrap_alg"],
+        )
+        updated = await conn.fetchrow(
+            "UPDATE object_versions SET wrapped_key = $2, key_id = $3, key_version = $4,"
+            " wrap_alg = $5 WHERE id = $1 RETURNING *",
+            row["id"],
+            wrapped_key,
+            key_id,
+            key_version,
+            wrap_alg,
+        )
+        version = await self._with_replicas(conn, updated)
+        assert version is not None
+        await self._changelog(conn, version.tenant_id, bucket_id, key, version.version_id, "rewrap")
+        return version
 
     async def delete_latest(
         self, conn: asyncpg.Connection, tenant_id: int, bucket_id: int, key: str

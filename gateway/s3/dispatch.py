@@ -31,6 +31,7 @@ from gateway.s3.handlers.list import list_objects
 from gateway.s3.handlers.object_delete import delete_object
 from gateway.s3.handlers.object_put import put_object
 from gateway.s3.handlers.object_read import get_object, head_object
+from gateway.s3.handlers.rewrap import rewrap_object, rewrap_objects
 from gateway.s3.sigv4 import HttpRequestView
 
 __all__ = ["error_response", "handle_s3", "request_view"]
@@ -50,6 +51,8 @@ HANDLERS: Mapping[type, Handler] = {
     ops.GetObject: get_object,
     ops.HeadObject: head_object,
     ops.DeleteObject: delete_object,
+    ops.RewrapObject: rewrap_object,
+    ops.RewrapObjects: rewrap_objects,
 }
 
 MAX_HEADER_BYTES = 16 * 1024

@@ -37,6 +37,7 @@ __all__ = [
     "NoSuchBucket",
     "NoSuchKey",
     "NotImplemented",
+    "PreconditionFailed",
     "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
     "ServiceUnavailable",
@@ -105,6 +106,9 @@ MissingContentLength = _error(
 )
 NoSuchBucket = _error("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _error("NoSuchKey", 404, "The specified key does not exist.")
+PreconditionFailed = _error(
+    "PreconditionFailed", 412, "At least one of the preconditions you specified did not hold."
+)
 NotImplemented = _error(  # noqa: A001 - the S3 error code is literally NotImplemented
     "NotImplemented",
     501,
@@ -140,6 +144,7 @@ _DOMAIN_TO_S3: tuple[tuple[type[domain.BulletproofError], type[S3Error]], ...] =
     (domain.NotFound, NoSuchKey),
     (domain.BucketAlreadyExists, BucketAlreadyOwnedByYou),
     (domain.BucketNotEmpty, BucketNotEmpty),
+    (domain.PreconditionFailed, PreconditionFailed),
     (domain.InvalidEnvelope, InvalidRequest),
     (domain.InvalidInput, InvalidArgument),
     (domain.AccessDenied, AccessDenied),

@@ -28,6 +28,8 @@ __all__ = [
     "ObjectOp",
     "Operation",
     "PutObject",
+    "RewrapObject",
+    "RewrapObjects",
     "RESERVED_BUCKET_NAMES",
     "parse_operation",
     "validate_bucket_name",
@@ -149,6 +151,16 @@ class DeleteObject(ObjectOp):
     pass
 
 
+@dataclass(frozen=True)
+class RewrapObject(ObjectOp):
+    """Bulletproof extension: swap an object's wrapped data key (metadata only)."""
+
+
+@dataclass(frozen=True)
+class RewrapObjects(BucketOp):
+    """Bulletproof extension: the batch form of RewrapObject, for fast key rotation."""
+
+
 Operation = (
     ListBuckets
     | CreateBucket
@@ -160,6 +172,8 @@ Operation = (
     | GetObject
     | HeadObject
     | DeleteObject
+    | RewrapObject
+    | RewrapObjects
 )
 
 
@@ -208,6 +222,10 @@ def parse_operation(
             return ListBuckets()
         raise s3e.MethodNotAllowed()
     validate_bucket_name(bucket)
+    if "rewrap" in query:
+        if method != "POST":
+            raise s3e.MethodNotAllowed("rewrap takes POST")
+        return RewrapObjects(bucket) if not key_raw else RewrapObject(bucket, _decode_key(key_raw))
     if not key_raw:
         if "location" in query and method == "GET":
             return GetBucketLocation(bucket)

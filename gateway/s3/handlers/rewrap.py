@@ -1,0 +1,136 @@
+"""Key rotation without moving data: swap the wrapped data key of objects (issue: client-side
+encryption). ``POST /{bucket}/{key}?rewrap`` re-wraps one object, ``POST /{bucket}?rewrap`` a
+batch of up to 1000 in one transaction. Each item names the key id and version it expects to
+replace (a precondition, so two rotations cannot interleave), and the new wrapped key.
+The previous entry goes to history, an audit entry is written, no backend is touched.
+
+Request (JSON; the batch form wraps items in ``{"items": [...]}``, each with a ``"key"``)::
+
+    {"expect_key_id": "bp:...", "expect_key_version": 1,
+     "wrapped_key": "<base64>", "key_id": "bp:...", "key_version": 2,
+     "wrap_alg": "x25519-hkdf-aes256gcm"}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from cluster.envelope import Envelope, envelope_from_metadata
+from cluster.errors import BulletproofError
+from gateway.auth import Authorized
+from gateway.context import GatewayContext
+from gateway.s3 import errors as s3e
+from gateway.s3.body import read_small_body
+from gateway.s3.call import S3Call
+from gateway.s3.errors import to_s3_error
+from gateway.s3.operations import RewrapObject, RewrapObjects
+from schema.audit import AuditEntry
+
+__all__ = ["rewrap_object", "rewrap_objects"]
+
+MAX_BATCH = 1000
+MAX_BODY = 4 * 1024 * 1024
+
+
+def _item(raw: Any, *, need_key: bool) -> tuple[str, str, int, Envelope]:
+    if not isinstance(raw, dict):
+        raise s3e.InvalidRequest("each rewrap item must be a JSON object")
+    key = raw.get("key", "")
+    if need_key and (not isinstance(key, str) or not key):
+        raise s3e.InvalidRequest("each batch item needs a 'key'")
+    expect_id, expect_version = raw.get("expect_key_id"), raw.get("expect_key_version")
+    if not isinstance(expect_id, str) or not isinstance(expect_version, int):
+        raise s3e.InvalidRequest(
+            "'expect_key_id' (string) and 'expect_key_version' (integer) are required"
+        )
+    fields = {
+        "bp-wrapped-key": raw.get("wrapped_key"),
+        "bp-key-id": raw.get("key_id"),
+        "bp-key-version": str(raw.get("key_version", "")),
+        "bp-wrap-alg": raw.get("wrap_alg"),
+    }
+    if not all(isinstance(v, str) and v for v in fields.values()):
+        raise s3e.InvalidRequest(
+            "'wrapped_key', 'key_id', 'key_version' and 'wrap_alg' are required"
+        )
+    envelope = envelope_from_metadata(fields)  # type: ignore[arg-type]
+    assert envelope is not None
+    return key, expect_id, expect_version, envelope
+
+
+async def _document(call: S3Call, auth: Authorized) -> Any:
+    body = await read_small_body(call.body, auth.principal.verified, call.headers, MAX_BODY)
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise s3e.InvalidRequest("rewrap body is not valid JSON") from exc
+
+
+async def _apply(
+    ctx: GatewayContext, auth: Authorized, call: S3Call, items: list[tuple[str, str, int, Envelope]]
+) -> list[dict[str, Any]]:
+    """Apply every item in one transaction; per-item failures are reported, not raised."""
+    bucket, principal = auth.bucket, auth.principal
+    assert bucket is not None
+    results: list[dict[str, Any]] = []
+    async with ctx.store.db.transaction() as conn:
+        for key, expect_id, expect_version, env in items:
+            try:
+                async with conn.transaction():  # a savepoint per item
+                    await ctx.store.objects.rewrap(
+                        conn,
+                        bucket.id,
+                        key,
+                        expect_key_id=expect_id,
+                        expect_key_version=expect_version,
+                        wrapped_key=env.wrapped_key,
+                        key_id=env.key_id,
+                        key_version=env.key_version,
+                        wrap_alg=env.wrap_alg,
+                    )
+            except BulletproofError as exc:
+                err = to_s3_error(exc)
+                results.append({"key": key, "status": err.code, "message": err.message})
+                continue
+            results.append({"key": key, "status": "ok"})
+            await ctx.store.audit.append(
+                conn,
+                AuditEntry(
+                    actor=principal.access_key_id,
+                    action="RewrapObject",
+                    resource=f"{bucket.name}/{key}",
+                    request_id=call.request_id,
+                    result=f"ok {expect_id} v{expect_version} -> {env.key_id} v{env.key_version}",
+                    tenant_id=principal.tenant_id,
+                ),
+            )
+    for (key, *_), result in zip(items, results, strict=True):
+        if result["status"] == "ok":
+            await ctx.meta.invalidate_object(bucket.id, key)
+    return results
+
+
+async def rewrap_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
+    op = auth.op
+    assert isinstance(op, RewrapObject)
+    _, expect_id, expect_version, env = _item(await _document(call, auth), need_key=False)
+    [result] = await _apply(ctx, auth, call, [(op.key, expect_id, expect_version, env)])
+    if result["status"] == "PreconditionFailed":
+        raise s3e.PreconditionFailed(result["message"])
+    if result["status"] == "NoSuchKey":
+        raise s3e.NoSuchKey(result["message"])
+    return JSONResponse(result)
+
+
+async def rewrap_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
+    assert isinstance(auth.op, RewrapObjects)
+    document = await _document(call, auth)
+    raw_items = document.get("items") if isinstance(document, dict) else None
+    if not isinstance(raw_items, list) or not 1 <= len(raw_items) <= MAX_BATCH:
+        raise s3e.InvalidRequest(f"'items' must be a list of 1..{MAX_BATCH} rewrap items")
+    items = [_item(raw, need_key=True) for raw in raw_items]
+    return JSONResponse({"results": await _apply(ctx, auth, call, items)})
