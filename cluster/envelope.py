@@ -26,6 +26,7 @@ __all__ = [
     "ciphertext_length",
     "envelope_from_metadata",
     "parse_bp1_header",
+    "public_key_wrap_alg",
 ]
 
 BP1_MAGIC = b"BPE1"
@@ -170,3 +171,28 @@ def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
         wrap_alg=alg,
         content_id=content_id,
     )
+
+
+def public_key_wrap_alg(pem: str) -> str:
+    """The wrap algorithm a published public key serves, or InvalidEnvelope.
+
+    Only what clients can wrap to is accepted: RSA of at least 3072 bits, X25519, P-256.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    if len(pem) > 16 * 1024:
+        raise InvalidEnvelope("public key PEM too large")
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise InvalidEnvelope("public_key_pem is not a PEM public key") from exc
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 3072:
+            raise InvalidEnvelope("RSA public keys must have at least 3072 bits")
+        return "rsa-oaep-256"
+    if isinstance(key, x25519.X25519PublicKey):
+        return "x25519-hkdf-aes256gcm"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "p256-ecdh-hkdf-aes256gcm"
+    raise InvalidEnvelope("unsupported public key type (use RSA >= 3072, X25519 or P-256)")

@@ -27,6 +27,7 @@ from gateway.s3.handlers.bucket import (
     head_bucket,
     list_buckets,
 )
+from gateway.s3.handlers.keys import list_keys, list_recipients, publish_key, share_object
 from gateway.s3.handlers.list import list_objects
 from gateway.s3.handlers.object_delete import delete_object
 from gateway.s3.handlers.object_put import put_object
@@ -53,6 +54,10 @@ HANDLERS: Mapping[type, Handler] = {
     ops.DeleteObject: delete_object,
     ops.RewrapObject: rewrap_object,
     ops.RewrapObjects: rewrap_objects,
+    ops.ShareObject: share_object,
+    ops.ListRecipients: list_recipients,
+    ops.PublishKey: publish_key,
+    ops.ListKeys: list_keys,
 }
 
 MAX_HEADER_BYTES = 16 * 1024

@@ -24,12 +24,16 @@ __all__ = [
     "HeadBucket",
     "HeadObject",
     "ListBuckets",
+    "ListKeys",
     "ListObjects",
+    "ListRecipients",
     "ObjectOp",
     "Operation",
+    "PublishKey",
     "PutObject",
     "RewrapObject",
     "RewrapObjects",
+    "ShareObject",
     "RESERVED_BUCKET_NAMES",
     "parse_operation",
     "validate_bucket_name",
@@ -157,6 +161,26 @@ class RewrapObject(ObjectOp):
 
 
 @dataclass(frozen=True)
+class ShareObject(ObjectOp):
+    """Bulletproof extension: add a recipient (the data key wrapped for another public key)."""
+
+
+@dataclass(frozen=True)
+class ListRecipients(ObjectOp):
+    """Bulletproof extension: every wrapped data key of an object (primary and shared)."""
+
+
+@dataclass(frozen=True)
+class PublishKey:
+    """Bulletproof extension: register a tenant public key (imports encrypt to it)."""
+
+
+@dataclass(frozen=True)
+class ListKeys:
+    """Bulletproof extension: the tenant's published public keys."""
+
+
+@dataclass(frozen=True)
 class RewrapObjects(BucketOp):
     """Bulletproof extension: the batch form of RewrapObject, for fast key rotation."""
 
@@ -174,6 +198,10 @@ Operation = (
     | DeleteObject
     | RewrapObject
     | RewrapObjects
+    | ShareObject
+    | ListRecipients
+    | PublishKey
+    | ListKeys
 )
 
 
@@ -218,10 +246,18 @@ def parse_operation(
         if name in _UNSUPPORTED_SUBRESOURCES:
             raise s3e.NotImplemented(f"The {name} subresource is not supported by this gateway")
     if not bucket:
+        if "publish-key" in query and method == "POST":
+            return PublishKey()
+        if "keys" in query and method == "GET":
+            return ListKeys()
         if method == "GET":
             return ListBuckets()
         raise s3e.MethodNotAllowed()
     validate_bucket_name(bucket)
+    if key_raw and "share" in query and method == "POST":
+        return ShareObject(bucket, _decode_key(key_raw))
+    if key_raw and "recipients" in query and method == "GET":
+        return ListRecipients(bucket, _decode_key(key_raw))
     if "rewrap" in query:
         if method != "POST":
             raise s3e.MethodNotAllowed("rewrap takes POST")

@@ -22,6 +22,18 @@ from tests.support.cluster import BACKENDS, Federation
 pytestmark = pytest.mark.integration
 
 
+def settled(cluster: Federation, bucket: str) -> None:
+    """Wait until no replica of the bucket is still in flight (stragglers land after the ack)."""
+    cluster.wait_for(
+        lambda: not cluster.sql(
+            "SELECT 1 FROM replicas r JOIN object_versions v ON v.id = r.version_pk"
+            " JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1 AND r.status <> 'ok'",
+            bucket,
+        ),
+        what=f"every replica in {bucket} acknowledged",
+    )
+
+
 def backend_state(cluster: Federation) -> dict[tuple[int, str], tuple[str, int, object]]:
     """Every object on every backend: its ETag (MD5 of the bytes), size and modification time."""
     state = {}
@@ -36,17 +48,8 @@ def backend_state(cluster: Federation) -> dict[tuple[int, str], tuple[str, int, 
 
 
 def rewrap_request(s3: Any, path: str, document: dict[str, Any]) -> dict[str, Any]:
-    """POST a rewrap document with the client's own SigV4 signing (boto3 has no such call)."""
-    import httpx
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    body = json.dumps(document).encode()
-    url = f"{s3.meta.endpoint_url}{path}"
-    request = AWSRequest(method="POST", url=url, data=body)
-    request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
-    S3SigV4Auth(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(request)  # noqa: SLF001
-    response = httpx.post(url, content=body, headers=dict(request.headers.items()))
+    """POST a rewrap document (boto3 has no such call), signed with the client's SigV4 key."""
+    response = signed_json(s3, "POST", path, document)
     return {"status": response.status_code, "body": response.content}
 
 
@@ -77,6 +80,7 @@ def test_rotation_of_one_object(cluster: Federation, tenant: tuple[str, Any]) ->
         Body=sealed.body,
         Metadata={k.removeprefix("x-amz-meta-"): v for k, v in sealed.headers.items()},
     )
+    settled(cluster, "rotate-one")
     before = backend_state(cluster)
     meta, wrapped = new_wrap(s3, "rotate-one", "doc", old_key, new_ref)
     document = {
@@ -180,6 +184,7 @@ def test_rotation_of_a_thousand_objects_moves_no_backend_bytes(
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, range(count)))
+    settled(cluster, "rotate-many")
     before = backend_state(cluster)
 
     def item(i: int) -> dict[str, Any]:
@@ -215,3 +220,107 @@ def test_rotation_of_a_thousand_objects_moves_no_backend_bytes(
             )
             == b"object %d" % i
         )
+
+
+def signed_json(s3: Any, method: str, path: str, document: dict[str, Any] | None = None) -> Any:
+    import httpx
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    body = json.dumps(document).encode() if document is not None else b""
+    url = f"{s3.meta.endpoint_url}{path}"
+    request = AWSRequest(method=method, url=url, data=body)
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(request)  # noqa: SLF001
+    return httpx.request(method, url, content=body, headers=dict(request.headers.items()))
+
+
+def test_publish_keys_and_share_an_object(tenant: tuple[str, Any]) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    tenant_name, s3 = tenant
+    owner, friend = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    owner_ref, friend_ref = PublicKeyRef(owner.public_key()), PublicKeyRef(friend.public_key())
+    pem = (
+        friend.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    published = signed_json(
+        s3,
+        "POST",
+        "/?publish-key",
+        {"key_id": friend_ref.key_id, "key_version": 1, "public_key_pem": pem},
+    )
+    assert published.status_code == 200 and published.json()["wrap_alg"] == "x25519-hkdf-aes256gcm"
+    listed = signed_json(s3, "GET", "/?keys").json()["keys"]
+    assert [(k["key_id"], k["public_key_pem"]) for k in listed] == [(friend_ref.key_id, pem)]
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    weak_pem = weak.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    refused = signed_json(
+        s3,
+        "POST",
+        "/?publish-key",
+        {"key_id": "bp:weak", "key_version": 1, "public_key_pem": weak_pem},
+    )
+    assert refused.status_code == 400 and b"3072" in refused.content
+
+    s3.create_bucket(Bucket="shared")
+    plaintext = b"for two readers"
+    sealed = seal(
+        plaintext, tenant=tenant_name, bucket="shared", key="note", recipients=[owner_ref]
+    )
+    s3.put_object(
+        Bucket="shared",
+        Key="note",
+        Body=sealed.body,
+        Metadata={k.removeprefix("x-amz-meta-"): v for k, v in sealed.headers.items()},
+    )
+    _, for_friend = new_wrap(s3, "shared", "note", owner, friend_ref)
+    shared = signed_json(
+        s3,
+        "POST",
+        "/shared/note?share",
+        {
+            "wrapped_key": for_friend,
+            "key_id": friend_ref.key_id,
+            "key_version": 1,
+            "wrap_alg": friend_ref.wrap_alg,
+        },
+    )
+    assert shared.status_code == 200, shared.text
+    recipients = signed_json(s3, "GET", "/shared/note?recipients").json()["recipients"]
+    assert [(r["key_id"], r["primary"]) for r in recipients] == [
+        (owner_ref.key_id, True),
+        (friend_ref.key_id, False),
+    ]
+    got = s3.get_object(Bucket="shared", Key="note")
+    headers = {f"x-amz-meta-{k}": v for k, v in got["Metadata"].items()}
+    others = [WrappedKey.from_bytes(base64.b64decode(r["wrapped_key"])) for r in recipients[1:]]
+    assert (
+        unseal(
+            got["Body"].read(),
+            headers,
+            friend,
+            tenant=tenant_name,
+            bucket="shared",
+            key="note",
+            other_wrapped_keys=others,
+        )
+        == plaintext
+    )
+    missing = signed_json(
+        s3,
+        "POST",
+        "/shared/nothing?share",
+        {
+            "wrapped_key": for_friend,
+            "key_id": friend_ref.key_id,
+            "key_version": 1,
+            "wrap_alg": friend_ref.wrap_alg,
+        },
+    )
+    assert missing.status_code == 404

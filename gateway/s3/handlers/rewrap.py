@@ -13,7 +13,6 @@ Request (JSON; the batch form wraps items in ``{"items": [...]}``, each with a `
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Response
@@ -24,16 +23,33 @@ from cluster.errors import BulletproofError
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
-from gateway.s3.body import read_small_body
+from gateway.s3.body import read_json
 from gateway.s3.call import S3Call
 from gateway.s3.errors import to_s3_error
 from gateway.s3.operations import RewrapObject, RewrapObjects
 from schema.audit import AuditEntry
 
-__all__ = ["rewrap_object", "rewrap_objects"]
+__all__ = ["rewrap_object", "rewrap_objects", "wrapped_key_fields"]
 
 MAX_BATCH = 1000
 MAX_BODY = 4 * 1024 * 1024
+
+
+def wrapped_key_fields(raw: dict[str, Any]) -> Envelope:
+    """The new wrapped key of a rewrap or share item, validated like a PUT's envelope."""
+    fields = {
+        "bp-wrapped-key": raw.get("wrapped_key"),
+        "bp-key-id": raw.get("key_id"),
+        "bp-key-version": str(raw.get("key_version", "")),
+        "bp-wrap-alg": raw.get("wrap_alg"),
+    }
+    if not all(isinstance(v, str) and v for v in fields.values()):
+        raise s3e.InvalidRequest(
+            "'wrapped_key', 'key_id', 'key_version' and 'wrap_alg' are required"
+        )
+    envelope = envelope_from_metadata(fields)  # type: ignore[arg-type]
+    assert envelope is not None
+    return envelope
 
 
 def _item(raw: Any, *, need_key: bool) -> tuple[str, str, int, Envelope]:
@@ -47,27 +63,11 @@ def _item(raw: Any, *, need_key: bool) -> tuple[str, str, int, Envelope]:
         raise s3e.InvalidRequest(
             "'expect_key_id' (string) and 'expect_key_version' (integer) are required"
         )
-    fields = {
-        "bp-wrapped-key": raw.get("wrapped_key"),
-        "bp-key-id": raw.get("key_id"),
-        "bp-key-version": str(raw.get("key_version", "")),
-        "bp-wrap-alg": raw.get("wrap_alg"),
-    }
-    if not all(isinstance(v, str) and v for v in fields.values()):
-        raise s3e.InvalidRequest(
-            "'wrapped_key', 'key_id', 'key_version' and 'wrap_alg' are required"
-        )
-    envelope = envelope_from_metadata(fields)  # type: ignore[arg-type]
-    assert envelope is not None
-    return key, expect_id, expect_version, envelope
+    return key, expect_id, expect_version, wrapped_key_fields(raw)
 
 
 async def _document(call: S3Call, auth: Authorized) -> Any:
-    body = await read_small_body(call.body, auth.principal.verified, call.headers, MAX_BODY)
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise s3e.InvalidRequest("rewrap body is not valid JSON") from exc
+    return await read_json(call.body, auth.principal.verified, call.headers, MAX_BODY)
 
 
 async def _apply(
