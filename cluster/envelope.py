@@ -37,7 +37,14 @@ BP1_TAG_SIZE = 16
 SEG_LOG2_MIN, SEG_LOG2_MAX = 16, 20
 WRAP_ALGORITHMS = frozenset({"rsa-oaep-256", "x25519-hkdf-aes256gcm", "p256-ecdh-hkdf-aes256gcm"})
 MAX_WRAPPED_KEY_BYTES = 1024
-MAX_KEY_ID_CHARS = 128
+MAX_KEY_ID_CHARS = 64
+# docs/envelope.md 7.1: algorithm ids and the payload lengths each algorithm can produce.
+_WRAP_ALG_IDS = {
+    1: ("rsa-oaep-256", range(384, 513)),
+    2: ("x25519-hkdf-aes256gcm", range(80, 81)),
+    3: ("p256-ecdh-hkdf-aes256gcm", range(113, 114)),
+}
+_WRAPPED_KEY_VERSION = 1
 
 # magic(4) version(1) suite(1) seg_log2(1) reserved(1) salt(32) commit(32) pt_length(8) binding(32)
 _HEADER = struct.Struct(">4sBBBB32s32sQ32s")
@@ -121,6 +128,32 @@ class Envelope:
         return out
 
 
+def _check_wrapped_key(wrapped: bytes, *, alg: str, key_id: str, key_version: int) -> None:
+    """Parse the public part of a wrapped key (docs/envelope.md 7.1) and check it against the
+    metadata fields: they must name the same algorithm, key id and version, or a reader
+    would be told one key and need another. The encrypted payload is opaque here."""
+    if len(wrapped) < 3 or wrapped[0] != _WRAPPED_KEY_VERSION:
+        raise InvalidEnvelope("x-amz-meta-bp-wrapped-key: unsupported wrapped-key format")
+    alg_id, kid_len = wrapped[1], wrapped[2]
+    if alg_id not in _WRAP_ALG_IDS:
+        raise InvalidEnvelope("x-amz-meta-bp-wrapped-key: unknown algorithm id")
+    end_of_kid = 3 + kid_len
+    if len(wrapped) < end_of_kid + 6:
+        raise InvalidEnvelope("x-amz-meta-bp-wrapped-key is truncated")
+    kid = wrapped[3:end_of_kid]
+    version, payload_len = struct.unpack_from(">IH", wrapped, end_of_kid)
+    if len(wrapped) != end_of_kid + 6 + payload_len:
+        raise InvalidEnvelope("x-amz-meta-bp-wrapped-key length does not match its payload")
+    wrapped_alg, payload_lengths = _WRAP_ALG_IDS[alg_id]
+    if payload_len not in payload_lengths:
+        raise InvalidEnvelope(f"x-amz-meta-bp-wrapped-key: payload impossible for {wrapped_alg}")
+    if (wrapped_alg, kid, version) != (alg, key_id.encode(), key_version):
+        raise InvalidEnvelope(
+            "x-amz-meta-bp-wrapped-key names another algorithm, key id or version than"
+            " x-amz-meta-bp-wrap-alg / -key-id / -key-version"
+        )
+
+
 ENVELOPE_FIELDS = ("bp-wrapped-key", "bp-key-id", "bp-key-version", "bp-wrap-alg")
 
 
@@ -145,17 +178,25 @@ def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
             f"x-amz-meta-bp-wrapped-key must decode to 16..{MAX_WRAPPED_KEY_BYTES} bytes"
         )
     key_id = meta["bp-key-id"]
-    if len(key_id) > MAX_KEY_ID_CHARS or not key_id.isprintable():
-        raise InvalidEnvelope("x-amz-meta-bp-key-id must be printable and at most 128 characters")
+    if not 1 <= len(key_id) <= MAX_KEY_ID_CHARS or not all(0x21 <= ord(c) <= 0x7E for c in key_id):
+        raise InvalidEnvelope(
+            f"x-amz-meta-bp-key-id must be 1..{MAX_KEY_ID_CHARS} printable ASCII characters"
+        )
     raw_version = meta["bp-key-version"]
-    if not raw_version.isdigit() or len(raw_version) > 9:
-        raise InvalidEnvelope("x-amz-meta-bp-key-version must be a non-negative integer")
+    if not raw_version.isdigit() or raw_version.startswith("0") or len(raw_version) > 10:
+        raise InvalidEnvelope(
+            "x-amz-meta-bp-key-version must be a positive decimal integer without leading zeros"
+        )
+    key_version = int(raw_version)
+    if key_version > 0xFFFFFFFF:
+        raise InvalidEnvelope("x-amz-meta-bp-key-version must fit in 32 bits")
     alg = meta["bp-wrap-alg"]
     if alg not in WRAP_ALGORITHMS:
         raise InvalidEnvelope(
             f"x-amz-meta-bp-wrap-alg {alg!r} is not allowed"
             f" (allowed: {', '.join(sorted(WRAP_ALGORITHMS))})"
         )
+    _check_wrapped_key(wrapped, alg=alg, key_id=key_id, key_version=key_version)
     content_id = meta.get("bp-content-id") or None
     if content_id is not None:
         try:
@@ -167,7 +208,7 @@ def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
     return Envelope(
         wrapped_key=wrapped,
         key_id=key_id,
-        key_version=int(raw_version),
+        key_version=key_version,
         wrap_alg=alg,
         content_id=content_id,
     )

@@ -17,6 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.support.cluster import Federation
+from tests.support.envelopes import fake_wrapped_key
 from tests.support.processes import MotoServer
 
 pytestmark = pytest.mark.integration
@@ -220,7 +221,7 @@ def test_plain_objects_api(cluster: Federation) -> None:
         pt_len,
         os.urandom(32),
     ) + os.urandom(pt_len + 16)
-    wrapped = base64.b64encode(os.urandom(80)).decode()
+    wrapped = base64.b64encode(fake_wrapped_key("p256-ecdh-hkdf-aes256gcm", "bp:k1", 2)).decode()
     envelope = {
         "X-Encrypted-Key": wrapped,
         "X-Key-Id": "bp:k1",

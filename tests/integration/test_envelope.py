@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import os
-import struct
 from typing import Any
 
 import pytest
@@ -16,40 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from client import PublicKeyRef, seal, unseal
 from tests.integration.test_s3_api import error_of
 from tests.support.cluster import Federation
+from tests.support.envelopes import bp1_header, fake_envelope, fake_wrapped_key
 
 pytestmark = pytest.mark.integration
-
-
-def fake_envelope() -> dict[str, str]:
-    return {
-        "bp-wrapped-key": base64.b64encode(os.urandom(80)).decode(),
-        "bp-key-id": "bp:testkey",
-        "bp-key-version": "1",
-        "bp-wrap-alg": "x25519-hkdf-aes256gcm",
-    }
-
-
-def bp1_header(
-    pt_len: int,
-    *,
-    magic: bytes = b"BPE1",
-    version: int = 1,
-    suite: int = 1,
-    seg_log2: int = 16,
-    reserved: int = 0,
-) -> bytes:
-    return struct.pack(
-        ">4sBBBB32s32sQ32s",
-        magic,
-        version,
-        suite,
-        seg_log2,
-        reserved,
-        os.urandom(32),
-        os.urandom(32),
-        pt_len,
-        os.urandom(32),
-    )
 
 
 def test_encrypted_object_round_trips(tenant: tuple[str, Any]) -> None:
@@ -90,6 +58,23 @@ def test_encrypted_object_round_trips(tenant: tuple[str, Any]) -> None:
             "bp-key-id",
         ),
         ({**fake_envelope(), "bp-key-version": "one"}, bp1_header(0) + bytes(16), "bp-key-version"),
+        ({**fake_envelope(), "bp-key-version": "01"}, bp1_header(0) + bytes(16), "leading zeros"),
+        (
+            {
+                **fake_envelope(),
+                "bp-wrapped-key": base64.b64encode(fake_wrapped_key(key_id="bp:other")).decode(),
+            },
+            bp1_header(0) + bytes(16),
+            "names another",
+        ),
+        (
+            {
+                **fake_envelope(),
+                "bp-wrapped-key": base64.b64encode(fake_wrapped_key()[:-1]).decode(),
+            },
+            bp1_header(0) + bytes(16),
+            "length does not match",
+        ),
         (fake_envelope(), b"not bp1 at all", "BP1"),
         (fake_envelope(), bp1_header(0, magic=b"XXXX") + bytes(16), "magic"),
         (fake_envelope(), bp1_header(0, suite=9) + bytes(16), "suite"),

@@ -18,6 +18,7 @@ from client import PublicKeyRef, WrappedKey, seal, unseal, unwrap, wrap
 from client.errors import DecryptionFailed
 from tests.integration.test_s3_api import error_of
 from tests.support.cluster import BACKENDS, Federation
+from tests.support.envelopes import fake_wrapped_key
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +26,12 @@ pytestmark = pytest.mark.integration
 def settled(cluster: Federation, bucket: str) -> None:
     """Wait until no replica of the bucket is still in flight (stragglers land after the ack)."""
     cluster.wait_for(
-        lambda: not cluster.sql(
-            "SELECT 1 FROM replicas r JOIN object_versions v ON v.id = r.version_pk"
-            " JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1 AND r.status <> 'ok'",
-            bucket,
+        lambda: (
+            not cluster.sql(
+                "SELECT 1 FROM replicas r JOIN object_versions v ON v.id = r.version_pk"
+                " JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1 AND r.status <> 'ok'",
+                bucket,
+            )
         ),
         what=f"every replica in {bucket} acknowledged",
     )
@@ -143,7 +146,7 @@ def test_rewrap_refuses_bad_documents(tenant: tuple[str, Any]) -> None:
             {
                 "expect_key_id": "x",
                 "expect_key_version": 1,
-                "wrapped_key": base64.b64encode(os.urandom(80)).decode(),
+                "wrapped_key": base64.b64encode(fake_wrapped_key(key_id="k", version=2)).decode(),
                 "key_id": "k",
                 "key_version": 2,
                 "wrap_alg": "x25519-hkdf-aes256gcm",

@@ -18,6 +18,7 @@ from cluster.envelope import (
     parse_bp1_header,
 )
 from cluster.errors import InvalidEnvelope
+from tests.support.envelopes import fake_envelope, fake_wrapped_key
 
 
 def header(
@@ -85,13 +86,7 @@ def test_short_body_is_not_bp1() -> None:
 
 
 def good_meta() -> dict[str, str]:
-    return {
-        "bp-wrapped-key": base64.b64encode(os.urandom(80)).decode(),
-        "bp-key-id": "bp:abc",
-        "bp-key-version": "3",
-        "bp-wrap-alg": "rsa-oaep-256",
-        "bp-content-id": "00" * 16,
-    }
+    return {**fake_envelope("rsa-oaep-256", "bp:abc", 3), "bp-content-id": "00" * 16}
 
 
 def test_no_envelope_fields_means_plaintext() -> None:
@@ -113,9 +108,23 @@ def test_complete_envelope_parses() -> None:
         ({"bp-wrap-alg": None}, "bp-wrap-alg is missing"),
         ({"bp-wrapped-key": "not base64!"}, "base64"),
         ({"bp-wrapped-key": base64.b64encode(b"short").decode()}, "16..1024"),
-        ({"bp-key-version": "-1"}, "non-negative integer"),
+        ({"bp-key-version": "-1"}, "positive decimal integer"),
+        ({"bp-key-version": "0"}, "positive decimal integer"),
+        ({"bp-key-version": "4294967296"}, "32 bits"),
         ({"bp-wrap-alg": "aes-kw"}, "not allowed"),
-        ({"bp-key-id": "x" * 200}, "128"),
+        ({"bp-wrap-alg": "x25519-hkdf-aes256gcm"}, "names another"),
+        ({"bp-key-id": "x" * 65}, "1..64"),
+        ({"bp-key-id": "bp:abd"}, "names another"),
+        ({"bp-key-version": "4"}, "names another"),
+        ({"bp-wrapped-key": base64.b64encode(bytes([2]) + bytes(100)).decode()}, "format"),
+        (
+            {
+                "bp-wrapped-key": base64.b64encode(
+                    fake_wrapped_key("rsa-oaep-256", "bp:abc", 3)[:40]
+                ).decode()
+            },
+            "length does not match",
+        ),
         ({"bp-content-id": "abc"}, "32 hex"),
     ],
 )
