@@ -17,7 +17,7 @@ of range); ``IntegrityError`` when the shards handed in cannot rebuild the objec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,8 +28,10 @@ from cluster.errors import IntegrityError, InvalidInput
 __all__ = [
     "MAX_SHARDS",
     "ShardSet",
+    "data_blocks",
     "decode",
     "encode",
+    "parity",
     "rebuild",
     "shard_size",
 ]
@@ -104,6 +106,48 @@ def _data_blocks(view: memoryview, k: int, size: int) -> list[bytes]:
     return blocks
 
 
+Buffer = bytes | bytearray | memoryview
+
+
+def data_blocks(data: Buffer, k: int) -> list[memoryview | bytes]:
+    """The ``k`` data shards of ``data`` without copying it: views of ``data``, except the last
+    shard when ``len(data)`` is not a multiple of ``k`` (a zero-padded copy of the tail only).
+
+    The views share ``data``'s memory: the caller keeps ``data`` alive and unchanged while they
+    are used. ``parity`` of these blocks is byte-identical to ``encode(data, k, m)``'s parity.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k!r}")
+    view = memoryview(data).cast("B")
+    size = shard_size(view.nbytes, k)
+    blocks: list[memoryview | bytes] = []
+    for i in range(k):
+        chunk = view[i * size : (i + 1) * size]
+        if chunk.nbytes < size:
+            blocks.append(bytes(chunk) + bytes(size - chunk.nbytes))
+        else:
+            blocks.append(chunk)
+    return blocks
+
+
+def parity(blocks: Sequence[Buffer], k: int, m: int) -> list[bytes]:
+    """The ``m`` parity shards (numbers ``k..k+m-1``) of ``k`` equal-length data shards.
+
+    Reads the blocks in place (zfec takes any buffer), so the data is never copied; this is the
+    entry point for callers that already hold the data shards, e.g. as object-store views.
+    """
+    _check_km(k, m)
+    if len(blocks) != k:
+        raise InvalidInput(f"parity needs the k = {k} data shards, got {len(blocks)}")
+    sizes = {memoryview(b).nbytes for b in blocks}
+    if len(sizes) > 1:
+        raise InvalidInput(f"data shards must all have the same length, got {sorted(sizes)}")
+    if m == 0:
+        return []
+    out = _encoder(k, m).encode(tuple(blocks), tuple(range(k, k + m)))
+    return [p if isinstance(p, bytes) else bytes(p) for p in out]
+
+
 def encode(data: bytes | bytearray | memoryview, k: int, m: int) -> ShardSet:
     """Split ``data`` into ``k`` data shards and compute ``m`` parity shards.
 
@@ -123,16 +167,17 @@ def encode(data: bytes | bytearray | memoryview, k: int, m: int) -> ShardSet:
     return ShardSet(k=k, m=m, shard_size=size, data_length=length, shards=shards)
 
 
-def _primary_blocks(shards: Mapping[int, bytes], k: int, m: int, data_length: int) -> list[bytes]:
-    """The ``k`` data blocks (padded) rebuilt from any ``k`` valid shards of ``shards``."""
+def _primary_blocks(shards: Mapping[int, Buffer], k: int, m: int, data_length: int) -> list[Buffer]:
+    """The ``k`` data blocks (padded) rebuilt from any ``k`` valid shards of ``shards``; data
+    shards handed in are returned as they are (no copy), only lost ones are computed."""
     _check_km(k, m)
     size = shard_size(data_length, k)
     for index, shard in shards.items():
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < k + m:
             raise InvalidInput(f"shard index must be in 0..{k + m - 1}, got {index!r}")
-        if len(memoryview(shard)) != size:
+        if memoryview(shard).nbytes != size:
             raise IntegrityError(
-                f"shard {index} is {len(memoryview(shard))} bytes, expected {size} for a "
+                f"shard {index} is {memoryview(shard).nbytes} bytes, expected {size} for a "
                 f"{data_length}-byte object with k={k}"
             )
     if len(shards) < k:
@@ -143,17 +188,18 @@ def _primary_blocks(shards: Mapping[int, bytes], k: int, m: int, data_length: in
     # The lowest indices first: every data shard present is one block zfec need not compute.
     chosen = sorted(shards)[:k]
     if chosen == list(range(k)):
-        return [bytes(shards[i]) if not isinstance(shards[i], bytes) else shards[i] for i in chosen]
+        return [shards[i] for i in chosen]
     decoded = _decoder(k, m).decode(tuple(shards[i] for i in chosen), tuple(chosen))
-    return [b if isinstance(b, bytes) else bytes(b) for b in decoded]
+    return list(decoded)
 
 
-def decode(shards: Mapping[int, bytes], k: int, m: int, data_length: int) -> bytes:
+def decode(shards: Mapping[int, Buffer], k: int, m: int, data_length: int) -> bytes:
     """The original ``data_length`` bytes from any ``k`` of the shards, keyed by shard index.
 
-    Extra shards beyond ``k`` are ignored (the lowest indices are used). Raises
-    ``IntegrityError`` on fewer than ``k`` shards or a shard of the wrong size, and
-    ``InvalidInput`` on an index outside ``0..k+m-1``.
+    Shards may be any buffer (bytes, memoryview, numpy array). Extra shards beyond ``k`` are
+    ignored (the lowest indices are used). Costs one copy of the data (the join) plus zfec's
+    work for each lost data shard. Raises ``IntegrityError`` on fewer than ``k`` shards or a
+    shard of the wrong size, and ``InvalidInput`` on an index outside ``0..k+m-1``.
     """
     blocks = _primary_blocks(shards, k, m, data_length)
     size = shard_size(data_length, k)
@@ -163,7 +209,7 @@ def decode(shards: Mapping[int, bytes], k: int, m: int, data_length: int) -> byt
         if remaining <= 0:
             break
         take = min(size, remaining)
-        pieces.append(memoryview(block)[:take])
+        pieces.append(memoryview(block).cast("B")[:take])
         remaining -= take
     return b"".join(pieces)
 
@@ -181,7 +227,7 @@ def rebuild(
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < k + m:
             raise InvalidInput(f"shard index must be in 0..{k + m - 1}, got {index!r}")
     blocks = _primary_blocks(shards, k, m, data_length)
-    out: dict[int, bytes] = {i: blocks[i] for i in targets if i < k}
+    out: dict[int, bytes] = {i: bytes(blocks[i]) for i in targets if i < k}
     parity_wanted = tuple(i for i in targets if i >= k)
     if parity_wanted:
         parity = _encoder(k, m).encode(tuple(blocks), parity_wanted)

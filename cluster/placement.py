@@ -65,6 +65,7 @@ __all__ = [
     "place",
     "place_for_write",
     "preference_key",
+    "rejection",
 ]
 
 STATES = ("active", "draining", "removed")
@@ -156,9 +157,12 @@ class PlacementConstraints:
     """Where a placement may go, beyond its class; the empty default allows everything.
 
     ``region_lock`` entries are region prefixes or jurisdiction names ("eu" allows
-    ``eu-west`` and any backend of jurisdiction ``EU``). ``allowed_backends=None`` means no
-    tenant allow-list. ``exclude`` names backends never to choose. Sets given as lists or sets
-    are frozen; a bare string is refused (it would be read as a set of letters).
+    ``eu-west`` and any backend of jurisdiction ``EU``); it is the bucket's lock.
+    ``tenant_region_lock`` is the tenant's, with the same syntax: a backend must satisfy both
+    (each lock is a disjunction of its entries, the two locks a conjunction, so a tenant lock
+    cannot be widened by a bucket). ``allowed_backends=None`` means no tenant allow-list.
+    ``exclude`` names backends never to choose. Sets given as lists or sets are frozen; a bare
+    string is refused (it would be read as a set of letters).
     """
 
     region_lock: frozenset[str] = frozenset()
@@ -166,9 +170,16 @@ class PlacementConstraints:
     jurisdiction_deny: frozenset[str] = frozenset()
     allowed_backends: frozenset[str] | None = None
     exclude: frozenset[str] = frozenset()
+    tenant_region_lock: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        for name in ("region_lock", "jurisdiction_allow", "jurisdiction_deny", "exclude"):
+        for name in (
+            "region_lock",
+            "jurisdiction_allow",
+            "jurisdiction_deny",
+            "exclude",
+            "tenant_region_lock",
+        ):
             object.__setattr__(self, name, _names(name, getattr(self, name)))
         object.__setattr__(
             self,
@@ -178,6 +189,8 @@ class PlacementConstraints:
 
     def describe(self) -> str:
         parts: list[str] = []
+        if self.tenant_region_lock:
+            parts.append(f"tenant region lock {_join_sorted(self.tenant_region_lock)}")
         if self.region_lock:
             parts.append(f"region lock {_join_sorted(self.region_lock)}")
         if self.jurisdiction_allow:
@@ -265,6 +278,18 @@ class _Stage:
     suffix: str = ""
 
 
+def _lock_stage(label: str, entries: frozenset[str]) -> _Stage:
+    lock = frozenset(x.casefold() for x in entries)
+
+    def outside_lock(b: BackendView) -> str | None:
+        region, jurisdiction = b.region.casefold(), b.jurisdiction.casefold()
+        if any(region.startswith(x) or jurisdiction == x for x in lock):
+            return None
+        return f"outside {label} (region {b.region}, jurisdiction {b.jurisdiction})"
+
+    return _Stage(label, "permitted", outside_lock)
+
+
 def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
     stages = [_Stage("state", "active", lambda b: None if b.state == "active" else b.state)]
     if c.exclude:
@@ -281,17 +306,14 @@ def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
                 lambda b: None if b.name in allowed else "not in tenant allow-list",
             )
         )
+    if c.tenant_region_lock:
+        stages.append(
+            _lock_stage(
+                f"tenant region lock {_join_sorted(c.tenant_region_lock)}", c.tenant_region_lock
+            )
+        )
     if c.region_lock:
-        lock = frozenset(x.casefold() for x in c.region_lock)
-        label = f"region lock {_join_sorted(c.region_lock)}"
-
-        def outside_lock(b: BackendView) -> str | None:
-            region, jurisdiction = b.region.casefold(), b.jurisdiction.casefold()
-            if any(region.startswith(x) or jurisdiction == x for x in lock):
-                return None
-            return f"outside {label} (region {b.region}, jurisdiction {b.jurisdiction})"
-
-        stages.append(_Stage(label, "permitted", outside_lock))
+        stages.append(_lock_stage(f"region lock {_join_sorted(c.region_lock)}", c.region_lock))
     if c.jurisdiction_allow:
         allow = frozenset(x.upper() for x in c.jurisdiction_allow)
         label = f"jurisdiction allow {_join_sorted(c.jurisdiction_allow)}"
@@ -321,6 +343,17 @@ def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
             )
         )
     return stages
+
+
+def rejection(b: BackendView, constraints: PlacementConstraints) -> str | None:
+    """Why ``b`` may not hold a piece under ``constraints`` (state, allow-list, locks,
+    jurisdiction), or None if it may. Health and room are not checked: this answers "is a
+    piece stored here compliant", e.g. for ``explain`` on an existing object."""
+    for stage in _policy_stages(constraints):
+        why = stage.reject(b)
+        if why is not None:
+            return why
+    return None
 
 
 def _now_stages(piece: int) -> list[_Stage]:

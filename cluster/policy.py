@@ -36,6 +36,7 @@ from cluster.errors import InvalidInput
 from cluster.quorum import erasure_quorum, replication_quorum
 
 __all__ = [
+    "CLASS_SOURCES",
     "COLD_ARCHIVE",
     "KINDS",
     "MAX_CLASSES",
@@ -45,9 +46,13 @@ __all__ = [
     "POLICY_VERSION",
     "REGIONAL",
     "STANDARD",
+    "ClassChoice",
+    "PolicyDiff",
     "PolicyDocument",
     "RedundancyClass",
     "builtin_policy",
+    "choose_class",
+    "diff_policies",
     "dump_policy",
     "load_policy",
 ]
@@ -479,3 +484,72 @@ def dump_policy(doc: PolicyDocument) -> str:
     }
     text: str = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
     return text
+
+
+# --- which class an object gets, and what a new document changes ---------------------------
+
+#: Where an object's class may come from, in the order they are consulted.
+CLASS_SOURCES = ("request", "bucket default", "tenant default", "policy default")
+
+
+@dataclass(frozen=True)
+class ClassChoice:
+    """The class an object is stored under and which of ``CLASS_SOURCES`` decided it."""
+
+    redundancy_class: RedundancyClass
+    source: str
+
+
+def choose_class(
+    policy: PolicyDocument,
+    *,
+    requested: str | None = None,
+    bucket_default: str | None = None,
+    tenant_default: str | None = None,
+) -> ClassChoice:
+    """The first of: the class the request names, the bucket's default, the tenant's default,
+    the policy's default. A named class that the policy does not define is ``InvalidInput``
+    naming where the name came from; it never falls through to the next source (a typo in a
+    header must not silently store an object under a weaker class)."""
+    for source, name in (
+        ("request", requested),
+        ("bucket default", bucket_default),
+        ("tenant default", tenant_default),
+    ):
+        if name is None or name == "":
+            continue
+        if name not in policy.classes:
+            raise InvalidInput(
+                f"{source}: unknown redundancy class {name!r} "
+                f"(known: {', '.join(sorted(policy.classes))})"
+            )
+        return ClassChoice(policy.classes[name], source)
+    return ClassChoice(policy.default, "policy default")
+
+
+@dataclass(frozen=True)
+class PolicyDiff:
+    """Classes a new document adds, removes or redefines, relative to the one in force."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    default_changed: bool
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed or self.default_changed)
+
+
+def diff_policies(old: PolicyDocument, new: PolicyDocument) -> PolicyDiff:
+    """What applying ``new`` over ``old`` changes; names sorted."""
+    return PolicyDiff(
+        added=tuple(sorted(set(new.classes) - set(old.classes))),
+        removed=tuple(sorted(set(old.classes) - set(new.classes))),
+        changed=tuple(
+            sorted(
+                n for n in set(old.classes) & set(new.classes) if old.classes[n] != new.classes[n]
+            )
+        ),
+        default_changed=old.default_class != new.default_class,
+    )

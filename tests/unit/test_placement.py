@@ -47,11 +47,12 @@ def permitted(b: BackendView, c: PlacementConstraints) -> bool:
         return False
     if c.allowed_backends is not None and b.name not in c.allowed_backends:
         return False
-    if c.region_lock and not any(
-        b.region.lower().startswith(x.lower()) or b.jurisdiction.lower() == x.lower()
-        for x in c.region_lock
-    ):
-        return False
+    for lock in (c.region_lock, c.tenant_region_lock):  # each lock must hold on its own
+        if lock and not any(
+            b.region.lower().startswith(x.lower()) or b.jurisdiction.lower() == x.lower()
+            for x in lock
+        ):
+            return False
     if c.jurisdiction_allow and b.jurisdiction.upper() not in {
         x.upper() for x in c.jurisdiction_allow
     }:
@@ -206,6 +207,9 @@ def constraints_for(draw: st.DrawFn, backends: list[BackendView]) -> PlacementCo
             st.just([]), st.lists(st.sampled_from(["EU", "us", "JP"]), max_size=1)))),
         allowed_backends=draw(st.one_of(st.none(), st.none(), maybe_names.map(frozenset))),
         exclude=frozenset(draw(st.one_of(st.just([]), maybe_names))),
+        tenant_region_lock=frozenset(draw(st.one_of(
+            st.just([]), st.just([]), st.lists(st.sampled_from(["eu", "eu-west", "us", "EU"]),
+                                               max_size=2)))),
     )
 
 
