@@ -54,11 +54,45 @@ class BucketRepository:
             raise NoSuchBucket(f"bucket {name!r} does not exist")
         return _bucket(row)
 
+    async def find_by_name(self, conn: asyncpg.Connection, name: str) -> list[Bucket]:
+        """Every tenant's bucket called ``name`` (admin use only: tenants never see this)."""
+        rows = await conn.fetch("SELECT * FROM buckets WHERE name = $1 ORDER BY id", name)
+        return [_bucket(r) for r in rows]
+
     async def list(self, conn: asyncpg.Connection, tenant_id: int) -> list[Bucket]:
         rows = await conn.fetch(
             'SELECT * FROM buckets WHERE tenant_id = $1 ORDER BY name COLLATE "C"', tenant_id
         )
         return [_bucket(r) for r in rows]
+
+    async def set_placement(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: int,
+        name: str,
+        *,
+        default_class: str | None,
+        region_lock: tuple[str, ...],
+    ) -> tuple[Bucket, Bucket]:
+        """Set the bucket's default class and region lock; returns (before, after).
+
+        The row is locked first, so a PUT committing at the same time (which reads the row
+        ``FOR SHARE``) either commits before and is marked by the caller, or after and sees
+        the new settings.
+        """
+        row = await conn.fetchrow(
+            "SELECT * FROM buckets WHERE tenant_id = $1 AND name = $2 FOR UPDATE", tenant_id, name
+        )
+        if row is None:
+            raise NoSuchBucket(f"bucket {name!r} does not exist")
+        updated = await conn.fetchrow(
+            "UPDATE buckets SET default_class = $2, region_lock = $3 WHERE id = $1 RETURNING *",
+            row["id"],
+            default_class,
+            list(region_lock),
+        )
+        assert updated is not None
+        return _bucket(row), _bucket(updated)
 
     async def delete(self, conn: asyncpg.Connection, tenant_id: int, name: str) -> Bucket:
         """Delete an empty bucket. Locks the row so a concurrent PUT cannot slip in."""

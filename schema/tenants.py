@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import asyncpg
 
 from cluster.errors import Conflict, NotFound
 from schema.records import AccessKey, Tenant
 
-__all__ = ["TenantRepository"]
+__all__ = [
+    "TENANT_PLACEMENT_COLUMNS",
+    "TenantPlacement",
+    "TenantRepository",
+    "tenant_placement",
+]
+
+
+@dataclass(frozen=True)
+class TenantPlacement:
+    """Where a tenant's data may go, as stored: every field constrains every bucket of the
+    tenant, on top of the bucket's own lock. ``allowed_backends`` is None when the tenant has no
+    allow-list (any backend), otherwise the names of the backends it may use."""
+
+    tenant_id: int
+    name: str
+    default_class: str | None
+    region_lock: tuple[str, ...]
+    jurisdiction_allow: tuple[str, ...]
+    jurisdiction_deny: tuple[str, ...]
+    allowed_backends: tuple[str, ...] | None
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
@@ -17,6 +40,29 @@ def _tenant(row: asyncpg.Record) -> Tenant:
         allow_plaintext=row["allow_plaintext"],
         region_lock=tuple(row["region_lock"]),
         default_class=row["default_class"],
+    )
+
+
+#: The columns ``tenant_placement`` reads, for a query with the tenants table aliased ``t``.
+TENANT_PLACEMENT_COLUMNS = (
+    "t.id AS t_id, t.name AS t_name, t.default_class AS t_default_class,"
+    " t.region_lock AS t_region_lock, t.jurisdiction_allow AS t_jurisdiction_allow,"
+    " t.jurisdiction_deny AS t_jurisdiction_deny,"
+    " ARRAY(SELECT bk.name FROM tenant_backends tb JOIN backends bk ON bk.id = tb.backend_id"
+    " WHERE tb.tenant_id = t.id ORDER BY bk.name) AS t_allowed_backends"
+)
+
+
+def tenant_placement(row: asyncpg.Record) -> TenantPlacement:
+    allowed = tuple(row["t_allowed_backends"])
+    return TenantPlacement(
+        tenant_id=row["t_id"],
+        name=row["t_name"],
+        default_class=row["t_default_class"],
+        region_lock=tuple(row["t_region_lock"]),
+        jurisdiction_allow=tuple(row["t_jurisdiction_allow"]),
+        jurisdiction_deny=tuple(row["t_jurisdiction_deny"]),
+        allowed_backends=allowed or None,
     )
 
 
@@ -103,3 +149,53 @@ class TenantRepository:
             "SELECT role FROM admin_tokens WHERE token_hash = $1", token_hash
         )
         return role
+
+    # -- placement settings (policy engine) ---------------------------------------------------
+    async def placement(
+        self, conn: asyncpg.Connection, tenant_id: int, *, lock: bool = False
+    ) -> TenantPlacement:
+        """The tenant's placement settings, in one query. ``lock`` reads the row ``FOR SHARE``
+        (serialises with a concurrent ``set_placement``)."""
+        row = await conn.fetchrow(
+            f"SELECT {TENANT_PLACEMENT_COLUMNS} FROM tenants t WHERE t.id = $1"
+            + (" FOR SHARE" if lock else ""),
+            tenant_id,
+        )
+        if row is None:
+            raise NotFound(f"no tenant {tenant_id}")
+        return tenant_placement(row)
+
+    async def set_placement(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: int,
+        *,
+        default_class: str | None,
+        region_lock: Sequence[str],
+        jurisdiction_allow: Sequence[str],
+        jurisdiction_deny: Sequence[str],
+        allowed_backend_ids: Sequence[int] | None,
+    ) -> tuple[TenantPlacement, TenantPlacement]:
+        """Replace the tenant's placement settings; returns (before, after).
+
+        ``allowed_backend_ids=None`` removes the allow-list. The tenant row is locked first
+        (see ``placement(lock=True)``).
+        """
+        await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
+        before = await self.placement(conn, tenant_id)
+        await conn.execute(
+            "UPDATE tenants SET default_class = $2, region_lock = $3, jurisdiction_allow = $4,"
+            " jurisdiction_deny = $5 WHERE id = $1",
+            tenant_id,
+            default_class,
+            list(region_lock),
+            list(jurisdiction_allow),
+            list(jurisdiction_deny),
+        )
+        await conn.execute("DELETE FROM tenant_backends WHERE tenant_id = $1", tenant_id)
+        if allowed_backend_ids:
+            await conn.executemany(
+                "INSERT INTO tenant_backends (tenant_id, backend_id) VALUES ($1, $2)",
+                [(tenant_id, b) for b in sorted(set(allowed_backend_ids))],
+            )
+        return before, await self.placement(conn, tenant_id)
