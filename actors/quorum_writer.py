@@ -1,17 +1,26 @@
 """Quorum writes of one object body to its placement's backend actors.
 
 The body is cut into parts of ``part_size`` bytes as it streams in. Each part is hashed
-(SHA-256, recorded for verification on read), put once into the Ray object store and fanned
-out to every live target's ``BackendActor`` under a fresh opaque locator per backend. The
-writer waits for each part's quorum before reading the next one, which bounds the memory one
-request holds to about two parts plus the stragglers' references; a backend more than
-``max_lag_parts`` parts behind is dropped from the write and left to repair.
+(SHA-256, recorded for verification on read) and then either
+
+- *replicated*: put once into the Ray object store and fanned out to every live target's
+  ``BackendActor`` (every target stores the whole part), or
+- *erasure-coded* (``erasure=(k, m)``): split into ``k`` data shards and ``m`` parity shards
+  (``actors.erasure_tasks.encode_part``; parity in a Ray task for large parts) and shard ``i``
+  sent to target ``i`` only, each shard with its own SHA-256,
+
+under a fresh opaque locator per backend and part. The writer waits for each part's quorum
+(copies, or shards) before reading the next one, which bounds the memory one request holds to
+about two parts plus the stragglers' references; a backend more than ``max_lag_parts`` parts
+behind is dropped from the write and left to repair.
 
 Outcome per target: *complete* (every part acknowledged), *straggler* (some parts still in
 flight: committed as ``pending``, finished in the background), or *failed*/*dropped*
 (``pending`` too, with a replication job). The write succeeds only when at least ``quorum``
-targets are complete; otherwise ``QuorumNotMet``. On any failure the caller hands
-``all_locators()`` to garbage collection: nothing is committed, so nothing is visible.
+targets are complete; otherwise ``QuorumNotMet``. A target that fails once receives nothing
+more, so "``quorum`` complete targets" and "``quorum`` pieces of every part" are the same
+condition, for shards as for copies. On any failure the caller hands ``all_locators()`` to
+garbage collection: nothing is committed, so nothing is visible.
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ import numpy as np
 import ray
 
 from actors.backend_client import new_locator
+from actors.erasure_tasks import EncodedPart, encode_part
 from actors.registry import BackendHandle, BackendRegistry
 from cluster.errors import InvalidInput, QuorumNotMet
 
-__all__ = ["QuorumWrite", "WrittenPart"]
+__all__ = ["Piece", "QuorumWrite", "WrittenPart"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +48,29 @@ _THREAD_HASH_MIN = 256 * 1024
 
 
 @dataclass(frozen=True)
+class Piece:
+    """What one target stores of one part: its length and SHA-256."""
+
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True)
 class WrittenPart:
+    """One part of the body: its length and SHA-256, and for an erasure-coded write the
+    shard stored by each target (``shards[i]`` on target ``i``); empty for replication, where
+    every target stores the part itself."""
+
     number: int
     size: int
     sha256: bytes
+    shards: tuple[Piece, ...] = ()
+
+    def piece(self, target_index: int) -> Piece:
+        """What target ``target_index`` stores of this part."""
+        if self.shards:
+            return self.shards[target_index]
+        return Piece(self.size, self.sha256)
 
 
 @dataclass
@@ -76,10 +105,16 @@ class QuorumWrite:
         part_size: int,
         max_lag_parts: int = 4,
         skip: frozenset[int] = frozenset(),
+        erasure: tuple[int, int] | None = None,
     ) -> None:
-        """``skip``: ids of targets known to be down; they get nothing now and end *pending*."""
+        """``skip``: ids of targets known to be down; they get nothing now and end *pending*.
+        ``erasure=(k, m)``: code each part into ``k + m`` shards, shard ``i`` to target ``i``
+        (there must be exactly ``k + m`` targets)."""
         if not 1 <= quorum <= len(targets):
             raise ValueError(f"quorum {quorum} impossible with {len(targets)} targets")
+        if erasure is not None and sum(erasure) != len(targets):
+            raise ValueError(f"erasure {erasure} needs {sum(erasure)} targets, got {len(targets)}")
+        self.erasure = erasure
         self._registry = registry
         self._targets = [
             _Target(t, error="unhealthy at placement" if t.id in skip else None) for t in targets
@@ -113,6 +148,10 @@ class QuorumWrite:
     def all_locators(self) -> list[tuple[int, str]]:
         return [(t.handle.id, loc) for t in self._targets for loc in t.locators.values()]
 
+    def target_ids(self) -> list[int]:
+        """Backend ids of the targets in placement order (target ``i`` holds shard ``i``)."""
+        return [t.handle.id for t in self._targets]
+
     def live_backends(self) -> list[int]:
         """Targets that have neither failed nor been dropped (complete or still writing)."""
         return [t.handle.id for t in self._targets if t.live]
@@ -137,16 +176,28 @@ class QuorumWrite:
             self.size += length
             if expected_size is not None and self.size > expected_size:
                 raise InvalidInput("request body is longer than its declared length")
-            ref = ray.put(np.frombuffer(data, dtype=np.uint8))
+            encoded: EncodedPart | None = None
+            if self.erasure is None:
+                ref = ray.put(np.frombuffer(data, dtype=np.uint8))
+                payloads: list[Any] = [ref] * len(self._targets)
+                self.parts.append(WrittenPart(number, length, digest))
+            else:
+                encoded = await encode_part(data, *self.erasure)
+                payloads = encoded.shards
             del data
-            self.parts.append(WrittenPart(number, length, digest))
-            for target in self._targets:
+            for target, payload in zip(self._targets, payloads, strict=True):
                 if not target.live:
                     continue
                 if len(target.inflight) >= self._max_lag:
                     target.dropped = True  # too far behind: repair will finish it
                     continue
-                self._send(target, number, ref)
+                self._send(target, number, payload)
+            del payloads
+            if encoded is not None:
+                # The shards' checksums come from the coding task; the uploads already run.
+                shas = await encoded.digests()
+                pieces = tuple(Piece(encoded.shard_size, sha) for sha in shas)
+                self.parts.append(WrittenPart(number, length, digest, pieces))
             await self._await_part_quorum(number)
         if expected_size is not None and self.size != expected_size:
             raise InvalidInput(
@@ -169,7 +220,7 @@ class QuorumWrite:
         if buf or not produced:
             yield bytes(buf)
 
-    def _send(self, target: _Target, number: int, ref: ray.ObjectRef) -> None:
+    def _send(self, target: _Target, number: int, ref: Any) -> None:
         locator = target.locators.setdefault(number, new_locator())
         future = asyncio.ensure_future(self._put(target.handle, locator, ref))
         target.inflight[number] = future
@@ -190,7 +241,7 @@ class QuorumWrite:
         future.add_done_callback(settle)
 
     @staticmethod
-    async def _put(handle: BackendHandle, locator: str, ref: ray.ObjectRef) -> int:
+    async def _put(handle: BackendHandle, locator: str, ref: Any) -> int:
         result: int = await handle.actor.put.remote(locator, ref)
         return result
 

@@ -5,6 +5,15 @@ single byte of it is served. A mismatch or a missing object is reported (the cal
 replica ``corrupt``/``missing`` and queues its repair in one transaction) and the read falls
 through to the next replica; an unreachable backend only lowers its health. Replicas are tried
 in order: status ``ok`` first, then healthy, then lowest RTT.
+
+Erasure-coded parts (replica rows with ``shard_index >= 0``) are read as any ``k`` shards:
+``k`` fetches start at once on the best candidates (data shards first among backends of
+similar RTT, since a part whose data shards all arrive needs no decoding), each shard is
+verified (length and SHA-256) as it arrives, and every shard that fails, for whatever reason,
+is replaced by a fetch of the next candidate for a shard index not yet held. With ``k``
+verified shards the part is decoded and checked against the part's own SHA-256 (recorded in
+the ``parts`` table, loaded through ``load_layout``). So a read survives up to ``m`` lost,
+unreachable or corrupt shards per part, and never serves bytes that failed a check.
 """
 
 from __future__ import annotations
@@ -13,24 +22,38 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+from actors.erasure_tasks import decode_part
 from actors.registry import BackendHandle, BackendRegistry
+from cluster.erasure import shard_size
 from cluster.errors import BackendNotFound, BackendUnavailable, IntegrityError
+from schema.parts import ErasurePart
 from schema.records import ObjectVersion, Replica
 
-__all__ = ["ReportBad", "VerifiedReader"]
+__all__ = ["LoadLayout", "ReportBad", "VerifiedReader", "is_erasure_coded"]
 
 log = logging.getLogger(__name__)
 
 ReportBad = Callable[[ObjectVersion, Replica, str], Awaitable[None]]
+#: The parts (size, SHA-256, k, m) of an erasure-coded version, in part order.
+LoadLayout = Callable[[ObjectVersion], Awaitable[Sequence[ErasurePart]]]
 _THREAD_HASH_MIN = 256 * 1024
 _NEAR_MS = 10.0
 
 
 def _digest(data: Any) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def is_erasure_coded(version: ObjectVersion) -> bool:
+    """Its pieces are shards (rows with a shard index), not whole-part replicas."""
+    return any(r.shard_index >= 0 for r in version.replicas)
+
+
+async def _no_layout(version: ObjectVersion) -> Sequence[ErasurePart]:
+    raise IntegrityError(f"no erasure layout loader for version {version.id}")
 
 
 class VerifiedReader:
@@ -41,11 +64,13 @@ class VerifiedReader:
         *,
         timeout_s: float = 30.0,
         stream_chunk: int = 1024 * 1024,
+        load_layout: LoadLayout = _no_layout,
     ) -> None:
         self._registry = registry
         self._report_bad = report_bad
         self._timeout = timeout_s
         self._chunk = stream_chunk
+        self._load_layout = load_layout
 
     def candidates(self, version: ObjectVersion, part: int) -> list[tuple[Replica, BackendHandle]]:
         found = []
@@ -73,7 +98,10 @@ class VerifiedReader:
         return found
 
     async def read_part(self, version: ObjectVersion, part: int) -> memoryview:
-        """The verified bytes of one part, from the first replica that proves good."""
+        """The verified bytes of one part, from the first replica that proves good, or decoded
+        from ``k`` verified shards for an erasure-coded version."""
+        if is_erasure_coded(version):
+            return await self._read_coded_part(version, part)
         candidates = self.candidates(version, part)
         unavailable = 0
         for replica, handle in candidates:
@@ -108,6 +136,120 @@ class VerifiedReader:
         if unavailable and unavailable == len(candidates):
             raise BackendUnavailable("no backend holding this object is reachable")
         raise IntegrityError("no intact replica of this object could be read")
+
+    # -- erasure-coded parts ----------------------------------------------------------------
+    def shard_candidates(
+        self, version: ObjectVersion, part: int, k: int
+    ) -> list[tuple[Replica, BackendHandle]]:
+        """Shard replicas of one part, best first: ``ok`` before ``pending``, healthy before
+        not, backends within the near-RTT band before farther ones; inside the band, data
+        shards before parity (no decoding when all ``k`` data shards arrive), then RTT."""
+        found = []
+        for replica in version.parts(part):
+            if replica.status not in ("ok", "pending") or replica.shard_index < 0:
+                continue
+            handle = self._registry.get(replica.backend_id)
+            if handle is None or handle.record.state == "removed":
+                continue
+            found.append((replica, handle))
+        healthy_ok = [h.rtt_ms for r, h in found if r.status == "ok" and h.healthy]
+        near = (min(healthy_ok) * 1.5 + _NEAR_MS) if healthy_ok else 0.0
+        found.sort(
+            key=lambda rh: (
+                rh[0].status != "ok",
+                not rh[1].healthy,
+                rh[1].rtt_ms > near,
+                rh[0].shard_index >= k,
+                rh[1].rtt_ms,
+                rh[0].shard_index,
+            )
+        )
+        return found
+
+    async def _fetch_shard(
+        self, version: ObjectVersion, replica: Replica, handle: BackendHandle, expected: int
+    ) -> tuple[Any, Any] | str:
+        """(verified array, its object-store ref) or why not: ``"unavailable"``, ``"missing"``
+        or ``"corrupt"`` (the last two already reported, which queues the repair)."""
+        ref = handle.actor.get.remote(replica.locator)
+        try:
+            array = await asyncio.wait_for(ref, timeout=self._timeout)
+        except Exception as exc:  # RayTaskError wraps the actor's domain error
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, BackendNotFound):
+                await self._bad(version, replica, "missing")
+                return "missing"
+            self._registry.mark_failed(handle.id, f"{type(cause).__name__}: {cause}")
+            return "unavailable"
+        view = memoryview(array).cast("B")
+        if view.nbytes == expected == replica.size:
+            if view.nbytes >= _THREAD_HASH_MIN:
+                digest = await asyncio.to_thread(_digest, view)
+            else:
+                digest = _digest(view)
+            if digest == replica.sha256:
+                return array, ref
+        log.warning(
+            "shard %d of version %s part %d on %s failed verification",
+            replica.shard_index,
+            version.id,
+            replica.part_number,
+            handle.name,
+        )
+        await self._bad(version, replica, "corrupt")
+        return "corrupt"
+
+    async def _read_coded_part(self, version: ObjectVersion, part: int) -> memoryview:
+        layouts = await self._load_layout(version)
+        if part >= len(layouts) or layouts[part].part_number != part:
+            raise IntegrityError(f"version {version.id} has no erasure layout for part {part}")
+        layout = layouts[part]
+        k, m = layout.k, layout.m
+        expected = shard_size(layout.size, k)
+        remaining = self.shard_candidates(version, part, k)
+        held: dict[int, tuple[Any, Any]] = {}
+        inflight: dict[asyncio.Task[tuple[Any, Any] | str], int] = {}
+        outcomes: list[str] = []
+        try:
+            while len(held) < k:
+                busy = set(held) | set(inflight.values())
+                while len(held) + len(inflight) < k:
+                    pick = next((rh for rh in remaining if rh[0].shard_index not in busy), None)
+                    if pick is None:
+                        break
+                    remaining.remove(pick)
+                    replica, handle = pick
+                    task = asyncio.ensure_future(
+                        self._fetch_shard(version, replica, handle, expected)
+                    )
+                    inflight[task] = replica.shard_index
+                    busy.add(replica.shard_index)
+                if not inflight:
+                    break
+                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    index = inflight.pop(task)
+                    result = task.result()
+                    if isinstance(result, str):
+                        outcomes.append(result)
+                    else:
+                        held[index] = result
+        finally:
+            for task in inflight:
+                task.cancel()
+        if len(held) < k:
+            log.warning(
+                "part %d of version %s: %d of %d shards readable (%s)",
+                part,
+                version.id,
+                len(held),
+                k,
+                ", ".join(outcomes) or "no candidates",
+            )
+            if outcomes and all(o == "unavailable" for o in outcomes):
+                raise BackendUnavailable("not enough backends holding this object are reachable")
+            raise IntegrityError("not enough intact shards of this object could be read")
+        return await decode_part(held, k, m, layout.size, layout.sha256)
 
     async def _bad(self, version: ObjectVersion, replica: Replica, status: str) -> None:
         try:

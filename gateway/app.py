@@ -112,6 +112,66 @@ class GatewayDeployment:
     async def audit_verify(self, request: Request) -> Response:
         return await self._admin(request, lambda ctx, rid: admin.verify_audit(ctx))
 
+    # -- policy engine (gateway/admin.py; docs/policy.md) ------------------------------------
+    @fastapi_app.put("/admin/policy")
+    async def apply_policy(self, request: Request) -> Response:
+        body = await request.body()
+        return await self._admin(
+            request, lambda ctx, rid: admin.apply_policy(ctx, admin.parse_json(body), rid)
+        )
+
+    @fastapi_app.get("/admin/policy")
+    async def show_policy(self, request: Request) -> Response:
+        version = request.query_params.get("version")
+        return await self._admin(request, lambda ctx, rid: admin.show_policy(ctx, version))
+
+    @fastapi_app.get("/admin/policy/history")
+    async def policy_history(self, request: Request) -> Response:
+        return await self._admin(request, lambda ctx, rid: admin.policy_history(ctx))
+
+    @fastapi_app.post("/admin/policy/explain")
+    async def explain_placement(self, request: Request) -> Response:
+        body = await request.body()
+        return await self._admin(
+            request, lambda ctx, rid: admin.explain_placement(ctx, admin.parse_json(body))
+        )
+
+    @fastapi_app.get("/admin/tenants/{tenant}/placement")
+    async def tenant_placement(self, request: Request, tenant: str) -> Response:
+        return await self._admin(request, lambda ctx, rid: admin.tenant_placement(ctx, tenant))
+
+    @fastapi_app.put("/admin/tenants/{tenant}/placement")
+    async def set_tenant_placement(self, request: Request, tenant: str) -> Response:
+        body = await request.body()
+        return await self._admin(
+            request,
+            lambda ctx, rid: admin.set_tenant_placement(ctx, tenant, admin.parse_json(body), rid),
+        )
+
+    @fastapi_app.get("/admin/tenants/{tenant}/buckets/{bucket}/placement")
+    async def bucket_placement(self, request: Request, tenant: str, bucket: str) -> Response:
+        return await self._admin(
+            request, lambda ctx, rid: admin.bucket_placement(ctx, tenant, bucket)
+        )
+
+    @fastapi_app.put("/admin/tenants/{tenant}/buckets/{bucket}/placement")
+    async def set_bucket_placement(self, request: Request, tenant: str, bucket: str) -> Response:
+        body = await request.body()
+        return await self._admin(
+            request,
+            lambda ctx, rid: admin.set_bucket_placement(
+                ctx, tenant, bucket, admin.parse_json(body), rid
+            ),
+        )
+
+    @fastapi_app.put("/admin/backends/{name}/location")
+    async def relocate_backend(self, request: Request, name: str) -> Response:
+        body = await request.body()
+        return await self._admin(
+            request,
+            lambda ctx, rid: admin.relocate_backend(ctx, name, admin.parse_json(body), rid),
+        )
+
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:
         return await handle_objects_api(await self.ctx(), request)

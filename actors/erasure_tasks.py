@@ -1,0 +1,169 @@
+"""Erasure coding of stored parts, in Ray tasks next to the data in the object store.
+
+Write (``encode_part``): the part's ``k`` data shards are put into the object store once (views
+of the part; only the zero-padded tail shard is a copy) and those references go straight to
+targets ``0..k-1``. ``encode_task`` reads the same references zero-copy in a worker process,
+computes the ``m`` parity shards and the SHA-256 of all ``k + m`` shards; its parity results go
+to targets ``k..k+m-1``. So the part is copied into the object store once, as for a replicated
+write, plus ``m / k`` of parity, and the gateway's event loop neither codes nor hashes shards:
+that CPU work runs in as many task workers as the cluster has CPUs.
+
+Small parts (``INLINE_MAX`` bytes or less) are coded inline in a thread instead: scheduling a task
+and moving its results costs more than coding them (see ``bench/bench_erasure.py``).
+
+Read (``decode_part``): the caller verifies each shard's length and SHA-256 as it arrives (so a bad
+shard is pinned to its backend and replaced), then ``decode_part`` rebuilds the part and checks the
+part's own SHA-256. A part whose data shards all arrived is a concatenation; only a degraded part
+needs zfec. Decoding runs in a thread of the caller: the shards are already mapped into its memory
+and zfec and hashlib release the GIL, so a task would add its scheduling cost and a copy of the
+result into the object store without taking work off anything (``DECODE_TASK_MIN`` keeps the Ray
+task path for very large degraded parts, and the benchmark measures both).
+
+Only ``cluster.erasure`` imports zfec; this module never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+
+from cluster import erasure
+from cluster.errors import IntegrityError
+
+__all__ = [
+    "DECODE_TASK_MIN",
+    "INLINE_MAX",
+    "EncodedPart",
+    "decode_part",
+    "decode_task",
+    "decode_verified",
+    "encode_inline",
+    "encode_part",
+    "encode_task",
+    "sha256",
+]
+
+#: Parts up to this size are coded inline (in a thread) rather than in a Ray task.
+INLINE_MAX = 256 * 1024
+#: Below this, inline coding runs on the event loop itself (a thread hop costs more).
+_THREAD_MIN = 64 * 1024
+#: Degraded parts at least this big are decoded in a Ray task rather than in a thread.
+DECODE_TASK_MIN = 1 << 62  # effectively never; see the module docstring and the benchmark
+
+
+def sha256(data: Any) -> bytes:
+    return hashlib.sha256(memoryview(data).cast("B")).digest()
+
+
+def encode_inline(data: erasure.Buffer, k: int, m: int) -> tuple[list[bytes], list[bytes]]:
+    """(shards, SHA-256 of each shard) of ``data``, coded in the calling thread."""
+    blocks = erasure.data_blocks(data, k)
+    shards = [bytes(b) for b in blocks] + erasure.parity(blocks, k, m)
+    return shards, [sha256(s) for s in shards]
+
+
+@ray.remote(num_cpus=1, max_retries=2)
+def encode_task(k: int, m: int, *blocks: Any) -> Any:
+    """Parity and checksums of one part's ``k`` data shards (object-store views, not copied).
+
+    Returns ``[digests, parity_0, ..., parity_m-1]`` as ``m + 1`` separate objects (so each
+    parity shard is its own reference that one backend actor reads), or just the digests when
+    ``m == 0``. Pure and deterministic, so a retry after a worker crash is safe.
+    """
+    views = [memoryview(b) for b in blocks]
+    parity = erasure.parity(views, k, m)
+    digests = [sha256(b) for b in views] + [sha256(p) for p in parity]
+    if m == 0:
+        return digests
+    return (digests, *(np.frombuffer(p, dtype=np.uint8) for p in parity))
+
+
+@dataclass
+class EncodedPart:
+    """One part as ``k + m`` shards: ``shards[i]`` (an object-store reference, or bytes for a
+    small part) goes to target ``i``; ``digests()`` gives each shard's SHA-256."""
+
+    shard_size: int
+    shards: list[Any]
+    _digests: Any
+
+    async def digests(self) -> list[bytes]:
+        if isinstance(self._digests, list):
+            return self._digests
+        result: list[bytes] = await self._digests
+        return result
+
+
+async def encode_part(data: bytes, k: int, m: int, *, inline_max: int = INLINE_MAX) -> EncodedPart:
+    """Start coding one part; returns as soon as every shard has a reference to send.
+
+    For a large part the parity references resolve when ``encode_task`` finishes; a backend
+    actor handed one simply waits for it, so the data shards' uploads overlap the coding.
+    """
+    size = erasure.shard_size(len(data), k)
+    if len(data) <= inline_max:
+        if len(data) <= _THREAD_MIN:
+            shards, digests = encode_inline(data, k, m)
+        else:
+            shards, digests = await asyncio.to_thread(encode_inline, data, k, m)
+        return EncodedPart(size, list(shards), digests)
+    blocks = erasure.data_blocks(data, k)
+    refs = [ray.put(np.frombuffer(b, dtype=np.uint8)) for b in blocks]
+    out = encode_task.options(num_returns=m + 1).remote(k, m, *refs)
+    if m == 0:
+        return EncodedPart(size, refs, out)
+    return EncodedPart(size, [*refs, *out[1:]], out[0])
+
+
+def decode_verified(
+    shards: Mapping[int, Any], k: int, m: int, size: int, expected_sha256: bytes
+) -> bytes:
+    """The part's ``size`` bytes from ``k`` verified shards, checked against its SHA-256.
+
+    A mismatch here means the recorded checksums disagree with each other (the shards matched
+    theirs), so no shard can be blamed: ``IntegrityError``.
+    """
+    data = erasure.decode(shards, k, m, size)
+    if len(data) != size or sha256(data) != expected_sha256:
+        raise IntegrityError("decoded part does not match its recorded SHA-256")
+    return data
+
+
+@ray.remote(num_cpus=1, max_retries=2)
+def decode_task(
+    k: int, m: int, size: int, expected_sha256: bytes, indexes: Sequence[int], *shards: np.ndarray
+) -> np.ndarray:
+    """``decode_verified`` in a worker, on shards read zero-copy from the object store."""
+    data = decode_verified(dict(zip(indexes, shards, strict=True)), k, m, size, expected_sha256)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+async def decode_part(
+    shards: Mapping[int, tuple[Any, Any]],
+    k: int,
+    m: int,
+    size: int,
+    expected_sha256: bytes,
+    *,
+    task_min: int = DECODE_TASK_MIN,
+) -> memoryview:
+    """Decode one part from ``k`` verified shards given as ``index -> (value, ref or None)``.
+
+    Inline (a thread) unless the part is degraded, at least ``task_min`` bytes, and every shard
+    has an object-store reference the task can read.
+    """
+    chosen = sorted(shards)[:k]
+    degraded = chosen != list(range(k))
+    refs = [shards[i][1] for i in chosen]
+    if degraded and size >= task_min and all(r is not None for r in refs):
+        array = await decode_task.remote(k, m, size, expected_sha256, chosen, *refs)
+        return memoryview(array).cast("B")
+    values = {i: shards[i][0] for i in chosen}
+    data = await asyncio.to_thread(decode_verified, values, k, m, size, expected_sha256)
+    return memoryview(data)
