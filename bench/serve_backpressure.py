@@ -5,11 +5,18 @@ Run: .venv/bin/python -m bench.serve_backpressure PORT, optionally with
 RAY_SERVE_ENABLE_DIRECT_INGRESS=1 or RAY_SERVE_ENABLE_HA_PROXY=1 in the environment.
 Findings are in docs/architecture.md ("Memory and Serve request bodies").
 """
-import os, sys, time, threading, asyncio
-import psutil, ray, httpx
-from ray import serve
+import asyncio
+import os
+import sys
+import threading
+import time
+
+import httpx
+import psutil
+import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from ray import serve
 
 app = FastAPI()
 
@@ -46,7 +53,8 @@ def sample():
         peak["replica"] = max(peak["replica"], rss_of("ServeReplica"))
         time.sleep(0.05)
 base = {"proxy": rss_of("ProxyActor"), "replica": rss_of("ServeReplica")}
-t = threading.Thread(target=sample); t.start()
+t = threading.Thread(target=sample)
+t.start()
 size = 512 * 1024 * 1024
 def gen():
     block = os.urandom(1024 * 1024)
@@ -55,7 +63,14 @@ def gen():
 t0 = time.time()
 r = httpx.put(f"http://127.0.0.1:{port}/x", content=gen(), timeout=600)
 el = time.time() - t0
-stop = True; t.join()
-print(os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0"), os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0"), r.status_code, r.json()["n"] == size, f"{el:.1f}s",
-      {k: f"+{(peak[k]-base[k])/2**20:.0f} MiB" for k in peak})
+stop = True
+t.join()
+print(
+    os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0"),
+    os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0"),
+    r.status_code,
+    r.json()["n"] == size,
+    f"{el:.1f}s",
+    {k: f"+{(peak[k]-base[k])/2**20:.0f} MiB" for k in peak},
+)
 ray.shutdown()
