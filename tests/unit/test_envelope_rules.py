@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import struct
 
 import pytest
 from hypothesis import given
@@ -18,30 +16,7 @@ from cluster.envelope import (
     parse_bp1_header,
 )
 from cluster.errors import InvalidEnvelope
-from tests.support.envelopes import fake_envelope, fake_wrapped_key
-
-
-def header(
-    pt_len: int,
-    *,
-    seg_log2: int = 16,
-    magic: bytes = b"BPE1",
-    version: int = 1,
-    suite: int = 1,
-    reserved: int = 0,
-) -> bytes:
-    return struct.pack(
-        ">4sBBBB32s32sQ32s",
-        magic,
-        version,
-        suite,
-        seg_log2,
-        reserved,
-        os.urandom(32),
-        os.urandom(32),
-        pt_len,
-        os.urandom(32),
-    )
+from tests.support.envelopes import bp1_header, fake_envelope, fake_wrapped_key
 
 
 @given(st.integers(min_value=0, max_value=2**40), st.integers(min_value=16, max_value=20))
@@ -54,9 +29,9 @@ def test_length_rule_agrees_with_the_client(pt_len: int, seg_log2: int) -> None:
     st.integers(min_value=16, max_value=20),
     st.integers(min_value=-20, max_value=20),
 )
-def test_body_length_must_match_header(pt_len: int, seg_log2: int, delta: int) -> None:
+def test_body_length_must_match_bp1_header(pt_len: int, seg_log2: int, delta: int) -> None:
     expected = ciphertext_length(pt_len, seg_log2)
-    head = header(pt_len, seg_log2=seg_log2)
+    head = bp1_header(pt_len, seg_log2=seg_log2)
     if delta == 0:
         assert parse_bp1_header(head, expected).plaintext_length == pt_len
     else:
@@ -77,7 +52,7 @@ def test_body_length_must_match_header(pt_len: int, seg_log2: int, delta: int) -
 )
 def test_malformed_headers_name_the_field(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidEnvelope, match=message):
-        parse_bp1_header(header(0, **kwargs), BP1_HEADER_SIZE + 16)  # type: ignore[arg-type]
+        parse_bp1_header(bp1_header(0, **kwargs), BP1_HEADER_SIZE + 16)  # type: ignore[arg-type]
 
 
 def test_short_body_is_not_bp1() -> None:
