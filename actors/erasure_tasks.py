@@ -53,8 +53,9 @@ __all__ = [
 INLINE_MAX = 256 * 1024
 #: Below this, inline coding runs on the event loop itself (a thread hop costs more).
 _THREAD_MIN = 64 * 1024
-#: Degraded parts at least this big are decoded in a Ray task rather than in a thread.
-DECODE_TASK_MIN = 1 << 62  # effectively never; see the module docstring and the benchmark
+#: Degraded parts at least this big are decoded in a Ray task rather than in a thread; None:
+#: never (measured slower at every part size here, see the module docstring).
+DECODE_TASK_MIN: int | None = None
 
 
 def sha256(data: Any) -> bytes:
@@ -77,11 +78,28 @@ def encode_task(k: int, m: int, *blocks: Any) -> Any:
     ``m == 0``. Pure and deterministic, so a retry after a worker crash is safe.
     """
     views = [memoryview(b) for b in blocks]
-    parity = erasure.parity(views, k, m)
+    parity = _scratch(m, views[0].nbytes if views else 0)
+    erasure.parity_into(views, k, m, parity)
     digests = [sha256(b) for b in views] + [sha256(p) for p in parity]
     if m == 0:
         return digests
-    return (digests, *(np.frombuffer(p, dtype=np.uint8) for p in parity))
+    # Ray copies each returned array into the object store, so the scratch buffers are free
+    # for the next part as soon as this returns.
+    return (digests, *parity)
+
+
+_SCRATCH: dict[tuple[int, int], list[np.ndarray]] = {}
+
+
+def _scratch(m: int, size: int) -> list[np.ndarray]:
+    """``m`` reusable parity buffers of ``size`` bytes for this worker process (one part size
+    is used over and over, so their pages stay mapped; see ``erasure.parity_into``)."""
+    key = (m, size)
+    if key not in _SCRATCH:
+        if len(_SCRATCH) >= 4:
+            _SCRATCH.clear()
+        _SCRATCH[key] = [np.empty(size, dtype=np.uint8) for _ in range(m)]
+    return _SCRATCH[key]
 
 
 @dataclass
@@ -114,11 +132,17 @@ async def encode_part(data: bytes, k: int, m: int, *, inline_max: int = INLINE_M
             shards, digests = await asyncio.to_thread(encode_inline, data, k, m)
         return EncodedPart(size, list(shards), digests)
     blocks = erasure.data_blocks(data, k)
-    refs = [ray.put(np.frombuffer(b, dtype=np.uint8)) for b in blocks]
+    # One copy of the part into the object store; in a thread, so the event loop keeps
+    # serving other requests meanwhile (ray.put is thread-safe).
+    refs = await asyncio.to_thread(_put_all, blocks)
     out = encode_task.options(num_returns=m + 1).remote(k, m, *refs)
     if m == 0:
         return EncodedPart(size, refs, out)
     return EncodedPart(size, [*refs, *out[1:]], out[0])
+
+
+def _put_all(blocks: Sequence[Any]) -> list[Any]:
+    return [ray.put(np.frombuffer(b, dtype=np.uint8)) for b in blocks]
 
 
 def decode_verified(
@@ -151,7 +175,7 @@ async def decode_part(
     size: int,
     expected_sha256: bytes,
     *,
-    task_min: int = DECODE_TASK_MIN,
+    task_min: int | None = DECODE_TASK_MIN,
 ) -> memoryview:
     """Decode one part from ``k`` verified shards given as ``index -> (value, ref or None)``.
 
@@ -161,7 +185,8 @@ async def decode_part(
     chosen = sorted(shards)[:k]
     degraded = chosen != list(range(k))
     refs = [shards[i][1] for i in chosen]
-    if degraded and size >= task_min and all(r is not None for r in refs):
+    use_task = task_min is not None and size >= task_min
+    if degraded and use_task and all(r is not None for r in refs):
         array = await decode_task.remote(k, m, size, expected_sha256, chosen, *refs)
         return memoryview(array).cast("B")
     values = {i: shards[i][0] for i in chosen}

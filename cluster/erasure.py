@@ -20,24 +20,32 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import zfec
 
 from cluster.errors import IntegrityError, InvalidInput
 
 __all__ = [
+    "COLUMN",
     "MAX_SHARDS",
     "ShardSet",
     "data_blocks",
     "decode",
     "encode",
     "parity",
+    "parity_into",
     "rebuild",
     "shard_size",
 ]
 
 #: zfec's limit on k + m (shard numbers are one byte).
 MAX_SHARDS = 256
+#: Bytes of each block handed to one zfec call. Reed-Solomon works byte position by byte
+#: position, so coding blocks column by column gives the same bytes as one call on whole
+#: blocks; with 64 KiB columns the blocks of one call stay in cache, which makes zfec about
+#: 1.5-2x faster on multi-MiB shards (``bench/bench_erasure.py``).
+COLUMN = 64 * 1024
 
 
 def _check_km(k: int, m: int) -> None:
@@ -144,8 +152,45 @@ def parity(blocks: Sequence[Buffer], k: int, m: int) -> list[bytes]:
         raise InvalidInput(f"data shards must all have the same length, got {sorted(sizes)}")
     if m == 0:
         return []
-    out = _encoder(k, m).encode(tuple(blocks), tuple(range(k, k + m)))
-    return [p if isinstance(p, bytes) else bytes(p) for p in out]
+    return _encode_columns(blocks, k, m, tuple(range(k, k + m)))
+
+
+def parity_into(blocks: Sequence[Buffer], k: int, m: int, out: Sequence[Any]) -> None:
+    """Like ``parity``, but writes parity shard ``k + j`` into the writable buffer ``out[j]``
+    (each exactly one shard long) instead of allocating it: a caller that codes many parts
+    reuses buffers whose memory is already mapped, which saves a page fault per 4 KiB."""
+    _check_km(k, m)
+    if len(blocks) != k or len(out) != m:
+        raise InvalidInput(f"parity_into needs {k} data shards and {m} outputs")
+    views = [memoryview(b).cast("B") for b in blocks]
+    targets = [memoryview(o).cast("B") for o in out]
+    size = views[0].nbytes
+    if any(v.nbytes != size for v in views) or any(t.nbytes != size for t in targets):
+        raise InvalidInput("data shards and outputs must all have the same length")
+    if m == 0 or size == 0:
+        return
+    encoder, wanted = _encoder(k, m), tuple(range(k, k + m))
+    for start in range(0, size, COLUMN):
+        column = tuple(v[start : start + COLUMN] for v in views)
+        for target, piece in zip(targets, encoder.encode(column, wanted), strict=True):
+            target[start : start + len(piece)] = piece
+
+
+def _encode_columns(
+    blocks: Sequence[Buffer], k: int, m: int, wanted: tuple[int, ...]
+) -> list[bytes]:
+    """zfec's encode of ``wanted`` parity shards, column by column (see ``COLUMN``)."""
+    encoder = _encoder(k, m)
+    views = [memoryview(b).cast("B") for b in blocks]
+    size = views[0].nbytes
+    if size <= COLUMN:
+        return [bytes(p) for p in encoder.encode(tuple(views), wanted)]
+    pieces: list[list[bytes]] = [[] for _ in wanted]
+    for start in range(0, size, COLUMN):
+        column = tuple(v[start : start + COLUMN] for v in views)
+        for out, piece in zip(pieces, encoder.encode(column, wanted), strict=True):
+            out.append(piece)
+    return [b"".join(p) for p in pieces]
 
 
 def encode(data: bytes | bytearray | memoryview, k: int, m: int) -> ShardSet:
@@ -162,8 +207,7 @@ def encode(data: bytes | bytearray | memoryview, k: int, m: int) -> ShardSet:
     if m == 0:
         shards = tuple(blocks)
     else:
-        parity = _encoder(k, m).encode(tuple(blocks), tuple(range(k, k + m)))
-        shards = (*blocks, *(bytes(p) for p in parity))
+        shards = (*blocks, *_encode_columns(blocks, k, m, tuple(range(k, k + m))))
     return ShardSet(k=k, m=m, shard_size=size, data_length=length, shards=shards)
 
 
@@ -189,8 +233,16 @@ def _primary_blocks(shards: Mapping[int, Buffer], k: int, m: int, data_length: i
     chosen = sorted(shards)[:k]
     if chosen == list(range(k)):
         return [shards[i] for i in chosen]
-    decoded = _decoder(k, m).decode(tuple(shards[i] for i in chosen), tuple(chosen))
-    return list(decoded)
+    decoder = _decoder(k, m)
+    views = [memoryview(shards[i]).cast("B") for i in chosen]
+    lost = [i for i in range(k) if i not in shards]
+    pieces: dict[int, list[bytes]] = {i: [] for i in lost}
+    for start in range(0, max(size, 1), COLUMN):  # column by column, see COLUMN
+        column = tuple(v[start : start + COLUMN] for v in views)
+        decoded = decoder.decode(column, tuple(chosen))
+        for i in lost:
+            pieces[i].append(decoded[i])
+    return [shards[i] if i in shards else b"".join(pieces[i]) for i in range(k)]
 
 
 def decode(shards: Mapping[int, Buffer], k: int, m: int, data_length: int) -> bytes:
@@ -230,6 +282,6 @@ def rebuild(
     out: dict[int, bytes] = {i: bytes(blocks[i]) for i in targets if i < k}
     parity_wanted = tuple(i for i in targets if i >= k)
     if parity_wanted:
-        parity = _encoder(k, m).encode(tuple(blocks), parity_wanted)
-        out.update({i: bytes(p) for i, p in zip(parity_wanted, parity, strict=True)})
+        parity = _encode_columns(blocks, k, m, parity_wanted)
+        out.update(dict(zip(parity_wanted, parity, strict=True)))
     return out

@@ -66,3 +66,16 @@ def test_small_parts_are_coded_inline() -> None:
         assert bytes(view) == data
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("length", [0, 7, erasure.COLUMN * 4, erasure.COLUMN * 9 + 5])
+def test_parity_into_reused_buffers_matches_encode(length: int) -> None:
+    k, m = 4, 2
+    size = erasure.shard_size(length, k)
+    out = [np.full(size, 0xAA, dtype=np.uint8) for _ in range(m)]  # dirty, as when reused
+    for _ in range(2):
+        data = os.urandom(length)
+        erasure.parity_into(erasure.data_blocks(data, k), k, m, out)
+        assert [bytes(o) for o in out] == list(erasure.encode(data, k, m).shards[k:])
+    with pytest.raises(InvalidInput, match="same length"):
+        erasure.parity_into(erasure.data_blocks(b"x" * 8, k), k, m, [bytearray(3)] * m)
