@@ -27,7 +27,7 @@ from typing import Any
 
 from actors.erasure_tasks import decode_part
 from actors.registry import BackendHandle, BackendRegistry
-from cluster.erasure import shard_size
+from cluster.erasure import rebuild, shard_size
 from cluster.errors import BackendNotFound, BackendUnavailable, IntegrityError
 from schema.parts import ErasurePart
 from schema.records import ObjectVersion, Replica
@@ -199,14 +199,26 @@ class VerifiedReader:
         await self._bad(version, replica, "corrupt")
         return "corrupt"
 
-    async def _read_coded_part(self, version: ObjectVersion, part: int) -> memoryview:
+    async def _layout(self, version: ObjectVersion, part: int) -> ErasurePart:
         layouts = await self._load_layout(version)
         if part >= len(layouts) or layouts[part].part_number != part:
             raise IntegrityError(f"version {version.id} has no erasure layout for part {part}")
-        layout = layouts[part]
-        k, m = layout.k, layout.m
+        return layouts[part]
+
+    async def _gather_shards(
+        self,
+        version: ObjectVersion,
+        part: int,
+        layout: ErasurePart,
+        avoid: frozenset[int] = frozenset(),
+    ) -> dict[int, tuple[Any, Any]]:
+        """``k`` verified shards of one part, ``index -> (array, object-store ref)``; shard
+        indexes in ``avoid`` are not read. Raises when fewer than ``k`` can be had."""
+        k = layout.k
         expected = shard_size(layout.size, k)
-        remaining = self.shard_candidates(version, part, k)
+        remaining = [
+            rh for rh in self.shard_candidates(version, part, k) if rh[0].shard_index not in avoid
+        ]
         held: dict[int, tuple[Any, Any]] = {}
         inflight: dict[asyncio.Task[tuple[Any, Any] | str], int] = {}
         outcomes: list[str] = []
@@ -249,7 +261,38 @@ class VerifiedReader:
             if outcomes and all(o == "unavailable" for o in outcomes):
                 raise BackendUnavailable("not enough backends holding this object are reachable")
             raise IntegrityError("not enough intact shards of this object could be read")
-        return await decode_part(held, k, m, layout.size, layout.sha256)
+        return held
+
+    async def _read_coded_part(self, version: ObjectVersion, part: int) -> memoryview:
+        layout = await self._layout(version, part)
+        held = await self._gather_shards(version, part, layout)
+        return await decode_part(held, layout.k, layout.m, layout.size, layout.sha256)
+
+    async def rebuild_shards(
+        self, version: ObjectVersion, part: int, wanted: Sequence[int]
+    ) -> dict[int, bytes]:
+        """The shards numbered ``wanted`` of one part, recomputed from ``k`` verified others,
+        for repair and for finishing ``pending`` shards. Each result is checked against the
+        SHA-256 recorded for that shard when the part was written (a rebuilt shard is
+        byte-identical to the original), so the caller can store it as it is; the caller also
+        owns updating the replica rows. Shards in ``wanted`` are never read as sources."""
+        layout = await self._layout(version, part)
+        targets = sorted(set(wanted))
+        if any(not 0 <= i < layout.k + layout.m for i in targets):
+            raise IntegrityError(f"shard index out of range for k={layout.k} m={layout.m}")
+        held = await self._gather_shards(version, part, layout, avoid=frozenset(targets))
+        sources = {i: value for i, (value, _) in held.items()}
+        rebuilt = await asyncio.to_thread(
+            rebuild, sources, layout.k, layout.m, layout.size, targets
+        )
+        recorded = {r.shard_index: r.sha256 for r in version.parts(part) if r.shard_index >= 0}
+        for index, shard in rebuilt.items():
+            expected = recorded.get(index)
+            if expected is not None and _digest(shard) != expected:
+                raise IntegrityError(
+                    f"rebuilt shard {index} of part {part} does not match its recorded SHA-256"
+                )
+        return rebuilt
 
     async def _bad(self, version: ObjectVersion, replica: Replica, status: str) -> None:
         try:
