@@ -1,28 +1,94 @@
-"""The PostgreSQL job queue (outbox side): jobs are enqueued inside the metadata transaction
-that implies them, so follow-up work is never lost (invariant 5).
+"""The PostgreSQL job queue: the only module that queries the ``jobs`` table.
 
-Idempotency keys make enqueueing the same work twice a no-op. Leasing with
-``FOR UPDATE SKIP LOCKED`` (no LISTEN/NOTIFY, no advisory locks: portable to CockroachDB).
+Jobs are enqueued inside the metadata transaction that implies them (the transactional outbox
+of invariant 5), so follow-up work is never lost. The queue then guarantees:
+
+- **At-least-once, fenced.** ``lease`` hands a job to one owner for ``lease_s`` seconds with
+  ``FOR UPDATE SKIP LOCKED`` (concurrent leasers never block on or double-take a row). The
+  owner renews the lease by ``heartbeat``. If it dies, the lease expires and another owner
+  leases the job again. Every lease increments ``attempts``, and (owner, attempts) is the
+  fencing token: ``complete``, ``fail``, ``defer`` and ``heartbeat`` change the row only while
+  the caller still holds *that* lease, and report whether they did. A caller completes a job in
+  the same transaction as the job's effect, so an owner whose lease was taken over rolls its
+  effect back instead of committing it twice.
+- **Retries with backoff.** ``fail`` puts the job back with ``run_after`` pushed by an
+  exponential delay with jitter (``backoff_delay``), or moves it to the dead letter
+  (``status = 'dead'`` with ``last_error``) once ``max_attempts`` leases were used. A lease that
+  expires on its last attempt is dead-lettered the same way (a job that kills its agents cannot
+  loop forever). ``defer`` gives a job back without spending an attempt (the work could not
+  start, e.g. its target backend is down).
+- **Priorities.** Lower ``priority`` first, then older ``run_after``, then id.
+- **Idempotency.** An ``idempotency_key`` is unique among queued and leased jobs: enqueueing
+  the same work again while it is pending is a no-op; once it is done or dead the same key can
+  be enqueued again (a replica can go bad twice).
+
+Portable to CockroachDB: plain UPDATE/INSERT, ``SKIP LOCKED``, no LISTEN/NOTIFY, no advisory
+locks; intervals are written ``$n * interval '1 second'``.
+
+What it does not do: know what a job means (``actors/replication_agent.py`` and the workers do),
+or sleep: pollers choose their own idle interval.
 """
 
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-__all__ = ["Job", "JobQueue"]
+__all__ = [
+    "ACTIVE_STATES",
+    "MAX_ERROR_CHARS",
+    "Backoff",
+    "Job",
+    "JobQueue",
+    "backoff_delay",
+]
+
+#: States in which an idempotency key is taken.
+ACTIVE_STATES = ("queued", "leased")
+#: ``last_error`` is cut to this many characters (an error text is a hint, not a log).
+MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True)
 class Job:
+    """One job as leased or listed. ``attempts`` counts leases, this one included."""
+
     id: int
     kind: str
     payload: dict[str, Any]
     attempts: int
     lease_owner: str | None
+    status: str = "leased"
+    priority: int = 100
+    max_attempts: int = 10
+    idempotency_key: str | None = None
+    last_error: str | None = None
+    run_after: datetime | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry delays: ``base_s * 2 ** (attempt - 1)``, capped at ``max_s``, with jitter."""
+
+    base_s: float = 2.0
+    max_s: float = 600.0
+
+
+def backoff_delay(attempt: int, backoff: Backoff, rng: random.Random | None = None) -> float:
+    """Seconds to wait before the retry after failed attempt ``attempt`` (1-based).
+
+    "Equal jitter": half the exponential delay is fixed, half is random, so retries of jobs that
+    failed together spread out, yet a retry never comes sooner than half its step.
+    """
+    step = min(backoff.max_s, backoff.base_s * 2.0 ** max(0, min(attempt - 1, 62)))
+    return step / 2 + (rng or random).uniform(0.0, step / 2)
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -35,10 +101,25 @@ def _job(row: asyncpg.Record) -> Job:
         payload=payload,
         attempts=row["attempts"],
         lease_owner=row["lease_owner"],
+        status=row["status"],
+        priority=row["priority"],
+        max_attempts=row["max_attempts"],
+        idempotency_key=row["idempotency_key"],
+        last_error=row["last_error"],
+        run_after=row["run_after"],
+        lease_expires_at=row["lease_expires_at"],
     )
 
 
+def _error_text(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 3] + "..."
+
+
+_FENCE = "id = $1 AND status = 'leased' AND lease_owner = $2 AND attempts = $3"
+
+
 class JobQueue:
+    # -- producers -------------------------------------------------------------------------
     async def enqueue(
         self,
         conn: asyncpg.Connection,
@@ -47,19 +128,25 @@ class JobQueue:
         *,
         idempotency_key: str | None = None,
         priority: int = 100,
+        max_attempts: int = 10,
+        delay_s: float = 0.0,
     ) -> int | None:
         """Enqueue; returns the job id, or None when the same key is already queued or running."""
         job_id: int | None = await conn.fetchval(
-            "INSERT INTO jobs (kind, payload, idempotency_key, priority) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO jobs (kind, payload, idempotency_key, priority, max_attempts, run_after)"
+            " VALUES ($1, $2, $3, $4, $5, now() + $6::float8 * interval '1 second')"
             " ON CONFLICT (idempotency_key) WHERE status IN ('queued', 'leased') DO NOTHING"
             " RETURNING id",
             kind,
             payload,
             idempotency_key,
             priority,
+            max_attempts,
+            delay_s,
         )
         return job_id
 
+    # -- consumers -------------------------------------------------------------------------
     async def lease(
         self,
         conn: asyncpg.Connection,
@@ -69,10 +156,22 @@ class JobQueue:
         lease_s: float,
         limit: int = 1,
     ) -> list[Job]:
+        """Lease up to ``limit`` ready jobs of ``kinds`` (queued, or leased with an expired
+        lease) for ``lease_s`` seconds. Expired leases on their last attempt are dead-lettered
+        first. Run it outside an explicit transaction (each statement commits on its own)."""
+        await conn.execute(
+            "UPDATE jobs SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,"
+            " finished_at = now(), updated_at = now(),"
+            " last_error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts"
+            "   || COALESCE(' (last error: ' || last_error || ')', '')"
+            " WHERE status = 'leased' AND lease_expires_at < now() AND attempts >= max_attempts"
+            " AND kind = ANY($1::text[])",
+            list(kinds),
+        )
         rows = await conn.fetch(
             "UPDATE jobs SET status = 'leased', lease_owner = $1,"
-            " lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1,"
-            " updated_at = now()"
+            " lease_expires_at = now() + $2::float8 * interval '1 second',"
+            " attempts = attempts + 1, updated_at = now()"
             " WHERE id IN (SELECT id FROM jobs WHERE kind = ANY($3::text[]) AND run_after <= now()"
             "   AND (status = 'queued' OR (status = 'leased' AND lease_expires_at < now()))"
             "   ORDER BY priority, run_after, id LIMIT $4 FOR UPDATE SKIP LOCKED)"
@@ -82,21 +181,133 @@ class JobQueue:
             list(kinds),
             limit,
         )
-        return [_job(r) for r in rows]
+        jobs = [_job(r) for r in rows]
+        jobs.sort(key=lambda j: (j.priority, j.run_after or datetime.min, j.id))
+        return jobs
 
-    async def complete(self, conn: asyncpg.Connection, job_id: int) -> None:
-        await conn.execute(
-            "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_expires_at = NULL,"
-            " updated_at = now() WHERE id = $1",
-            job_id,
+    async def heartbeat(
+        self, conn: asyncpg.Connection, job: Job, owner: str, *, lease_s: float
+    ) -> bool:
+        """Extend the lease; False if it is no longer ours (expired and taken, or finished)."""
+        row = await conn.fetchval(
+            f"UPDATE jobs SET lease_expires_at = now() + $4::float8 * interval '1 second',"
+            f" updated_at = now() WHERE {_FENCE} RETURNING id",
+            job.id,
+            owner,
+            job.attempts,
+            lease_s,
         )
+        return row is not None
+
+    async def complete(
+        self, conn: asyncpg.Connection, job: Job | int, owner: str | None = None
+    ) -> bool:
+        """Mark done. With ``owner`` (and a leased ``Job``) only while that lease is held;
+        run it in the transaction that applies the job's effect and roll back on False."""
+        if owner is None:
+            job_id = job if isinstance(job, int) else job.id
+            result = await conn.execute(
+                "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_expires_at = NULL,"
+                " finished_at = now(), updated_at = now()"
+                " WHERE id = $1 AND status IN ('queued', 'leased')",
+                job_id,
+            )
+            return result != "UPDATE 0"
+        assert isinstance(job, Job), "a fenced complete needs the leased Job"
+        row = await conn.fetchval(
+            "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_expires_at = NULL,"
+            f" finished_at = now(), updated_at = now() WHERE {_FENCE} RETURNING id",
+            job.id,
+            owner,
+            job.attempts,
+        )
+        return row is not None
 
     async def complete_by_key(self, conn: asyncpg.Connection, idempotency_key: str) -> None:
+        """Mark the active job with this key done (the work was finished by someone else,
+        e.g. the write path's straggler finisher); its holder's fenced complete then fails."""
         await conn.execute(
             "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_expires_at = NULL,"
-            " updated_at = now() WHERE idempotency_key = $1 AND status <> 'done'",
+            " finished_at = now(), updated_at = now()"
+            " WHERE idempotency_key = $1 AND status IN ('queued', 'leased')",
             idempotency_key,
         )
+
+    async def fail(
+        self,
+        conn: asyncpg.Connection,
+        job: Job,
+        owner: str,
+        error: str,
+        *,
+        backoff: Backoff = Backoff(),
+        permanent: bool = False,
+        rng: random.Random | None = None,
+    ) -> str | None:
+        """Record a failed attempt: back to 'queued' after a backoff delay, or 'dead' when the
+        attempts are used up or ``permanent``. Returns the new status, None if the lease was
+        no longer ours (nothing changed)."""
+        dead = permanent or job.attempts >= job.max_attempts
+        delay = 0.0 if dead else backoff_delay(job.attempts, backoff, rng)
+        status: str | None = await conn.fetchval(
+            "UPDATE jobs SET status = CASE WHEN $4 THEN 'dead' ELSE 'queued' END,"
+            " lease_owner = NULL, lease_expires_at = NULL, last_error = $5,"
+            " run_after = now() + $6::float8 * interval '1 second',"
+            " finished_at = CASE WHEN $4 THEN now() END, updated_at = now()"
+            f" WHERE {_FENCE} RETURNING status",
+            job.id,
+            owner,
+            job.attempts,
+            dead,
+            _error_text(error),
+            delay,
+        )
+        return status
+
+    async def defer(
+        self, conn: asyncpg.Connection, job: Job, owner: str, *, delay_s: float, reason: str
+    ) -> bool:
+        """Give the job back for later without spending an attempt (the work could not start:
+        its backend is down, another job holds the object). False if the lease was lost."""
+        row = await conn.fetchval(
+            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL,"
+            " lease_expires_at = NULL, last_error = $4,"
+            " run_after = now() + $5::float8 * interval '1 second', updated_at = now()"
+            f" WHERE {_FENCE} RETURNING id",
+            job.id,
+            owner,
+            job.attempts,
+            _error_text(reason),
+            delay_s,
+        )
+        return row is not None
+
+    # -- operators and workers ---------------------------------------------------------------
+    async def retry_dead(
+        self, conn: asyncpg.Connection, *, ids: Sequence[int] = (), kind: str | None = None
+    ) -> int:
+        """Requeue dead jobs (by id, or every dead job of ``kind``) with fresh attempts. A dead
+        job whose key is active again (re-enqueued meanwhile) stays dead."""
+        result = await conn.execute(
+            "UPDATE jobs j SET status = 'queued', attempts = 0, run_after = now(),"
+            " finished_at = NULL, updated_at = now()"
+            " WHERE j.status = 'dead' AND (j.id = ANY($1::bigint[]) OR j.kind = $2)"
+            " AND (j.idempotency_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs a"
+            "   WHERE a.idempotency_key = j.idempotency_key AND a.status IN ('queued', 'leased')))",
+            list(ids),
+            kind,
+        )
+        return int(result.split()[-1])
+
+    async def purge_finished(self, conn: asyncpg.Connection, *, older_than_s: float) -> int:
+        """Delete done jobs finished more than ``older_than_s`` ago (dead ones are kept: they
+        are the operator's to look at and retry)."""
+        result = await conn.execute(
+            "DELETE FROM jobs WHERE status = 'done'"
+            " AND finished_at < now() - $1::float8 * interval '1 second'",
+            older_than_s,
+        )
+        return int(result.split()[-1])
 
     async def counts(self, conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
         rows = await conn.fetch(
@@ -110,3 +321,50 @@ class JobQueue:
             kind,
         )
         return [_job(r) for r in rows]
+
+    async def dead(self, conn: asyncpg.Connection, *, limit: int = 100) -> list[Job]:
+        rows = await conn.fetch(
+            "SELECT * FROM jobs WHERE status = 'dead' ORDER BY updated_at DESC LIMIT $1", limit
+        )
+        return [_job(r) for r in rows]
+
+    async def get(self, conn: asyncpg.Connection, job_id: int) -> Job | None:
+        row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+        return None if row is None else _job(row)
+
+    async def active_targets(
+        self, conn: asyncpg.Connection, version_pks: Sequence[int], kinds: Sequence[str]
+    ) -> set[tuple[int, int | None]]:
+        """(version_pk, backend id or None) of queued or leased jobs of ``kinds`` for these
+        versions; the backend is the payload's ``backend_id`` or ``target_backend_id``."""
+        rows = await conn.fetch(
+            "SELECT DISTINCT (payload->>'version_pk')::bigint AS pk,"
+            " COALESCE(payload->>'backend_id', payload->>'target_backend_id') AS backend"
+            " FROM jobs WHERE status IN ('queued', 'leased') AND kind = ANY($2::text[])"
+            " AND (payload->>'version_pk')::bigint = ANY($1::bigint[])",
+            list(version_pks),
+            list(kinds),
+        )
+        return {(r["pk"], int(r["backend"]) if r["backend"] is not None else None) for r in rows}
+
+    async def active_keys(self, conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` belong to a queued or leased job."""
+        rows = await conn.fetch(
+            "SELECT idempotency_key FROM jobs WHERE idempotency_key = ANY($1::text[])"
+            " AND status IN ('queued', 'leased')",
+            list(keys),
+        )
+        return {r["idempotency_key"] for r in rows}
+
+    async def recently_dead_keys(
+        self, conn: asyncpg.Connection, keys: Sequence[str], *, within_s: float
+    ) -> set[str]:
+        """Which of ``keys`` went to the dead letter less than ``within_s`` seconds ago (the
+        repairer leaves those alone for a while instead of re-enqueueing them at once)."""
+        rows = await conn.fetch(
+            "SELECT DISTINCT idempotency_key FROM jobs WHERE idempotency_key = ANY($1::text[])"
+            " AND status = 'dead' AND updated_at > now() - $2::float8 * interval '1 second'",
+            list(keys),
+            within_s,
+        )
+        return {r["idempotency_key"] for r in rows}
