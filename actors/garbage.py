@@ -13,10 +13,13 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from actors.backend_pool import BackendPool
 from actors.registry import BackendRegistry
+from cluster.errors import BackendNotFound
+from schema.orphans import OrphanRepository
 from schema.store import MetadataStore
 
-__all__ = ["collect_garbage", "discard_write"]
+__all__ = ["collect_garbage", "collect_garbage_through", "discard_write"]
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +70,39 @@ async def discard_write(
         log.exception("could not record %d orphaned backend objects", len(items))
         return
     await collect_garbage(store, registry)
+
+
+async def collect_garbage_through(
+    store: MetadataStore, pool: BackendPool, *, limit: int = 500
+) -> tuple[int, int]:
+    """``collect_garbage`` for the self-healing processes, through a ``BackendPool`` (with or
+    without Ray), taking only rows of backends that are up. Returns (rows resolved, rows
+    left for a later pass)."""
+    healthy = [h.id for h in await pool.current() if h.healthy]
+    async with store.db.connection() as conn:
+        rows = await OrphanRepository().take_garbage_on(conn, healthy, limit)
+        if not rows:
+            return 0, 0
+        still_used = await store.objects.referenced(conn, [(b, loc) for _, b, loc in rows])
+
+    async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
+        if (backend_id, locator) in still_used:
+            log.error("garbage row %d names a referenced locator; keeping the object", garbage_id)
+            return garbage_id
+        if pool.get(backend_id) is None:
+            return None  # removed backend: nothing can delete it now
+        try:
+            await pool.delete(backend_id, locator)
+        except BackendNotFound:
+            return garbage_id
+        except Exception as exc:  # retried at the next collection
+            log.info("garbage delete on backend %d failed: %s", backend_id, exc)
+            return None
+        return garbage_id
+
+    results = await asyncio.gather(*(delete(*row) for row in rows))
+    done = [gid for gid in results if gid is not None]
+    if done:
+        async with store.db.transaction() as conn:
+            await store.objects.forget_garbage(conn, done)
+    return len(done), len(rows) - len(done)

@@ -40,6 +40,30 @@ class Settings:
     ray_num_cpus: int = 0  # 0 = let Ray detect
     dashboard: bool = False
     redundancy_class: str = "StandardClass"
+    # -- self-healing (docs/self-healing.md) --------------------------------------------------
+    agent_count: int = 2  # ReplicationAgent actors started by `bulletproof up`/`serve`
+    agent_concurrency: int = 8  # jobs one agent runs at once
+    agent_lease_s: float = 60.0  # job lease; renewed every third of it while the job runs
+    agent_poll_s: float = 1.0  # idle wait between empty leases
+    agent_defer_s: float = 30.0  # a job whose target backend is down is retried after this
+    agent_verify: str = "head"  # after a repair write: "head" (size) or "read" (size + SHA-256)
+    job_backoff_base_s: float = 2.0  # retry delay after failed attempt n: base * 2**(n-1) ...
+    job_backoff_max_s: float = 600.0  # ... capped here, with jitter
+    job_retention_s: float = 7 * 86400.0  # done jobs older than this are purged by the vacuumer
+    dead_job_cooldown_s: float = 3600.0  # the repairer re-enqueues dead-lettered work after this
+    scheduler_enabled: bool = True  # start the scheduler actor (periodic workers)
+    repair_interval_s: float = 60.0
+    scrub_interval_s: float = 300.0
+    scrub_batch: int = 500  # replicas re-read per scrubber run
+    scrub_bytes_per_s: int = 32 * 1024 * 1024  # scrubber read rate limit
+    scrub_listing_interval_s: float = 3600.0  # backend listing audits (cheap missing-object check)
+    placement_interval_s: float = 300.0
+    vacuum_interval_s: float = 600.0
+    orphan_grace_s: float = 86400.0  # must exceed the longest write in flight
+    snapshot_interval_s: float = 86400.0  # 0 disables scheduled snapshots
+    snapshot_public_key_file: str = ""  # operator's X25519 or RSA public key (PEM)
+    snapshot_class: str = "StandardClass"  # redundancy class for snapshot parts
+    snapshot_keep: int = 7
 
     @property
     def state_path(self) -> Path:

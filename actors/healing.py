@@ -1,0 +1,196 @@
+"""What every self-healing process holds: the metadata store, byte access to the backends,
+the Redis cache (to invalidate what a repair changes), the policy in force, and the job kinds.
+
+Built once per agent, scheduler or CLI run (``HealingContext.connect``), never per job. With
+Ray it reaches backends through the named ``BackendActor``s; without it (``use_ray=False``)
+through clients built in this process from the sealed credentials and the master key file.
+
+Job kinds and their idempotency keys (the write path and the gateway's read path already use
+the first two; the keys are part of the contract, so re-enqueueing the same work is a no-op):
+
+==============  =========================================  ======================================
+kind            payload                                    key
+==============  =========================================  ======================================
+replicate       version_pk, target_backend_id, ...         ``replicate:<pk>:<backend>``
+repair          version_pk, backend_id, part_number, ...   ``repair:<pk>:<backend>:<part>``
+move            version_pk, backend_id, reason             ``move:<pk>:<backend>``
+add_replica     version_pk, reason                         ``add_replica:<pk>``
+placement_check version_pk, reason                         ``placement_check:<pk>``
+==============  =========================================  ======================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actors.backend_pool import BackendPool, DirectBackendPool, RayBackendPool
+from actors.registry import BackendRegistry
+from cluster.config import Settings
+from cluster.placement import PlacementConstraints
+from cluster.policy import PolicyDocument, builtin_policy
+from schema.cache import CachedReader
+from schema.jobs import Backoff, JobQueue
+from schema.orphans import OrphanRepository
+from schema.records import ObjectVersion, Replica
+from schema.replicas import ReplicaRepository
+from schema.snapshots import SnapshotRepository
+from schema.store import MetadataStore
+from schema.worker_state import WorkerStateRepository
+
+__all__ = [
+    "ADD_REPLICA",
+    "DATA_KINDS",
+    "MOVE",
+    "PLACEMENT_CHECK",
+    "REPAIR",
+    "REPLICATE",
+    "HealingContext",
+    "add_replica_key",
+    "move_key",
+    "repair_key",
+    "replicate_key",
+]
+
+log = logging.getLogger(__name__)
+
+REPLICATE = "replicate"
+REPAIR = "repair"
+MOVE = "move"
+ADD_REPLICA = "add_replica"
+PLACEMENT_CHECK = "placement_check"
+#: The kinds replication agents run: each copies bytes between backends.
+DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
+
+#: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
+#: or an extra copy keeps a durable object compliant.
+PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
+
+
+def replicate_key(version_pk: int, backend_id: int) -> str:
+    return f"{REPLICATE}:{version_pk}:{backend_id}"
+
+
+def repair_key(version_pk: int, backend_id: int, part_number: int) -> str:
+    return f"{REPAIR}:{version_pk}:{backend_id}:{part_number}"
+
+
+def move_key(version_pk: int, backend_id: int) -> str:
+    return f"{MOVE}:{version_pk}:{backend_id}"
+
+
+def add_replica_key(version_pk: int) -> str:
+    return f"{ADD_REPLICA}:{version_pk}"
+
+
+@dataclass
+class HealingContext:
+    settings: Settings
+    store: MetadataStore
+    pool: BackendPool
+    cache: CachedReader | None = None
+    queue: JobQueue = field(default_factory=JobQueue)
+    replicas: ReplicaRepository = field(default_factory=ReplicaRepository)
+    orphans: OrphanRepository = field(default_factory=OrphanRepository)
+    snapshots: SnapshotRepository = field(default_factory=SnapshotRepository)
+    worker_state: WorkerStateRepository = field(default_factory=WorkerStateRepository)
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings, *, use_ray: bool, db_pool_size: int = 5
+    ) -> HealingContext:
+        """Connect to PostgreSQL and Redis and set up backend access (see the module doc)."""
+        store = await MetadataStore.connect(settings.database_url, max_size=db_pool_size)
+        key_file = str(Path(settings.master_key_path).resolve())
+        pool: BackendPool
+        if use_ray:
+            registry = BackendRegistry(
+                store, key_file, backend_timeout_s=settings.backend_timeout_s
+            )
+            pool = RayBackendPool(registry, timeout_s=settings.backend_timeout_s)
+        else:
+            pool = DirectBackendPool(store, key_file, timeout_s=settings.backend_timeout_s)
+        cache = CachedReader(store, settings.redis_url, ttl_s=settings.cache_ttl_s)
+        return cls(settings=settings, store=store, pool=pool, cache=cache)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.cache is not None:
+            await self.cache.close()
+        await self.store.close()
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.settings.job_backoff_base_s, self.settings.job_backoff_max_s)
+
+    async def policy(self) -> PolicyDocument:
+        """The policy in force. The built-in classes until stored policy documents land
+        (the policy engine's ``PolicyRepository.in_force``); one place to switch."""
+        return builtin_policy()
+
+    async def constraints(self, version: ObjectVersion) -> PlacementConstraints:
+        """Where this version may live, beyond its class: its bucket's region lock."""
+        async with self.store.db.connection() as conn:
+            lock = await self.replicas.region_lock(conn, version.bucket_id)
+        return PlacementConstraints(region_lock=frozenset(lock))
+
+    async def invalidate(self, bucket_id: int, key: str) -> None:
+        """Readers must see a repair's new replica states; a Redis outage only delays it (the
+        cache's epoch and breaker handle that, see ``schema/cache.py``)."""
+        if self.cache is not None:
+            try:
+                await self.cache.invalidate_object(bucket_id, key)
+            except Exception:  # the cache's own breaker already recorded the miss
+                log.warning("cache invalidation failed for bucket %d", bucket_id)
+
+    async def report_bad(self, version: ObjectVersion, replica: Replica, status: str) -> None:
+        """Mark a replica that failed verification and queue its repair, in one transaction
+        (the same rows and job the gateway's read path writes)."""
+        await self.mark_bad(
+            version_pk=version.id,
+            bucket_id=version.bucket_id,
+            key=version.key,
+            replica_id=replica.id,
+            backend_id=replica.backend_id,
+            part_number=replica.part_number,
+            shard_index=replica.shard_index,
+            status=status,
+        )
+
+    async def mark_bad(
+        self,
+        *,
+        version_pk: int,
+        bucket_id: int,
+        key: str,
+        replica_id: int,
+        backend_id: int,
+        part_number: int,
+        shard_index: int,
+        status: str,
+    ) -> bool:
+        """``report_bad`` from plain fields; True if the replica's status changed."""
+        async with self.store.db.transaction() as conn:
+            changed = await self.store.objects.set_replica_status(conn, [replica_id], status)
+            if changed:
+                await self.queue.enqueue(
+                    conn,
+                    REPAIR,
+                    {
+                        "version_pk": version_pk,
+                        "backend_id": backend_id,
+                        "part_number": part_number,
+                        "shard_index": shard_index,
+                        "reason": status,
+                    },
+                    idempotency_key=repair_key(version_pk, backend_id, part_number),
+                    priority=PRIORITY[REPAIR],
+                )
+        if changed:
+            await self.invalidate(bucket_id, key)
+        return bool(changed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"pool": type(self.pool).__name__}

@@ -1,0 +1,545 @@
+"""Bringing one replica of one object version back: the work behind every data job.
+
+One request names a version and, usually, one backend whose replica is wrong (pending,
+corrupt, missing, or on a backend the policy no longer allows). ``ReplicaHealer.heal`` then:
+
+1. reloads the version and its replica rows (the job payload is only a pointer: the rows are
+   the truth, and they may have changed since the job was queued);
+2. decides where the replica goes: **in place**, onto the same backend under the locator the
+   replica row already records (so running the same repair twice rewrites the same object,
+   never a second one), if that backend is active and the policy still allows it there;
+   otherwise **onto a new backend** chosen by ``place(..., already_placed=<the other holders>)``,
+   which only returns targets that keep the class and the bucket's region lock valid (or
+   raises: a repair never weakens placement);
+3. copies every part it needs from a *verified* source: each source replica's bytes are
+   checked against the recorded length and SHA-256 before they are written anywhere, and a
+   source that fails is marked ``corrupt``/``missing`` with its own repair queued, and the next
+   source is tried;
+4. verifies each write (HEAD for the size, or a re-read with its SHA-256: ``agent_verify``);
+5. commits in ONE transaction: the version row locked, the rows set ``ok`` (in place) or the
+   new rows inserted and the old holder's rows deleted with their locators into ``garbage``,
+   and the caller's ``finish`` (the fenced job completion). If ``finish`` reports the lease
+   lost, everything rolls back (``LeaseLost``): the new holder of the lease applies it instead;
+6. invalidates the Redis entry of the object after the commit, so readers see the new state.
+
+Anything written to a *new* locator that does not end up referenced by a committed row (a
+failure, a lost lease, a version deleted meanwhile) is recorded in ``garbage`` at once; if even
+that fails, the vacuumer's backend listing finds it as an orphan.
+
+Erasure-coded versions (shard rows) are not repaired here: rebuilding a shard means decoding
+``k`` others, which belongs with the erasure-coding path (``HealImpossible`` says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import asyncpg
+
+from actors.backend_client import new_locator
+from actors.backend_pool import Fetched
+from actors.healing import ADD_REPLICA, MOVE, REPAIR, REPLICATE, HealingContext
+from actors.registry import BackendHandle
+from cluster.errors import (
+    BackendNotFound,
+    BackendUnavailable,
+    InsufficientCapacity,
+    IntegrityError,
+    PolicyViolation,
+)
+from cluster.placement import BackendView, PlacementConstraints, place, preference_key
+from cluster.policy import RedundancyClass
+from schema.jobs import Job
+from schema.records import ObjectVersion, Replica
+
+__all__ = [
+    "Finish",
+    "HealDeferred",
+    "HealImpossible",
+    "HealOutcome",
+    "HealRequest",
+    "LeaseLost",
+    "ReplicaHealer",
+    "may_hold",
+    "misplaced",
+    "request_for",
+]
+
+log = logging.getLogger(__name__)
+
+Finish = Callable[[asyncpg.Connection], Awaitable[bool]]
+_THREAD_HASH_MIN = 256 * 1024
+_PROBE = RedundancyClass("Probe", "replication", copies=1, write_quorum=1)
+
+
+class LeaseLost(Exception):
+    """The job's lease was taken over; this run's effect was rolled back."""
+
+
+class HealDeferred(Exception):
+    """The work cannot start now (its backend is down, no capacity): retry later without
+    spending an attempt."""
+
+
+class HealImpossible(Exception):
+    """The work can never succeed as queued (dead-letter it at once)."""
+
+
+class _Conflict(Exception):
+    """Another repair placed this version on the chosen backend first."""
+
+
+@dataclass(frozen=True)
+class HealRequest:
+    """``mode``: ``fix`` (make the replica on ``backend_id`` whole, in place when allowed),
+    ``move`` (relocate the replica on ``backend_id``), ``add`` (one more replica)."""
+
+    version_pk: int
+    backend_id: int | None
+    mode: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class HealOutcome:
+    """``action``: ``noop`` | ``rewritten`` | ``moved`` | ``added`` | ``dropped``."""
+
+    action: str
+    version_pk: int
+    target_backend_id: int | None = None
+    parts: int = 0
+    bytes: int = 0
+    detail: str = ""
+
+
+def request_for(job: Job) -> HealRequest:
+    """The heal a data job asks for; ``HealImpossible`` for a malformed payload."""
+    p = job.payload
+    try:
+        version_pk = int(p["version_pk"])
+        if job.kind == REPLICATE:
+            return HealRequest(version_pk, int(p["target_backend_id"]), "fix", "pending")
+        if job.kind == REPAIR:
+            return HealRequest(
+                version_pk, int(p["backend_id"]), "fix", str(p.get("reason", "repair"))
+            )
+        if job.kind == MOVE:
+            return HealRequest(version_pk, int(p["backend_id"]), "move", str(p.get("reason", "")))
+        if job.kind == ADD_REPLICA:
+            return HealRequest(version_pk, None, "add", str(p.get("reason", "")))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HealImpossible(f"malformed {job.kind} payload: {exc!r}") from exc
+    raise HealImpossible(f"not a data job kind: {job.kind}")
+
+
+def _healthy_view(handle: BackendHandle) -> BackendView:
+    """The backend as placement would see it if it were up: policy questions only."""
+    return replace(handle.view(), healthy=True)
+
+
+def may_hold(
+    rc: RedundancyClass,
+    constraints: PlacementConstraints,
+    backend: BackendView,
+    others: list[BackendView],
+    candidates: list[BackendView],
+) -> bool:
+    """Does the policy allow ``backend`` to keep a replica, beside the ``others`` holders?
+
+    Two questions, both answered by the placement engine (no rule is re-implemented here):
+    is the backend itself permitted (state, region lock, jurisdiction: a one-copy probe
+    placement onto it alone), and can the holders with it still form a valid set, completed
+    if need be from ``candidates`` (a repair-mode placement with all of them already placed).
+    Health and free space do not matter (``InsufficientCapacity`` means the set is valid).
+    """
+    return _permitted(backend, constraints) and _completable(
+        rc, constraints, [*others, backend], candidates
+    )
+
+
+def _permitted(backend: BackendView, constraints: PlacementConstraints) -> bool:
+    try:
+        place(_PROBE, [replace(backend, healthy=True)], constraints)
+    except (PolicyViolation, InsufficientCapacity):
+        return False
+    return True
+
+
+def _completable(
+    rc: RedundancyClass,
+    constraints: PlacementConstraints,
+    holders: list[BackendView],
+    candidates: list[BackendView],
+) -> bool:
+    names = {b.name for b in holders}
+    pool = [replace(c, healthy=True) for c in candidates if c.name not in names]
+    try:
+        place(rc, pool, constraints, already_placed=holders)
+    except PolicyViolation:
+        return False
+    except InsufficientCapacity:
+        return True
+    return True
+
+
+def misplaced(
+    rc: RedundancyClass,
+    constraints: PlacementConstraints,
+    holders: list[BackendView],
+    candidates: list[BackendView],
+) -> list[BackendView]:
+    """Holders whose replica must move for the object to satisfy its class again.
+
+    First every holder that is itself not permitted (draining or removed, outside the region
+    lock or the jurisdiction lists). Then, if the permitted rest cannot be completed into a valid
+    set (e.g. a backend changed region and now two copies share one), the one holder whose
+    removal makes it completable, least preferred first; the next check finds the next one if
+    more must go. An object with fewer holders than its class but otherwise valid is the
+    repairer's (``add_replica``), not a misplacement. Pure: placement decides every rule.
+    """
+    bad = [b for b in holders if not _permitted(b, constraints)]
+    good = [b for b in holders if b not in bad]
+    if _completable(rc, constraints, good, candidates):
+        return bad
+    for victim in sorted(good, key=preference_key, reverse=True):
+        rest = [b for b in good if b is not victim]
+        if _completable(rc, constraints, rest, candidates):
+            return [*bad, victim]
+    return bad
+
+
+def _digest(data: Any) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+async def _sha256(view: memoryview) -> bytes:
+    if len(view) >= _THREAD_HASH_MIN:
+        return await asyncio.to_thread(_digest, view)
+    return _digest(view)
+
+
+@dataclass
+class _Plan:
+    target: int | None  # backend that ends up holding the replica (None: just drop)
+    in_place: bool
+    drop: int | None  # backend whose rows are deleted (moved off)
+    parts: dict[int, Replica]  # part -> the row whose bytes are wanted (template)
+    locators: dict[int, str]  # part -> locator on target
+
+
+class ReplicaHealer:
+    def __init__(self, ctx: HealingContext, *, part_concurrency: int = 4) -> None:
+        self.ctx = ctx
+        self._parts = asyncio.Semaphore(part_concurrency)
+
+    async def heal(self, request: HealRequest, finish: Finish) -> HealOutcome:
+        ctx = self.ctx
+        async with ctx.store.db.connection() as conn:
+            version = await ctx.store.objects.get_by_pk(conn, request.version_pk)
+        if version is None or version.is_delete_marker:
+            return await self._finish_noop(request, finish, "version no longer stored")
+        if any(r.shard_index >= 0 for r in version.replicas):
+            raise HealImpossible(
+                "erasure-coded shards are rebuilt by the erasure-coding path, not by copying"
+            )
+        policy = await ctx.policy()
+        rc = policy.classes.get(version.redundancy_class)
+        if rc is None:
+            raise HealImpossible(
+                f"class {version.redundancy_class} is not defined by the policy in force"
+            )
+        constraints = await ctx.constraints(version)
+        handles = {h.id: h for h in await ctx.pool.current()}
+        plan = self._plan(request, version, rc, constraints, handles)
+        if isinstance(plan, str):
+            return await self._finish_noop(request, finish, plan)
+        return await self._execute(request, version, plan, handles, finish)
+
+    # -- deciding ---------------------------------------------------------------------------
+    def _plan(
+        self,
+        request: HealRequest,
+        version: ObjectVersion,
+        rc: RedundancyClass,
+        constraints: PlacementConstraints,
+        handles: dict[int, BackendHandle],
+    ) -> _Plan | str:
+        """What to do, or a string saying why there is nothing to do."""
+        holders: dict[int, dict[int, Replica]] = {}
+        for r in version.replicas:
+            if r.status != "deleting":
+                holders.setdefault(r.backend_id, {})[r.part_number] = r
+        template = {r.part_number: r for r in version.replicas}
+        bad_backend = request.backend_id
+        if request.mode == "add":
+            if len(holders) >= rc.width:
+                return f"already on {len(holders)} backends, class {rc.name} needs {rc.width}"
+            return self._new_holder(version, rc, constraints, handles, holders, None, template)
+        assert bad_backend is not None
+        rows = holders.get(bad_backend)
+        if not rows:
+            return "no replica on that backend any more"
+        others = {b: h for b, h in holders.items() if b != bad_backend}
+        handle = handles.get(bad_backend)
+        if request.mode == "fix":
+            bad = {p: r for p, r in rows.items() if r.status != "ok"}
+            if not bad and len(rows) == len(template):
+                return "replica already ok"
+            if handle is not None and self._allowed(rc, constraints, handle, others, handles):
+                if not handle.healthy:
+                    raise HealDeferred(f"backend {handle.name} is unavailable")
+                return _Plan(
+                    target=bad_backend,
+                    in_place=True,
+                    drop=None,
+                    parts=bad,
+                    locators={p: r.locator for p, r in bad.items()},
+                )
+        return self._new_holder(version, rc, constraints, handles, others, bad_backend, template)
+
+    def _allowed(
+        self,
+        rc: RedundancyClass,
+        constraints: PlacementConstraints,
+        handle: BackendHandle,
+        others: dict[int, dict[int, Replica]],
+        handles: dict[int, BackendHandle],
+    ) -> bool:
+        other_views = [_healthy_view(handles[b]) for b in others if b in handles]
+        candidates = [_healthy_view(h) for h in handles.values()]
+        return may_hold(rc, constraints, _healthy_view(handle), other_views, candidates)
+
+    def _new_holder(
+        self,
+        version: ObjectVersion,
+        rc: RedundancyClass,
+        constraints: PlacementConstraints,
+        handles: dict[int, BackendHandle],
+        keep: dict[int, dict[int, Replica]],
+        drop: int | None,
+        template: dict[int, Replica],
+    ) -> _Plan:
+        """A new backend for the replica, valid beside ``keep`` (never ``drop`` itself)."""
+        fixed = [handles[b].view() for b in keep if b in handles]
+        pool = [h.view() for h in handles.values() if h.id not in keep and h.id != drop]
+        try:
+            placement = place(rc, pool, constraints, object_size=version.size, already_placed=fixed)
+        except InsufficientCapacity as exc:
+            raise HealDeferred(f"no healthy backend can take the replica now: {exc}") from exc
+        by_name = {h.name: h.id for h in handles.values()}
+        targets = [by_name[name] for name in placement.targets]
+        if not targets:
+            if drop is None:
+                raise HealImpossible("placement found nothing to add")
+            return _Plan(target=None, in_place=False, drop=drop, parts={}, locators={})
+        return _Plan(
+            target=targets[0],
+            in_place=False,
+            drop=drop,
+            parts=dict(template),
+            locators={p: new_locator() for p in template},
+        )
+
+    # -- doing --------------------------------------------------------------------------------
+    async def _execute(
+        self,
+        request: HealRequest,
+        version: ObjectVersion,
+        plan: _Plan,
+        handles: dict[int, BackendHandle],
+        finish: Finish,
+    ) -> HealOutcome:
+        written: list[str] = []
+        committed = False
+        try:
+            copied = 0
+            if plan.target is not None:
+                sizes = await asyncio.gather(
+                    *(
+                        self._copy_part(version, p, plan, handles, written)
+                        for p in sorted(plan.parts)
+                    )
+                )
+                copied = sum(sizes)
+            outcome = await self._commit(request, version, plan, copied, finish)
+            committed = True
+            return outcome
+        finally:
+            if not plan.in_place and written and not committed:
+                await self._discard(plan.target, written, "failed repair")
+
+    async def _copy_part(
+        self,
+        version: ObjectVersion,
+        part: int,
+        plan: _Plan,
+        handles: dict[int, BackendHandle],
+        written: list[str],
+    ) -> int:
+        assert plan.target is not None
+        expected = plan.parts[part]
+        async with self._parts:
+            fetched = await self._verified_source(version, part, expected, plan.target, handles)
+            locator = plan.locators[part]
+            if not plan.in_place:
+                written.append(locator)
+            await self.ctx.pool.store(plan.target, locator, fetched)
+            del fetched
+            await self._verify_write(plan.target, locator, expected)
+        return expected.size
+
+    async def _verified_source(
+        self,
+        version: ObjectVersion,
+        part: int,
+        expected: Replica,
+        target: int,
+        handles: dict[int, BackendHandle],
+    ) -> Fetched:
+        """The part's bytes from the first ``ok`` replica that proves intact."""
+        sources = [
+            r
+            for r in version.replicas
+            if r.part_number == part
+            and r.status == "ok"
+            and r.backend_id in handles
+            and not (r.backend_id == target and r.locator == expected.locator)
+        ]
+        sources.sort(
+            key=lambda r: (
+                not handles[r.backend_id].healthy,
+                r.backend_id == target,
+                handles[r.backend_id].rtt_ms,
+            )
+        )
+        unavailable: list[str] = []
+        for source in sources:
+            if source.sha256 != expected.sha256 or source.size != expected.size:
+                log.error("replica %d disagrees with its part's checksum; skipped", source.id)
+                continue
+            try:
+                fetched = await self.ctx.pool.fetch(source.backend_id, source.locator)
+            except BackendNotFound:
+                await self._report(version, source, "missing")
+                continue
+            except BackendUnavailable as exc:
+                unavailable.append(f"{handles[source.backend_id].name}: {exc}")
+                continue
+            if len(fetched.data) != source.size or await _sha256(fetched.data) != source.sha256:
+                log.warning(
+                    "source replica %d (version %d part %d on %s) failed verification",
+                    source.id,
+                    version.id,
+                    part,
+                    handles[source.backend_id].name,
+                )
+                await self._report(version, source, "corrupt")
+                continue
+            return fetched
+        if unavailable:
+            raise BackendUnavailable(
+                f"no verified source for part {part}; unreachable: {'; '.join(unavailable)}"
+            )
+        raise IntegrityError(f"no intact source replica of part {part} of version {version.id}")
+
+    async def _verify_write(self, backend_id: int, locator: str, expected: Replica) -> None:
+        if self.ctx.settings.agent_verify == "read":
+            back = await self.ctx.pool.fetch(backend_id, locator)
+            ok = len(back.data) == expected.size and await _sha256(back.data) == expected.sha256
+        else:
+            ok = await self.ctx.pool.head(backend_id, locator) == expected.size
+        if not ok:
+            raise IntegrityError(f"write of {locator} to backend {backend_id} did not verify")
+
+    async def _commit(
+        self,
+        request: HealRequest,
+        version: ObjectVersion,
+        plan: _Plan,
+        copied: int,
+        finish: Finish,
+    ) -> HealOutcome:
+        ctx = self.ctx
+        leftovers: list[str] = []
+        async with ctx.store.db.transaction() as conn:
+            if not await ctx.replicas.lock_version(conn, version.id):
+                if not plan.in_place and plan.target is not None:
+                    await ctx.store.objects.add_garbage(
+                        conn, [(plan.target, loc) for loc in plan.locators.values()], "repair"
+                    )
+                if not await finish(conn):
+                    raise LeaseLost(f"lease lost while finishing version {version.id}")
+                return HealOutcome("noop", version.id, detail="version dropped during repair")
+            if plan.in_place:
+                assert plan.target is not None
+                locators = list(plan.locators.values())
+                found = await ctx.replicas.mark_ok(conn, version.id, plan.target, locators)
+                leftovers = [loc for loc in locators if loc not in found]
+                if leftovers:  # moved or dropped meanwhile: what we wrote is garbage
+                    await ctx.store.objects.add_garbage(
+                        conn, [(plan.target, loc) for loc in leftovers], "repair raced"
+                    )
+                action = "rewritten"
+            else:
+                if plan.target is not None:
+                    if await ctx.replicas.holds(conn, version.id, plan.target):
+                        raise _Conflict(f"backend {plan.target} already holds version {version.id}")
+                    await ctx.replicas.add_verified(
+                        conn,
+                        version.id,
+                        plan.target,
+                        [
+                            (p, r.shard_index, plan.locators[p], r.size, r.sha256)
+                            for p, r in sorted(plan.parts.items())
+                        ],
+                    )
+                if plan.drop is not None:
+                    await ctx.replicas.drop_holder(
+                        conn, version.id, plan.drop, reason=f"moved: {request.reason}"[:200]
+                    )
+                action = (
+                    "added"
+                    if plan.drop is None
+                    else "moved"
+                    if plan.target is not None
+                    else "dropped"
+                )
+            if not await finish(conn):
+                raise LeaseLost(f"lease lost while finishing version {version.id}")
+        await ctx.invalidate(version.bucket_id, version.key)
+        return HealOutcome(
+            action,
+            version.id,
+            target_backend_id=plan.target,
+            parts=len(plan.parts),
+            bytes=copied,
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+    async def _finish_noop(self, request: HealRequest, finish: Finish, why: str) -> HealOutcome:
+        async with self.ctx.store.db.transaction() as conn:
+            if not await finish(conn):
+                raise LeaseLost(f"lease lost on version {request.version_pk}")
+        return HealOutcome("noop", request.version_pk, detail=why)
+
+    async def _report(self, version: ObjectVersion, replica: Replica, status: str) -> None:
+        try:
+            await self.ctx.report_bad(version, replica, status)
+        except Exception:  # the scrubber will find it again
+            log.exception("could not record %s replica %d", status, replica.id)
+
+    async def _discard(self, backend_id: int | None, locators: list[str], reason: str) -> None:
+        if backend_id is None or not locators:
+            return
+        try:
+            async with self.ctx.store.db.transaction() as conn:
+                await self.ctx.store.objects.add_garbage(
+                    conn, [(backend_id, loc) for loc in locators], reason
+                )
+        except Exception:  # the vacuumer's listing finds these orphans later
+            log.exception("could not record %d objects of a failed repair", len(locators))

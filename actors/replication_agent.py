@@ -1,0 +1,387 @@
+"""Replication agents: lease data jobs from the queue and run them (``ReplicaHealer``).
+
+``AgentLoop`` is the agent, independent of how it is launched:
+
+- leases up to ``concurrency`` jobs of the data kinds at a time (``FOR UPDATE SKIP LOCKED``:
+  any number of agents, on any machines, share the queue without coordination);
+- renews each job's lease every third of ``lease_s`` while the job runs, and cancels the job
+  if a renewal finds the lease taken over;
+- completes the job inside the repair's own commit transaction (fenced on the lease, see
+  ``schema/jobs.py``), so a job that two agents ran (the first one stalled past its lease)
+  takes effect once;
+- on failure: ``HealDeferred`` gives the job back for ``agent_defer_s`` without spending an
+  attempt (its backend is down: it is not failing, it is waiting); ``HealImpossible`` dead-
+  letters it at once; anything else is a failed attempt, retried with exponential backoff
+  and jitter, dead-lettered after ``max_attempts``;
+- survives PostgreSQL and Redis outages: every round catches ``MetadataUnavailable`` and
+  waits (the pool reconnects by itself); a job whose completion could not be written is
+  simply leased again after its lease expires (idempotent).
+
+Launchers: ``ReplicationAgent`` (a Ray actor: detached, named ``agent:<n>``, restarted by Ray
+forever; the loop runs in a thread started by the constructor, so a restart resumes work with
+no outside help) and ``bulletproof agent`` (the same loop in a plain process, reaching
+backends with its own clients, see ``actors/backend_pool.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from actors.backend_actor import ACTOR_NAMESPACE
+from actors.healing import DATA_KINDS, HealingContext
+from actors.replica_repair import (
+    HealDeferred,
+    HealImpossible,
+    HealOutcome,
+    LeaseLost,
+    ReplicaHealer,
+    request_for,
+)
+from cluster.config import Settings
+from cluster.errors import MetadataUnavailable
+from schema.jobs import Job
+
+__all__ = [
+    "AgentLoop",
+    "AgentStats",
+    "ReplicationAgent",
+    "agent_actor_name",
+    "start_agents",
+    "stop_agents",
+]
+
+log = logging.getLogger(__name__)
+
+
+def agent_actor_name(index: int | str) -> str:
+    return f"agent:{index}"
+
+
+@dataclass
+class AgentStats:
+    leased: int = 0
+    done: int = 0
+    noop: int = 0
+    failed: int = 0
+    deferred: int = 0
+    dead: int = 0
+    lost: int = 0
+    bytes: int = 0
+    parts: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    def record(self, outcome: HealOutcome) -> None:
+        self.done += 1
+        self.noop += outcome.action == "noop"
+        self.bytes += outcome.bytes
+        self.parts += outcome.parts
+        self.actions[outcome.action] = self.actions.get(outcome.action, 0) + 1
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        ctx: HealingContext,
+        name: str,
+        *,
+        kinds: Sequence[str] = DATA_KINDS,
+        concurrency: int | None = None,
+        lease_s: float | None = None,
+        poll_s: float | None = None,
+        defer_s: float | None = None,
+    ) -> None:
+        s = ctx.settings
+        self.ctx = ctx
+        self.name = name
+        # Unique per incarnation: a restarted agent never mistakes an old lease for its own.
+        self.owner = f"{name}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.kinds = tuple(kinds)
+        self.concurrency = max(1, concurrency or s.agent_concurrency)
+        self.lease_s = lease_s or s.agent_lease_s
+        self.poll_s = poll_s or s.agent_poll_s
+        self.defer_s = defer_s if defer_s is not None else s.agent_defer_s
+        self.healer = ReplicaHealer(ctx)
+        self.stats = AgentStats()
+        self._running: set[asyncio.Task[None]] = set()
+        self.current: dict[int, Job] = {}
+
+    # -- the contract -----------------------------------------------------------------------
+    async def run_once(self, *, max_jobs: int | None = None) -> AgentStats:
+        """Run ready jobs until none is left (or ``max_jobs`` were leased); for tests and
+        ``bulletproof agent --once``."""
+        leased = 0
+        while max_jobs is None or leased < max_jobs:
+            room = self.concurrency - len(self._running)
+            if max_jobs is not None:
+                room = min(room, max_jobs - leased)
+            jobs = await self._lease(room) if room > 0 else []
+            leased += len(jobs)
+            for job in jobs:
+                self._start(job)
+            if not jobs:
+                if not self._running:
+                    break
+                await asyncio.wait(list(self._running), return_when=asyncio.FIRST_COMPLETED)
+        if self._running:
+            await asyncio.wait(list(self._running))
+        return self.stats
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Lease and run jobs until ``stop`` is set; never raises for an outage."""
+        stop = stop or asyncio.Event()
+        health = asyncio.ensure_future(self._health_loop(stop))
+        idle = self.poll_s
+        try:
+            while not stop.is_set():
+                try:
+                    room = self.concurrency - len(self._running)
+                    jobs = await self._lease(room) if room > 0 else []
+                except MetadataUnavailable as exc:
+                    self.stats.last_error = str(exc)
+                    log.warning("agent %s: metadata unavailable, retrying: %s", self.name, exc)
+                    jobs = []
+                    idle = min(idle * 2, 10.0)
+                except Exception as exc:  # keep the agent alive whatever one round does
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("agent %s: lease round failed", self.name)
+                    jobs = []
+                    idle = min(idle * 2, 10.0)
+                else:
+                    if jobs:
+                        idle = self.poll_s
+                for job in jobs:
+                    self._start(job)
+                if jobs and len(self._running) < self.concurrency:
+                    continue  # the queue may hold more: lease again at once
+                waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+                if self._running:
+                    waiters += list(self._running)
+                timeout = idle * random.uniform(0.8, 1.2) if not jobs else None
+                done, _ = await asyncio.wait(
+                    waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiters[0].cancel()
+        finally:
+            health.cancel()
+            for task in list(self._running):
+                task.cancel()
+            if self._running:
+                await asyncio.wait(list(self._running))
+
+    # -- one job ----------------------------------------------------------------------------
+    async def _lease(self, room: int) -> list[Job]:
+        async with self.ctx.store.db.connection() as conn:
+            jobs = await self.ctx.queue.lease(
+                conn, self.owner, kinds=self.kinds, lease_s=self.lease_s, limit=room
+            )
+        self.stats.leased += len(jobs)
+        return jobs
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.ensure_future(self._run(job))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, job: Job) -> None:
+        self.current[job.id] = job
+        work = asyncio.ensure_future(self._heal(job))
+        beat = asyncio.ensure_future(self._heartbeat(job, work))
+        try:
+            outcome = await work
+            self.stats.record(outcome)
+            log.info(
+                "agent %s: job %d (%s) %s %s",
+                self.name,
+                job.id,
+                job.kind,
+                outcome.action,
+                outcome.detail,
+            )
+        except asyncio.CancelledError:
+            if beat.done() and beat.result() is False:
+                self.stats.lost += 1  # the heartbeat found the lease taken over
+                log.warning("agent %s: lost the lease of job %d; abandoned", self.name, job.id)
+            else:
+                raise
+        except LeaseLost as exc:
+            self.stats.lost += 1
+            log.warning("agent %s: %s", self.name, exc)
+        except HealDeferred as exc:
+            self.stats.deferred += 1
+            await self._settle(job, "defer", str(exc))
+        except HealImpossible as exc:
+            self.stats.dead += 1
+            self.stats.last_error = str(exc)
+            await self._settle(job, "dead", str(exc))
+        except Exception as exc:
+            self.stats.failed += 1
+            error = f"{type(exc).__name__}: {exc}"
+            self.stats.last_error = error
+            log.warning("agent %s: job %d (%s) failed: %s", self.name, job.id, job.kind, error)
+            await self._settle(job, "fail", error)
+        finally:
+            beat.cancel()
+            self.current.pop(job.id, None)
+
+    async def _heal(self, job: Job) -> HealOutcome:
+        request = request_for(job)
+
+        async def finish(conn: Any) -> bool:
+            return await self.ctx.queue.complete(conn, job, self.owner)
+
+        return await self.healer.heal(request, finish)
+
+    async def _heartbeat(self, job: Job, work: asyncio.Future[HealOutcome]) -> bool:
+        """Renew the lease while ``work`` runs; cancel it and return False if it is lost."""
+        while not work.done():
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                async with self.ctx.store.db.connection() as conn:
+                    held = await self.ctx.queue.heartbeat(
+                        conn, job, self.owner, lease_s=self.lease_s
+                    )
+            except Exception as exc:  # a missed beat is fine; the lease has slack
+                log.warning("agent %s: heartbeat of job %d failed: %s", self.name, job.id, exc)
+                continue
+            if not held:
+                work.cancel()
+                return False
+        return True
+
+    async def _settle(self, job: Job, how: str, error: str) -> None:
+        """Write the job's new state; if that fails the lease expires and it runs again."""
+        ctx = self.ctx
+        try:
+            async with ctx.store.db.connection() as conn:
+                if how == "defer":
+                    await ctx.queue.defer(conn, job, self.owner, delay_s=self.defer_s, reason=error)
+                else:
+                    status = await ctx.queue.fail(
+                        conn, job, self.owner, error, backoff=ctx.backoff, permanent=how == "dead"
+                    )
+                    if status == "dead":
+                        log.error("job %d (%s) dead-lettered: %s", job.id, job.kind, error)
+        except Exception:
+            log.exception("agent %s: could not record the outcome of job %d", self.name, job.id)
+
+    async def _health_loop(self, stop: asyncio.Event) -> None:
+        interval = max(1.0, self.ctx.settings.health_interval_s)
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                await self.ctx.pool.ping_all()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "running": sorted(self.current),
+            **asdict(self.stats),
+        }
+
+
+class ReplicationAgent:
+    """Ray actor around ``AgentLoop``; the loop runs in its own thread and event loop."""
+
+    def __init__(self, settings: Settings, name: str, options: dict[str, Any] | None = None):
+        self._settings = settings
+        self._name = name
+        self._options = options or {}
+        self._loop: AgentLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._error: str | None = None
+        self._started = time.time()
+        self._thread = threading.Thread(target=self._main, name=f"agent-{name}", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.run(self._amain())
+
+    async def _amain(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                ctx = await HealingContext.connect(self._settings, use_ray=True)
+            except Exception as exc:  # the database may be down: keep trying
+                self._error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                self._loop = AgentLoop(ctx, self._name, **self._options)
+                await self._loop.run_forever(self._stop)
+            finally:
+                await ctx.close()
+
+    def stats(self) -> dict[str, Any]:
+        if self._loop is None:
+            return {"name": self._name, "ready": False, "error": self._error}
+        return {"ready": True, **self._loop.snapshot()}
+
+    def owner(self) -> str | None:
+        return None if self._loop is None else self._loop.owner
+
+    def pid(self) -> int:
+        """The worker process hosting this incarnation (fault tests kill it)."""
+        return os.getpid()
+
+    def stop(self) -> None:
+        if self._event_loop is not None and self._stop is not None:
+            self._event_loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+
+def start_agents(
+    settings: Settings,
+    count: int,
+    *,
+    prefix: str = "",
+    options: dict[str, Any] | None = None,
+) -> list[Any]:
+    """Start (or find) ``count`` named, detached agents ``agent:<prefix><i>``."""
+    import ray
+
+    remote_cls = ray.remote(ReplicationAgent)
+    handles = []
+    for index in range(count):
+        name = agent_actor_name(f"{prefix}{index}")
+        handles.append(
+            remote_cls.options(  # type: ignore[attr-defined]
+                name=name,
+                namespace=ACTOR_NAMESPACE,
+                lifetime="detached",
+                get_if_exists=True,
+                max_restarts=-1,  # an agent is always wanted: Ray restarts it, forever
+                max_task_retries=-1,  # stats/owner calls are read-only: retry across restarts
+                max_concurrency=4,  # stats may be asked while stop() waits for the thread
+                num_cpus=0,  # I/O bound; the CPU it needs is hashing, in short bursts
+            ).remote(settings, name, options)
+        )
+    return handles
+
+
+def stop_agents(handles: Sequence[Any], *, graceful_s: float = 10.0) -> None:
+    """Stop agents (finish nothing new, abandon running jobs to their leases) and kill them."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.get([h.stop.remote() for h in handles], timeout=graceful_s)
+    for handle in handles:
+        with contextlib.suppress(Exception):
+            ray.kill(handle, no_restart=True)
