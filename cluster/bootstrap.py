@@ -29,6 +29,7 @@ __all__ = [
     "prepare_state",
     "run_gateway",
     "serve_forever",
+    "start_self_healing",
     "stop_gateway",
     "wait_healthy",
 ]
@@ -118,6 +119,21 @@ def run_gateway(settings: Settings) -> None:
     wait_healthy(settings)
 
 
+def start_self_healing(settings: Settings) -> None:
+    """Start the replication agents and the scheduler of periodic workers (named, detached
+    actors: joining a cluster where they already run finds them instead of doubling them).
+    Called after the gateway is deployed; ``BP_AGENT_COUNT=0`` and
+    ``BP_SCHEDULER_ENABLED=false`` turn either off (e.g. agents run outside Ray)."""
+    from actors.replication_agent import start_agents
+    from actors.scheduler import start_scheduler
+    from jobs.catalog import build_worker, default_schedules
+
+    if settings.agent_count > 0:
+        start_agents(settings, settings.agent_count)
+    if settings.scheduler_enabled:
+        start_scheduler(settings, default_schedules(settings), build_worker)
+
+
 def stop_gateway() -> None:
     import ray
     from ray import serve
@@ -138,6 +154,7 @@ def serve_forever(settings: Settings, pid_file: Path | None = None) -> None:
         pid_file.write_text(f"{os.getpid()}\n")
     try:
         run_gateway(settings)
+        start_self_healing(settings)
         # ray.init installs its own SIGTERM handler (drain for up to a minute, then exit);
         # ours goes back on top so `down` gets the quick, orderly shutdown below.
         for sig in (signal.SIGTERM, signal.SIGINT):

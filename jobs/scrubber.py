@@ -1,0 +1,183 @@
+"""The scrubber: stored replicas are re-read and proven intact, on a rate-limited schedule.
+
+Invariant it keeps: a replica row that says ``ok`` was verified (length and SHA-256 of the
+bytes on its backend) no longer ago than the scrub cycle; one that fails is marked ``corrupt``
+or ``missing`` and gets its ``repair`` job in the same transaction (the read path's rule), so
+the agents rebuild it. It never changes bytes itself.
+
+Two passes per run:
+
+1. **Listing audit** (cheap, per backend, at most every ``scrub_listing_interval_s``): list
+   the backend once and compare with the ``ok`` rows committed before the listing started; a
+   row whose object is absent (confirmed by a HEAD) is ``missing``. This finds a backend that
+   came back empty, or lost objects, in one LIST instead of one GET per object.
+2. **Byte verification**: up to ``scrub_batch`` ``ok`` replicas, least recently verified first
+   (never-verified first of all), each read and hashed, throttled to ``scrub_bytes_per_s``.
+   A backend that cannot be reached is skipped (that is health, not integrity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from actors.healing import HealingContext
+from cluster.errors import BackendNotFound, BackendUnavailable
+from jobs.worker import Worker
+from schema.replicas import ScrubTarget
+
+__all__ = ["Scrubber"]
+
+log = logging.getLogger(__name__)
+
+_THREAD_HASH_MIN = 256 * 1024
+
+
+async def _sha256(data: memoryview) -> bytes:
+    if len(data) >= _THREAD_HASH_MIN:
+        return await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+    return hashlib.sha256(data).digest()
+
+
+class Scrubber(Worker):
+    name = "scrubber"
+
+    def __init__(
+        self,
+        ctx: HealingContext,
+        *,
+        batch: int | None = None,
+        bytes_per_s: int | None = None,
+        listing_interval_s: float | None = None,
+    ) -> None:
+        super().__init__(ctx)
+        s = ctx.settings
+        self.batch = batch if batch is not None else s.scrub_batch
+        self.bytes_per_s = bytes_per_s if bytes_per_s is not None else s.scrub_bytes_per_s
+        self.listing_interval_s = (
+            listing_interval_s if listing_interval_s is not None else s.scrub_listing_interval_s
+        )
+
+    async def run_once(self) -> dict[str, Any]:
+        report: dict[str, int] = defaultdict(int)
+        await self._listing_audit(report)
+        await self._verify_bytes(report)
+        return dict(report)
+
+    # -- 1. listing audit ---------------------------------------------------------------------
+    async def _listing_audit(self, report: dict[str, int]) -> None:
+        ctx = self.ctx
+        async with ctx.store.db.connection() as conn:
+            state = await ctx.worker_state.state(conn, self.name)
+        listed: dict[str, float] = dict(state.get("listed", {}))
+        now = time.time()
+        for handle in await ctx.pool.current():
+            if not handle.healthy or handle.record.state == "removed":
+                continue
+            if now - listed.get(str(handle.id), 0.0) < self.listing_interval_s:
+                continue
+            async with ctx.store.db.connection() as conn:
+                started = await conn.fetchval("SELECT now()")
+            try:
+                present = set(await ctx.pool.list(handle.id))
+            except BackendUnavailable as exc:
+                log.info("scrubber: cannot list %s: %s", handle.name, exc)
+                report["unavailable"] += 1
+                continue
+            report["listed_backends"] += 1
+            after = 0
+            while True:
+                async with ctx.store.db.connection() as conn:
+                    rows = await ctx.replicas.ok_on_backend(
+                        conn, handle.id, before=started, after_id=after, limit=5000
+                    )
+                if not rows:
+                    break
+                after = rows[-1].replica_id
+                report["listing_checked"] += len(rows)
+                for row in rows:
+                    if row.locator in present:
+                        continue
+                    try:
+                        size = await ctx.pool.head(handle.id, row.locator)
+                    except BackendUnavailable:
+                        report["unavailable"] += 1
+                        continue
+                    if size is None:
+                        report["missing"] += await self._mark(row, "missing")
+            listed[str(handle.id)] = now
+        async with ctx.store.db.connection() as conn:
+            await ctx.worker_state.set_state(conn, self.name, {**state, "listed": listed})
+
+    # -- 2. byte verification -----------------------------------------------------------------
+    async def _verify_bytes(self, report: dict[str, int]) -> None:
+        ctx = self.ctx
+        if self.batch <= 0:
+            return
+        async with ctx.store.db.connection() as conn:
+            targets = await ctx.replicas.least_recently_verified(conn, limit=self.batch)
+        handles = {h.id: h for h in await ctx.pool.current()}
+        verified: list[int] = []
+        start = time.monotonic()
+        read = 0
+        for target in targets:
+            handle = handles.get(target.backend_id)
+            if handle is None or not handle.healthy:
+                report["skipped_unhealthy"] += 1
+                continue
+            try:
+                fetched = await ctx.pool.fetch(target.backend_id, target.locator)
+            except BackendNotFound:
+                report["missing"] += await self._mark(target, "missing")
+                continue
+            except BackendUnavailable:
+                report["unavailable"] += 1
+                continue
+            data = fetched.data
+            read += len(data)
+            intact = len(data) == target.size and await _sha256(data) == target.sha256
+            del fetched, data
+            if not intact:
+                report["corrupt"] += await self._mark(target, "corrupt")
+            else:
+                verified.append(target.replica_id)
+                report["verified"] += 1
+            if len(verified) >= 200:
+                await self._touch(verified)
+                verified = []
+            if self.bytes_per_s > 0:  # throttle: never faster than the configured rate
+                ahead = read / self.bytes_per_s - (time.monotonic() - start)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await self._touch(verified)
+        report["verified_bytes"] += read
+
+    async def _touch(self, replica_ids: list[int]) -> None:
+        if replica_ids:
+            async with self.ctx.store.db.connection() as conn:
+                await self.ctx.replicas.touch_verified(conn, replica_ids)
+
+    async def _mark(self, target: ScrubTarget, status: str) -> int:
+        log.warning(
+            "scrubber: replica %d (version %d part %d) on backend %d is %s",
+            target.replica_id,
+            target.version_pk,
+            target.part_number,
+            target.backend_id,
+            status,
+        )
+        changed = await self.ctx.mark_bad(
+            version_pk=target.version_pk,
+            bucket_id=target.bucket_id,
+            key=target.key,
+            replica_id=target.replica_id,
+            backend_id=target.backend_id,
+            part_number=target.part_number,
+            shard_index=target.shard_index,
+            status=status,
+        )
+        return int(changed)
