@@ -2,7 +2,8 @@
 
 Commands: ``up`` (start a gateway in the background and return once /health answers),
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
-``backend add``, ``tenant create``. Settings come from ``BP_*`` variables or ``--config``.
+``backend add``, ``tenant create``; ``policy ...`` (cluster/cli_policy.py) and ``agent``, ``worker ...``,
+``restore`` (cluster/cli_workers.py). Settings come from ``BP_*`` variables or ``--config``.
 """
 
 from __future__ import annotations
@@ -303,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--allow-plaintext", action="store_true")
     create.set_defaults(func=cmd_tenant_create)
+
+    from cluster import cli_policy, cli_workers  # their commands: policy, agent, worker, restore
+
+    cli_policy.register(sub)
+    cli_workers.register(sub)
     return parser
 
 
