@@ -22,6 +22,7 @@ placement_check version_pk, reason                         ``placement_check:<pk
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ from actors.backend_pool import BackendPool, DirectBackendPool, RayBackendPool
 from actors.registry import BackendRegistry
 from cluster.config import Settings
 from cluster.placement import PlacementConstraints
-from cluster.policy import PolicyDocument, builtin_policy
+from cluster.policy import PolicyDocument
 from schema.cache import CachedReader
 from schema.jobs import Backoff, JobQueue
 from schema.orphans import OrphanRepository
+from schema.policies import PlacementSettings, PolicyRepository
 from schema.records import ObjectVersion, Replica
 from schema.replicas import ReplicaRepository
 from schema.snapshots import SnapshotRepository
@@ -49,6 +51,7 @@ __all__ = [
     "REPLICATE",
     "HealingContext",
     "add_replica_key",
+    "constraints_of",
     "move_key",
     "repair_key",
     "replicate_key",
@@ -67,6 +70,24 @@ DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
 #: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
 #: or an extra copy keeps a durable object compliant.
 PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
+
+
+#: Seconds a loaded policy is trusted before the version in force is read again.
+POLICY_REFRESH_S = 2.0
+
+
+def constraints_of(settings: PlacementSettings) -> PlacementConstraints:
+    """Placement constraints from a bucket's stored settings (same rule as the write path)."""
+    tenant = settings.tenant
+    return PlacementConstraints(
+        region_lock=frozenset(settings.bucket_region_lock),
+        tenant_region_lock=frozenset(tenant.region_lock),
+        jurisdiction_allow=frozenset(tenant.jurisdiction_allow),
+        jurisdiction_deny=frozenset(tenant.jurisdiction_deny),
+        allowed_backends=(
+            None if tenant.allowed_backends is None else frozenset(tenant.allowed_backends)
+        ),
+    )
 
 
 def replicate_key(version_pk: int, backend_id: int) -> str:
@@ -96,6 +117,9 @@ class HealingContext:
     orphans: OrphanRepository = field(default_factory=OrphanRepository)
     snapshots: SnapshotRepository = field(default_factory=SnapshotRepository)
     worker_state: WorkerStateRepository = field(default_factory=WorkerStateRepository)
+    policies: PolicyRepository = field(default_factory=PolicyRepository)
+    _policy: PolicyDocument | None = None
+    _policy_at: float = 0.0
 
     @classmethod
     async def connect(
@@ -126,15 +150,21 @@ class HealingContext:
         return Backoff(self.settings.job_backoff_base_s, self.settings.job_backoff_max_s)
 
     async def policy(self) -> PolicyDocument:
-        """The policy in force. The built-in classes until stored policy documents land
-        (the policy engine's ``PolicyRepository.in_force``); one place to switch."""
-        return builtin_policy()
+        """The policy in force (``policies`` table; the built-in classes before any document
+        is applied), re-read when older than ``POLICY_REFRESH_S`` like the gateway does."""
+        if self._policy is None or time.monotonic() - self._policy_at > POLICY_REFRESH_S:
+            async with self.store.db.connection() as conn:
+                _, self._policy = await self.policies.in_force(conn)
+            self._policy_at = time.monotonic()
+        return self._policy
 
     async def constraints(self, version: ObjectVersion) -> PlacementConstraints:
-        """Where this version may live, beyond its class: its bucket's region lock."""
+        """Where this version may live beyond its class, exactly as the write path computes it
+        (``gateway/s3/handlers/object_put.constraints_for``): the bucket's region lock and the
+        tenant's region lock, jurisdiction lists and backend allow-list, all at once."""
         async with self.store.db.connection() as conn:
-            lock = await self.replicas.region_lock(conn, version.bucket_id)
-        return PlacementConstraints(region_lock=frozenset(lock))
+            settings = await self.policies.placement_settings(conn, version.bucket_id)
+        return constraints_of(settings)
 
     async def invalidate(self, bucket_id: int, key: str) -> None:
         """Readers must see a repair's new replica states; a Redis outage only delays it (the

@@ -26,8 +26,11 @@ Anything written to a *new* locator that does not end up referenced by a committ
 failure, a lost lease, a version deleted meanwhile) is recorded in ``garbage`` at once; if even
 that fails, the vacuumer's backend listing finds it as an orphan.
 
-Erasure-coded versions (shard rows) are not repaired here: rebuilding a shard means decoding
-``k`` others, which belongs with the erasure-coding path (``HealImpossible`` says so).
+Erasure-coded versions: a backend holds one shard index of every part. The same plan applies
+(in place under the row's locator, or onto a new backend that takes that shard index), but the
+bytes are not copied: each shard is recomputed from ``k`` verified others and checked against
+its recorded SHA-256 (``VerifiedReader.rebuild_shards``), which needs the backend actors, so
+only agents in Ray run those jobs (others defer them).
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from typing import Any
 import asyncpg
 
 from actors.backend_client import new_locator
-from actors.backend_pool import Fetched
+from actors.backend_pool import Fetched, RayBackendPool
 from actors.healing import ADD_REPLICA, MOVE, REPAIR, REPLICATE, HealingContext
 from actors.registry import BackendHandle
+from actors.verified_reader import VerifiedReader, is_erasure_coded
 from cluster.errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -55,6 +59,7 @@ from cluster.errors import (
 from cluster.placement import BackendView, PlacementConstraints, place, preference_key
 from cluster.policy import RedundancyClass
 from schema.jobs import Job
+from schema.parts import ErasurePart, PartRepository
 from schema.records import ObjectVersion, Replica
 
 __all__ = [
@@ -236,6 +241,7 @@ class ReplicaHealer:
     def __init__(self, ctx: HealingContext, *, part_concurrency: int = 4) -> None:
         self.ctx = ctx
         self._parts = asyncio.Semaphore(part_concurrency)
+        self._reader: VerifiedReader | None = None
 
     async def heal(self, request: HealRequest, finish: Finish) -> HealOutcome:
         ctx = self.ctx
@@ -243,10 +249,6 @@ class ReplicaHealer:
             version = await ctx.store.objects.get_by_pk(conn, request.version_pk)
         if version is None or version.is_delete_marker:
             return await self._finish_noop(request, finish, "version no longer stored")
-        if any(r.shard_index >= 0 for r in version.replicas):
-            raise HealImpossible(
-                "erasure-coded shards are rebuilt by the erasure-coding path, not by copying"
-            )
         policy = await ctx.policy()
         rc = policy.classes.get(version.redundancy_class)
         if rc is None:
@@ -274,22 +276,33 @@ class ReplicaHealer:
         for r in version.replicas:
             if r.status != "deleting":
                 holders.setdefault(r.backend_id, {})[r.part_number] = r
-        template = {r.part_number: r for r in version.replicas}
+        coded = is_erasure_coded(version)
         bad_backend = request.backend_id
         if request.mode == "add":
             if len(holders) >= rc.width:
                 return f"already on {len(holders)} backends, class {rc.name} needs {rc.width}"
+            if coded:
+                raise HealImpossible("an erasure-coded version has no shard rows to add from")
+            template = {r.part_number: r for r in version.replicas}
             return self._new_holder(version, rc, constraints, handles, holders, None, template)
         assert bad_backend is not None
         rows = holders.get(bad_backend)
         if not rows:
             return "no replica on that backend any more"
+        # What the backend's piece must be: its own rows (a shard index is per backend), or
+        # for a replicated part any row (every replica of a part is the same bytes).
+        template = dict(rows)
+        if not coded:
+            for r in version.replicas:
+                template.setdefault(r.part_number, r)
         others = {b: h for b, h in holders.items() if b != bad_backend}
         handle = handles.get(bad_backend)
         if request.mode == "fix":
             bad = {p: r for p, r in rows.items() if r.status != "ok"}
             if not bad and len(rows) == len(template):
                 return "replica already ok"
+            if coded and not isinstance(self.ctx.pool, RayBackendPool):
+                raise HealDeferred("erasure-coded shards are rebuilt by agents running in Ray")
             if handle is not None and self._allowed(rc, constraints, handle, others, handles):
                 if not handle.healthy:
                     raise HealDeferred(f"backend {handle.name} is unavailable")
@@ -337,8 +350,17 @@ class ReplicaHealer:
             if drop is None:
                 raise HealImpossible("placement found nothing to add")
             return _Plan(target=None, in_place=False, drop=drop, parts={}, locators={})
+        slot = 0
+        shard = next(iter(template.values())).shard_index
+        if shard >= 0:
+            if not isinstance(self.ctx.pool, RayBackendPool):
+                raise HealDeferred("erasure-coded shards are rebuilt by agents running in Ray")
+            # An erasure repair assigns the missing shard numbers, ascending, to the targets.
+            held = {r.shard_index for rows in keep.values() for r in rows.values()}
+            missing = sorted(set(range(rc.width)) - held)
+            slot = missing.index(shard) if shard in missing else 0
         return _Plan(
-            target=targets[0],
+            target=targets[slot],
             in_place=False,
             drop=drop,
             parts=dict(template),
@@ -384,7 +406,11 @@ class ReplicaHealer:
         assert plan.target is not None
         expected = plan.parts[part]
         async with self._parts:
-            fetched = await self._verified_source(version, part, expected, plan.target, handles)
+            fetched: Fetched | bytes
+            if expected.shard_index >= 0:
+                fetched = await self._rebuilt_shard(version, part, expected)
+            else:
+                fetched = await self._verified_source(version, part, expected, plan.target, handles)
             locator = plan.locators[part]
             if not plan.in_place:
                 written.append(locator)
@@ -446,6 +472,28 @@ class ReplicaHealer:
                 f"no verified source for part {part}; unreachable: {'; '.join(unavailable)}"
             )
         raise IntegrityError(f"no intact source replica of part {part} of version {version.id}")
+
+    async def _rebuilt_shard(self, version: ObjectVersion, part: int, expected: Replica) -> bytes:
+        """Shard ``expected.shard_index`` of ``part``, recomputed from ``k`` verified other
+        shards and checked against its recorded SHA-256 (``VerifiedReader.rebuild_shards``)."""
+        pool = self.ctx.pool
+        assert isinstance(pool, RayBackendPool)
+        if self._reader is None:
+            self._reader = VerifiedReader(
+                pool.registry,
+                self.ctx.report_bad,
+                timeout_s=self.ctx.settings.backend_timeout_s,
+                load_layout=self._layout,
+            )
+        shards = await self._reader.rebuild_shards(version, part, [expected.shard_index])
+        data = shards[expected.shard_index]
+        if len(data) != expected.size:
+            raise IntegrityError(f"rebuilt shard of part {part} has the wrong size")
+        return data
+
+    async def _layout(self, version: ObjectVersion) -> list[ErasurePart]:
+        async with self.ctx.store.db.connection() as conn:
+            return await PartRepository().of_version(conn, version.id)
 
     async def _verify_write(self, backend_id: int, locator: str, expected: Replica) -> None:
         if self.ctx.settings.agent_verify == "read":

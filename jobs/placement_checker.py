@@ -19,8 +19,9 @@ What it looks at, cheapest first:
    topology (state, region, country, jurisdiction, provider) differs from the last sweep's,
    or ``full_sweep_s`` after the last one.
 
-Objects short of replicas but otherwise compliant are the repairer's; erasure-coded versions
-are not moved here (shard moves belong with the erasure path).
+Objects short of replicas but otherwise compliant are the repairer's. Erasure-coded versions
+are judged the same way (each shard's backend is a holder); the agent moves a shard by
+rebuilding it on its new backend.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from actors.healing import DATA_KINDS, MOVE, PLACEMENT_CHECK, PRIORITY, HealingContext, move_key
+from actors.healing import (
+    DATA_KINDS,
+    MOVE,
+    PLACEMENT_CHECK,
+    PRIORITY,
+    HealingContext,
+    constraints_of,
+    move_key,
+)
 from actors.replica_repair import misplaced
 from cluster.placement import PlacementConstraints
 from jobs.worker import Worker
@@ -159,21 +168,21 @@ class PlacementChecker(Worker):
         handles = {h.id: h for h in await ctx.pool.current()}
         candidates = [h.view() for h in handles.values()]
         moves: list[tuple[int, int, str]] = []
+        constraints_by_bucket: dict[int, PlacementConstraints] = {}
         async with ctx.store.db.connection() as conn:
             for pk in version_pks:
                 version = await ctx.store.objects.get_by_pk(conn, pk)
                 report["checked"] += 1
                 if version is None or version.is_delete_marker:
                     continue
-                if any(r.shard_index >= 0 for r in version.replicas):
-                    report["erasure_skipped"] += 1
-                    continue
                 rc = policy.classes.get(version.redundancy_class)
                 if rc is None:
                     report["unknown_class"] += 1
                     continue
-                lock = await ctx.replicas.region_lock(conn, version.bucket_id)
-                constraints = PlacementConstraints(region_lock=frozenset(lock))
+                if version.bucket_id not in constraints_by_bucket:
+                    settings = await ctx.policies.placement_settings(conn, version.bucket_id)
+                    constraints_by_bucket[version.bucket_id] = constraints_of(settings)
+                constraints = constraints_by_bucket[version.bucket_id]
                 holder_ids = sorted({r.backend_id for r in version.replicas})
                 gone = [b for b in holder_ids if b not in handles]  # removed backends
                 holders = [handles[b].view() for b in holder_ids if b in handles]

@@ -13,7 +13,8 @@ for. It only *enqueues* (the agents do the copying), so it is cheap and safe to 
 It skips what already has an active data job for the same (version, backend), and work whose
 job went to the dead letter less than ``dead_job_cooldown_s`` ago (the dead letter is for the
 operator to see; after the cool-down the repairer tries again, since a backend may be back).
-Erasure-coded shard rows are counted but not enqueued here (see ``actors/replica_repair.py``).
+Erasure-coded shards are treated alike (a backend holds one shard index of every part): the
+agent rebuilds them from ``k`` others instead of copying.
 """
 
 from __future__ import annotations
@@ -63,9 +64,6 @@ class Repairer(Worker):
             report["not_ok"] += len(rows)
             groups: dict[tuple[int, int], list[NotOkReplica]] = defaultdict(list)
             for row in rows:
-                if row.shard_index >= 0:
-                    report["erasure_skipped"] += 1
-                    continue
                 groups[(row.version_pk, row.backend_id)].append(row)
             if groups:
                 await self._enqueue_groups(groups, report)

@@ -121,10 +121,6 @@ class ReplicaRepository:
         )
         return [r["id"] for r in rows]
 
-    async def region_lock(self, conn: asyncpg.Connection, bucket_id: int) -> tuple[str, ...]:
-        lock = await conn.fetchval("SELECT region_lock FROM buckets WHERE id = $1", bucket_id)
-        return tuple(lock or ())
-
     # -- the scrubber ---------------------------------------------------------------------
     async def least_recently_verified(
         self, conn: asyncpg.Connection, *, limit: int

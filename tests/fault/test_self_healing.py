@@ -162,6 +162,15 @@ async def assert_whole(
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
 
 
+async def age_verification(ctx: HealingContext, version_pk: int) -> None:
+    """Make a version's replicas the least recently verified (as if a scrub cycle passed)."""
+    await sql(
+        ctx,
+        "UPDATE replicas SET verified_at = now() - interval '30 days' WHERE version_pk = $1",
+        version_pk,
+    )
+
+
 async def heal_until(
     ctx: HealingContext,
     done: Callable[[], Any],
@@ -393,7 +402,9 @@ async def test_scrubber_finds_altered_and_lost_bytes_and_they_are_repaired(
     )
     cluster.backend_s3(1).delete_object(Bucket="store-b1", Key=lost["locator"])
 
-    report = await Scrubber(heal, batch=100_000, bytes_per_s=0, listing_interval_s=0).run_once()
+    # Time passes: this object's replicas become the least recently verified ones.
+    await age_verification(heal, altered["version_pk"])
+    report = await Scrubber(heal, batch=len(rows), bytes_per_s=0, listing_interval_s=0).run_once()
     assert report["corrupt"] >= 1 and report["missing"] >= 1, report
     states = {r["id"]: r["status"] for r in await rows_of(heal, bucket_name, "scrubbed")}
     assert states[altered["id"]] == "corrupt" and states[lost["id"]] == "missing"
@@ -508,7 +519,7 @@ async def test_draining_backend_is_emptied_without_breaking_the_class(
     finally:
         await sql(heal, "UPDATE backends SET state = 'active' WHERE name = 'b1'")
         await sql(heal, "UPDATE backends SET state = 'removed' WHERE name = 'b3'")
-        extra.stop()
+        extra.kill()
         cluster.ping_backends()
         await heal.pool.refresh()
 
@@ -767,3 +778,93 @@ async def test_scheduler_runs_workers_and_the_cli_respects_the_run_lease(
             await heal.worker_state.finish_run(
                 conn, "vacuumer", "someone-else", report=None, error=None
             )
+
+
+# -- 9. erasure-coded shards: pending, altered and lost shards rebuilt from k others -------------
+async def test_erasure_coded_shards_are_rebuilt_in_place(
+    cluster: Federation, heal: HealingContext, bucket_name: str
+) -> None:
+    from tests.integration.test_policy_placement import Fleet, extra_backends, with_class
+
+    specs = [
+        ("h3", "eu-north", "SE", "EU"),
+        ("h4", "ap-south", "IN", "IN"),
+        ("h5", "us-west", "US", "US"),
+    ]
+    # extra_backends uses asyncio.run on exit: enter and leave it from a thread.
+    backends = extra_backends(cluster, specs)
+    motos = await asyncio.to_thread(backends.__enter__)
+    try:
+        fleet = Fleet(cluster, motos)
+        _, key_id, secret = cluster.create_tenant(allow_plaintext=True)
+        s3 = with_class(cluster.s3(key_id, secret), "ColdArchiveClass")
+        s3.create_bucket(Bucket=bucket_name)
+        try:
+            await heal.pool.refresh()
+            fleet.kill("h4")
+            cluster.ping_backends()
+            data = os.urandom(2 * MIB + 4321)
+            s3.put_object(Bucket=bucket_name, Key="coded", Body=data)  # 5 shards + 1 pending
+            rows = await rows_of(heal, bucket_name, "coded")
+            assert len(rows) == 18 and {r["status"] for r in rows if r["backend"] == "h4"} == {
+                "pending"
+            }
+            fleet.revive()
+            cluster.ping_backends()
+            await wait_for_async(
+                lambda: sql(
+                    heal,
+                    "SELECT 1 FROM replicas r JOIN object_versions v"
+                    " ON v.id = r.version_pk WHERE v.key = 'coded' AND r.status <> 'ok'"
+                    " AND r.backend_id <> (SELECT id FROM backends WHERE name = 'h4')"
+                    " HAVING count(*) = 0",
+                ),
+                20,
+                "the other shards to settle",
+            )
+            await heal_until(heal, lambda: coded_ok(heal, bucket_name))
+            # Alter one shard and delete another, on two other backends.
+            rows = await rows_of(heal, bucket_name, "coded")
+            altered = next(r for r in rows if r["part_number"] == 1 and r["backend"] != "h4")
+            lost = next(
+                r
+                for r in rows
+                if r["part_number"] == 0 and r["backend"] not in ("h4", altered["backend"])
+            )
+            client = backend_client(cluster, altered["backend"], motos)
+            good = backend_bytes(cluster, altered["backend"], altered["locator"], motos)
+            client.put_object(
+                Bucket=f"store-{altered['backend']}",
+                Key=altered["locator"],
+                Body=bytes([good[0] ^ 1]) + good[1:],
+            )
+            backend_client(cluster, lost["backend"], motos).delete_object(
+                Bucket=f"store-{lost['backend']}", Key=lost["locator"]
+            )
+            await age_verification(heal, altered["version_pk"])
+            report = await Scrubber(
+                heal, batch=len(rows), bytes_per_s=0, listing_interval_s=0
+            ).run_once()
+            assert report["corrupt"] >= 1 and report["missing"] >= 1, report
+            assert s3.get_object(Bucket=bucket_name, Key="coded")["Body"].read() == data
+            await heal_until(heal, lambda: coded_ok(heal, bucket_name))
+            rows = await rows_of(heal, bucket_name, "coded")
+            assert len(rows) == 18 and len({r["backend"] for r in rows}) == 6
+            for r in rows:  # every shard on its backend matches its row again
+                stored = backend_bytes(cluster, r["backend"], r["locator"], motos)
+                assert hashlib.sha256(stored).digest() == bytes(r["sha256"]), r["backend"]
+            by_id = {r["id"]: r for r in rows}
+            assert by_id[altered["id"]]["locator"] == altered["locator"]  # in place
+            assert s3.get_object(Bucket=bucket_name, Key="coded")["Body"].read() == data
+        finally:
+            fleet.revive()
+    finally:
+        for moto in motos.values():
+            moto.kill()  # SIGKILL: a moto server takes seconds to honour SIGTERM
+        await asyncio.to_thread(backends.__exit__, None, None, None)
+        await heal.pool.refresh()
+
+
+async def coded_ok(ctx: HealingContext, bucket: str) -> bool:
+    rows = await rows_of(ctx, bucket, "coded")
+    return len(rows) == 18 and {r["status"] for r in rows} == {"ok"}
