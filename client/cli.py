@@ -5,17 +5,22 @@ Commands (``bp COMMAND --help`` for each)::
     bp keygen [--type rsa|x25519|p256] [--bits 3072|4096] NAME
     bp key list
     bp key export NAME [--version N]
+    bp key publish NAME [--version N]
+    bp key published
     bp put FILE s3://bucket/key [--key NAME|PEM ...] [--class C]
     bp get s3://bucket/key FILE|- [--key NAME] [--range A-B]
     bp verify s3://bucket/key [--key NAME]
+    bp share s3://bucket/key --recipient NAME|PEM [--key NAME]
+    bp rotate --from NAME --to NAME|PEM s3://bucket[/prefix] [--from-version N]
+              [--to-version N] [--batch 500] [--workers 8]
     bp ls [s3://bucket[/prefix]]
     bp rm s3://bucket/key
     bp mb s3://bucket
 
-Deliberately absent: ``rotate``, ``share`` and ``key publish``. Each needs a gateway endpoint
-(metadata re-wrap, recipient list, key registry) that does not exist yet, and a client-only
-imitation (re-uploading ciphertext, keeping recipients outside the gateway) would contradict
-the design (rotation never rewrites ciphertext).
+Recipients beyond the primary one live only in the gateway's recipient list (``?share`` /
+``?recipients``, :mod:`client.sharing`); rotation re-wraps metadata only and never reads more
+than an object's 112-byte header (:mod:`client.rotation`). Both talk to the gateway's
+extensions through :mod:`client.api`; plain S3 goes through :mod:`client.remote` (boto3).
 
 Every failure is one line on stderr, ``bp: <what>: <why>``, and a distinct exit code
 (:data:`EXIT_CODES`, documented in ``docs/client.md``); the mapping from exception types to
@@ -37,6 +42,7 @@ from typing import Any, TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 
+from client.api import GatewayApi
 from client.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -61,7 +67,7 @@ from client.errors import (
     WrongKey,
     WrongPassphrase,
 )
-from client.keyring import Keyring
+from client.keyring import KeyInfo, Keyring
 from client.progress import Progress, format_bytes, make_progress
 from client.recipient import PrivateKey, PublicKeyRef
 from client.remote import (
@@ -71,8 +77,20 @@ from client.remote import (
     ObjectNotFound,
     RemoteStore,
 )
+from client.rotation import (
+    DEFAULT_BATCH,
+    DEFAULT_WORKERS,
+    MAX_BATCH,
+    MAX_WORKERS,
+    POSTS_IN_FLIGHT,
+    ObjectOutcome,
+    RotationPlan,
+    RotationProgress,
+    rotate,
+)
 from client.s3url import S3Url, parse_s3_url
-from client.transfer import KeySource, atomic_output, download, parse_range, upload_file
+from client.sharing import download, share_object, upload_file
+from client.transfer import atomic_output, parse_range
 from client.wrap import WrappedKey
 
 __all__ = [
@@ -214,6 +232,21 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 _KEY_HELP = "keyring key to decrypt with (default: whichever key the object names)"
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in ``low..high`` (a usage error, exit 2, otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; parsing has no side effects, so tests call this directly."""
     parser = _Parser(
@@ -240,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("name", metavar="NAME")
     keygen.set_defaults(handler=_cmd_keygen)
 
-    key = command("key", "inspect the keyring")
+    key = command("key", "inspect the keyring; publish public keys to the gateway")
     key_commands = key.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
     key_commands.required = True
     key_list = key_commands.add_parser("list", help="list every key version")
@@ -249,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     key_export.add_argument("name", metavar="NAME")
     key_export.add_argument("--version", type=int, help="key version (default: the latest)")
     key_export.set_defaults(handler=_cmd_key_export)
+    key_publish = key_commands.add_parser(
+        "publish",
+        help="register a public key with the gateway for the tenant (others can encrypt to it)",
+    )
+    _common_options(key_publish, suppress=True)
+    key_publish.add_argument("name", metavar="NAME")
+    key_publish.add_argument("--version", type=int, help="key version (default: the latest)")
+    key_publish.set_defaults(handler=_cmd_key_publish)
+    key_published = key_commands.add_parser(
+        "published", help="list the public keys published for the tenant"
+    )
+    _common_options(key_published, suppress=True)
+    key_published.set_defaults(handler=_cmd_key_published)
 
     put = command("put", "encrypt a local file and upload it")
     put.add_argument("file", metavar="FILE")
@@ -277,6 +323,62 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("url", metavar="s3://bucket/key")
     verify.add_argument("--key", metavar="NAME", help=_KEY_HELP)
     verify.set_defaults(handler=_cmd_verify)
+
+    share = command(
+        "share", "let another key read an object (adds a wrapped data key; copies no data)"
+    )
+    share.add_argument("url", metavar="s3://bucket/key")
+    share.add_argument(
+        "--recipient",
+        required=True,
+        metavar="NAME|PEM",
+        help="the key to share with: a keyring key name or a public-key PEM file",
+    )
+    share.add_argument("--key", metavar="NAME", help="keyring key to open the object with")
+    share.set_defaults(handler=_cmd_share)
+
+    rot = command(
+        "rotate",
+        "re-wrap objects' data keys from one key to another (metadata only, no data moves)",
+    )
+    rot.add_argument("url", metavar="s3://bucket[/prefix]")
+    rot.add_argument(
+        "--from", dest="from_key", required=True, metavar="NAME", help="keyring key to leave"
+    )
+    rot.add_argument(
+        "--from-version",
+        type=_int_in(1, 2**32 - 1),
+        metavar="N",
+        help="only this version of --from (default: every version but the --to one)",
+    )
+    rot.add_argument(
+        "--to",
+        dest="to_key",
+        required=True,
+        metavar="NAME|PEM",
+        help="key to move to: a keyring key name or a public-key PEM file",
+    )
+    rot.add_argument(
+        "--to-version",
+        type=_int_in(1, 2**32 - 1),
+        metavar="N",
+        help="version of --to (default: the latest keyring version; 1 for a PEM file)",
+    )
+    rot.add_argument(
+        "--batch",
+        type=_int_in(1, MAX_BATCH),
+        default=DEFAULT_BATCH,
+        metavar="N",
+        help=f"objects per gateway request, 1..{MAX_BATCH} (default {DEFAULT_BATCH})",
+    )
+    rot.add_argument(
+        "--workers",
+        type=_int_in(1, MAX_WORKERS),
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"parallel header reads, 1..{MAX_WORKERS} (default {DEFAULT_WORKERS})",
+    )
+    rot.set_defaults(handler=_cmd_rotate)
 
     ls = command("ls", "list buckets, or the objects under s3://bucket[/prefix]")
     ls.add_argument("url", nargs="?", metavar="s3://bucket[/prefix]")
@@ -318,7 +420,7 @@ class _Context:
             self._settings = resolve_settings(overrides, os.environ, load_config_file(path))
         return self._settings
 
-    def store(self) -> RemoteStore:
+    def _credentials(self) -> tuple[str, str, str]:
         settings = self.settings
         endpoint = settings.require_endpoint()
         if not settings.access_key_id or not settings.secret_access_key:
@@ -326,9 +428,25 @@ class _Context:
                 "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                 "access_key_id and secret_access_key in the config profile"
             )
-        return RemoteStore(
-            endpoint, settings.access_key_id, settings.secret_access_key, region=settings.region
-        )
+        return endpoint, settings.access_key_id, settings.secret_access_key
+
+    def store(self) -> RemoteStore:
+        endpoint, access_key_id, secret = self._credentials()
+        return RemoteStore(endpoint, access_key_id, secret, region=self.settings.region)
+
+    def api(self, connections: int = 4) -> GatewayApi:
+        """The gateway's extensions (keys, recipients, rewrap), same endpoint and credentials."""
+        endpoint, access_key_id, secret = self._credentials()
+        try:
+            return GatewayApi(
+                endpoint,
+                access_key_id,
+                secret,
+                region=self.settings.region,
+                connections=connections,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad gateway endpoint: {exc}") from None
 
     def keyring(self) -> Keyring:
         return Keyring()
@@ -384,6 +502,15 @@ def _load_pem_recipient(path: str) -> PublicKeyRef:
     return PublicKeyRef(key, 1)
 
 
+def _recipient(keyring: Keyring, name: str, version: int | None = None) -> PublicKeyRef:
+    """A keyring key name, or the path of a PEM public key (anything with a ``/`` or ending in
+    ``.pem``); only public halves are read, so no passphrase is needed."""
+    if os.sep in name or name.endswith(".pem"):
+        ref = _load_pem_recipient(name)
+        return PublicKeyRef(ref.public_key, version) if version is not None else ref
+    return keyring.load_public(name, version)
+
+
 def _recipients(ctx: _Context, names: Sequence[str] | None) -> list[PublicKeyRef]:
     """Public keys to encrypt to; no passphrase needed (only public halves are read)."""
     keyring = ctx.keyring()
@@ -399,44 +526,49 @@ def _recipients(ctx: _Context, names: Sequence[str] | None) -> list[PublicKeyRef
                     f"which recipient key? pass --key NAME or set default_key (keys: {choice})"
                 )
             names = available
-    refs: list[PublicKeyRef] = []
-    for name in names:
-        if os.sep in name or name.endswith(".pem"):
-            refs.append(_load_pem_recipient(name))
-        else:
-            refs.append(keyring.load_public(name))
+    refs = [_recipient(keyring, name) for name in names]
     if len({ref.key_id for ref in refs}) != len(refs):
         raise UsageError("the same recipient key is given twice")
     return refs
 
 
-def _key_source(ctx: _Context, name: str | None) -> KeySource:
-    """Pick the keyring key whose id the object's wrapped keys name; unlock it only then.
+class _KeyringChoice:
+    """The keyring keys whose ids an object's wrapped keys name; unlocked only when used.
 
     Matching by key id needs no passphrase, so a reader without a matching key is told so
-    (exit 6) without being prompted, and the prompt names the key it is for.
+    (exit 6) without being prompted, the prompt names the key it is for, and ``holds`` lets
+    :mod:`client.sharing` ask for the recipient list only when the primary wrap is not ours.
     """
-    keyring = ctx.keyring()
 
-    def source(candidates: Sequence[WrappedKey]) -> PrivateKey:
-        wanted = {w.key_id for w in candidates}
-        infos = keyring.list_keys()
-        if name is not None:
-            infos = [info for info in infos if info.name == name]
+    def __init__(self, keyring: Keyring, name: str | None) -> None:
+        self._keyring = keyring
+        self._name = name
+
+    def _infos(self) -> list[KeyInfo]:
+        infos = self._keyring.list_keys()
+        if self._name is not None:
+            infos = [info for info in infos if info.name == self._name]
             if not infos:
-                raise KeyNotFound(f"no key named {name!r} in {keyring.path}")
-        matches = [info for info in infos if info.key_id in wanted]
-        readable = ", ".join(sorted(f"{w.key_id} v{w.key_version}" for w in candidates))
+                raise KeyNotFound(f"no key named {self._name!r} in {self._keyring.path}")
+        return infos
+
+    def holds(self, wrapped: Sequence[WrappedKey]) -> bool:
+        wanted = {w.key_id for w in wrapped}
+        return any(info.key_id in wanted for info in self._infos())
+
+    def unlock(self, wrapped: Sequence[WrappedKey]) -> PrivateKey:
+        wanted = {w.key_id for w in wrapped}
+        matches = [info for info in self._infos() if info.key_id in wanted]
+        readable = ", ".join(sorted(f"{w.key_id} v{w.key_version}" for w in wrapped))
         if not matches:
-            whose = f"key {name!r}" if name is not None else f"no key in {keyring.path}"
+            name = self._name
+            whose = f"key {name!r}" if name is not None else f"no key in {self._keyring.path}"
             verb = "is not" if name is not None else "is"
             raise WrongKey(f"the object is encrypted for {readable}; {whose} {verb} a recipient")
         info = matches[-1]
-        return keyring.load_private(
+        return self._keyring.load_private(
             info.name, _read_passphrase(f"passphrase for key {info.name!r}"), info.version
         )
-
-    return source
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -477,6 +609,46 @@ def _cmd_key_export(ctx: _Context) -> int:
     return EXIT_OK
 
 
+def _cmd_key_publish(ctx: _Context) -> int:
+    """Publish a keyring public key; publishing the same key again is a no-op, not an error
+    (checked by listing first, so a retry after a lost answer also ends in success)."""
+    keyring = ctx.keyring()
+    info = keyring.info(ctx.args.name, ctx.args.version)
+    pem = keyring.export_public_pem(info.name, info.version)
+    with ctx.api() as api:
+        published = {(k.key_id, k.key_version): k for k in api.published_keys()}
+        same = published.get((info.key_id, info.version))
+        if same is not None:
+            if same.public_key_pem.strip() != pem.strip():
+                raise KeyExists(
+                    f"{info.key_id} v{info.version} is published with a different public key"
+                )
+            ctx.say(f"{info.name} v{info.version} ({info.key_id}) is already published")
+            wrap_alg = same.wrap_alg
+        else:
+            wrap_alg = api.publish_key(info.key_id, info.version, pem)
+            ctx.say(f"published {info.name} v{info.version} for tenant writers and imports")
+    print(f"{info.name} v{info.version} {info.key_id} {wrap_alg}", file=ctx.stdout)
+    return EXIT_OK
+
+
+def _cmd_key_published(ctx: _Context) -> int:
+    with ctx.api() as api:
+        keys = api.published_keys()
+    if not keys:
+        ctx.say("no public keys are published for this tenant; publish one: bp key publish NAME")
+        return EXIT_OK
+    local = {info.key_id: f"{info.name} v{info.version}" for info in ctx.keyring().list_keys()}
+    print(f"{'KEY ID':<35}  VERSION  {'ALGORITHM':<24}  KEYRING", file=ctx.stdout)
+    for key in keys:
+        print(
+            f"{key.key_id:<35}  {key.key_version:<7}  {key.wrap_alg:<24}  "
+            f"{local.get(key.key_id, '-')}",
+            file=ctx.stdout,
+        )
+    return EXIT_OK
+
+
 def _cmd_put(ctx: _Context) -> int:
     args = ctx.args
     url = _url(args.url, require_key=True)
@@ -487,15 +659,17 @@ def _cmd_put(ctx: _Context) -> int:
     size = os.stat(args.file).st_size
     store = ctx.store()
     progress = make_progress(f"put {url}", size, ctx.stderr, quiet=ctx.quiet)
-    result = upload_file(
-        store,
-        args.file,
-        url,
-        recipients,
-        tenant=tenant,
-        redundancy_class=args.redundancy_class,
-        progress=progress,
-    )
+    with ctx.api() as api:
+        result = upload_file(
+            store,
+            api,
+            args.file,
+            url,
+            recipients,
+            tenant=tenant,
+            redundancy_class=args.redundancy_class,
+            progress=progress,
+        )
     ctx.say(
         f"put {args.file} -> {url}: {format_bytes(result.plaintext_length)} encrypted for "
         f"{', '.join(result.key_ids)} (content id {result.content_id}) in {result.seconds:.2f} s"
@@ -523,11 +697,12 @@ def _cmd_get(ctx: _Context) -> int:
         raise UsageError(str(exc)) from None
     destination = _destination(args.output, url)
     store = ctx.store()
-    keys = _key_source(ctx, args.key)
+    keys = _KeyringChoice(ctx.keyring(), args.key)
     try:
-        with atomic_output(destination) as sink:
+        with ctx.api() as api, atomic_output(destination) as sink:
             result = download(
                 store,
+                api,
                 url,
                 sink,
                 keys,
@@ -552,14 +727,16 @@ def _cmd_verify(ctx: _Context) -> int:
     url = _url(args.url, require_key=True)
     tenant = ctx.settings.require_tenant("verify")
     store = ctx.store()
-    result = download(
-        store,
-        url,
-        None,
-        _key_source(ctx, args.key),
-        tenant=tenant,
-        progress_factory=ctx.progress(f"verify {url}"),
-    )
+    with ctx.api() as api:
+        result = download(
+            store,
+            api,
+            url,
+            None,
+            _KeyringChoice(ctx.keyring(), args.key),
+            tenant=tenant,
+            progress_factory=ctx.progress(f"verify {url}"),
+        )
     print(
         f"OK {url}: {result.plaintext_length} bytes, {result.segments} segments authenticated, "
         f"binding and key commitment checked (key {result.key_id}, content id "
@@ -567,6 +744,88 @@ def _cmd_verify(ctx: _Context) -> int:
         file=ctx.stdout,
     )
     return EXIT_OK
+
+
+def _cmd_share(ctx: _Context) -> int:
+    args = ctx.args
+    url = _url(args.url, require_key=True)
+    tenant = ctx.settings.require_tenant("share")
+    keyring = ctx.keyring()
+    recipient = _recipient(keyring, args.recipient)
+    with ctx.api() as api:
+        result = share_object(api, url, recipient, _KeyringChoice(keyring, args.key), tenant=tenant)
+    who = f"{result.recipient_id} v{result.recipient_version}"
+    if result.already:
+        ctx.say(f"{url} is already readable by {who}; nothing to do")
+    else:
+        ctx.say(
+            f"shared {url} with {who} (data key opened with {result.opened_with}, "
+            f"content id {result.content_id})"
+        )
+    return EXIT_OK
+
+
+def _rotation_keys(ctx: _Context, keyring: Keyring, target: PublicKeyRef) -> dict[str, PrivateKey]:
+    """The ``--from`` private keys by key id, unlocked up front (one passphrase prompt).
+
+    Unlocking before any request means a wrong passphrase fails before anything changes,
+    and no worker thread ever has to prompt.
+    """
+    args = ctx.args
+    infos = [info for info in keyring.list_keys() if info.name == args.from_key]
+    if not infos:
+        raise KeyNotFound(f"no key named {args.from_key!r} in {keyring.path}")
+    if args.from_version is not None:
+        infos = [info for info in infos if info.version == args.from_version]
+        if not infos:
+            raise KeyNotFound(f"key {args.from_key!r} has no version {args.from_version}")
+    infos = [i for i in infos if (i.key_id, i.version) != (target.key_id, target.key_version)]
+    if not infos:
+        raise UsageError("--from and --to name the same key version; nothing to rotate")
+    passphrase = _read_passphrase(f"passphrase for key {args.from_key!r}")
+    return {
+        info.key_id: keyring.load_private(info.name, passphrase, info.version) for info in infos
+    }
+
+
+def _cmd_rotate(ctx: _Context) -> int:
+    args = ctx.args
+    url = _url(args.url)
+    tenant = ctx.settings.require_tenant("rotate")
+    keyring = ctx.keyring()
+    target = _recipient(keyring, args.to_key, args.to_version)
+    old_keys = _rotation_keys(ctx, keyring, target)
+    plan = RotationPlan(
+        bucket=url.bucket,
+        tenant=tenant,
+        old_keys=old_keys,
+        new=target,
+        batch_size=args.batch,
+        workers=args.workers,
+    )
+    store = ctx.store()
+    show = not ctx.quiet and ctx.stderr.isatty()
+    progress = RotationProgress(f"rotate {url}", ctx.stderr) if show else None
+
+    def report(outcome: ObjectOutcome) -> None:
+        print(
+            f"{outcome.outcome} {S3Url(url.bucket, outcome.key)}: {outcome.reason}", file=ctx.stdout
+        )
+
+    with ctx.api(connections=args.workers + POSTS_IN_FLIGHT) as api:
+        summary = rotate(
+            api,
+            (info.key for info in store.list_objects(url)),
+            plan,
+            report=report,
+            progress=progress,
+        )
+    ctx.say(
+        f"rotate {url} to {target.key_id} v{target.key_version}: {summary.rotated} rotated, "
+        f"{summary.skipped} skipped, {summary.failed} failed of {summary.listed} objects in "
+        f"{summary.seconds:.2f} s ({summary.rate:.0f} objects/s)"
+    )
+    return EXIT_ERROR if summary.failed else EXIT_OK
 
 
 def _cmd_ls(ctx: _Context) -> int:

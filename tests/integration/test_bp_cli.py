@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from typing import Any
 import pytest
 import redis
 
+from client import PublicKeyRef, seal
 from client.cli import main
 from client.keyring import Keyring
+from tests.integration.test_rewrap import backend_state, settled, signed_json
 from tests.support.cluster import Federation
 
 pytestmark = pytest.mark.integration
@@ -280,7 +283,7 @@ def test_redundancy_class_is_sent(bucket: str, tmp_path: Path, cluster: Federati
     assert refused.code == 1 and "NoSuchClass" in refused.err
 
 
-def test_several_recipients(bucket: str, tmp_path: Path) -> None:
+def test_several_recipients(account: Account, bucket: str, tmp_path: Path) -> None:
     data = os.urandom(70_000)
     url = f"s3://{bucket}/shared"
     put = bp("put", str(write(tmp_path / "s", data)), url, "--key", "alice", "--key", "bob")
@@ -291,12 +294,213 @@ def test_several_recipients(bucket: str, tmp_path: Path) -> None:
         assert run.code == 0, run.err
         assert out.read_bytes() == data
     assert bp("verify", url, "--key", "bob").code == 0
+    # bob's wrap is in the gateway's recipient list, not in the object's user metadata.
+    meta = account.s3.head_object(Bucket=bucket, Key="shared")["Metadata"]
+    assert sorted(meta) == ["bp-content-id", "bp-key-id", "bp-key-version",
+                            "bp-redundancy-class", "bp-wrap-alg", "bp-wrapped-key"]  # fmt: skip
+    listed = signed_json(account.s3, "GET", f"/{bucket}/shared?recipients").json()["recipients"]
+    bob_id = Keyring(account.keyring).info("bob").key_id
+    assert [(r["key_id"], r["primary"]) for r in listed][1:] == [(bob_id, False)]
     # A recipient given as an exported PEM file (someone else's public key).
     pem = tmp_path / "carol.pem"
     pem.write_text(bp("key", "export", "carol").out)
     assert bp("put", str(tmp_path / "s"), f"s3://{bucket}/to-pem", "--key", str(pem)).code == 0
     assert bp("get", f"s3://{bucket}/to-pem", str(tmp_path / "o"), "--key", "carol").code == 0
     assert (tmp_path / "o").read_bytes() == data
+
+
+# -- publishing, sharing, rotation ------------------------------------------------------------
+
+
+def test_publish_and_list_public_keys(account: Account) -> None:
+    keyring = Keyring(account.keyring)
+    assert bp("key", "published").code == 0
+    published = bp("key", "publish", "alice")
+    assert published.code == 0, published.err
+    alice = keyring.info("alice")
+    assert published.out.split() == ["alice", "v1", alice.key_id, "x25519-hkdf-aes256gcm"]
+    assert bp("key", "publish", "carol", "--version", "1").code == 0
+    # Publishing the same key again is a no-op, not an error.
+    again = bp("key", "publish", "alice")
+    assert again.code == 0 and "already published" in again.err
+    listing = bp("key", "published")
+    assert listing.code == 0, listing.err
+    rows = [line.split() for line in listing.out.splitlines()[1:]]
+    assert [row[0] for row in rows] == [alice.key_id, keyring.info("carol").key_id]
+    assert rows[0] == [alice.key_id, "1", "x25519-hkdf-aes256gcm", "alice", "v1"]
+    assert rows[1][2:] == ["rsa-oaep-256", "carol", "v1"]
+    # What the gateway holds is exactly the public key (never anything private).
+    keys = signed_json(account.s3, "GET", "/?keys").json()["keys"]
+    assert keys[0]["public_key_pem"] == bp("key", "export", "alice").out
+    assert all("PRIVATE" not in k["public_key_pem"] for k in keys)
+    assert bp("key", "publish", "nobody").code == 3
+
+
+def test_share_lets_a_second_key_read_and_not_a_third(bucket: str, tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    url = f"s3://{bucket}/to-share"
+    assert bp("put", str(write(tmp_path / "d", data)), url, "--key", "alice").code == 0
+    before = bp("get", url, str(tmp_path / "early"), "--key", "bob")
+    assert before.code == 6 and not (tmp_path / "early").exists()
+    shared = bp("share", url, "--recipient", "bob")
+    assert shared.code == 0, shared.err
+    assert "shared" in shared.err and "opened with" in shared.err
+    for args in ((), ("--range", "70000-70099")):
+        got = bp("get", url, str(tmp_path / "bob.out"), "--key", "bob", *args)
+        assert got.code == 0, got.err
+        expected = data[70000:70100] if args else data
+        assert (tmp_path / "bob.out").read_bytes() == expected
+    assert bp("verify", url, "--key", "bob").code == 0
+    third = bp("get", url, str(tmp_path / "carol.out"), "--key", "carol")
+    assert third.code == 6 and "key 'carol' is not a recipient" in third.err
+    assert not (tmp_path / "carol.out").exists() and leftovers(tmp_path) == []
+    # Sharing again changes nothing; a reader outside the keyring cannot share at all.
+    assert "already readable" in bp("share", url, "--recipient", "bob").err
+    assert bp("share", f"s3://{bucket}/no-such-key", "--recipient", "bob").code == 3
+
+
+def _seal_and_put(account: Account, bucket: str, keys: list[str], owner: str) -> None:
+    """Objects written as ``bp put`` writes them, in parallel (200 ``bp put`` calls would
+    spend the test's time starting boto3 clients, not rotating)."""
+    recipient = Keyring(account.keyring).load_public(owner)
+
+    def put(key: str) -> None:
+        sealed = seal(
+            f"rotation test {key}".encode(),
+            tenant=account.tenant,
+            bucket=bucket,
+            key=key,
+            recipients=[PublicKeyRef(recipient.public_key, recipient.key_version)],
+        )
+        account.s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=sealed.body,
+            Metadata={k.removeprefix("x-amz-meta-"): v for k, v in sealed.headers.items()},
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, keys))
+
+
+def _wrapped_under(cluster: Federation, bucket: str, prefix: str) -> dict[str, str]:
+    rows = cluster.sql(
+        "SELECT v.key, v.key_id FROM object_versions v JOIN buckets b ON b.id = v.bucket_id"
+        " WHERE b.name = $1 AND v.is_latest AND v.key LIKE $2",
+        bucket,
+        prefix + "%",
+    )
+    return {r["key"]: r["key_id"] for r in rows}
+
+
+def test_rotation_moves_wrapped_keys_and_no_backend_bytes(
+    account: Account, cluster: Federation, tmp_path: Path
+) -> None:
+    keyring = Keyring(account.keyring)
+    alice, bob, carol = (keyring.info(name).key_id for name in ("alice", "bob", "carol"))
+    name = f"rot-{secrets.token_hex(4)}"
+    assert bp("mb", f"s3://{name}").code == 0
+    count = 200
+    keys = [f"r/{i:03d}" for i in range(count)]
+    _seal_and_put(account, name, keys, "alice")
+    _seal_and_put(account, name, ["r/zz-carol-0", "r/zz-carol-1"], "carol")
+    _seal_and_put(account, name, ["outside"], "alice")
+    # One object written by `bp put` itself, with a shared recipient (carol) on top.
+    src = write(tmp_path / "own", b"written by bp put")
+    assert bp("put", str(src), f"s3://{name}/r/own", "--key", "alice", "--key", "carol").code == 0
+    settled(cluster, name)
+    before = backend_state(cluster)
+    assert len(before) >= count  # every object is on the backends (replicas: more than once)
+
+    run = bp("rotate", "--from", "alice", "--to", "bob", f"s3://{name}/r/")
+    assert run.code == 0, run.err
+    assert f"{count + 1} rotated, 2 skipped, 0 failed of {count + 3} objects" in run.err
+    skipped = sorted(run.out.splitlines())
+    assert skipped == [
+        f"skipped s3://{name}/r/zz-carol-{i}: wrapped under {carol} v1, not a --from key"
+        for i in range(2)
+    ]
+    under = _wrapped_under(cluster, name, "")
+    assert sorted(k for k, v in under.items() if v == bob) == sorted([*keys, "r/own"])
+    assert under["outside"] == alice and under["r/zz-carol-0"] == carol
+    # The new key reads; the old one no longer can; a shared recipient still can.
+    for i in (0, 57, 123, count - 1):
+        out = tmp_path / f"o{i}"
+        got = bp("get", f"s3://{name}/{keys[i]}", str(out), "--key", "bob")
+        assert got.code == 0, got.err
+        assert out.read_bytes() == f"rotation test {keys[i]}".encode()
+    for key in (keys[0], keys[-1], "r/own"):
+        assert bp("verify", f"s3://{name}/{key}", "--key", "bob").code == 0
+        stale = bp("verify", f"s3://{name}/{key}", "--key", "alice")
+        assert stale.code == 6 and "not a recipient" in stale.err
+    assert bp("get", f"s3://{name}/r/own", str(tmp_path / "own.c"), "--key", "carol").code == 0
+    assert (tmp_path / "own.c").read_bytes() == b"written by bp put"
+    assert backend_state(cluster) == before
+
+    # The same rotation again: nothing is under alice any more, so nothing changes.
+    again = bp("rotate", "--from", "alice", "--to", "bob", f"s3://{name}/r/")
+    assert again.code == 0, again.err
+    assert f"0 rotated, {count + 3} skipped, 0 failed" in again.err
+    assert sum("already wrapped under the new key" in line for line in again.out.splitlines()) == (
+        count + 1
+    )
+    assert _wrapped_under(cluster, name, "") == under
+    assert backend_state(cluster) == before
+
+    # Two rotations racing over the same objects: each object is re-wrapped exactly once, the
+    # loser of each race is told so (skipped, or a precondition failure and exit 1).
+    with ThreadPoolExecutor(2) as pool:
+        racers = list(
+            pool.map(
+                lambda _: bp(
+                    "rotate", "--from", "bob", "--to", "carol", f"s3://{name}/r/", "--batch", "50"
+                ),
+                range(2),
+            )
+        )
+    print("\n[racing rotations] " + " | ".join(r.err.strip() for r in racers))
+    rotated = [int(r.err.split(" rotated,")[0].rsplit(" ", 1)[1]) for r in racers]
+    assert sum(rotated) == count + 1, [r.err for r in racers]
+    for racer in racers:
+        failures = [line for line in racer.out.splitlines() if line.startswith("failed")]
+        assert all("precondition failed" in line for line in failures), failures
+        assert racer.code == (1 if failures else 0)
+    assert set(_wrapped_under(cluster, name, "r/").values()) == {carol}
+    assert bp("verify", f"s3://{name}/{keys[5]}", "--key", "carol").code == 0
+    assert backend_state(cluster) == before
+
+
+@pytest.mark.skipif(
+    not os.environ.get("BENCH_ROTATE"), reason="rotation benchmark: set BENCH_ROTATE=1"
+)
+def test_rotation_rate_for_a_thousand_objects(account: Account, cluster: Federation) -> None:
+    """``bp rotate`` end to end (console script, cold start included) over 1,000 objects.
+
+    Opt-in (about a minute): ``BENCH_ROTATE=1``, tuned with ``BENCH_ROTATE_WORKERS`` and
+    ``BENCH_ROTATE_BATCH`` (not ``BP_*``: the ``env`` fixture clears those).
+    """
+    name = f"rot-bench-{secrets.token_hex(4)}"
+    assert bp("mb", f"s3://{name}").code == 0
+    count = 1000
+    _seal_and_put(account, name, [f"b/{i:04d}" for i in range(count)], "alice")
+    settled(cluster, name)
+    before = backend_state(cluster)
+    workers = os.environ.get("BENCH_ROTATE_WORKERS", "8")
+    batch = os.environ.get("BENCH_ROTATE_BATCH", "500")
+    started = time.monotonic()
+    proc = bp_process(
+        "rotate", "--from", "alice", "--to", "bob", f"s3://{name}",
+        "--workers", workers, "--batch", batch,
+    )  # fmt: skip
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stderr.decode().strip()
+    assert f"{count} rotated, 0 skipped, 0 failed" in summary
+    assert backend_state(cluster) == before
+    print(
+        f"\n[bp rotate] {count} objects, workers {workers}, batch {batch}: {summary}\n"
+        f"  process wall time {wall:.2f} s ({count / wall:.0f} objects/s incl. start-up)"
+    )
 
 
 # -- what must never happen -------------------------------------------------------------------

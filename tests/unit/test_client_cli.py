@@ -120,6 +120,18 @@ def test_get_verify_keygen_key_and_listing_commands_parse() -> None:
         ["keygen", "--bits", "2048", "x"],
         ["key"],
         ["get", "s3://bkt/k"],
+        ["key", "publish"],
+        ["share", "s3://bkt/k"],
+        ["share", "s3://bkt", "--recipient", "bob"],
+        ["rotate", "s3://bkt", "--to", "b"],
+        ["rotate", "s3://bkt", "--from", "a"],
+        ["rotate", "s3://bkt", "--from", "a", "--to", "b", "--batch", "0"],
+        ["rotate", "s3://bkt", "--from", "a", "--to", "b", "--batch", "1001"],
+        ["rotate", "s3://bkt", "--from", "a", "--to", "b", "--workers", "0"],
+        ["rotate", "s3://bkt", "--from", "a", "--to", "b", "--workers", "65"],
+        ["rotate", "s3://bkt", "--from", "a", "--to", "b", "--batch", "ten"],
+        ["rotate", "s3://bkt", "--from", "a", "--to", "b", "--to-version", "0"],
+        ["rotate", "not-a-url", "--from", "a", "--to", "b"],
     ],
 )
 def test_usage_errors_exit_2_with_one_line(argv: list[str]) -> None:
@@ -128,10 +140,41 @@ def test_usage_errors_exit_2_with_one_line(argv: list[str]) -> None:
     assert len(err.strip().splitlines()) == 1 and err.startswith("bp")
 
 
-@pytest.mark.parametrize("command", ["rotate", "share", "key publish"])
-def test_commands_pending_a_gateway_endpoint_do_not_exist(command: str) -> None:
-    code, _, err = run(*command.split(), "x")
-    assert code == EXIT_USAGE and "invalid choice" in err
+def test_key_publish_published_share_and_rotate_parse() -> None:
+    parser = build_parser()
+    publish = parser.parse_args(["key", "publish", "alice", "--version", "2", "-q"])
+    assert (publish.key_command, publish.name, publish.version, publish.quiet) == (
+        "publish", "alice", 2, True
+    )  # fmt: skip
+    published = parser.parse_args(["key", "published", "--endpoint", "http://gw"])
+    assert published.key_command == "published" and published.endpoint == "http://gw"
+    share = parser.parse_args(["share", "s3://bkt/k", "--recipient", "bob.pem", "--key", "a"])
+    assert (share.url, share.recipient, share.key) == ("s3://bkt/k", "bob.pem", "a")
+    rotate = parser.parse_args(["rotate", "--from", "a", "--to", "b", "s3://bkt/pre/"])
+    assert (rotate.from_key, rotate.to_key, rotate.url) == ("a", "b", "s3://bkt/pre/")
+    assert (rotate.batch, rotate.workers, rotate.to_version, rotate.from_version) == (
+        500, 8, None, None
+    )  # fmt: skip
+    tuned = parser.parse_args(
+        ["--tenant", "acme", "rotate", "s3://bkt", "--from", "a", "--from-version", "1",
+         "--to", "b", "--to-version", "3", "--batch", "1000", "--workers", "64"]
+    )  # fmt: skip
+    assert (tuned.batch, tuned.workers, tuned.to_version, tuned.from_version) == (1000, 64, 3, 1)
+    assert tuned.tenant == "acme"
+
+
+def test_rotate_refuses_the_same_key_on_both_sides_before_any_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BP_PASSPHRASE", "pw")
+    monkeypatch.setenv("BP_TENANT", "acme")
+    assert run("keygen", "a")[0] == 0
+    code, _, err = run("rotate", "s3://bkt", "--from", "a", "--to", "a")
+    assert code == EXIT_USAGE and "same key" in err
+    code, _, err = run("rotate", "s3://bkt", "--from", "nobody", "--to", "a")
+    assert code == EXIT_NOT_FOUND and "nobody" in err
+    code, _, err = run("rotate", "s3://bkt", "--from", "a", "--from-version", "2", "--to", "a")
+    assert code == EXIT_NOT_FOUND and "no version 2" in err
 
 
 def test_help_exits_zero_and_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,8 +2,9 @@
 
 Covers what the integration tests cannot reach cheaply: the rewindable encrypting body (a
 second pass is byte-identical; a file changed between passes, or growing/shrinking, aborts),
-the ranged read fetching only the header and the covering segments, atomic output, range
-parsing, progress display and the botocore error seam.
+the ranged read fetching only the header and the covering segments, further recipients through
+the gateway's recipient list (``?share`` / ``?recipients``, :class:`FakeApi`), atomic output,
+range parsing, progress display and the botocore error seam.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from botocore.exceptions import (
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from client import ObjectBinding, PublicKeyRef
+from client.api import ObjectHead, Recipients, RewrapItem, RewrapResult
+from client.envelope import envelope_headers, parse_envelope_headers
 from client.errors import (
     BindingMismatch,
     PlaintextLengthMismatch,
@@ -35,6 +38,7 @@ from client.errors import (
 )
 from client.format import HEADER_LEN, ciphertext_length
 from client.progress import Progress, format_bytes, make_progress
+from client.recipient import PrivateKey, key_id
 from client.remote import (
     AccessDenied,
     GatewayUnavailable,
@@ -44,16 +48,10 @@ from client.remote import (
     _translate,
 )
 from client.s3url import S3Url
+from client.sharing import download, share_object, upload_file
 from client.stream import Encryptor
-from client.transfer import (
-    EXTRA_WRAPPED_KEYS,
-    PlaintextRange,
-    _EncryptingBody,
-    atomic_output,
-    download,
-    parse_range,
-    upload_file,
-)
+from client.transfer import PlaintextRange, _EncryptingBody, atomic_output, parse_range
+from client.wrap import WrappedKey
 
 SEG = 64 * 1024
 TENANT = "acme"
@@ -100,27 +98,122 @@ class FakeStore:
         return response["Body"]
 
 
+class FakeApi:
+    """The gateway's extensions over a :class:`FakeStore`: header reads, a recipient list per
+    object version (keyed by content id, as the gateway keys it by version), and ``?rewrap``
+    with the gateway's precondition. Records every call; never touches an object's bytes."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.shared: dict[tuple[str, str, str], dict[tuple[str, int], WrappedKey]] = {}
+        self.calls: list[str] = []
+        self.batches: list[list[RewrapItem]] = []
+        self.drop_shares = False
+        self.header_reads = 0
+        #: called with each batch before it is applied (to simulate a concurrent writer)
+        self.before_rewrap: Any = None
+        self.refuse_batches: Exception | None = None
+
+    def _version(self, url: S3Url) -> tuple[str, str, str]:
+        meta = self.store.objects[(url.bucket, url.key)][1]
+        return (url.bucket, url.key, meta["bp-content-id"])
+
+    def share(self, url: S3Url, wrapped: WrappedKey) -> None:
+        self.calls.append(f"share {url}")
+        if (url.bucket, url.key) not in self.store.objects:
+            raise ObjectNotFound(f"share {url}: NoSuchKey", code="NoSuchKey", status=404)
+        if not self.drop_shares:
+            entries = self.shared.setdefault(self._version(url), {})
+            entries[(wrapped.key_id, wrapped.key_version)] = wrapped
+
+    def recipients(self, url: S3Url) -> Recipients:
+        self.calls.append(f"recipients {url}")
+        envelope = parse_envelope_headers(self.store.objects[(url.bucket, url.key)][1])
+        others = tuple(self.shared.get(self._version(url), {}).values())
+        return Recipients(envelope.content_id, envelope.wrapped_key, others)
+
+    def read_header(self, url: S3Url) -> ObjectHead:
+        self.header_reads += 1
+        try:
+            data, meta = self.store.objects[(url.bucket, url.key)]
+        except KeyError:
+            raise ObjectNotFound(f"{url}: NoSuchKey", code="NoSuchKey", status=404) from None
+        prefixed = {f"x-amz-meta-{name}": value for name, value in meta.items()}
+        return ObjectHead(data[:HEADER_LEN], prefixed, '"etag"', len(data))
+
+    def rewrap(self, bucket: str, items: list[RewrapItem]) -> list[RewrapResult]:
+        self.batches.append(list(items))
+        if self.refuse_batches is not None:
+            raise self.refuse_batches
+        if self.before_rewrap is not None:
+            self.before_rewrap(items)
+        results = []
+        for item in items:
+            if (bucket, item.key) not in self.store.objects:
+                results.append(RewrapResult(item.key, "NoSuchKey", "gone"))
+                continue
+            data, meta = self.store.objects[(bucket, item.key)]
+            current = (meta["bp-key-id"], int(meta["bp-key-version"]))
+            if current != (item.expect_key_id, item.expect_key_version):
+                results.append(RewrapResult(item.key, "PreconditionFailed", f"under {current}"))
+                continue
+            content_id = bytes.fromhex(meta["bp-content-id"])
+            new_meta = {**meta, **envelope_headers(item.wrapped, content_id, prefixed=False)}
+            self.store.objects[(bucket, item.key)] = (data, new_meta)
+            results.append(RewrapResult(item.key, "ok"))
+        return results
+
+
+class Holder:
+    """A :class:`client.sharing.KeyChoice` holding one private key (and unlocking it even when
+    it is not named, so the SDK's own WrongKey check is what a stranger runs into)."""
+
+    def __init__(self, private: PrivateKey) -> None:
+        self.private = private
+        self.unlocked = 0
+
+    def holds(self, wrapped: Any) -> bool:
+        return key_id(self.private) in {w.key_id for w in wrapped}
+
+    def unlock(self, wrapped: Any) -> PrivateKey:
+        self.unlocked += 1
+        return self.private
+
+
 @pytest.fixture
 def alice() -> x25519.X25519PrivateKey:
     return x25519.X25519PrivateKey.generate()
 
 
-def keys_for(private: Any) -> Any:
-    return lambda candidates: private
-
-
-def put(store: FakeStore, tmp_path: Path, data: bytes, key: str, *recipients: Any) -> S3Url:
+def put(
+    store: FakeStore, tmp_path: Path, data: bytes, key: str, *recipients: Any, api: Any = None
+) -> S3Url:
     src = tmp_path / "src"
     src.write_bytes(data)
     url = S3Url("bkt", key)
     refs = [PublicKeyRef(r.public_key()) for r in recipients]
-    upload_file(store, src, url, refs, tenant=TENANT)  # type: ignore[arg-type]
+    upload_file(store, api or FakeApi(store), src, url, refs, tenant=TENANT)  # type: ignore[arg-type]
     return url
 
 
-def get(store: FakeStore, url: S3Url, private: Any, rng: PlaintextRange | None = None) -> bytes:
+def get(
+    store: FakeStore,
+    url: S3Url,
+    private: Any,
+    rng: PlaintextRange | None = None,
+    api: Any = None,
+) -> bytes:
     sink = io.BytesIO()
-    download(store, url, sink, keys_for(private), tenant=TENANT, byte_range=rng)  # type: ignore[arg-type]
+    gateway: Any = api or FakeApi(store)
+    download(
+        store,  # type: ignore[arg-type]
+        gateway,
+        url,
+        sink,
+        Holder(private),
+        tenant=TENANT,
+        byte_range=rng,
+    )
     return sink.getvalue()
 
 
@@ -155,9 +248,11 @@ def test_a_second_pass_is_identical_and_a_changed_file_aborts(tmp_path: Path) ->
         with pytest.raises(io.UnsupportedOperation):
             body.seek(10)
         body.seek(0)
-        with open(src, "r+b") as w:  # same length, one byte different
+        with open(src, "r+b") as w:  # same length, one byte different (flipped, not random)
             w.seek(SEG + 3)
-            w.write(bytes([first[0] ^ 0xFF]))
+            old = w.read(1)[0]
+            w.seek(SEG + 3)
+            w.write(bytes([old ^ 0xFF]))
         with pytest.raises(SegmentReuse):
             body.read()
 
@@ -180,21 +275,84 @@ def test_a_file_that_changes_length_during_upload_stores_nothing(
             body.read()
 
 
-def test_several_recipients_and_a_gateway_that_drops_them(
+def test_further_recipients_go_through_the_recipient_list_not_metadata(
+    tmp_path: Path, alice: x25519.X25519PrivateKey
+) -> None:
+    bob, carol = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    store = FakeStore()
+    api = FakeApi(store)
+    data = b"shared" * 1000
+    url = put(store, tmp_path, data, "k", alice, bob, carol, api=api)
+    meta = store.objects[("bkt", "k")][1]
+    # The envelope names the primary only; nothing else rides in user metadata.
+    assert set(meta) == {"bp-wrapped-key", "bp-key-id", "bp-key-version", "bp-wrap-alg",
+                         "bp-content-id"}  # fmt: skip
+    assert meta["bp-key-id"] == key_id(alice)
+    assert api.calls == ["share s3://bkt/k", "share s3://bkt/k", "recipients s3://bkt/k"]
+    # The primary reads without asking for the list; the others fetch it, whole and ranged.
+    api.calls.clear()
+    assert get(store, url, alice, api=api) == data and api.calls == []
+    for reader in (bob, carol):
+        assert get(store, url, reader, api=api) == data
+        assert get(store, url, reader, PlaintextRange(10, 20), api=api) == data[10:21]
+    assert api.calls == ["recipients s3://bkt/k"] * 4
+    with pytest.raises(WrongKey):
+        get(store, url, x25519.X25519PrivateKey.generate(), api=api)
+
+
+def test_a_gateway_that_drops_shares_or_a_replaced_object_is_reported(
     tmp_path: Path, alice: x25519.X25519PrivateKey
 ) -> None:
     bob = x25519.X25519PrivateKey.generate()
     store = FakeStore()
-    data = b"shared" * 1000
-    url = put(store, tmp_path, data, "k", alice, bob)
-    meta = store.objects[("bkt", "k")][1]
-    extra = EXTRA_WRAPPED_KEYS.removeprefix("x-amz-meta-")
-    assert not extra.startswith("bp-")  # the gateway reserves bp-* and drops unknown names
-    assert get(store, url, alice) == data and get(store, url, bob) == data
-    assert "bp-wrapped-key" in meta and extra in meta
-    store.drop_metadata = {extra}
+    api = FakeApi(store)
+    api.drop_shares = True
     with pytest.raises(RequestRefused, match="only the first --key"):
-        put(store, tmp_path, data, "k2", alice, bob)
+        put(store, tmp_path, b"x" * 100, "k", alice, bob, api=api)
+    # A recipient list of another version (the object was replaced between the two reads).
+    api.drop_shares = False
+    url = put(store, tmp_path, b"y" * 100, "k", alice, bob, api=api)
+    real = api.recipients
+
+    def stale(u: S3Url) -> Recipients:
+        listed = real(u)
+        return Recipients(b"\0" * 16, listed.primary, listed.others)
+
+    api.recipients = stale  # type: ignore[method-assign,assignment]
+    with pytest.raises(ObjectChanged):
+        get(store, url, bob, api=api)
+    assert get(store, url, alice, api=api) == b"y" * 100  # the primary never needed the list
+
+
+def test_share_unwraps_checks_and_wraps_for_the_new_reader(
+    tmp_path: Path, alice: x25519.X25519PrivateKey
+) -> None:
+    bob, carol = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    store = FakeStore()
+    api = FakeApi(store)
+    url = put(store, tmp_path, b"for later readers", "k", alice, api=api)
+    holder = Holder(alice)
+    done = share_object(api, url, PublicKeyRef(bob.public_key()), holder, tenant=TENANT)  # type: ignore[arg-type]
+    assert not done.already and done.opened_with == key_id(alice)
+    assert get(store, url, bob, api=api) == b"for later readers"
+    # bob (a shared reader himself) can share on; sharing again changes nothing.
+    share_object(api, url, PublicKeyRef(carol.public_key()), Holder(bob), tenant=TENANT)  # type: ignore[arg-type]
+    assert get(store, url, carol, api=api) == b"for later readers"
+    again = share_object(api, url, PublicKeyRef(bob.public_key()), holder, tenant=TENANT)  # type: ignore[arg-type]
+    assert again.already and holder.unlocked == 1
+    # A header that is not this object's (swapped by the gateway) is never re-wrapped for anyone.
+    put(store, tmp_path, b"other", "other", alice, api=api)
+    store.objects[("bkt", "k")] = store.objects[("bkt", "other")]
+    before = dict(api.shared)
+    with pytest.raises(BindingMismatch):
+        share_object(
+            api,  # type: ignore[arg-type]
+            url,
+            PublicKeyRef(x25519.X25519PrivateKey.generate().public_key()),
+            holder,
+            tenant=TENANT,
+        )
+    assert api.shared == before
 
 
 # -- download ---------------------------------------------------------------------------------
