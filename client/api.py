@@ -114,18 +114,21 @@ class ObjectHead:
 @dataclass(frozen=True, slots=True)
 class RewrapItem:
     """One object of a ``?rewrap`` batch: the new wrapped key, valid only if the object is
-    still wrapped under ``expect_key_id`` v``expect_key_version`` (the gateway checks)."""
+    still the version whose header it was made for (``expect_content_id``) and still wrapped
+    under ``expect_key_id`` v``expect_key_version`` (the gateway checks both)."""
 
     key: str
     expect_key_id: str
     expect_key_version: int
     wrapped: WrappedKey
+    expect_content_id: str
 
     def document(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "expect_key_id": self.expect_key_id,
             "expect_key_version": self.expect_key_version,
+            "expect_content_id": self.expect_content_id,
             **_wrapped_document(self.wrapped),
         }
 

@@ -205,7 +205,13 @@ def _prepare(api: GatewayApi, plan: RotationPlan, key: str) -> RewrapItem | Obje
         dek = recover_data_key(head.header, [current], private_key, expected)
     except DecryptionFailed as exc:
         return ObjectOutcome(key, "failed", f"integrity check failed, not re-wrapped: {exc}")
-    return RewrapItem(key, current.key_id, current.key_version, wrap(dek, plan.new, head.header))
+    return RewrapItem(
+        key,
+        current.key_id,
+        current.key_version,
+        wrap(dek, plan.new, head.header),
+        envelope.content_id.hex(),
+    )
 
 
 def _post(api: GatewayApi, bucket: str, items: list[RewrapItem]) -> list[ObjectOutcome]:

@@ -214,13 +214,22 @@ def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
     )
 
 
-def public_key_wrap_alg(pem: str) -> str:
-    """The wrap algorithm a published public key serves, or InvalidEnvelope.
+def public_key_wrap_alg(pem: str) -> tuple[str, str]:
+    """The wrap algorithm and key id of a published public key, or InvalidEnvelope.
 
-    Only what clients can wrap to is accepted: RSA of at least 3072 bits, X25519, P-256.
+    Only what clients wrap to is accepted: RSA of 3072..4096 bits, X25519, P-256. The key id is
+    the fingerprint of docs/envelope.md 7.4 ("bp:" + 32 characters of lower-case base32 of the
+    SHA-256 of the DER SubjectPublicKeyInfo), so a key cannot be published under another's id.
     """
+    import base64
+    import hashlib
+
     from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_public_key,
+    )
 
     if len(pem) > 16 * 1024:
         raise InvalidEnvelope("public key PEM too large")
@@ -229,11 +238,15 @@ def public_key_wrap_alg(pem: str) -> str:
     except (ValueError, TypeError) as exc:
         raise InvalidEnvelope("public_key_pem is not a PEM public key") from exc
     if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < 3072:
-            raise InvalidEnvelope("RSA public keys must have at least 3072 bits")
-        return "rsa-oaep-256"
-    if isinstance(key, x25519.X25519PublicKey):
-        return "x25519-hkdf-aes256gcm"
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return "p256-ecdh-hkdf-aes256gcm"
-    raise InvalidEnvelope("unsupported public key type (use RSA >= 3072, X25519 or P-256)")
+        if not 3072 <= key.key_size <= 4096:
+            raise InvalidEnvelope("RSA public keys must have 3072..4096 bits")
+        alg = "rsa-oaep-256"
+    elif isinstance(key, x25519.X25519PublicKey):
+        alg = "x25519-hkdf-aes256gcm"
+    elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        alg = "p256-ecdh-hkdf-aes256gcm"
+    else:
+        raise InvalidEnvelope("unsupported public key type (use RSA 3072..4096, X25519 or P-256)")
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    digest = base64.b32encode(hashlib.sha256(spki).digest()).decode().lower().rstrip("=")
+    return alg, "bp:" + digest[:32]

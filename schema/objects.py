@@ -206,6 +206,7 @@ class ObjectRepository:
         *,
         expect_key_id: str,
         expect_key_version: int,
+        expect_content_id: str | None = None,
         wrapped_key: bytes,
         key_id: str,
         key_version: int,
@@ -219,7 +220,8 @@ class ObjectRepository:
         under the expected key id and version (a concurrent rotation, or plaintext).
         """
         row = await conn.fetchrow(
-            "SELECT id, encrypted, wrapped_key, key_id, key_version, wrap_alg FROM object_versions"
+            "SELECT id, encrypted, wrapped_key, key_id, key_version, wrap_alg, content_id"
+            " FROM object_versions"
             " WHERE bucket_id = $1 AND key = $2 AND is_latest AND NOT is_delete_marker FOR UPDATE",
             bucket_id,
             key,
@@ -232,6 +234,11 @@ class ObjectRepository:
             raise PreconditionFailed(
                 f"object {key!r} is wrapped under {row['key_id']} v{row['key_version']},"
                 f" not the expected {expect_key_id} v{expect_key_version}"
+            )
+        if expect_content_id is not None and row["content_id"] != expect_content_id.lower():
+            raise PreconditionFailed(
+                f"object {key!r} is another version (content id {row['content_id']}) than the"
+                f" expected {expect_content_id}"
             )
         await conn.execute(
             "INSERT INTO wrapped_key_history (version_pk, wrapped_key, key_id, key_version,"

@@ -18,6 +18,7 @@ __all__ = [
     "BucketAlreadyExists",
     "BucketAlreadyOwnedByYou",
     "BucketNotEmpty",
+    "Conflict",
     "EntityTooLarge",
     "EntityTooSmall",
     "IncompleteBody",
@@ -74,6 +75,7 @@ BucketAlreadyOwnedByYou = _error(
     "BucketAlreadyOwnedByYou", 409, "Your previous request to create the named bucket succeeded."
 )
 BucketNotEmpty = _error("BucketNotEmpty", 409, "The bucket you tried to delete is not empty.")
+Conflict = _error("Conflict", 409, "The request conflicts with the current state of the resource.")
 EntityTooLarge = _error(
     "EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed size."
 )
@@ -144,6 +146,7 @@ _DOMAIN_TO_S3: tuple[tuple[type[domain.BulletproofError], type[S3Error]], ...] =
     (domain.NotFound, NoSuchKey),
     (domain.BucketAlreadyExists, BucketAlreadyOwnedByYou),
     (domain.BucketNotEmpty, BucketNotEmpty),
+    (domain.Conflict, Conflict),
     (domain.PreconditionFailed, PreconditionFailed),
     (domain.InvalidEnvelope, InvalidRequest),
     (domain.InvalidInput, InvalidArgument),

@@ -94,6 +94,11 @@ def test_rotation_of_one_object(cluster: Federation, tenant: tuple[str, Any]) ->
         "key_version": 2,
         "wrap_alg": new_ref.wrap_alg,
     }
+    stale = rewrap_request(
+        s3, "/rotate-one/doc?rewrap", {**document, "expect_content_id": "ab" * 16}
+    )
+    assert stale["status"] == 412 and b"another version" in stale["body"]
+    document["expect_content_id"] = meta["bp-content-id"]
     done = rewrap_request(s3, "/rotate-one/doc?rewrap", document)
     assert done["status"] == 200, done
     # Served now: the new entry only; the new key decrypts, the old one no longer can.
@@ -315,6 +320,20 @@ def test_publish_keys_and_share_an_object(tenant: tuple[str, Any]) -> None:
         )
         == plaintext
     )
+    again = signed_json(
+        s3,
+        "POST",
+        "/?publish-key",
+        {"key_id": friend_ref.key_id, "key_version": 1, "public_key_pem": pem},
+    )
+    assert again.status_code == 409
+    impostor = signed_json(
+        s3,
+        "POST",
+        "/?publish-key",
+        {"key_id": owner_ref.key_id, "key_version": 1, "public_key_pem": pem},
+    )
+    assert impostor.status_code == 400 and b"not this public key's id" in impostor.content
     missing = signed_json(
         s3,
         "POST",

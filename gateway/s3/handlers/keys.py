@@ -49,11 +49,16 @@ async def publish_key(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
     )
     if not isinstance(key_id, str) or not key_id or len(key_id) > 128:
         raise s3e.InvalidRequest("'key_id' must be a string of at most 128 characters")
-    if not isinstance(version, int) or not 1 <= version < 2**31:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
         raise s3e.InvalidRequest("'key_version' must be a positive integer")
     if not isinstance(pem, str):
         raise s3e.InvalidRequest("'public_key_pem' is required")
-    published = PublishedKey(key_id, version, public_key_wrap_alg(pem), pem)
+    wrap_alg, fingerprint = public_key_wrap_alg(pem)
+    if key_id != fingerprint:
+        raise s3e.InvalidRequest(
+            f"'key_id' {key_id!r} is not this public key's id ({fingerprint}, docs/envelope.md 7.4)"
+        )
+    published = PublishedKey(key_id, version, wrap_alg, pem)
     principal = auth.principal
     async with ctx.store.db.transaction() as conn:
         await _keys.publish(conn, principal.tenant_id, published)

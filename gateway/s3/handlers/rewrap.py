@@ -2,17 +2,21 @@
 encryption). ``POST /{bucket}/{key}?rewrap`` re-wraps one object, ``POST /{bucket}?rewrap`` a
 batch of up to 1000 in one transaction. Each item names the key id and version it expects to
 replace (a precondition, so two rotations cannot interleave), and the new wrapped key.
-The previous entry goes to history, an audit entry is written, no backend is touched.
+``expect_content_id`` (optional, recommended) also pins the object version the new wrap was
+made for: without it, an object overwritten under the same key id between the client's header
+read and its rewrap would get a wrap made for the old header. The previous entry goes to
+history, an audit entry is written, no backend is touched.
 
 Request (JSON; the batch form wraps items in ``{"items": [...]}``, each with a ``"key"``)::
 
-    {"expect_key_id": "bp:...", "expect_key_version": 1,
+    {"expect_key_id": "bp:...", "expect_key_version": 1, "expect_content_id": "<32 hex>",
      "wrapped_key": "<base64>", "key_id": "bp:...", "key_version": 2,
      "wrap_alg": "x25519-hkdf-aes256gcm"}
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Response
@@ -32,15 +36,22 @@ from schema.audit import AuditEntry
 __all__ = ["rewrap_object", "rewrap_objects", "wrapped_key_fields"]
 
 MAX_BATCH = 1000
+_ERRORS_BY_CODE: dict[str, type[s3e.S3Error]] = {
+    "PreconditionFailed": s3e.PreconditionFailed,
+    "NoSuchKey": s3e.NoSuchKey,
+}
 MAX_BODY = 4 * 1024 * 1024
 
 
 def wrapped_key_fields(raw: dict[str, Any]) -> Envelope:
     """The new wrapped key of a rewrap or share item, validated like a PUT's envelope."""
+    version = raw.get("key_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise s3e.InvalidRequest("'key_version' must be a JSON integer")
     fields = {
         "bp-wrapped-key": raw.get("wrapped_key"),
         "bp-key-id": raw.get("key_id"),
-        "bp-key-version": str(raw.get("key_version", "")),
+        "bp-key-version": str(version),
         "bp-wrap-alg": raw.get("wrap_alg"),
     }
     if not all(isinstance(v, str) and v for v in fields.values()):
@@ -52,18 +63,34 @@ def wrapped_key_fields(raw: dict[str, Any]) -> Envelope:
     return envelope
 
 
-def _item(raw: Any, *, need_key: bool) -> tuple[str, str, int, Envelope]:
+@dataclass(frozen=True)
+class _Item:
+    key: str
+    expect_key_id: str
+    expect_key_version: int
+    expect_content_id: str | None
+    envelope: Envelope
+
+
+def _item(raw: Any, *, need_key: bool) -> _Item:
     if not isinstance(raw, dict):
         raise s3e.InvalidRequest("each rewrap item must be a JSON object")
     key = raw.get("key", "")
     if need_key and (not isinstance(key, str) or not key):
         raise s3e.InvalidRequest("each batch item needs a 'key'")
     expect_id, expect_version = raw.get("expect_key_id"), raw.get("expect_key_version")
-    if not isinstance(expect_id, str) or not isinstance(expect_version, int):
+    if (
+        not isinstance(expect_id, str)
+        or not isinstance(expect_version, int)
+        or isinstance(expect_version, bool)
+    ):
         raise s3e.InvalidRequest(
             "'expect_key_id' (string) and 'expect_key_version' (integer) are required"
         )
-    return key, expect_id, expect_version, wrapped_key_fields(raw)
+    content_id = raw.get("expect_content_id")
+    if content_id is not None and not isinstance(content_id, str):
+        raise s3e.InvalidRequest("'expect_content_id' must be a string")
+    return _Item(key, expect_id, expect_version, content_id, wrapped_key_fields(raw))
 
 
 async def _document(call: S3Call, auth: Authorized) -> Any:
@@ -71,22 +98,24 @@ async def _document(call: S3Call, auth: Authorized) -> Any:
 
 
 async def _apply(
-    ctx: GatewayContext, auth: Authorized, call: S3Call, items: list[tuple[str, str, int, Envelope]]
+    ctx: GatewayContext, auth: Authorized, call: S3Call, items: list[_Item]
 ) -> list[dict[str, Any]]:
     """Apply every item in one transaction; per-item failures are reported, not raised."""
     bucket, principal = auth.bucket, auth.principal
     assert bucket is not None
     results: list[dict[str, Any]] = []
     async with ctx.store.db.transaction() as conn:
-        for key, expect_id, expect_version, env in items:
+        for item in items:
+            env = item.envelope
             try:
                 async with conn.transaction():  # a savepoint per item
                     await ctx.store.objects.rewrap(
                         conn,
                         bucket.id,
-                        key,
-                        expect_key_id=expect_id,
-                        expect_key_version=expect_version,
+                        item.key,
+                        expect_key_id=item.expect_key_id,
+                        expect_key_version=item.expect_key_version,
+                        expect_content_id=item.expect_content_id,
                         wrapped_key=env.wrapped_key,
                         key_id=env.key_id,
                         key_version=env.key_version,
@@ -94,35 +123,36 @@ async def _apply(
                     )
             except BulletproofError as exc:
                 err = to_s3_error(exc)
-                results.append({"key": key, "status": err.code, "message": err.message})
+                results.append({"key": item.key, "status": err.code, "message": err.message})
                 continue
-            results.append({"key": key, "status": "ok"})
+            results.append({"key": item.key, "status": "ok"})
             await ctx.store.audit.append(
                 conn,
                 AuditEntry(
                     actor=principal.access_key_id,
                     action="RewrapObject",
-                    resource=f"{bucket.name}/{key}",
+                    resource=f"{bucket.name}/{item.key}",
                     request_id=call.request_id,
-                    result=f"ok {expect_id} v{expect_version} -> {env.key_id} v{env.key_version}",
+                    result=(
+                        f"ok {item.expect_key_id} v{item.expect_key_version}"
+                        f" -> {env.key_id} v{env.key_version}"
+                    ),
                     tenant_id=principal.tenant_id,
                 ),
             )
-    for (key, *_), result in zip(items, results, strict=True):
+    for item, result in zip(items, results, strict=True):
         if result["status"] == "ok":
-            await ctx.meta.invalidate_object(bucket.id, key)
+            await ctx.meta.invalidate_object(bucket.id, item.key)
     return results
 
 
 async def rewrap_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
     op = auth.op
     assert isinstance(op, RewrapObject)
-    _, expect_id, expect_version, env = _item(await _document(call, auth), need_key=False)
-    [result] = await _apply(ctx, auth, call, [(op.key, expect_id, expect_version, env)])
-    if result["status"] == "PreconditionFailed":
-        raise s3e.PreconditionFailed(result["message"])
-    if result["status"] == "NoSuchKey":
-        raise s3e.NoSuchKey(result["message"])
+    item = _item(await _document(call, auth), need_key=False)
+    [result] = await _apply(ctx, auth, call, [replace(item, key=op.key)])
+    if result["status"] != "ok":
+        raise _ERRORS_BY_CODE.get(result["status"], s3e.InvalidRequest)(result["message"])
     return JSONResponse(result)
 
 
