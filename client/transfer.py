@@ -34,67 +34,41 @@ is read once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import io
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from client.envelope import (
-    CONTENT_ID,
-    MAX_USER_METADATA,
     META_PREFIX,
-    Envelope,
-    envelope_headers,
-    metadata_size,
 )
-from client.envelope import parse_envelope_headers as _parse_envelope
-from client.errors import InvalidEnvelope, PlaintextLengthMismatch, Tampered, Truncated
-from client.format import HEADER_LEN, TAG_LEN, Header, ObjectBinding
-from client.format import plaintext_range_to_ciphertext_range as _pt_to_ct
+from client.errors import PlaintextLengthMismatch
+from client.format import TAG_LEN
 from client.progress import Progress
-from client.recipient import PrivateKey, PublicKeyRef, key_id
-from client.remote import ObjectChanged, RemoteStore, RequestRefused
+from client.remote import RemoteStore, RequestRefused
 from client.s3url import S3Url
-from client.segments import SegmentCipher
-from client.stream import Encryptor, decrypt_stream
-from client.wrap import WrappedKey, unwrap_any, wrap_for_all
+from client.stream import Encryptor
 
 __all__ = [
-    "EXTRA_WRAPPED_KEYS",
     "SINGLE_PUT_LIMIT",
     "WINDOW",
     "GetResult",
-    "KeySource",
     "PlaintextRange",
     "PutResult",
     "atomic_output",
-    "download",
     "parse_range",
-    "upload_file",
 ]
 
 #: S3's cap on one PutObject; above it an upload must be multipart.
 SINGLE_PUT_LIMIT = 5 * 1024**3
 #: Plaintext bytes encrypted per step of an upload (a multiple of every allowed segment size).
 WINDOW = 8 * 1024 * 1024
-#: Non-primary recipients' wrapped keys (``WrappedKey.encode_list``, base64): a ``bp`` CLI
-#: convention in ordinary user metadata until the gateway defines a home for them
-#: (docs/envelope.md section 8). Not ``bp-*``: the gateway reserves that prefix and silently
-#: drops names in it that it does not know.
-EXTRA_WRAPPED_KEYS = "x-amz-meta-bpcli-extra-wrapped-keys"
 _READ_CHUNK = 1024 * 1024
-
-#: Given the wrapped keys of an object (primary first), return the private key to open it.
-KeySource = Callable[[Sequence[WrappedKey]], PrivateKey]
-
 
 # -- upload -------------------------------------------------------------------------------
 
@@ -219,35 +193,6 @@ class PutResult:
     seconds: float
 
 
-def _envelope_metadata(wrapped: Sequence[WrappedKey], content_id: bytes) -> dict[str, str]:
-    headers = envelope_headers(wrapped[0], content_id)
-    if len(wrapped) > 1:
-        extra = WrappedKey.encode_list(wrapped[1:])
-        headers[EXTRA_WRAPPED_KEYS] = base64.b64encode(extra).decode("ascii")
-        size = metadata_size(headers)
-        if size > MAX_USER_METADATA:
-            raise InvalidEnvelope(
-                f"the wrapped keys of {len(wrapped)} recipients take {size} bytes of metadata, "
-                "over S3's 2 KiB; use fewer (or X25519/P-256) recipients"
-            )
-    return {name.removeprefix(META_PREFIX): value for name, value in headers.items()}
-
-
-def _check_extra_recipients_kept(store: RemoteStore, url: S3Url, sent: Mapping[str, str]) -> None:
-    """Fail loudly if the gateway stored the object but not the other recipients' wraps.
-
-    Only the primary recipient is part of the gateway contract; a gateway that drops the extra
-    list would leave the other recipients unable to read what ``bp put`` said it shared.
-    """
-    name = EXTRA_WRAPPED_KEYS.removeprefix(META_PREFIX)
-    kept = {k.lower(): v for k, v in store.head(url).get("Metadata", {}).items()}
-    if kept.get(name) != sent[name]:
-        raise RequestRefused(
-            f"{url}: stored, but the gateway did not keep the other recipients' wrapped keys; "
-            "only the first --key can read it"
-        )
-
-
 def _send(
     store: RemoteStore,
     url: S3Url,
@@ -273,48 +218,6 @@ def _send(
         )
     body = _EncryptingBody(source, encryptor, progress)
     return store.put(url, body, total, metadata, redundancy_class=redundancy_class)
-
-
-def upload_file(
-    store: RemoteStore,
-    path: str | os.PathLike[str],
-    url: S3Url,
-    recipients: Sequence[PublicKeyRef],
-    *,
-    tenant: str,
-    redundancy_class: str | None = None,
-    progress: Progress | None = None,
-) -> PutResult:
-    """Encrypt ``path`` for ``recipients`` (the first is primary) and store it at ``url``.
-
-    A file that grows or shrinks during the upload aborts it (nothing is stored), as does one
-    that changes between the hashing pass and the sending pass over plain HTTP.
-    """
-    started = time.monotonic()
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise IsADirectoryError(f"{path} is not a regular file")
-    with open(path, "rb", buffering=0) as source:
-        size = os.fstat(source.fileno()).st_size
-        binding = ObjectBinding.new(tenant, url.bucket, url.key)
-        encryptor = Encryptor(binding, size)
-        wrapped = wrap_for_all(encryptor.dek, recipients, encryptor.header_bytes)
-        metadata = _envelope_metadata(wrapped, binding.content_id)
-        response = _send(store, url, source, encryptor, metadata, redundancy_class, progress)
-    if progress is not None:
-        progress.close()
-    if len(wrapped) > 1:
-        _check_extra_recipients_kept(store, url, metadata)
-    return PutResult(
-        plaintext_length=size,
-        ciphertext_length=encryptor.header.ciphertext_length,
-        content_id=binding.content_id.hex(),
-        key_ids=tuple(w.key_id for w in wrapped),
-        etag=str(response.get("ETag", "")).strip('"'),
-        seconds=time.monotonic() - started,
-    )
-
-
-# -- download -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,18 +271,6 @@ def _metadata_headers(response: Mapping[str, Any]) -> dict[str, str]:
     return {META_PREFIX + k.lower(): v for k, v in response.get("Metadata", {}).items()}
 
 
-def _wrapped_keys(headers: Mapping[str, str]) -> tuple[Envelope, list[WrappedKey]]:
-    envelope = _parse_envelope(headers)
-    extra: list[WrappedKey] = []
-    encoded = headers.get(EXTRA_WRAPPED_KEYS)
-    if encoded:
-        try:
-            extra = WrappedKey.decode_list(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError):
-            raise InvalidEnvelope(f"{EXTRA_WRAPPED_KEYS} is malformed") from None
-    return envelope, [envelope.wrapped_key, *extra]
-
-
 def _read_exact(body: io.RawIOBase, n: int) -> bytes:
     parts, got = [], 0
     while got < n:
@@ -389,134 +280,6 @@ def _read_exact(body: io.RawIOBase, n: int) -> bytes:
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
-
-
-def download(
-    store: RemoteStore,
-    url: S3Url,
-    sink: BinaryIO | None,
-    keys: KeySource,
-    *,
-    tenant: str,
-    byte_range: PlaintextRange | None = None,
-    progress_factory: Callable[[int], Progress] | None = None,
-) -> GetResult:
-    """Read ``url``, authenticate it completely, and write its plaintext to ``sink``.
-
-    ``sink=None`` decrypts to nowhere (``bp verify``). With ``byte_range`` only the covering
-    segments are fetched (plus the 112-byte header) and authenticated. The binding is checked
-    against ``tenant`` and the bucket and key *asked for*, never names from the response.
-    """
-    started = time.monotonic()
-    if byte_range is not None:
-        return _download_range(store, url, sink, keys, tenant, byte_range, started)
-    response = store.get(url)
-    envelope, candidates = _wrapped_keys(_metadata_headers(response))
-    private_key = keys(candidates)
-    expected = ObjectBinding(tenant, url.bucket, url.key, envelope.content_id)
-    total = int(response.get("ContentLength") or 0)
-    progress = progress_factory(total) if progress_factory else None
-    body = store.read_stream(response, f"get {url}")
-    header_box: list[Header] = []
-
-    def dek(header_bytes: bytes) -> bytes:
-        header_box.append(Header.parse(header_bytes))
-        return unwrap_any(candidates, private_key, header_bytes)
-
-    def chunks() -> Iterator[bytes]:
-        while chunk := body.read(_READ_CHUNK):
-            if progress is not None:
-                progress.update(len(chunk))
-            yield chunk
-
-    written = 0
-    try:
-        for plaintext in decrypt_stream(chunks(), dek=dek, expected=expected):
-            if sink is not None:
-                sink.write(plaintext)
-            written += len(plaintext)
-    finally:
-        body.close()
-        if progress is not None:
-            progress.close()
-    header = header_box[0]
-    return GetResult(
-        plaintext_length=header.plaintext_length,
-        bytes_written=written,
-        segments=header.segment_count,
-        key_id=key_id(private_key),
-        content_id=envelope.content_id.hex(),
-        seconds=time.monotonic() - started,
-    )
-
-
-def _download_range(
-    store: RemoteStore,
-    url: S3Url,
-    sink: BinaryIO | None,
-    keys: KeySource,
-    tenant: str,
-    wanted: PlaintextRange,
-    started: float,
-) -> GetResult:
-    first_response = store.get(url, f"bytes=0-{HEADER_LEN - 1}")
-    headers = _metadata_headers(first_response)
-    envelope, candidates = _wrapped_keys(headers)
-    head_body = store.read_stream(first_response, f"get {url}")
-    try:
-        header_bytes = _read_exact(head_body, HEADER_LEN)
-    finally:
-        head_body.close()
-    if len(header_bytes) < HEADER_LEN:
-        raise Truncated("the object ends inside its header")
-    private_key = keys(candidates)
-    expected = ObjectBinding(tenant, url.bucket, url.key, envelope.content_id)
-    cipher = SegmentCipher.for_reading(
-        header_bytes, lambda h: unwrap_any(candidates, private_key, h), expected
-    )
-    header = cipher.header
-    first, last = wanted.resolve(header.plaintext_length)
-    span = _pt_to_ct(first, last, header)  # RangeNotSatisfiable outside the object
-    last = min(last, header.plaintext_length - 1)
-    etag = first_response.get("ETag")
-    response = store.get(url, span.http_range, if_match=etag)
-    if _metadata_headers(response).get(CONTENT_ID) != envelope.content_id.hex():
-        raise ObjectChanged(f"{url}: the object was replaced during the read; try again")
-    content_range = str(response.get("ContentRange") or "")
-    if not content_range.startswith(f"bytes {span.offset}-{span.offset + span.length - 1}/"):
-        raise Tampered(
-            f"the gateway answered the ranged read {span.http_range} with "
-            f"{content_range or 'the whole object'}"
-        )
-    body = store.read_stream(response, f"get {url}")
-    written = 0
-    try:
-        for index in range(span.first_segment, (last >> header.seg_log2) + 1):
-            want = header.segment_plaintext_length(index) + TAG_LEN
-            data = _read_exact(body, want)
-            if len(data) < want:
-                raise Truncated(f"the ranged read ended inside segment {index}")
-            plaintext = cipher.open(index, data)
-            seg_first = index << header.seg_log2
-            piece = plaintext[max(first - seg_first, 0) : last - seg_first + 1]
-            if sink is not None:
-                sink.write(piece)
-            written += len(piece)
-        if body.read(1):
-            raise Tampered("the ranged read returned more bytes than its segments hold")
-    finally:
-        body.close()
-    return GetResult(
-        plaintext_length=header.plaintext_length,
-        bytes_written=written,
-        segments=(last >> header.seg_log2) - span.first_segment + 1,
-        key_id=key_id(private_key),
-        content_id=envelope.content_id.hex(),
-        seconds=time.monotonic() - started,
-    )
-
-
-# -- output -------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
