@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from schema.jobs import Backoff, JobQueue
 from schema.orphans import OrphanRepository
 from schema.policies import PlacementSettings, PolicyRepository
 from schema.records import ObjectVersion, Replica
-from schema.replicas import ReplicaRepository
+from schema.replicas import ReplicaRepository, ScrubTarget
 from schema.snapshots import SnapshotRepository
 from schema.store import MetadataStore
 from schema.worker_state import WorkerStateRepository
@@ -120,6 +121,7 @@ class HealingContext:
     policies: PolicyRepository = field(default_factory=PolicyRepository)
     _policy: PolicyDocument | None = None
     _policy_at: float = 0.0
+    _constraints: dict[int, tuple[float, PlacementConstraints]] = field(default_factory=dict)
 
     @classmethod
     async def connect(
@@ -161,10 +163,19 @@ class HealingContext:
     async def constraints(self, version: ObjectVersion) -> PlacementConstraints:
         """Where this version may live beyond its class, exactly as the write path computes it
         (``gateway/s3/handlers/object_put.constraints_for``): the bucket's region lock and the
-        tenant's region lock, jurisdiction lists and backend allow-list, all at once."""
+        tenant's region lock, jurisdiction lists and backend allow-list, all at once. Cached per
+        bucket for ``POLICY_REFRESH_S``, like the policy (a repair is re-checked by the
+        placement checker when settings change: they mark the objects)."""
+        cached = self._constraints.get(version.bucket_id)
+        if cached is not None and time.monotonic() - cached[0] <= POLICY_REFRESH_S:
+            return cached[1]
         async with self.store.db.connection() as conn:
             settings = await self.policies.placement_settings(conn, version.bucket_id)
-        return constraints_of(settings)
+        constraints = constraints_of(settings)
+        if len(self._constraints) > 10_000:
+            self._constraints.clear()
+        self._constraints[version.bucket_id] = (time.monotonic(), constraints)
+        return constraints
 
     async def invalidate(self, bucket_id: int, key: str) -> None:
         """Readers must see a repair's new replica states; a Redis outage only delays it (the
@@ -221,6 +232,31 @@ class HealingContext:
         if changed:
             await self.invalidate(bucket_id, key)
         return bool(changed)
+
+    async def mark_bad_many(self, targets: Sequence[ScrubTarget], status: str) -> int:
+        """``mark_bad`` for many replicas in one transaction (a backend that came back empty
+        loses thousands at once); returns how many changed."""
+        changed_rows: list[ScrubTarget] = []
+        async with self.store.db.transaction() as conn:
+            for t in targets:
+                if await self.store.objects.set_replica_status(conn, [t.replica_id], status):
+                    changed_rows.append(t)
+                    await self.queue.enqueue(
+                        conn,
+                        REPAIR,
+                        {
+                            "version_pk": t.version_pk,
+                            "backend_id": t.backend_id,
+                            "part_number": t.part_number,
+                            "shard_index": t.shard_index,
+                            "reason": status,
+                        },
+                        idempotency_key=repair_key(t.version_pk, t.backend_id, t.part_number),
+                        priority=PRIORITY[REPAIR],
+                    )
+        for key in {(t.bucket_id, t.key) for t in changed_rows}:
+            await self.invalidate(*key)
+        return len(changed_rows)
 
     def describe(self) -> dict[str, Any]:
         return {"pool": type(self.pool).__name__}

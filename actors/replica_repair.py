@@ -38,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -120,6 +122,7 @@ class HealOutcome:
     parts: int = 0
     bytes: int = 0
     detail: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # plan / copy / commit
 
 
 def request_for(job: Job) -> HealRequest:
@@ -245,6 +248,7 @@ class ReplicaHealer:
 
     async def heal(self, request: HealRequest, finish: Finish) -> HealOutcome:
         ctx = self.ctx
+        started = time.perf_counter()
         async with ctx.store.db.connection() as conn:
             version = await ctx.store.objects.get_by_pk(conn, request.version_pk)
         if version is None or version.is_delete_marker:
@@ -260,7 +264,8 @@ class ReplicaHealer:
         plan = self._plan(request, version, rc, constraints, handles)
         if isinstance(plan, str):
             return await self._finish_noop(request, finish, plan)
-        return await self._execute(request, version, plan, handles, finish)
+        outcome = await self._execute(request, version, plan, handles, finish, started)
+        return outcome
 
     # -- deciding ---------------------------------------------------------------------------
     def _plan(
@@ -375,11 +380,13 @@ class ReplicaHealer:
         plan: _Plan,
         handles: dict[int, BackendHandle],
         finish: Finish,
+        started: float,
     ) -> HealOutcome:
         written: list[str] = []
         committed = False
         try:
             copied = 0
+            planned = time.perf_counter()
             if plan.target is not None:
                 sizes = await asyncio.gather(
                     *(
@@ -388,8 +395,14 @@ class ReplicaHealer:
                     )
                 )
                 copied = sum(sizes)
+            copied_at = time.perf_counter()
             outcome = await self._commit(request, version, plan, copied, finish)
             committed = True
+            outcome.seconds.update(
+                plan=planned - started,
+                copy=copied_at - planned,
+                commit=time.perf_counter() - copied_at,
+            )
             return outcome
         finally:
             if not plan.in_place and written and not committed:
@@ -436,11 +449,19 @@ class ReplicaHealer:
             and r.backend_id in handles
             and not (r.backend_id == target and r.locator == expected.locator)
         ]
+        # Healthy first, the target itself last; among sources of similar RTT (within 1.5x +
+        # 10 ms of the best) a random order, so a repair storm spreads its reads over every
+        # surviving backend instead of queueing them all on the fastest one.
+        rtts = [handles[r.backend_id].rtt_ms for r in sources if handles[r.backend_id].healthy]
+        near = min(rtts) * 1.5 + 10.0 if rtts else 0.0
         sources.sort(
             key=lambda r: (
                 not handles[r.backend_id].healthy,
                 r.backend_id == target,
-                handles[r.backend_id].rtt_ms,
+                handles[r.backend_id].rtt_ms > near,
+                handles[r.backend_id].rtt_ms
+                if handles[r.backend_id].rtt_ms > near
+                else random.random(),
             )
         )
         unavailable: list[str] = []

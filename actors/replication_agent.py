@@ -80,6 +80,7 @@ class AgentStats:
     bytes: int = 0
     parts: int = 0
     actions: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent per repair stage
     last_error: str | None = None
 
     def record(self, outcome: HealOutcome) -> None:
@@ -88,6 +89,8 @@ class AgentStats:
         self.bytes += outcome.bytes
         self.parts += outcome.parts
         self.actions[outcome.action] = self.actions.get(outcome.action, 0) + 1
+        for stage, seconds in outcome.seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 class AgentLoop:
@@ -341,6 +344,12 @@ class ReplicationAgent:
         """The worker process hosting this incarnation (fault tests kill it)."""
         return os.getpid()
 
+    def where(self) -> dict[str, Any]:
+        """This incarnation's process and Ray node (restarts may land on another node)."""
+        import ray
+
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
     def stop(self) -> None:
         if self._event_loop is not None and self._stop is not None:
             self._event_loop.call_soon_threadsafe(self._stop.set)
@@ -353,8 +362,11 @@ def start_agents(
     *,
     prefix: str = "",
     options: dict[str, Any] | None = None,
+    resources: dict[str, float] | None = None,
 ) -> list[Any]:
-    """Start (or find) ``count`` named, detached agents ``agent:<prefix><i>``."""
+    """Start (or find) ``count`` named, detached agents ``agent:<prefix><i>``. ``options`` go
+    to ``AgentLoop``; ``resources`` are Ray custom resources that pin agents to node types
+    (e.g. the backend I/O nodes of ``ray-cluster.yaml``)."""
     import ray
 
     remote_cls = ray.remote(ReplicationAgent)
@@ -371,6 +383,7 @@ def start_agents(
                 max_task_retries=-1,  # stats/owner calls are read-only: retry across restarts
                 max_concurrency=4,  # stats may be asked while stop() waits for the thread
                 num_cpus=0,  # I/O bound; the CPU it needs is hashing, in short bursts
+                resources=resources or {},
             ).remote(settings, name, options)
         )
     return handles

@@ -10,8 +10,9 @@ adds them to the ``bulletproof`` parser.
   scrubber, placement_checker, vacuumer, snapshotter) under its run lease; prints its report.
 - ``bulletproof worker status``: each worker's last run, and the job queue by kind and state.
 - ``bulletproof worker retry-dead [--kind K] [ID ...]``: requeue dead-lettered jobs.
-- ``bulletproof restore SNAPSHOT --private-key PEM [--target-database URL]``: restore a metadata
-  snapshot into an empty database (runbook in docs/self-healing.md).
+- ``bulletproof restore SNAPSHOT (--private-key PEM | --keyring-key NAME) [--passphrase-env
+  VAR] [--target-database URL]``: restore a metadata snapshot into an empty database (runbook
+  in docs/self-healing.md).
 
 Exit codes: 0 done, 1 failed, 3 the worker's run lease is held elsewhere.
 """
@@ -189,7 +190,7 @@ def cmd_retry_dead(args: argparse.Namespace) -> int:
 
 # -- restore ---------------------------------------------------------------------------------
 def cmd_restore(args: argparse.Namespace) -> int:
-    from jobs.restore import RestoreError, restore_snapshot
+    from jobs.restore import RestoreError, private_key_from_pem, restore_snapshot
 
     settings = _settings(args)
     passphrase = None
@@ -199,12 +200,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.passphrase_env} is not set")
         passphrase = value.encode()
     try:
+        if args.keyring_key:
+            from client import Keyring
+
+            if passphrase is None:
+                raise SystemExit("--keyring-key needs --passphrase-env")
+            name, _, version = args.keyring_key.partition(":")
+            key = Keyring().load_private(name, passphrase, int(version) if version else None)
+        else:
+            key = private_key_from_pem(Path(args.private_key).read_bytes(), passphrase)
         result = asyncio.run(
             restore_snapshot(
                 args.snapshot,
                 settings=settings,
-                private_key_pem=Path(args.private_key).read_bytes(),
-                passphrase=passphrase,
+                private_key=key,
                 target_url=args.target_database or settings.database_url,
             )
         )
@@ -256,7 +265,9 @@ def register(subparsers: Any) -> None:
         "restore", help="restore a metadata snapshot into an empty database"
     )
     restore.add_argument("snapshot", help="manifest .json, .bpsnap file, or snapshot name/id")
-    restore.add_argument("--private-key", required=True, help="operator private key (PEM)")
+    key = restore.add_mutually_exclusive_group(required=True)
+    key.add_argument("--private-key", help="operator private key (PEM, PKCS#8)")
+    key.add_argument("--keyring-key", help="NAME[:VERSION] in the bp keyring (bp keygen)")
     restore.add_argument("--passphrase-env", help="environment variable holding its passphrase")
     restore.add_argument("--target-database", help="default: BP_DATABASE_URL (must be empty)")
     restore.set_defaults(func=cmd_restore)

@@ -29,17 +29,25 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from actors.backend_actor import BackendSpec, build_client
 from actors.healing import HealingContext
 from client import unseal_stream
+from client.recipient import PrivateKey
 from cluster.config import Settings
 from jobs.snapshot_format import SnapshotFormatError, iter_file, read_descriptor
 from jobs.snapshotter import manifest_of, run_tool
 from schema.db import ensure_database
 
-__all__ = ["RestoreError", "decrypt_snapshot", "fetch_snapshot", "restore_snapshot"]
+__all__ = [
+    "RestoreError",
+    "decrypt_snapshot",
+    "fetch_snapshot",
+    "private_key_from_pem",
+    "restore_snapshot",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +123,21 @@ async def fetch_snapshot(source: str, settings: Settings, workdir: Path) -> Path
     return out
 
 
-def decrypt_snapshot(
-    snapshot: Path, private_key_pem: bytes, passphrase: bytes | None, out: Path
-) -> dict[str, Any]:
-    """Decrypt a BPSNAP1 file to ``out`` (the pg_dump archive); returns its descriptor."""
+def private_key_from_pem(pem: bytes, passphrase: bytes | None) -> PrivateKey:
+    """An operator private key from PEM (PKCS#8, optionally encrypted)."""
     try:
-        key = load_pem_private_key(private_key_pem, password=passphrase)
+        key = load_pem_private_key(pem, password=passphrase)
     except (ValueError, TypeError) as exc:
         raise RestoreError(f"cannot load the private key: {exc}") from exc
+    if not isinstance(
+        key, rsa.RSAPrivateKey | x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
+    ):
+        raise RestoreError("the private key is not an RSA, X25519 or P-256 key")
+    return key
+
+
+def decrypt_snapshot(snapshot: Path, key: PrivateKey, out: Path) -> dict[str, Any]:
+    """Decrypt a BPSNAP1 file to ``out`` (the pg_dump archive); returns its descriptor."""
     with snapshot.open("rb") as handle:
         try:
             descriptor = read_descriptor(handle)
@@ -132,7 +147,7 @@ def decrypt_snapshot(
         chunks: Iterator[bytes] = unseal_stream(
             iter_file(handle),
             descriptor["envelope"],
-            key,  # type: ignore[arg-type]  # unwrap refuses unsupported key types itself
+            key,
             tenant=binding["tenant"],
             bucket=binding["bucket"],
             key=descriptor["name"],
@@ -168,8 +183,7 @@ async def restore_snapshot(
     source: str,
     *,
     settings: Settings,
-    private_key_pem: bytes,
-    passphrase: bytes | None,
+    private_key: PrivateKey,
     target_url: str,
 ) -> dict[str, Any]:
     """Fetch, verify, decrypt and ``pg_restore`` a snapshot into an empty database."""
@@ -179,9 +193,7 @@ async def restore_snapshot(
         workdir = Path(tmp)
         snapshot = await fetch_snapshot(source, settings, workdir)
         dump = workdir / "metadata.dump"
-        descriptor = await asyncio.to_thread(
-            decrypt_snapshot, snapshot, private_key_pem, passphrase, dump
-        )
+        descriptor = await asyncio.to_thread(decrypt_snapshot, snapshot, private_key, dump)
         await run_tool(
             "pg_restore",
             "--no-owner",

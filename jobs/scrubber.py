@@ -99,19 +99,33 @@ class Scrubber(Worker):
                     break
                 after = rows[-1].replica_id
                 report["listing_checked"] += len(rows)
-                for row in rows:
-                    if row.locator in present:
-                        continue
-                    try:
-                        size = await ctx.pool.head(handle.id, row.locator)
-                    except BackendUnavailable:
-                        report["unavailable"] += 1
-                        continue
-                    if size is None:
-                        report["missing"] += await self._mark(row, "missing")
+                absent = [row for row in rows if row.locator not in present]
+                if absent:
+                    gone = await self._confirm_absent(handle.id, absent, report)
+                    if gone:
+                        log.warning("scrubber: %d replicas missing on %s", len(gone), handle.name)
+                        report["missing"] += await ctx.mark_bad_many(gone, "missing")
             listed[str(handle.id)] = now
         async with ctx.store.db.connection() as conn:
             await ctx.worker_state.set_state(conn, self.name, {**state, "listed": listed})
+
+    async def _confirm_absent(
+        self, backend_id: int, rows: list[ScrubTarget], report: dict[str, int]
+    ) -> list[ScrubTarget]:
+        """The rows whose object a HEAD confirms absent (a listing is only a hint)."""
+        gate = asyncio.Semaphore(16)
+
+        async def head(row: ScrubTarget) -> ScrubTarget | None:
+            async with gate:
+                try:
+                    size = await self.ctx.pool.head(backend_id, row.locator)
+                except BackendUnavailable:
+                    report["unavailable"] += 1
+                    return None
+            return row if size is None else None
+
+        found = await asyncio.gather(*(head(r) for r in rows))
+        return [r for r in found if r is not None]
 
     # -- 2. byte verification -----------------------------------------------------------------
     async def _verify_bytes(self, report: dict[str, int]) -> None:

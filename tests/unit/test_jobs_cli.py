@@ -30,3 +30,10 @@ def test_unknown_worker_and_missing_key_are_refused() -> None:
         parser().parse_args(["worker", "run", "janitor"])
     with pytest.raises(SystemExit):
         parser().parse_args(["restore", "snap.json"])
+
+
+def test_restore_takes_a_pem_or_a_keyring_key_not_both() -> None:
+    args = parser().parse_args(["restore", "s.json", "--keyring-key", "ops:2"])
+    assert args.keyring_key == "ops:2" and args.private_key is None
+    with pytest.raises(SystemExit):
+        parser().parse_args(["restore", "s.json", "--keyring-key", "ops", "--private-key", "k"])

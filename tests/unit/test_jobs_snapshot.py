@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from client import PublicKeyRef, seal_stream
-from jobs.restore import RestoreError, decrypt_snapshot
+from jobs.restore import RestoreError, decrypt_snapshot, private_key_from_pem
 from jobs.snapshot_format import (
     BINDING_BUCKET,
     BINDING_TENANT,
@@ -73,7 +73,7 @@ def test_encrypted_to_the_operator_and_decrypts_with_the_private_key(tmp_path: P
     make_snapshot(tmp_path / "s.bpsnap", plaintext, key, "snap-1")
     stored = (tmp_path / "s.bpsnap").read_bytes()
     assert b"payroll" not in stored  # what backends hold is ciphertext
-    descriptor = decrypt_snapshot(tmp_path / "s.bpsnap", pem(key), None, tmp_path / "out")
+    descriptor = decrypt_snapshot(tmp_path / "s.bpsnap", key, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == plaintext
     assert descriptor["name"] == "snap-1"
 
@@ -83,14 +83,14 @@ def test_wrong_key_tampering_and_splicing_are_refused(tmp_path: Path) -> None:
     make_snapshot(tmp_path / "s.bpsnap", os.urandom(100_000), key, "snap-1")
     other = x25519.X25519PrivateKey.generate()
     with pytest.raises(RestoreError):
-        decrypt_snapshot(tmp_path / "s.bpsnap", pem(other), None, tmp_path / "out")
+        decrypt_snapshot(tmp_path / "s.bpsnap", other, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
     data = bytearray((tmp_path / "s.bpsnap").read_bytes())
     data[-100] ^= 1
     (tmp_path / "t.bpsnap").write_bytes(bytes(data))
     with pytest.raises(RestoreError):
-        decrypt_snapshot(tmp_path / "t.bpsnap", pem(key), None, tmp_path / "out")
+        decrypt_snapshot(tmp_path / "t.bpsnap", key, tmp_path / "out")
 
     # A descriptor that claims another snapshot's name: the BP1 binding refuses it.
     raw = (tmp_path / "s.bpsnap").read_bytes()
@@ -100,5 +100,20 @@ def test_wrong_key_tampering_and_splicing_are_refused(tmp_path: Path) -> None:
     descriptor["binding"]["key"] = "snap-2"
     (tmp_path / "u.bpsnap").write_bytes(encode_descriptor(descriptor) + body)
     with pytest.raises(RestoreError):
-        decrypt_snapshot(tmp_path / "u.bpsnap", pem(key), None, tmp_path / "out")
+        decrypt_snapshot(tmp_path / "u.bpsnap", key, tmp_path / "out")
     assert json.loads(json.dumps(descriptor))  # the descriptor itself is plain JSON
+
+
+def test_private_key_from_pem_checks_the_passphrase() -> None:
+    key = x25519.X25519PrivateKey.generate()
+    locked = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    assert private_key_from_pem(locked, b"secret").public_key().public_bytes_raw() == (
+        key.public_key().public_bytes_raw()
+    )
+    assert private_key_from_pem(pem(key), None)
+    with pytest.raises(RestoreError):
+        private_key_from_pem(locked, b"wrong")
