@@ -21,6 +21,7 @@ __all__ = [
     "BP1_HEADER_SIZE",
     "BP1_TAG_SIZE",
     "Bp1Header",
+    "ENVELOPE_METADATA",
     "Envelope",
     "WRAP_ALGORITHMS",
     "ciphertext_length",
@@ -155,6 +156,8 @@ def _check_wrapped_key(wrapped: bytes, *, alg: str, key_id: str, key_version: in
 
 
 ENVELOPE_FIELDS = ("bp-wrapped-key", "bp-key-id", "bp-key-version", "bp-wrap-alg")
+#: Every x-amz-meta-bp-* name a PUT may carry; the prefix is reserved for the envelope.
+ENVELOPE_METADATA = frozenset({*ENVELOPE_FIELDS, "bp-content-id"})
 
 
 def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:

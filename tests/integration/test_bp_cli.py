@@ -297,7 +297,7 @@ def test_several_recipients(account: Account, bucket: str, tmp_path: Path) -> No
     # bob's wrap is in the gateway's recipient list, not in the object's user metadata.
     meta = account.s3.head_object(Bucket=bucket, Key="shared")["Metadata"]
     assert sorted(meta) == ["bp-content-id", "bp-key-id", "bp-key-version",
-                            "bp-redundancy-class", "bp-wrap-alg", "bp-wrapped-key"]  # fmt: skip
+                            "bp-wrap-alg", "bp-wrapped-key"]  # fmt: skip
     listed = signed_json(account.s3, "GET", f"/{bucket}/shared?recipients").json()["recipients"]
     bob_id = Keyring(account.keyring).info("bob").key_id
     assert [(r["key_id"], r["primary"]) for r in listed][1:] == [(bob_id, False)]

@@ -148,7 +148,7 @@ def placed(cluster: Federation, bucket: str, key: str) -> dict[str, str]:
 
 def stored_class(s3: Any, bucket: str, key: str) -> str:
     head = s3.head_object(Bucket=bucket, Key=key)
-    return str(head["Metadata"]["bp-redundancy-class"])
+    return str(head["ResponseMetadata"]["HTTPHeaders"]["x-bp-redundancy-class"])
 
 
 def test_class_from_request_bucket_tenant_or_policy(cluster: Federation, tenant) -> None:
@@ -304,7 +304,7 @@ def test_erasure_coded_objects_round_trip(cluster: Federation, fleet: Fleet, ten
     with_class(s3, "ColdArchiveClass").put_object(Bucket=bucket, Key="obj", Body=data)
     got = s3.get_object(Bucket=bucket, Key="obj")
     assert got["Body"].read() == data
-    assert got["Metadata"]["bp-redundancy-class"] == "ColdArchiveClass"
+    assert got["ResponseMetadata"]["HTTPHeaders"]["x-bp-redundancy-class"] == "ColdArchiveClass"
     rows = cluster.replicas(bucket, "obj")
     parts = max(1, -(-size // MIB))
     assert len(rows) == 6 * parts and {r["status"] for r in rows} == {"ok"}

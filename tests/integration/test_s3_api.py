@@ -51,7 +51,8 @@ def test_put_get_round_trip_across_part_boundaries(
     got = s3.get_object(Bucket=bucket, Key="obj")
     assert got["Body"].read() == data
     assert got["ETag"] == put["ETag"]
-    assert got["Metadata"] == {"colour": "blue", "bp-redundancy-class": "StandardClass"}
+    assert got["Metadata"] == {"colour": "blue"}
+    assert got["ResponseMetadata"]["HTTPHeaders"]["x-bp-redundancy-class"] == "StandardClass"
     assert got["ContentType"] == "x/y"
     head = s3.head_object(Bucket=bucket, Key="obj")
     assert head["ContentLength"] == size
@@ -201,6 +202,12 @@ def test_bad_input_gets_s3_errors(plain_tenant: tuple[str, Any]) -> None:
             (400, "MetadataTooLarge"),
         ),
         (lambda: s3.create_bucket(Bucket="Bad_Name"), (400, "InvalidBucketName")),
+        (
+            lambda: s3.put_object(
+                Bucket="badinput", Key="r", Body=b"", Metadata={"bp-colour": "x"}
+            ),
+            (400, "InvalidArgument"),
+        ),
         (lambda: s3.create_bucket(Bucket="admin"), (400, "InvalidBucketName")),
         (lambda: s3.get_bucket_acl(Bucket="badinput"), (501, "NotImplemented")),
         (

@@ -34,7 +34,13 @@ from fastapi import Response
 from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
 from actors.write_finisher import finish_stragglers, replicate_job_key
-from cluster.envelope import BP1_HEADER_SIZE, Envelope, envelope_from_metadata, parse_bp1_header
+from cluster.envelope import (
+    BP1_HEADER_SIZE,
+    ENVELOPE_METADATA,
+    Envelope,
+    envelope_from_metadata,
+    parse_bp1_header,
+)
 from cluster.errors import InsufficientCapacity, InvalidEnvelope, InvalidInput, PolicyViolation
 from cluster.placement import BackendView, Placement, PlacementConstraints, place_for_write
 from cluster.policy import ClassChoice, PolicyDocument, RedundancyClass, choose_class
@@ -370,6 +376,12 @@ async def put_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Res
     assert isinstance(op, PutObject) and auth.bucket is not None
     meta = user_metadata(call.headers)
     envelope = envelope_from_metadata(meta)
+    unknown = sorted(k for k in meta if k.startswith("bp-") and k not in ENVELOPE_METADATA)
+    if unknown:
+        raise s3e.InvalidArgument(
+            f"x-amz-meta-{unknown[0]} is not an envelope field; x-amz-meta-bp-* is reserved"
+            " for the encryption envelope (docs/envelope.md section 8)"
+        )
     plain_meta = {k: v for k, v in meta.items() if not k.startswith("bp-")}
     version = await store_object(
         ctx,

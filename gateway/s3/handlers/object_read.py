@@ -40,7 +40,9 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
         "Last-Modified": format_datetime(version.created_at, usegmt=True),
         "Accept-Ranges": "bytes",
         "Content-Type": version.content_type or "binary/octet-stream",
-        "x-amz-meta-bp-redundancy-class": version.redundancy_class,
+        # Not user metadata: a client copying metadata back would send it again, and every
+        # x-amz-meta-bp-* name is reserved for the encryption envelope.
+        "x-bp-redundancy-class": version.redundancy_class,
     }
     for name, value in version.user_metadata.items():
         headers[f"x-amz-meta-{name}"] = value
