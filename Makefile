@@ -25,7 +25,7 @@ demo: install services
 stop:
 	-$(VENV)/bin/bulletproof down
 
-test: install services
+test: install services lint
 	$(PYTEST) -q tests/unit tests/integration tests/fault
 
 test-unit: install
@@ -42,6 +42,7 @@ bench: install services
 
 lint: install
 	$(VENV)/bin/ruff check cluster gateway actors jobs schema client tests bench
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy cluster gateway actors jobs schema client
 
 clean:
