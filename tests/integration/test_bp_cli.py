@@ -682,3 +682,60 @@ def test_configuration_and_credential_errors(
     assert bp("ls").code == 2
     monkeypatch.setenv("BP_ENDPOINT", "http://127.0.0.1:9")
     assert bp("ls").code == 7
+
+
+def _run_measured(args: list[str]) -> tuple[int, int, bytes]:
+    """Run ``bp`` as a child process; (exit code, peak RSS in MiB, stderr)."""
+    proc = subprocess.Popen(
+        [str(BP), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss // 1024, err
+
+
+def test_file_over_one_gib_round_trips_with_flat_memory(bucket: str, tmp_path: Path) -> None:
+    """Issue 4: > 1 GiB through the gateway, client memory independent of the file size."""
+    block = os.urandom(4 * 1024 * 1024)
+    size = 1024**3 + 12_345  # over 1 GiB and not a multiple of the segment size
+    src, out = tmp_path / "big.bin", tmp_path / "big.out"
+    digest = hashlib.sha256()
+    with src.open("wb") as handle:
+        written = 0
+        while written < size:
+            piece = block[: min(len(block), size - written)]
+            handle.write(piece)
+            digest.update(piece)
+            written += len(piece)
+    url = f"s3://{bucket}/big.bin"
+    code, put_rss, err = _run_measured(["--quiet", "put", str(src), url, "--key", "alice"])
+    assert code == 0, err
+    code, get_rss, err = _run_measured(["--quiet", "get", url, str(out), "--key", "alice"])
+    assert code == 0, err
+    got = hashlib.sha256()
+    with out.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(8 * 1024 * 1024), b""):
+            got.update(chunk)
+    assert got.digest() == digest.digest() and out.stat().st_size == size
+    # Flat: the same peak as for a 1 MiB file, give or take a few 8 MiB windows; never the
+    # file (1 GiB).
+    small = tmp_path / "small.bin"
+    small.write_bytes(block[: 1024 * 1024])
+    code, small_put_rss, err = _run_measured(
+        ["--quiet", "put", str(small), url + ".small", "--key", "alice"]
+    )
+    assert code == 0, err
+    code, small_get_rss, err = _run_measured(
+        ["--quiet", "get", url + ".small", str(tmp_path / "small.out"), "--key", "alice"]
+    )
+    assert code == 0, err
+    assert put_rss < small_put_rss + 64 and get_rss < small_get_rss + 64, (
+        put_rss,
+        small_put_rss,
+        get_rss,
+        small_get_rss,
+    )
+    src.unlink()
+    out.unlink()
