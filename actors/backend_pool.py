@@ -131,7 +131,7 @@ class RayBackendPool(_PoolBase):
         self.registry.mark_failed(backend_id, error)
 
     async def ping_all(self) -> dict[str, dict[str, Any]]:
-        return await self.registry.ping_all()
+        return await self.registry.ping_all(record=False)  # the gateway owns stored health
 
     async def fetch(self, backend_id: int, locator: str) -> Fetched:
         actor = self._handle(backend_id).actor

@@ -139,8 +139,11 @@ class BackendRegistry:
             handle.healthy = False
             handle.failed_at = time.monotonic()
 
-    async def ping_all(self) -> dict[str, dict[str, Any]]:
-        """Ping every backend concurrently and record the outcome in memory and in the database."""
+    async def ping_all(self, *, record: bool = True) -> dict[str, dict[str, Any]]:
+        """Ping every backend concurrently and record the outcome in memory and, with
+        ``record`` (the gateway's sweep), in the database. Self-healing processes keep their
+        view to themselves: one slow ping from a busy agent must not mark a backend down for
+        every gateway."""
         handles = await self.current()
 
         async def one(handle: BackendHandle) -> dict[str, Any]:
@@ -161,6 +164,8 @@ class BackendRegistry:
             return result
 
         results = await asyncio.gather(*(one(h) for h in handles))
+        if not record:
+            return {h.name: r for h, r in zip(handles, results, strict=True)}
         with contextlib.suppress(Exception):
             async with self._store.db.transaction() as conn:
                 for handle, result in zip(handles, results, strict=True):

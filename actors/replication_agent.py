@@ -64,6 +64,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+_REAP_EVERY_S = 5.0
+
+
 def agent_actor_name(index: int | str) -> str:
     return f"agent:{index}"
 
@@ -118,6 +121,7 @@ class AgentLoop:
         self.healer = ReplicaHealer(ctx)
         self.stats = AgentStats()
         self._running: set[asyncio.Task[None]] = set()
+        self._reaped_at = 0.0
         self.current: dict[int, Job] = {}
 
     # -- the contract -----------------------------------------------------------------------
@@ -150,7 +154,10 @@ class AgentLoop:
             while not stop.is_set():
                 try:
                     room = self.concurrency - len(self._running)
-                    jobs = await self._lease(room) if room > 0 else []
+                    # Lease in batches (half the slots, or whenever idle): one lease round
+                    # trip per job would be most of a small repair's database work.
+                    batch = not self._running or room >= max(1, self.concurrency // 2)
+                    jobs = await self._lease(room) if room > 0 and batch else []
                 except MetadataUnavailable as exc:
                     self.stats.last_error = str(exc)
                     log.warning("agent %s: metadata unavailable, retrying: %s", self.name, exc)
@@ -166,8 +173,8 @@ class AgentLoop:
                         idle = self.poll_s
                 for job in jobs:
                     self._start(job)
-                if jobs and len(self._running) < self.concurrency:
-                    continue  # the queue may hold more: lease again at once
+                if jobs and len(jobs) == room:
+                    continue  # every slot filled: the queue may hold more
                 waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
                 if self._running:
                     waiters += list(self._running)
@@ -185,10 +192,14 @@ class AgentLoop:
 
     # -- one job ----------------------------------------------------------------------------
     async def _lease(self, room: int) -> list[Job]:
+        # Dead-lettering expired last attempts is housekeeping: every few seconds is enough.
+        reap = time.monotonic() - self._reaped_at > _REAP_EVERY_S
         async with self.ctx.store.db.connection() as conn:
             jobs = await self.ctx.queue.lease(
-                conn, self.owner, kinds=self.kinds, lease_s=self.lease_s, limit=room
+                conn, self.owner, kinds=self.kinds, lease_s=self.lease_s, limit=room, reap=reap
             )
+        if reap:
+            self._reaped_at = time.monotonic()
         self.stats.leased += len(jobs)
         return jobs
 

@@ -155,19 +155,14 @@ class JobQueue:
         kinds: tuple[str, ...],
         lease_s: float,
         limit: int = 1,
+        reap: bool = True,
     ) -> list[Job]:
         """Lease up to ``limit`` ready jobs of ``kinds`` (queued, or leased with an expired
         lease) for ``lease_s`` seconds. Expired leases on their last attempt are dead-lettered
-        first. Run it outside an explicit transaction (each statement commits on its own)."""
-        await conn.execute(
-            "UPDATE jobs SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,"
-            " finished_at = now(), updated_at = now(),"
-            " last_error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts"
-            "   || COALESCE(' (last error: ' || last_error || ')', '')"
-            " WHERE status = 'leased' AND lease_expires_at < now() AND attempts >= max_attempts"
-            " AND kind = ANY($1::text[])",
-            list(kinds),
-        )
+        first (``reap``; a busy poller may do that only now and then). Run it outside an
+        explicit transaction (each statement commits on its own)."""
+        if reap:
+            await self.reap(conn, kinds)
         rows = await conn.fetch(
             "UPDATE jobs SET status = 'leased', lease_owner = $1,"
             " lease_expires_at = now() + $2::float8 * interval '1 second',"
@@ -184,6 +179,19 @@ class JobQueue:
         jobs = [_job(r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.run_after or datetime.min, j.id))
         return jobs
+
+    async def reap(self, conn: asyncpg.Connection, kinds: Sequence[str]) -> int:
+        """Dead-letter jobs of ``kinds`` whose lease expired on their last attempt."""
+        result = await conn.execute(
+            "UPDATE jobs SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,"
+            " finished_at = now(), updated_at = now(),"
+            " last_error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts"
+            "   || COALESCE(' (last error: ' || last_error || ')', '')"
+            " WHERE status = 'leased' AND lease_expires_at < now() AND attempts >= max_attempts"
+            " AND kind = ANY($1::text[])",
+            list(kinds),
+        )
+        return int(result.split()[-1])
 
     async def heartbeat(
         self, conn: asyncpg.Connection, job: Job, owner: str, *, lease_s: float
