@@ -537,7 +537,9 @@ class ReplicaHealer:
         leftovers: list[str] = []
         async with ctx.store.db.transaction() as conn:
             if not await ctx.replicas.lock_version(conn, version.id):
-                if not plan.in_place and plan.target is not None:
+                # Dropped meanwhile: what we wrote is garbage, in place too (the drop may have
+                # collected that locator before our write recreated it).
+                if plan.target is not None and plan.locators:
                     await ctx.store.objects.add_garbage(
                         conn, [(plan.target, loc) for loc in plan.locators.values()], "repair"
                     )

@@ -132,9 +132,12 @@ class Scrubber(Worker):
         ctx = self.ctx
         if self.batch <= 0:
             return
-        async with ctx.store.db.connection() as conn:
-            targets = await ctx.replicas.least_recently_verified(conn, limit=self.batch)
         handles = {h.id: h for h in await ctx.pool.current()}
+        reachable = [h.id for h in handles.values() if h.healthy]
+        async with ctx.store.db.connection() as conn:
+            targets = await ctx.replicas.least_recently_verified(
+                conn, limit=self.batch, backend_ids=reachable
+            )
         verified: list[int] = []
         start = time.monotonic()
         read = 0

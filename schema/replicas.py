@@ -123,18 +123,18 @@ class ReplicaRepository:
 
     # -- the scrubber ---------------------------------------------------------------------
     async def least_recently_verified(
-        self, conn: asyncpg.Connection, *, limit: int
+        self, conn: asyncpg.Connection, *, limit: int, backend_ids: Sequence[int]
     ) -> list[ScrubTarget]:
-        """``ok`` replicas on backends that are not removed, never-verified first, then the
-        oldest ``verified_at`` (two index-ordered queries: NULLS FIRST is not portable)."""
+        """``ok`` replicas on these backends (the reachable ones: a backend that is down must
+        not starve the others), never-verified first, then the oldest ``verified_at`` (two
+        index-ordered queries: NULLS FIRST is not portable)."""
         base = (
-            f"{_SCRUB_COLUMNS} JOIN backends b ON b.id = r.backend_id"
-            " WHERE r.status = 'ok' AND b.state <> 'removed' AND r.verified_at IS {} NULL"
-            " ORDER BY r.verified_at, r.id LIMIT $1"
+            f"{_SCRUB_COLUMNS} WHERE r.status = 'ok' AND r.backend_id = ANY($2::bigint[])"
+            " AND r.verified_at IS {} NULL ORDER BY r.verified_at, r.id LIMIT $1"
         )
-        rows = list(await conn.fetch(base.format(""), limit))
+        rows = list(await conn.fetch(base.format(""), limit, list(backend_ids)))
         if len(rows) < limit:
-            rows += await conn.fetch(base.format("NOT"), limit - len(rows))
+            rows += await conn.fetch(base.format("NOT"), limit - len(rows), list(backend_ids))
         return [_target(r) for r in rows]
 
     async def ok_on_backend(
