@@ -28,7 +28,7 @@ import pytest
 import ray
 
 from actors.backend_client import new_locator
-from actors.healing import HealingContext
+from actors.healing import DATA_KINDS, HealingContext
 from actors.replication_agent import AgentLoop, start_agents, stop_agents
 from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
@@ -55,6 +55,20 @@ def fast_settings(cluster: Federation) -> Any:
         job_backoff_max_s=2.0,
         dead_job_cooldown_s=0.0,
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def clean_slate(cluster: Federation) -> None:
+    """Start this module from a federation without other modules' damage.
+
+    Earlier modules kill and restart backends (moto keeps nothing) and alter bytes on purpose,
+    leaving thousands of objects short of their class; healing all of them first would turn
+    every test here into a wait on unrelated repairs. These tests assert the healing of their
+    own objects, so the metadata of every earlier object and its queued work is dropped (the
+    backend bytes become orphans, which the vacuumer test may collect).
+    """
+    cluster.sql("DELETE FROM jobs")
+    cluster.sql("DELETE FROM object_versions")
 
 
 @pytest.fixture(scope="module")
@@ -175,22 +189,62 @@ async def heal_until(
     ctx: HealingContext,
     done: Callable[[], Any],
     *,
+    bucket: str,
+    since: Any,
     timeout_s: float = 60.0,
     scrub: bool = False,
 ) -> None:
-    """Repairer + one in-process agent pass, repeated until ``done()`` (bounded)."""
+    """Repairer (+ scrubber listing audit) and an in-process agent, until ``done()`` (bounded).
+
+    Scoped to this test's bucket: the repairer, the scrubber and the placement checker look at
+    the whole session's metadata (other modules' objects, some of them 1 GiB, lost replicas
+    when this module wiped a backend), but only this test's data jobs are run (leased first,
+    then the pass stops), and the jobs the scans queued since ``since`` for other buckets are
+    cancelled at the end, as an operator would cancel work that is not wanted.
+    """
     deadline = time.monotonic() + timeout_s
     agent = AgentLoop(ctx, "test-agent", lease_s=3.0, poll_s=0.2, defer_s=0.3)
-    while time.monotonic() < deadline:
-        await ctx.pool.ping_all()
-        if scrub:
-            await Scrubber(ctx, batch=0, listing_interval_s=0).run_once()
-        await Repairer(ctx).run_once()
-        await agent.run_once()
-        if await done():
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"not healed within {timeout_s}s: agent stats {agent.snapshot()}")
+    try:
+        while time.monotonic() < deadline:
+            await ctx.pool.ping_all()
+            if scrub:
+                await Scrubber(ctx, batch=0, listing_interval_s=0).run_once()
+            await Repairer(ctx).run_once()
+            mine = await sql(
+                ctx,
+                "UPDATE jobs SET priority = 0 WHERE status = 'queued'"
+                " AND kind = ANY($2::text[]) AND (payload->>'version_pk')::bigint IN"
+                " (SELECT v.id FROM object_versions v JOIN buckets b ON b.id = v.bucket_id"
+                " WHERE b.name = $1) RETURNING id",
+                bucket,
+                list(DATA_KINDS),
+            )
+            if mine:
+                await agent.run_once(max_jobs=len(mine))
+            if await done():
+                return
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"not healed within {timeout_s}s: agent stats {agent.snapshot()}")
+    finally:
+        await cancel_others(ctx, bucket, since)
+
+
+async def cancel_others(ctx: HealingContext, bucket: str, since: Any) -> None:
+    await sql(
+        ctx,
+        "UPDATE jobs SET status = 'done', finished_at = now(), updated_at = now(),"
+        " last_error = 'cancelled by the test: not its object'"
+        " WHERE status = 'queued' AND created_at >= $2 AND kind = ANY($3::text[])"
+        " AND (payload->>'version_pk')::bigint NOT IN (SELECT v.id FROM object_versions v"
+        " JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1)",
+        bucket,
+        since,
+        list(DATA_KINDS),
+    )
+
+
+async def db_now(ctx: HealingContext) -> Any:
+    return (await sql(ctx, "SELECT now() AS t"))[0]["t"]
 
 
 async def all_full(ctx: HealingContext, bucket: str, keys: list[str]) -> bool:
@@ -206,6 +260,7 @@ def payload(i: int) -> bytes:
 async def test_backend_down_during_put_load_then_back_empty(
     cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
 ) -> None:
+    since = await db_now(heal)
     objects = {f"load/{i:02d}": payload(i) for i in range(15)}
     acked: dict[str, bytes] = {}
     errors: list[str] = []
@@ -219,7 +274,7 @@ async def test_backend_down_during_put_load_then_back_empty(
                 errors.append(f"{key}: {exc}")
             time.sleep(0.05)
 
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     await wait_until(lambda: len(acked) >= 4, 60, "first writes")
     cluster.motos[2].kill()  # b2 dies during the load (some PUTs are in flight)
@@ -229,7 +284,9 @@ async def test_backend_down_during_put_load_then_back_empty(
     assert len(acked) == len(objects), errors  # 2 of 3 up: every write is acknowledged
 
     keys = list(acked)
-    await heal_until(heal, lambda: all_full(heal, bucket_name, keys), scrub=True)
+    await heal_until(
+        heal, lambda: all_full(heal, bucket_name, keys), bucket=bucket_name, since=since, scrub=True
+    )
     await assert_whole(heal, cluster, s3, bucket_name, acked)
     dead = await sql(
         heal,
@@ -348,8 +405,9 @@ async def test_agent_killed_mid_job_another_agent_finishes_once(
     finisher = None if how == "worker-sigkill" else AgentLoop(heal, f"fin-{how}", lease_s=3.0)
 
     async def finished() -> bool:
-        if finisher is not None:
-            await finisher.run_once()
+        if finisher is not None:  # this test's job first, one job per pass
+            await sql(heal, "UPDATE jobs SET priority = 0 WHERE id = $1", job["id"])
+            await finisher.run_once(max_jobs=1)
         rows = await sql(heal, "SELECT status FROM jobs WHERE id = $1", job["id"])
         return rows[0]["status"] == "done"
 
@@ -389,6 +447,7 @@ async def test_agent_killed_mid_job_another_agent_finishes_once(
 async def test_scrubber_finds_altered_and_lost_bytes_and_they_are_repaired(
     cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
 ) -> None:
+    since = await db_now(heal)
     data = os.urandom(3 * MIB - 5)
     s3.put_object(Bucket=bucket_name, Key="scrubbed", Body=data)
     await wait_for_async(lambda: is_full(heal, bucket_name, "scrubbed"), 20, "all replicas ok")
@@ -419,7 +478,9 @@ async def test_scrubber_finds_altered_and_lost_bytes_and_they_are_repaired(
     )
     # Reads never serve the altered bytes meanwhile.
     assert s3.get_object(Bucket=bucket_name, Key="scrubbed")["Body"].read() == data
-    await heal_until(heal, lambda: is_full(heal, bucket_name, "scrubbed"))
+    await heal_until(
+        heal, lambda: is_full(heal, bucket_name, "scrubbed"), bucket=bucket_name, since=since
+    )
     after = {r["id"]: r for r in await rows_of(heal, bucket_name, "scrubbed")}
     assert after[altered["id"]]["locator"] == altered["locator"]  # repaired in place
     await assert_whole(heal, cluster, s3, bucket_name, {"scrubbed": data})
@@ -477,6 +538,7 @@ async def test_orphans_of_a_crashed_write_are_invisible_and_vacuumed(
 async def test_draining_backend_is_emptied_without_breaking_the_class(
     cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
 ) -> None:
+    since = await db_now(heal)
     objects = {f"drain/{i}": payload(i) for i in range(3)}
     for key, data in objects.items():  # on b0, b1, b2: the only three backends yet
         s3.put_object(Bucket=bucket_name, Key=key, Body=data)
@@ -504,7 +566,7 @@ async def test_draining_backend_is_emptied_without_breaking_the_class(
                     return False
             return True
 
-        await heal_until(heal, drained)
+        await heal_until(heal, drained, bucket=bucket_name, since=since)
         for key in objects:
             backends = {r["backend"] for r in await rows_of(heal, bucket_name, key)}
             assert backends == {"b0", "b2", "b3"}  # still 3 copies over >= 2 regions
@@ -546,35 +608,37 @@ async def test_postgres_restart_during_load_gateway_and_agents_reconnect(
     cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
 ) -> None:
     agents = start_agents(fast_settings(cluster), 2, prefix="pg-")
+    acked: dict[str, bytes] = {}
+    acked_after: list[str] = []
+    restarted = threading.Event()
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            key, data = f"pg/{i:03d}", os.urandom(200_000 + i)
+            try:
+                s3.put_object(Bucket=bucket_name, Key=key, Body=data)
+                acked[key] = data
+                if restarted.is_set():
+                    acked_after.append(key)
+            except Exception:  # 503s while the database restarts are expected
+                pass
+            i += 1
+            time.sleep(0.05)
+
+    # A daemon thread, stopped in the outer finally: a failure anywhere in the test must not
+    # leave it writing (nor keep the interpreter from exiting).
+    thread = threading.Thread(target=writer, daemon=True)
     try:
         cluster.motos[2].kill()
         cluster.ping_backends()
-        acked: dict[str, bytes] = {}
-        acked_after: list[str] = []
-        restarted = threading.Event()
-        stop = threading.Event()
-
-        def writer() -> None:
-            i = 0
-            while not stop.is_set():
-                key, data = f"pg/{i:03d}", os.urandom(200_000 + i)
-                try:
-                    s3.put_object(Bucket=bucket_name, Key=key, Body=data)
-                    acked[key] = data
-                    if restarted.is_set():
-                        acked_after.append(key)
-                except Exception:  # 503s while the database restarts are expected
-                    pass
-                i += 1
-                time.sleep(0.05)
-
-        thread = threading.Thread(target=writer)
         thread.start()
         await wait_until(lambda: len(acked) >= 5, 60, "writes before the restart")
         await asyncio.to_thread(_restart_postgres)
         restarted.set()
         (restart_at,) = await wait_for_async(
-            lambda: sql_or_none(heal, "SELECT now() AS t"), 30, "our pool to reconnect"
+            lambda: sql_or_none(heal, "SELECT now() AS t"), 60, "our pool to reconnect"
         )
         try:
             await wait_until(lambda: len(acked_after) >= 5, 60, "writes after the restart")
@@ -584,12 +648,11 @@ async def test_postgres_restart_during_load_gateway_and_agents_reconnect(
             cluster.restart_moto(2)
             await asyncio.sleep(1.0)
             stop.set()
-            thread.join(timeout=60)
+            await asyncio.to_thread(thread.join, 60)
         keys = sorted(acked)
 
         async def healed() -> bool:
             try:
-                await Repairer(heal).run_once()  # b2 came back empty
                 return await all_full(heal, bucket_name, keys)
             except Exception:  # our own pool reconnects too
                 return False
@@ -609,6 +672,9 @@ async def test_postgres_restart_during_load_gateway_and_agents_reconnect(
         )
         assert after_restart[0]["n"] > 0
     finally:
+        stop.set()
+        if thread.is_alive():
+            await asyncio.to_thread(thread.join, 60)
         stop_agents(agents)
 
 
@@ -793,6 +859,7 @@ async def test_scheduler_runs_workers_and_the_cli_respects_the_run_lease(
 async def test_erasure_coded_shards_are_rebuilt_in_place(
     cluster: Federation, heal: HealingContext, bucket_name: str
 ) -> None:
+    since = await db_now(heal)
     from tests.integration.test_policy_placement import Fleet, extra_backends, with_class
 
     specs = [
@@ -831,7 +898,9 @@ async def test_erasure_coded_shards_are_rebuilt_in_place(
                 20,
                 "the other shards to settle",
             )
-            await heal_until(heal, lambda: coded_ok(heal, bucket_name))
+            await heal_until(
+                heal, lambda: coded_ok(heal, bucket_name), bucket=bucket_name, since=since
+            )
             # Alter one shard and delete another, on two other backends.
             rows = await rows_of(heal, bucket_name, "coded")
             altered = next(r for r in rows if r["part_number"] == 1 and r["backend"] != "h4")
@@ -856,7 +925,9 @@ async def test_erasure_coded_shards_are_rebuilt_in_place(
             ).run_once()
             assert report["corrupt"] >= 1 and report["missing"] >= 1, report
             assert s3.get_object(Bucket=bucket_name, Key="coded")["Body"].read() == data
-            await heal_until(heal, lambda: coded_ok(heal, bucket_name))
+            await heal_until(
+                heal, lambda: coded_ok(heal, bucket_name), bucket=bucket_name, since=since
+            )
             rows = await rows_of(heal, bucket_name, "coded")
             assert len(rows) == 18 and len({r["backend"] for r in rows}) == 6
             for r in rows:  # every shard on its backend matches its row again
