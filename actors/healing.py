@@ -237,10 +237,15 @@ class HealingContext:
         """``mark_bad`` for many replicas in one transaction (a backend that came back empty
         loses thousands at once); returns how many changed."""
         changed_rows: list[ScrubTarget] = []
+        queued: set[tuple[int, int]] = set()
         async with self.store.db.transaction() as conn:
-            for t in targets:
-                if await self.store.objects.set_replica_status(conn, [t.replica_id], status):
-                    changed_rows.append(t)
+            for t in sorted(targets, key=lambda t: (t.version_pk, t.backend_id, t.part_number)):
+                if not await self.store.objects.set_replica_status(conn, [t.replica_id], status):
+                    continue
+                changed_rows.append(t)
+                # One job per replica (version, backend): it repairs every bad part of it.
+                if (t.version_pk, t.backend_id) not in queued:
+                    queued.add((t.version_pk, t.backend_id))
                     await self.queue.enqueue(
                         conn,
                         REPAIR,

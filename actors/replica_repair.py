@@ -243,13 +243,23 @@ class _Plan:
 class ReplicaHealer:
     def __init__(self, ctx: HealingContext, *, part_concurrency: int = 4) -> None:
         self.ctx = ctx
-        self._parts = asyncio.Semaphore(part_concurrency)
+        self._width = part_concurrency
+        self._parts = asyncio.Semaphore(part_concurrency * 4)
         self._reader: VerifiedReader | None = None
 
     async def heal(self, request: HealRequest, finish: Finish) -> HealOutcome:
         ctx = self.ctx
         started = time.perf_counter()
         async with ctx.store.db.connection() as conn:
+            if request.mode == "fix" and request.backend_id is not None:
+                state = await ctx.replicas.replica_state(
+                    conn, request.version_pk, request.backend_id
+                )
+                if state is None:
+                    return await self._finish_noop(request, finish, "version no longer stored")
+                parts, rows, bad = state
+                if bad == 0 and rows == max(parts, 1):
+                    return await self._finish_noop(request, finish, "replica already ok")
             version = await ctx.store.objects.get_by_pk(conn, request.version_pk)
         if version is None or version.is_delete_marker:
             return await self._finish_noop(request, finish, "version no longer stored")
@@ -388,13 +398,7 @@ class ReplicaHealer:
             copied = 0
             planned = time.perf_counter()
             if plan.target is not None:
-                sizes = await asyncio.gather(
-                    *(
-                        self._copy_part(version, p, plan, handles, written)
-                        for p in sorted(plan.parts)
-                    )
-                )
-                copied = sum(sizes)
+                copied = await self._copy_parts(version, plan, handles, written)
             copied_at = time.perf_counter()
             outcome = await self._commit(request, version, plan, copied, finish)
             committed = True
@@ -408,6 +412,33 @@ class ReplicaHealer:
             if not plan.in_place and written and not committed:
                 await self._discard(plan.target, written, "failed repair")
 
+    async def _copy_parts(
+        self,
+        version: ObjectVersion,
+        plan: _Plan,
+        handles: dict[int, BackendHandle],
+        written: list[str],
+    ) -> int:
+        """Copy every planned part, ``part_concurrency`` at a time: a few workers pull part
+        numbers, so a 5 GiB object is not 640 coroutines queued on one semaphore, and at most
+        that many parts are in memory."""
+        todo = sorted(plan.parts)
+        copied = 0
+
+        async def worker() -> None:
+            nonlocal copied
+            while todo:
+                part = todo.pop(0)
+                copied += await self._copy_part(version, part, plan, handles, written)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self._width, len(todo)))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return copied
+
     async def _copy_part(
         self,
         version: ObjectVersion,
@@ -418,7 +449,7 @@ class ReplicaHealer:
     ) -> int:
         assert plan.target is not None
         expected = plan.parts[part]
-        async with self._parts:
+        async with self._parts:  # across jobs: this agent's parts in flight
             fetched: Fetched | bytes
             if expected.shard_index >= 0:
                 fetched = await self._rebuilt_shard(version, part, expected)

@@ -165,6 +165,25 @@ class ReplicaRepository:
             list(replica_ids),
         )
 
+    async def replica_state(
+        self, conn: asyncpg.Connection, version_pk: int, backend_id: int
+    ) -> tuple[int, int, int] | None:
+        """(parts of the version, its rows on the backend, those not ``ok``), or None if the
+        version is gone: lets a repair that has nothing left to do finish without loading every
+        row of a many-part version (a backend back empty queues one job per lost part)."""
+        row = await conn.fetchrow(
+            "SELECT v.part_count, count(r.id) AS n,"
+            " coalesce(sum(CASE WHEN r.status <> 'ok' THEN 1 ELSE 0 END), 0) AS bad"
+            " FROM object_versions v LEFT JOIN replicas r"
+            " ON r.version_pk = v.id AND r.backend_id = $2"
+            " WHERE v.id = $1 GROUP BY v.part_count",
+            version_pk,
+            backend_id,
+        )
+        if row is None:
+            return None
+        return int(row["part_count"]), int(row["n"]), int(row["bad"])
+
     # -- how a repair ends ------------------------------------------------------------------
     async def lock_version(self, conn: asyncpg.Connection, version_pk: int) -> bool:
         """Lock the version row for the rest of the transaction; False if it is gone."""
