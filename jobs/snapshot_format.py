@@ -36,6 +36,7 @@ __all__ = [
     "MAGIC",
     "SnapshotFormatError",
     "encode_descriptor",
+    "iter_file",
     "read_descriptor",
 ]
 
@@ -77,6 +78,7 @@ def read_descriptor(handle: IO[bytes]) -> dict[str, Any]:
 
 
 def iter_file(handle: IO[bytes], chunk: int = 1024 * 1024) -> Iterator[bytes]:
+    """A file's bytes in ``chunk``-sized pieces (streams feed the BP1 encryptor/decryptor)."""
     while True:
         data = handle.read(chunk)
         if not data:
