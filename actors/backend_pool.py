@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -81,14 +82,16 @@ def _domain_error(exc: BaseException) -> BaseException:
     return BackendUnavailable(f"backend call failed: {type(cause).__name__}")
 
 
-class _PoolBase:
+class _PoolBase(ABC):
     _timeout: float
 
+    @abstractmethod
     def get(self, backend_id: int) -> BackendHandle | None:
-        raise NotImplementedError
+        """The handle of a backend, or None if it is not (or no longer) registered."""
 
+    @abstractmethod
     def mark_failed(self, backend_id: int, error: str) -> None:
-        raise NotImplementedError
+        """Lower a backend's health after a failed call."""
 
     def _handle(self, backend_id: int) -> BackendHandle:
         handle = self.get(backend_id)
