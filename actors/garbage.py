@@ -3,8 +3,13 @@
 The ``garbage`` table is the outbox of deletions: rows are written in the same transaction
 that drops a reference (overwrite, delete) or by a write that failed before its commit. A
 row is forgotten only after its backend confirmed the delete (or reports the object absent),
-so a crash loses nothing; and a locator that a replica row still references is never deleted
-(a safety net: locators are random and never reused, so this should not happen).
+so a crash loses nothing; and a locator that a replica row or an upload's part still
+references is never deleted. That check is the reference count of shared backend objects: a
+CopyObject may point its replica rows at its source's objects, so dropping one version hands
+its locators to ``garbage`` while another version still needs them. The collector then
+forgets the row and keeps the object; the last version to let go queues it again. (A copy
+locks its source's row, and every drop locks the row it drops, so no copy can add a reference
+to an object whose last holder is being dropped.)
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ async def collect_garbage(
 
     async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
         if (backend_id, locator) in still_used:
-            log.error("garbage row %d names a referenced locator; keeping the object", garbage_id)
+            log.debug("garbage row %d: locator still referenced (shared); kept", garbage_id)
             return garbage_id
         handle = registry.get(backend_id)
         if handle is None:
@@ -87,7 +92,7 @@ async def collect_garbage_through(
 
     async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
         if (backend_id, locator) in still_used:
-            log.error("garbage row %d names a referenced locator; keeping the object", garbage_id)
+            log.debug("garbage row %d: locator still referenced (shared); kept", garbage_id)
             return garbage_id
         if pool.get(backend_id) is None:
             return None  # removed backend: nothing can delete it now

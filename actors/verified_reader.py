@@ -304,8 +304,7 @@ class VerifiedReader:
         """Verified bytes ``first..last`` (inclusive), one part fetched ahead of the client."""
         if version.size == 0 or last < first:
             return
-        part_size = version.part_size
-        first_part, last_part = first // part_size, last // part_size
+        first_part, last_part = version.part_at(first), version.part_at(last)
         pending: asyncio.Task[memoryview] | None = asyncio.ensure_future(
             self.read_part(version, first_part)
         )
@@ -318,7 +317,7 @@ class VerifiedReader:
                     if part < last_part
                     else None
                 )
-                base = part * part_size
+                base, _ = version.part_span(part)
                 lo = max(first, base) - base
                 hi = min(last, base + len(data) - 1) - base + 1
                 for offset in range(lo, hi, self._chunk):

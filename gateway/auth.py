@@ -36,6 +36,8 @@ class Authorized:
     principal: Principal
     op: Operation
     bucket: Bucket | None
+    #: CopyObject / UploadPartCopy: the source bucket, resolved in the same tenant only.
+    source_bucket: Bucket | None = None
 
 
 async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Principal:
@@ -61,14 +63,18 @@ async def authorize(ctx: GatewayContext, principal: Principal, op: Operation) ->
     """Resolve the bucket an operation addresses, inside the principal's tenant only.
 
     CreateBucket addresses a bucket that does not exist yet; its handler creates it in the
-    principal's namespace.
+    principal's namespace. A copy's source bucket is resolved the same way: copies never
+    cross tenants.
     """
-    from gateway.s3.operations import CreateBucket
+    from gateway.s3.operations import CopyObject, CreateBucket, UploadPartCopy
 
     bucket = None
     if isinstance(op, BucketOp | ObjectOp) and not isinstance(op, CreateBucket):
         bucket = await ctx.meta.bucket(principal.tenant_id, op.bucket)
-    return Authorized(principal=principal, op=op, bucket=bucket)
+    source_bucket = None
+    if isinstance(op, CopyObject | UploadPartCopy):
+        source_bucket = await ctx.meta.bucket(principal.tenant_id, op.source.bucket)
+    return Authorized(principal=principal, op=op, bucket=bucket, source_bucket=source_bucket)
 
 
 async def authenticate_admin(ctx: GatewayContext, authorization: str | None) -> str:

@@ -18,7 +18,11 @@ import asyncpg
 from cluster.errors import NoSuchKey, PreconditionFailed
 from schema.records import ObjectVersion, Replica
 
-__all__ = ["ListedObject", "NewReplica", "NewVersion", "ObjectRepository"]
+__all__ = ["ListedObject", "NewReplica", "NewVersion", "ObjectRepository", "WriteCondition"]
+
+#: How often a commit retries after losing a race for the key's "latest" slot (two writers
+#: that both saw no current version: the loser's insert hits the unique index).
+_COMMIT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,38 @@ class NewVersion:
     key_version: int | None = None
     wrap_alg: str | None = None
     content_id: str | None = None
+    part_sizes: tuple[int, ...] | None = None
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+    checksum_type: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """A conditional write (PUT, CompleteMultipartUpload, CopyObject): checked against the
+    current version under its row lock in the commit transaction, so two racing conditional
+    creates cannot both succeed.
+
+    ``if_none_match="*"``: only if no current object (a delete marker counts as none).
+    ``if_match``: only if the current object's ETag is this one (``*``: any current object).
+    """
+
+    if_match: str | None = None
+    if_none_match: str | None = None
+
+    def check(self, current_etag: str | None) -> None:
+        """Raise PreconditionFailed (or NoSuchKey for If-Match on a missing object)."""
+        if self.if_none_match is not None:
+            if self.if_none_match.strip() != "*":
+                raise PreconditionFailed("If-None-Match on a write only takes *")
+            if current_etag is not None:
+                raise PreconditionFailed("the object already exists (If-None-Match: *)")
+        if self.if_match is not None:
+            if current_etag is None:
+                raise NoSuchKey("If-Match: the object does not exist")
+            wanted = {t.strip().strip('"') for t in self.if_match.split(",")}
+            if "*" not in wanted and current_etag not in wanted:
+                raise PreconditionFailed("the object's ETag does not match If-Match")
 
 
 @dataclass(frozen=True)
@@ -103,6 +139,11 @@ def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
         content_id=row["content_id"],
         created_at=row["created_at"],
         replicas=tuple(replicas),
+        part_sizes=tuple(row["part_sizes"]) if row["part_sizes"] is not None else None,
+        null_version=row["null_version"],
+        checksum_algorithm=row["checksum_algorithm"],
+        checksum_value=row["checksum_value"],
+        checksum_type=row["checksum_type"],
     )
 
 
@@ -133,28 +174,76 @@ class ObjectRepository:
         return await self._with_replicas(conn, row)
 
     async def commit_version(
-        self, conn: asyncpg.Connection, new: NewVersion, replicas: Sequence[NewReplica]
+        self,
+        conn: asyncpg.Connection,
+        new: NewVersion,
+        replicas: Sequence[NewReplica],
+        *,
+        condition: WriteCondition | None = None,
     ) -> tuple[ObjectVersion, int | None]:
-        """Insert ``new`` as the latest version, replacing the current one (unversioned bucket).
+        """Insert ``new`` as the latest version of its key, as the bucket's versioning says.
 
-        Returns the committed version and the primary key of the version it superseded. The
-        superseded version's replicas move to ``garbage`` in this same transaction.
+        Unversioned: the current version is dropped (its replicas move to ``garbage`` in this
+        transaction). Enabled: it stays as a noncurrent version. Suspended: the new version is
+        the key's null version, replacing the previous null version wherever it stands.
+        ``condition`` is checked against the current version under its row lock. Returns the
+        committed version and the primary key of a version it dropped (garbage to collect).
         """
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                async with conn.transaction():  # a savepoint: a lost race retries cleanly
+                    return await self._commit_once(conn, new, replicas, condition)
+            except asyncpg.UniqueViolationError:
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _commit_once(
+        self,
+        conn: asyncpg.Connection,
+        new: NewVersion,
+        replicas: Sequence[NewReplica],
+        condition: WriteCondition | None,
+    ) -> tuple[ObjectVersion, int | None]:
+        versioning = await conn.fetchval(
+            "SELECT versioning FROM buckets WHERE id = $1", new.bucket_id
+        )
         old = await conn.fetchrow(
-            "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2 AND is_latest"
-            " FOR UPDATE",
+            "SELECT id, etag, is_delete_marker, null_version FROM object_versions"
+            " WHERE bucket_id = $1 AND key = $2 AND is_latest FOR UPDATE",
             new.bucket_id,
             new.key,
         )
-        old_pk: int | None = old["id"] if old else None
-        if old_pk is not None:
-            await self._drop_version(conn, old_pk, reason="superseded")
+        if condition is not None:
+            live = old is not None and not old["is_delete_marker"]
+            condition.check(old["etag"] if live else None)
+        null_version = versioning != "Enabled"
+        dropped: int | None = None
+        if old is not None:
+            if versioning == "Unversioned" or (null_version and old["null_version"]):
+                await self._drop_version(conn, old["id"], reason="superseded")
+                dropped = old["id"]
+            else:
+                await conn.execute(
+                    "UPDATE object_versions SET is_latest = FALSE WHERE id = $1", old["id"]
+                )
+        if null_version and versioning == "Suspended":
+            previous_null = await conn.fetchval(
+                "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                " AND null_version FOR UPDATE",
+                new.bucket_id,
+                new.key,
+            )
+            if previous_null is not None:
+                await self._drop_version(conn, previous_null, reason="superseded")
+                dropped = previous_null
         row = await conn.fetchrow(
             "INSERT INTO object_versions (tenant_id, bucket_id, key, version_id, is_latest, size,"
             " etag, sha256, content_type, user_metadata, redundancy_class, part_size, part_count,"
-            " encrypted, wrapped_key, key_id, key_version, wrap_alg, content_id)"
+            " encrypted, wrapped_key, key_id, key_version, wrap_alg, content_id, part_sizes,"
+            " null_version, checksum_algorithm, checksum_value, checksum_type)"
             " VALUES ($1, $2, $3, $4, TRUE, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-            " $17, $18) RETURNING *",
+            " $17, $18, $19, $20, $21, $22, $23) RETURNING *",
             new.tenant_id,
             new.bucket_id,
             new.key,
@@ -173,6 +262,11 @@ class ObjectRepository:
             new.key_version,
             new.wrap_alg,
             new.content_id,
+            list(new.part_sizes) if new.part_sizes is not None else None,
+            null_version,
+            new.checksum_algorithm,
+            new.checksum_value,
+            new.checksum_type,
         )
         assert row is not None
         await conn.executemany(
@@ -196,7 +290,7 @@ class ObjectRepository:
         await self._changelog(conn, new.tenant_id, new.bucket_id, new.key, new.version_id, "put")
         version = await self._with_replicas(conn, row)
         assert version is not None
-        return version, old_pk
+        return version, dropped
 
     async def rewrap(
         self,
@@ -389,11 +483,15 @@ class ObjectRepository:
     async def referenced(
         self, conn: asyncpg.Connection, items: Sequence[tuple[int, str]]
     ) -> set[tuple[int, str]]:
-        """Which of these (backend id, locator) pairs a replica row still references."""
+        """Which of these (backend id, locator) pairs a replica row (of any version: copies
+        share backend objects) or a multipart upload's part still references."""
         rows = await conn.fetch(
             "SELECT r.backend_id, r.locator FROM replicas r"
             " JOIN unnest($1::bigint[], $2::text[]) AS g(backend_id, locator)"
-            " ON r.backend_id = g.backend_id AND r.locator = g.locator",
+            " ON r.backend_id = g.backend_id AND r.locator = g.locator"
+            " UNION SELECT u.backend_id, u.locator FROM upload_pieces u"
+            " JOIN unnest($1::bigint[], $2::text[]) AS g(backend_id, locator)"
+            " ON u.backend_id = g.backend_id AND u.locator = g.locator",
             [b for b, _ in items],
             [loc for _, loc in items],
         )

@@ -25,6 +25,8 @@ _UNREFERENCED = (
     " AND NOT EXISTS (SELECT 1 FROM garbage g WHERE g.backend_id = {b} AND g.locator = {loc})"
     " AND NOT EXISTS (SELECT 1 FROM snapshot_parts p WHERE p.backend_id = {b}"
     " AND p.locator = {loc})"
+    " AND NOT EXISTS (SELECT 1 FROM upload_pieces u WHERE u.backend_id = {b}"
+    " AND u.locator = {loc})"
 )
 
 

@@ -113,9 +113,41 @@ class ObjectVersion:
     content_id: str | None
     created_at: datetime
     replicas: tuple[Replica, ...] = field(default=())
+    #: Each stored part's length when they differ (a completed multipart upload); None when
+    #: every part is ``part_size`` long but the last.
+    part_sizes: tuple[int, ...] | None = None
+    #: Written while the bucket's versioning was off or suspended: S3 calls it "null".
+    null_version: bool = True
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+    checksum_type: str | None = None
 
     def parts(self, part_number: int) -> list[Replica]:
         return [r for r in self.replicas if r.part_number == part_number]
+
+    @property
+    def api_version_id(self) -> str:
+        """The version id S3 clients see: ``null`` for a null version."""
+        return "null" if self.null_version else self.version_id
+
+    def part_span(self, part_number: int) -> tuple[int, int]:
+        """(offset, length) of one stored part in the object."""
+        if self.part_sizes is None:
+            offset = part_number * self.part_size
+            return offset, max(0, min(self.part_size, self.size - offset))
+        offset = sum(self.part_sizes[:part_number])
+        return offset, self.part_sizes[part_number]
+
+    def part_at(self, offset: int) -> int:
+        """The number of the stored part holding byte ``offset``."""
+        if self.part_sizes is None:
+            return offset // self.part_size
+        end = 0
+        for number, size in enumerate(self.part_sizes):
+            end += size
+            if offset < end:
+                return number
+        raise ValueError(f"offset {offset} is past the end of version {self.id}")
 
 
 def _encode(value: Any) -> Any:
@@ -157,7 +189,7 @@ def from_json(cls: type[T], data: dict[str, Any]) -> T:
         value = decoded[f.name]
         if f.name == "replicas":
             value = tuple(Replica(**r) for r in value)
-        elif f.name == "region_lock":
+        elif f.name in ("part_sizes", "region_lock") and value is not None:
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)

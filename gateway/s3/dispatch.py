@@ -20,6 +20,7 @@ from gateway.s3 import operations as ops
 from gateway.s3 import xml
 from gateway.s3.call import S3Call
 from gateway.s3.errors import S3Error, to_s3_error
+from gateway.s3.handlers.acl import get_acl, put_acl
 from gateway.s3.handlers.bucket import (
     create_bucket,
     delete_bucket,
@@ -27,12 +28,28 @@ from gateway.s3.handlers.bucket import (
     head_bucket,
     list_buckets,
 )
+from gateway.s3.handlers.copy import copy_object
+from gateway.s3.handlers.delete_objects import delete_objects
 from gateway.s3.handlers.keys import list_keys, list_recipients, publish_key, share_object
 from gateway.s3.handlers.list import list_objects
+from gateway.s3.handlers.multipart import (
+    abort_multipart_upload,
+    complete_multipart_upload,
+    create_multipart_upload,
+    list_multipart_uploads,
+    list_parts,
+    upload_part,
+    upload_part_copy,
+)
 from gateway.s3.handlers.object_delete import delete_object
 from gateway.s3.handlers.object_put import put_object
 from gateway.s3.handlers.object_read import get_object, head_object
 from gateway.s3.handlers.rewrap import rewrap_object, rewrap_objects
+from gateway.s3.handlers.versioning import (
+    get_bucket_versioning,
+    list_object_versions,
+    put_bucket_versioning,
+)
 from gateway.s3.sigv4 import HttpRequestView
 
 __all__ = ["error_response", "handle_s3", "request_view"]
@@ -58,6 +75,20 @@ HANDLERS: Mapping[type, Handler] = {
     ops.ListRecipients: list_recipients,
     ops.PublishKey: publish_key,
     ops.ListKeys: list_keys,
+    ops.CopyObject: copy_object,
+    ops.CreateMultipartUpload: create_multipart_upload,
+    ops.UploadPart: upload_part,
+    ops.UploadPartCopy: upload_part_copy,
+    ops.CompleteMultipartUpload: complete_multipart_upload,
+    ops.AbortMultipartUpload: abort_multipart_upload,
+    ops.ListParts: list_parts,
+    ops.ListMultipartUploads: list_multipart_uploads,
+    ops.PutBucketVersioning: put_bucket_versioning,
+    ops.GetBucketVersioning: get_bucket_versioning,
+    ops.ListObjectVersions: list_object_versions,
+    ops.DeleteObjects: delete_objects,
+    ops.GetAcl: get_acl,
+    ops.PutAcl: put_acl,
 }
 
 MAX_HEADER_BYTES = 16 * 1024

@@ -38,6 +38,11 @@ __all__ = [
     "NoSuchBucket",
     "NoSuchKey",
     "NotImplemented",
+    "NoSuchUpload",
+    "NoSuchVersion",
+    "InvalidPart",
+    "InvalidPartOrder",
+    "NotModified",
     "PreconditionFailed",
     "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
@@ -108,6 +113,29 @@ MissingContentLength = _error(
 )
 NoSuchBucket = _error("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _error("NoSuchKey", 404, "The specified key does not exist.")
+NoSuchUpload = _error(
+    "NoSuchUpload",
+    404,
+    "The specified multipart upload does not exist. The upload ID might be invalid, or the"
+    " multipart upload might have been aborted or completed.",
+)
+NoSuchVersion = _error(
+    "NoSuchVersion",
+    404,
+    "The version ID specified in the request does not match an existing version.",
+)
+InvalidPart = _error(
+    "InvalidPart",
+    400,
+    "One or more of the specified parts could not be found. The part might not have been"
+    " uploaded, or the specified entity tag might not have matched the part's entity tag.",
+)
+InvalidPartOrder = _error(
+    "InvalidPartOrder",
+    400,
+    "The list of parts was not in ascending order. Parts must be ordered by part number.",
+)
+NotModified = _error("NotModified", 304, "Not Modified")
 PreconditionFailed = _error(
     "PreconditionFailed", 412, "At least one of the preconditions you specified did not hold."
 )

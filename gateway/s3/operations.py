@@ -15,6 +15,21 @@ from urllib.parse import unquote
 from gateway.s3 import errors as s3e
 
 __all__ = [
+    "AbortMultipartUpload",
+    "CompleteMultipartUpload",
+    "CopyObject",
+    "CopySource",
+    "CreateMultipartUpload",
+    "DeleteObjects",
+    "GetAcl",
+    "GetBucketVersioning",
+    "ListMultipartUploads",
+    "ListObjectVersions",
+    "ListParts",
+    "PutAcl",
+    "PutBucketVersioning",
+    "UploadPart",
+    "UploadPartCopy",
     "BucketOp",
     "CreateBucket",
     "DeleteBucket",
@@ -49,7 +64,6 @@ _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 # Subresources we know but do not serve: a clear 501 instead of silently acting on the object.
 _UNSUPPORTED_SUBRESOURCES = frozenset(
     {
-        "acl",
         "analytics",
         "accelerate",
         "cors",
@@ -73,15 +87,8 @@ _UNSUPPORTED_SUBRESOURCES = frozenset(
         "select",
         "tagging",
         "torrent",
-        "uploads",
-        "uploadId",
-        "versioning",
-        "versions",
-        "versionId",
         "website",
         "attributes",
-        "delete",
-        "partNumber",
     }
 )
 
@@ -143,16 +150,117 @@ class PutObject(ObjectOp):
 @dataclass(frozen=True)
 class GetObject(ObjectOp):
     range_header: str | None
+    version_id: str | None = None
 
 
 @dataclass(frozen=True)
 class HeadObject(ObjectOp):
     range_header: str | None
+    version_id: str | None = None
 
 
 @dataclass(frozen=True)
 class DeleteObject(ObjectOp):
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CopySource:
+    """``x-amz-copy-source``: bucket, key and optional version of the object to copy."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CopyObject(ObjectOp):
+    source: CopySource
+
+
+@dataclass(frozen=True)
+class CreateMultipartUpload(ObjectOp):
     pass
+
+
+@dataclass(frozen=True)
+class UploadPart(ObjectOp):
+    upload_id: str
+    part_number: int
+
+
+@dataclass(frozen=True)
+class UploadPartCopy(ObjectOp):
+    upload_id: str
+    part_number: int
+    source: CopySource
+    range_header: str | None
+
+
+@dataclass(frozen=True)
+class CompleteMultipartUpload(ObjectOp):
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class AbortMultipartUpload(ObjectOp):
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class ListParts(ObjectOp):
+    upload_id: str
+    max_parts: int
+    part_number_marker: int
+
+
+@dataclass(frozen=True)
+class ListMultipartUploads(BucketOp):
+    prefix: str
+    delimiter: str
+    key_marker: str
+    upload_id_marker: str
+    max_uploads: int
+    encoding_type: str | None
+
+
+@dataclass(frozen=True)
+class PutBucketVersioning(BucketOp):
+    pass
+
+
+@dataclass(frozen=True)
+class GetBucketVersioning(BucketOp):
+    pass
+
+
+@dataclass(frozen=True)
+class ListObjectVersions(BucketOp):
+    prefix: str
+    delimiter: str
+    key_marker: str
+    version_id_marker: str
+    max_keys: int
+    encoding_type: str | None
+
+
+@dataclass(frozen=True)
+class DeleteObjects(BucketOp):
+    pass
+
+
+@dataclass(frozen=True)
+class GetAcl(BucketOp):
+    """GetBucketAcl (``key`` None) or GetObjectAcl: always the owner's private ACL."""
+
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class PutAcl(BucketOp):
+    """PutBucketAcl / PutObjectAcl: only the canned ``private`` ACL is accepted."""
+
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +310,20 @@ Operation = (
     | ListRecipients
     | PublishKey
     | ListKeys
+    | CopyObject
+    | CreateMultipartUpload
+    | UploadPart
+    | UploadPartCopy
+    | CompleteMultipartUpload
+    | AbortMultipartUpload
+    | ListParts
+    | ListMultipartUploads
+    | PutBucketVersioning
+    | GetBucketVersioning
+    | ListObjectVersions
+    | DeleteObjects
+    | GetAcl
+    | PutAcl
 )
 
 
@@ -230,6 +352,54 @@ def _int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: i
     if not raw.isdigit():
         raise s3e.InvalidArgument(f"{name} must be an integer between {lo} and {hi}")
     return max(lo, min(hi, int(raw)))
+
+
+def _encoding(query: Mapping[str, str]) -> str | None:
+    encoding = query.get("encoding-type") or None
+    if encoding not in (None, "url"):
+        raise s3e.InvalidArgument("Invalid Encoding Method specified in Request")
+    return encoding
+
+
+def _version_id(query: Mapping[str, str]) -> str | None:
+    if "versionId" not in query:
+        return None
+    value = query["versionId"]
+    if not value or len(value) > 128:
+        raise s3e.InvalidArgument("Invalid version id specified")
+    return value
+
+
+def _part_number(query: Mapping[str, str]) -> int:
+    raw = query.get("partNumber", "")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+        raise s3e.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
+    return int(raw)
+
+
+def _upload_id(query: Mapping[str, str]) -> str:
+    value = query.get("uploadId", "")
+    if not value or len(value) > 128:
+        raise s3e.NoSuchUpload()
+    return value
+
+
+def parse_copy_source(raw: str) -> CopySource:
+    """``x-amz-copy-source``: ``[/]bucket/key[?versionId=id]``, URL-encoded."""
+    path, _, query = raw.partition("?")
+    path = path[1:] if path.startswith("/") else path
+    bucket_raw, _, key_raw = path.partition("/")
+    bucket = unquote(bucket_raw)
+    if not bucket or not key_raw:
+        raise s3e.InvalidArgument("Copy Source must mention the source bucket and key")
+    validate_bucket_name(bucket)
+    version_id: str | None = None
+    if query:
+        name, _, value = query.partition("=")
+        if name != "versionId" or not value:
+            raise s3e.InvalidArgument("Copy Source may only name a versionId")
+        version_id = unquote(value)
+    return CopySource(bucket, _decode_key(key_raw), version_id)
 
 
 def parse_operation(
@@ -265,6 +435,46 @@ def parse_operation(
     if not key_raw:
         if "location" in query and method == "GET":
             return GetBucketLocation(bucket)
+        if "versioning" in query:
+            if method == "PUT":
+                return PutBucketVersioning(bucket)
+            if method == "GET":
+                return GetBucketVersioning(bucket)
+            raise s3e.MethodNotAllowed()
+        if "acl" in query:
+            if method == "GET":
+                return GetAcl(bucket, None)
+            if method == "PUT":
+                return PutAcl(bucket, None)
+            raise s3e.MethodNotAllowed()
+        if "delete" in query:
+            if method != "POST":
+                raise s3e.MethodNotAllowed()
+            return DeleteObjects(bucket)
+        if "uploads" in query:
+            if method != "GET":
+                raise s3e.MethodNotAllowed()
+            return ListMultipartUploads(
+                bucket=bucket,
+                prefix=query.get("prefix", ""),
+                delimiter=query.get("delimiter", ""),
+                key_marker=query.get("key-marker", ""),
+                upload_id_marker=query.get("upload-id-marker", ""),
+                max_uploads=_int_param(query, "max-uploads", 1000, 0, 1000),
+                encoding_type=_encoding(query),
+            )
+        if "versions" in query:
+            if method != "GET":
+                raise s3e.MethodNotAllowed()
+            return ListObjectVersions(
+                bucket=bucket,
+                prefix=query.get("prefix", ""),
+                delimiter=query.get("delimiter", ""),
+                key_marker=query.get("key-marker", ""),
+                version_id_marker=query.get("version-id-marker", ""),
+                max_keys=_int_param(query, "max-keys", 1000, 0, 1000),
+                encoding_type=_encoding(query),
+            )
         if method == "PUT":
             return CreateBucket(bucket)
         if method == "HEAD":
@@ -272,9 +482,7 @@ def parse_operation(
         if method == "DELETE":
             return DeleteBucket(bucket)
         if method == "GET":
-            encoding = query.get("encoding-type") or None
-            if encoding not in (None, "url"):
-                raise s3e.InvalidArgument("Invalid Encoding Method specified in Request")
+            encoding = _encoding(query)
             v2 = query.get("list-type") == "2"
             if "list-type" in query and not v2:
                 raise s3e.InvalidArgument("list-type must be 2")
@@ -292,14 +500,59 @@ def parse_operation(
             )
         raise s3e.MethodNotAllowed()
     key = _decode_key(key_raw)
+    if "acl" in query:
+        if method == "GET":
+            return GetAcl(bucket, key)
+        if method == "PUT":
+            return PutAcl(bucket, key)
+        raise s3e.MethodNotAllowed()
+    if "uploads" in query:
+        if method != "POST":
+            raise s3e.MethodNotAllowed()
+        return CreateMultipartUpload(bucket, key)
+    if "uploadId" in query:
+        upload_id = _upload_id(query)
+        if method == "PUT":
+            number = _part_number(query)
+            if "x-amz-copy-source" in headers:
+                return UploadPartCopy(
+                    bucket,
+                    key,
+                    upload_id,
+                    number,
+                    parse_copy_source(headers["x-amz-copy-source"]),
+                    headers.get("x-amz-copy-source-range"),
+                )
+            return UploadPart(bucket, key, upload_id, number)
+        if method == "POST":
+            return CompleteMultipartUpload(bucket, key, upload_id)
+        if method == "DELETE":
+            return AbortMultipartUpload(bucket, key, upload_id)
+        if method == "GET":
+            marker = query.get("part-number-marker", "") or "0"
+            if not marker.isdigit():
+                raise s3e.InvalidArgument("part-number-marker must be an integer")
+            return ListParts(
+                bucket,
+                key,
+                upload_id,
+                _int_param(query, "max-parts", 1000, 0, 1000),
+                int(marker),
+            )
+        raise s3e.MethodNotAllowed()
+    if "partNumber" in query:
+        raise s3e.NotImplemented("GET/HEAD by partNumber is not supported; use a Range")
+    version_id = _version_id(query)
     if method == "PUT":
         if "x-amz-copy-source" in headers:
-            raise s3e.NotImplemented("CopyObject is not supported yet")
+            return CopyObject(bucket, key, parse_copy_source(headers["x-amz-copy-source"]))
+        if version_id is not None:
+            raise s3e.InvalidArgument("versionId is not valid on PutObject")
         return PutObject(bucket, key)
     if method == "GET":
-        return GetObject(bucket, key, headers.get("range"))
+        return GetObject(bucket, key, headers.get("range"), version_id)
     if method == "HEAD":
-        return HeadObject(bucket, key, headers.get("range"))
+        return HeadObject(bucket, key, headers.get("range"), version_id)
     if method == "DELETE":
-        return DeleteObject(bucket, key)
+        return DeleteObject(bucket, key, version_id)
     raise s3e.MethodNotAllowed()

@@ -38,12 +38,73 @@ def test_routing() -> None:
     assert parse("DELETE", "/bkt/k") == ops.DeleteObject("bkt", "k")
 
 
+def test_s3_compatibility_operations_parse() -> None:
+    """Multipart, copy, versioning, batch delete and ACL requests map to their operations."""
+    assert parse("POST", "/bkt/k", [("uploads", "")]) == ops.CreateMultipartUpload("bkt", "k")
+    assert parse("PUT", "/bkt/k", [("partNumber", "3"), ("uploadId", "u1")]) == ops.UploadPart(
+        "bkt", "k", "u1", 3
+    )
+    copy_part = parse(
+        "PUT",
+        "/bkt/k",
+        [("partNumber", "2"), ("uploadId", "u1")],
+        {"x-amz-copy-source": "src/a%20b?versionId=v9", "x-amz-copy-source-range": "bytes=0-9"},
+    )
+    assert copy_part == ops.UploadPartCopy(
+        "bkt", "k", "u1", 2, ops.CopySource("src", "a b", "v9"), "bytes=0-9"
+    )
+    assert parse("POST", "/bkt/k", [("uploadId", "u1")]) == ops.CompleteMultipartUpload(
+        "bkt", "k", "u1"
+    )
+    assert parse("DELETE", "/bkt/k", [("uploadId", "u1")]) == ops.AbortMultipartUpload(
+        "bkt", "k", "u1"
+    )
+    assert parse("GET", "/bkt/k", [("uploadId", "u1"), ("max-parts", "5")]) == ops.ListParts(
+        "bkt", "k", "u1", 5, 0
+    )
+    uploads = parse("GET", "/bkt", [("uploads", ""), ("prefix", "p")])
+    assert isinstance(uploads, ops.ListMultipartUploads) and uploads.prefix == "p"
+    assert parse("PUT", "/bkt/k", headers={"x-amz-copy-source": "/src/x/y"}) == ops.CopyObject(
+        "bkt", "k", ops.CopySource("src", "x/y")
+    )
+    assert parse("PUT", "/bkt", [("versioning", "")]) == ops.PutBucketVersioning("bkt")
+    assert parse("GET", "/bkt", [("versioning", "")]) == ops.GetBucketVersioning("bkt")
+    versions = parse("GET", "/bkt", [("versions", ""), ("key-marker", "a")])
+    assert isinstance(versions, ops.ListObjectVersions) and versions.key_marker == "a"
+    assert parse("GET", "/bkt/k", [("versionId", "v1")]) == ops.GetObject("bkt", "k", None, "v1")
+    assert parse("HEAD", "/bkt/k", [("versionId", "null")]) == ops.HeadObject(
+        "bkt", "k", None, "null"
+    )
+    assert parse("DELETE", "/bkt/k", [("versionId", "v1")]) == ops.DeleteObject("bkt", "k", "v1")
+    assert parse("POST", "/bkt", [("delete", "")]) == ops.DeleteObjects("bkt")
+    assert parse("GET", "/bkt", [("acl", "")]) == ops.GetAcl("bkt", None)
+    assert parse("PUT", "/bkt/k", [("acl", "")]) == ops.PutAcl("bkt", "k")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "query", "headers", "error"),
     [
-        ("GET", "/bkt/k", [("acl", "")], {}, s3e.NotImplemented),
-        ("POST", "/bkt/k", [("uploads", "")], {}, s3e.NotImplemented),
-        ("PUT", "/bkt/k", [], {"x-amz-copy-source": "/a/b"}, s3e.NotImplemented),
+        ("GET", "/bkt/k", [("tagging", "")], {}, s3e.NotImplemented),
+        ("GET", "/bkt", [("lifecycle", "")], {}, s3e.NotImplemented),
+        ("GET", "/bkt/k", [("partNumber", "1")], {}, s3e.NotImplemented),
+        ("PUT", "/bkt/k", [], {"x-amz-copy-source": "/a"}, s3e.InvalidArgument),
+        ("PUT", "/bkt/k", [], {"x-amz-copy-source": "/Bad_B/k"}, s3e.InvalidBucketName),
+        ("PUT", "/bkt/k", [("uploadId", "u"), ("partNumber", "0")], {}, s3e.InvalidArgument),
+        ("PUT", "/bkt/k", [("uploadId", "u"), ("partNumber", "10001")], {}, s3e.InvalidArgument),
+        ("PUT", "/bkt/k", [("uploadId", "u"), ("partNumber", "x")], {}, s3e.InvalidArgument),
+        ("PUT", "/bkt/k", [("uploadId", ""), ("partNumber", "1")], {}, s3e.NoSuchUpload),
+        ("GET", "/bkt/k", [("versionId", "")], {}, s3e.InvalidArgument),
+        ("PUT", "/bkt/k", [("versionId", "v")], {}, s3e.InvalidArgument),
+        (
+            "GET",
+            "/bkt/k",
+            [("uploadId", "u"), ("part-number-marker", "x")],
+            {},
+            s3e.InvalidArgument,
+        ),
+        ("POST", "/bkt/k", [("uploads", "")], {"x": "y"}, None),
+        ("DELETE", "/bkt", [("delete", "")], {}, s3e.MethodNotAllowed),
+        ("POST", "/bkt", [("versioning", "")], {}, s3e.MethodNotAllowed),
         ("PUT", "/Bad_Bucket", [], {}, s3e.InvalidBucketName),
         ("PUT", "/admin", [], {}, s3e.InvalidBucketName),
         ("PUT", "/192.168.1.1", [], {}, s3e.InvalidBucketName),
@@ -62,8 +123,11 @@ def test_bad_requests_are_s3_errors(
     path: str,
     query: list[tuple[str, str]],
     headers: dict[str, str],
-    error: type[s3e.S3Error],
+    error: type[s3e.S3Error] | None,
 ) -> None:
+    if error is None:
+        parse(method, path, query, headers)
+        return
     with pytest.raises(error):
         parse(method, path, query, headers)
 

@@ -1,0 +1,16 @@
+"""Placeholder while issue 3 is built: every operation here answers 501."""
+
+from __future__ import annotations
+
+from fastapi import Response
+
+from gateway.auth import Authorized
+from gateway.context import GatewayContext
+from gateway.s3 import errors as s3e
+from gateway.s3.call import S3Call
+
+__all__ = ["copy_object"]
+
+
+async def copy_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
+    raise s3e.NotImplemented("copy_object is not built yet")
