@@ -169,6 +169,27 @@ class ObjectRepository:
         )
         return await self._with_replicas(conn, row)
 
+    async def get_version(
+        self, conn: asyncpg.Connection, bucket_id: int, key: str, version_id: str
+    ) -> ObjectVersion | None:
+        """A version by the id S3 clients know (``null``: the key's null version); delete
+        markers included (the caller decides what they mean)."""
+        if version_id == "null":
+            row = await conn.fetchrow(
+                "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2 AND null_version",
+                bucket_id,
+                key,
+            )
+        else:
+            row = await conn.fetchrow(
+                "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                " AND version_id = $3 AND NOT null_version",
+                bucket_id,
+                key,
+                version_id,
+            )
+        return await self._with_replicas(conn, row)
+
     async def get_by_pk(self, conn: asyncpg.Connection, version_pk: int) -> ObjectVersion | None:
         row = await conn.fetchrow("SELECT * FROM object_versions WHERE id = $1", version_pk)
         return await self._with_replicas(conn, row)

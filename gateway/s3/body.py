@@ -49,8 +49,15 @@ def declared_length(verified: VerifiedRequest, headers: Mapping[str, str]) -> in
 
 
 async def payload(
-    raw: AsyncIterator[bytes], verified: VerifiedRequest, headers: Mapping[str, str]
+    raw: AsyncIterator[bytes],
+    verified: VerifiedRequest,
+    headers: Mapping[str, str],
+    *,
+    checksums_out: dict[str, str] | None = None,
 ) -> AsyncIterator[bytes]:
+    """The verified payload bytes. ``checksums_out`` receives every ``x-amz-checksum-*`` the
+    client sent (header or trailer) once it verified: algorithm (``crc32``...) -> base64 value,
+    to store with the object and return on ``x-amz-checksum-mode: ENABLED``."""
     if verified.payload_mode is PayloadMode.SIGNED:
         assert verified.payload_sha256 is not None
         signed: PayloadHashVerifier | None = PayloadHashVerifier(verified.payload_sha256)
@@ -60,7 +67,7 @@ async def payload(
         source = raw
     else:
         signed = None
-        source = decode_aws_chunked(raw, verified)
+        source = decode_aws_chunked(raw, verified, checksums_out=checksums_out)
     checks = [
         ChecksumVerifier(name, headers[name]) for name in _CHECKSUM_HEADERS if name in headers
     ]
@@ -85,6 +92,10 @@ async def payload(
         signed.finish()
     for check in checks:
         check.finish()
+        if checksums_out is not None:
+            checksums_out[check.header_name.removeprefix("x-amz-checksum-")] = headers[
+                check.header_name
+            ].strip()
     if (
         md5 is not None
         and md5_expected is not None

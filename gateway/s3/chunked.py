@@ -359,7 +359,11 @@ async def _read_trailers(
 
 
 async def decode_aws_chunked(
-    body: AsyncIterator[bytes], verified: VerifiedRequest, *, max_chunk_size: int = 16 * 1024 * 1024
+    body: AsyncIterator[bytes],
+    verified: VerifiedRequest,
+    *,
+    max_chunk_size: int = 16 * 1024 * 1024,
+    checksums_out: dict[str, str] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the decoded payload bytes of an aws-chunked body.
 
@@ -369,6 +373,7 @@ async def decode_aws_chunked(
     ``x-amz-checksum-*`` value is compared with the decoded bytes (BadDigest on mismatch; an
     algorithm this gateway cannot compute is refused with InvalidRequest before any byte is read).
     The total decoded length must equal ``verified.decoded_content_length`` (IncompleteBody).
+    ``checksums_out`` receives each verified trailer checksum (algorithm -> base64 value).
     """
     mode = verified.payload_mode
     if mode not in (*_SIGNED_MODES, PayloadMode.STREAMING_UNSIGNED_TRAILER):
@@ -450,6 +455,8 @@ async def decode_aws_chunked(
         for name, value in entries:
             actual = checksums[name].digest()
             _check_digest(name, actual, _expected_digest(name, value, len(actual)))
+            if checksums_out is not None and name.startswith(_CHECKSUM_PREFIX):
+                checksums_out[name[len(_CHECKSUM_PREFIX) :]] = value.strip()
     else:
         await reader.expect_crlf("the final chunk")
     await reader.expect_eof()
