@@ -33,7 +33,9 @@ class NewVersion:
     version_id: str
     size: int
     etag: str
-    sha256: bytes
+    #: SHA-256 of the whole object; None when it is not known (a completed multipart upload:
+    #: its parts were hashed separately and nothing reads the whole object at Complete).
+    sha256: bytes | None
     content_type: str | None
     user_metadata: dict[str, str]
     redundancy_class: str
