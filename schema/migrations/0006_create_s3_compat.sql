@@ -23,8 +23,7 @@ ALTER TABLE object_versions ADD COLUMN checksum_type TEXT
 
 -- A copy may share its source's backend objects: several replica rows then name the same
 -- (backend, locator). The garbage collector deletes a backend object only when no row names
--- it any more; this index makes that reference count cheap.
-CREATE INDEX replicas_locator ON replicas (backend_id, locator);
+-- it any more; replicas_locator (migration 0003) makes that reference count cheap.
 
 -- Multipart uploads in progress. Parts are written with the quorum writer like objects
 -- (placed by the upload's class, checksummed per stored piece); nothing is visible until

@@ -160,6 +160,12 @@ class Federation:
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
 
 
+#: Virtual-hosted-style requests name ``<bucket>.s3.bp.test`` (tests resolve it to 127.0.0.1).
+VIRTUAL_HOST_DOMAIN = "s3.bp.test"
+#: The browser origin the gateway's CORS allows in tests.
+UI_ORIGIN = "http://ui.bp.test:8080"
+
+
 @contextlib.contextmanager
 def start_cluster(
     state_dir: Path, *, overrides: dict[str, str] | None = None
@@ -190,6 +196,8 @@ def start_cluster(
                 "BP_PART_SIZE": str(1024 * 1024),
                 "BP_BACKEND_TIMEOUT_S": "5",
                 "BP_RAY_NUM_CPUS": "4",
+                "BP_VIRTUAL_HOST_DOMAIN": VIRTUAL_HOST_DOMAIN,
+                "BP_UI_ORIGINS": UI_ORIGIN,
                 **(overrides or {}),
             }
         )
