@@ -22,6 +22,7 @@ from cluster.config import Settings
 from gateway import admin
 from gateway.auth import authenticate_admin
 from gateway.context import GatewayContext
+from gateway.front_door import FrontDoor
 from gateway.objects_api import handle_objects_api
 from gateway.s3.dispatch import error_response, handle_s3
 from gateway.s3.errors import to_s3_error
@@ -32,6 +33,13 @@ log = logging.getLogger(__name__)
 
 fastapi_app = FastAPI(title="Bulletproof gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
+# Virtual-hosted addressing and CORS (gateway/front_door.py) read the replica's settings,
+# which arrive in GatewayDeployment.__init__, after this module built the app.
+_front_settings: dict[str, str] = {"domain": "", "origins": ""}
+fastapi_app.add_middleware(
+    FrontDoor, settings=lambda: (_front_settings["domain"], _front_settings["origins"])
+)
+
 _METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD"]
 
 
@@ -40,6 +48,8 @@ _METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD"]
 class GatewayDeployment:
     def __init__(self, settings: dict[str, Any]) -> None:
         self._settings = Settings(**settings)
+        _front_settings["domain"] = self._settings.virtual_host_domain
+        _front_settings["origins"] = self._settings.ui_origins
         self._ctx: GatewayContext | None = None
         self._lock = asyncio.Lock()
 
@@ -176,7 +186,7 @@ class GatewayDeployment:
     async def objects(self, request: Request, path: str) -> Response:
         return await handle_objects_api(await self.ctx(), request)
 
-    @fastapi_app.api_route("/{path:path}", methods=_METHODS)
+    @fastapi_app.api_route("/{path:path}", methods=[*_METHODS, "OPTIONS"])
     async def s3(self, request: Request, path: str) -> Response:
         try:
             ctx = await self.ctx()

@@ -16,11 +16,12 @@ from fastapi import Request, Response
 
 from gateway.auth import Authorized, authenticate, authorize
 from gateway.context import GatewayContext
+from gateway.front_door import SIGNED_PATH_KEY
 from gateway.s3 import operations as ops
 from gateway.s3 import xml
 from gateway.s3.call import S3Call
 from gateway.s3.errors import S3Error, to_s3_error
-from gateway.s3.handlers.acl import get_acl, put_acl
+from gateway.s3.handlers.acl import check_canned_acl, get_acl, put_acl
 from gateway.s3.handlers.bucket import (
     create_bucket,
     delete_bucket,
@@ -95,8 +96,12 @@ MAX_HEADER_BYTES = 16 * 1024
 
 
 def request_view(request: Request) -> HttpRequestView:
+    """The request as the client signed it: for a virtual-hosted request, the path it sent
+    (``gateway/front_door.py`` rewrote the routed path to path-style)."""
     scope = request.scope
-    raw_path = scope.get("raw_path") or scope["path"].encode()
+    raw_path = scope.get(SIGNED_PATH_KEY, "").encode("latin-1") or (
+        scope.get("raw_path") or scope["path"].encode()
+    )
     headers: dict[str, str] = {}
     total = 0
     for name_b, value_b in scope["headers"]:
@@ -141,9 +146,10 @@ async def handle_s3(
         view = request_view(request)
         principal = await authenticate(ctx, view)
         if parse is None:
+            routed = request.scope.get("raw_path") or request.scope["path"].encode()
             op = ops.parse_operation(
                 view.method,
-                view.raw_path,
+                bytes(routed).decode("latin-1"),
                 parse_qsl(view.query_string, keep_blank_values=True),
                 view.headers,
             )
@@ -152,6 +158,7 @@ async def handle_s3(
         handler = handlers.get(type(op))
         if handler is None:
             raise ops_not_implemented(op)
+        check_canned_acl(view.headers)
         auth = await authorize(ctx, principal, op)
         response = await handler(ctx, auth, S3Call(view, request_id, request.stream()))
     except Exception as exc:

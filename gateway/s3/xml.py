@@ -145,3 +145,25 @@ def parse_xml(body: bytes) -> Element:
 def local_name(element: Element) -> str:
     tag = element.tag
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def copy_result_document(root: str, etag: str, last_modified: datetime) -> bytes:
+    """CopyObjectResult / CopyPartResult."""
+    return _doc(
+        f'<{root} xmlns="{S3_NS}"><LastModified>{iso8601(last_modified)}</LastModified>'
+        f"<ETag>&quot;{_esc(etag)}&quot;</ETag></{root}>"
+    )
+
+
+def private_acl_document(owner: str) -> bytes:
+    """The only ACL Bulletproof objects and buckets have: the owning tenant, FULL_CONTROL."""
+    grantee = (
+        '<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">'
+        f"<ID>{_esc(owner)}</ID><DisplayName>{_esc(owner)}</DisplayName></Grantee>"
+    )
+    return _doc(
+        f'<AccessControlPolicy xmlns="{S3_NS}"><Owner><ID>{_esc(owner)}</ID>'
+        f"<DisplayName>{_esc(owner)}</DisplayName></Owner><AccessControlList>"
+        f"<Grant>{grantee}<Permission>FULL_CONTROL</Permission></Grant>"
+        "</AccessControlList></AccessControlPolicy>"
+    )

@@ -1,0 +1,77 @@
+"""Pure parts of the front door: which Host names a virtual-hosted bucket; canned ACLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.front_door import virtual_host_bucket
+from gateway.s3 import errors as s3e
+from gateway.s3.conditions import write_condition
+from gateway.s3.handlers.acl import check_canned_acl
+
+
+@pytest.mark.parametrize(
+    ("host", "domain", "bucket"),
+    [
+        ("photos.s3.example.net", "s3.example.net", "photos"),
+        ("photos.s3.example.net:9000", "s3.example.net", "photos"),
+        ("Photos.S3.Example.Net.", "s3.example.net", "photos"),
+        ("a.b.s3.example.net", "s3.example.net", "a.b"),
+        ("s3.example.net", "s3.example.net", None),
+        ("s3.example.net:9000", "s3.example.net", None),
+        ("127.0.0.1:9000", "s3.example.net", None),
+        ("photos.s3.example.net", "", None),
+        ("x.s3.example.net", "s3.example.net", None),  # too short for a bucket name
+        ("-bad.s3.example.net", "s3.example.net", None),
+        ("evil.com", "s3.example.net", None),
+        ("photoss3.example.net", "s3.example.net", None),
+        ("[::1]:9000", "s3.example.net", None),
+    ],
+)
+def test_virtual_host_bucket(host: str, domain: str, bucket: str | None) -> None:
+    assert virtual_host_bucket(host, domain) == bucket
+
+
+def test_canned_acl_rule() -> None:
+    check_canned_acl({})
+    check_canned_acl({"x-amz-acl": "private"})
+    check_canned_acl({"x-amz-acl": " Private "})
+    for public in ("public-read", "public-read-write", "authenticated-read"):
+        with pytest.raises(s3e.AccessDenied):
+            check_canned_acl({"x-amz-acl": public})
+    with pytest.raises(s3e.NotImplemented):
+        check_canned_acl({"x-amz-acl": "bucket-owner-full-control"})
+    with pytest.raises(s3e.NotImplemented):
+        check_canned_acl({"x-amz-grant-read": "id=abc"})
+
+
+def test_write_condition_headers() -> None:
+    assert write_condition({}) is None
+    cond = write_condition({"if-none-match": "*"})
+    assert cond is not None and cond.if_none_match == "*"
+    cond = write_condition({"if-match": '"abc"'})
+    assert cond is not None and cond.if_match == '"abc"'
+    with pytest.raises(s3e.NotImplemented):
+        write_condition({"if-none-match": '"abc"'})
+    with pytest.raises(s3e.InvalidArgument):
+        write_condition({"if-match": " "})
+
+
+def test_write_condition_check() -> None:
+    from cluster.errors import NoSuchKey, PreconditionFailed
+    from schema.objects import WriteCondition
+
+    create = WriteCondition(if_none_match="*")
+    create.check(None)
+    with pytest.raises(PreconditionFailed):
+        create.check("abc")
+    replace = WriteCondition(if_match='"abc"')
+    replace.check("abc")
+    with pytest.raises(PreconditionFailed):
+        replace.check("def")
+    with pytest.raises(NoSuchKey):
+        replace.check(None)
+    WriteCondition(if_match='"x", "abc"').check("abc")
+    WriteCondition(if_match="*").check("anything")
+    with pytest.raises(NoSuchKey):
+        WriteCondition(if_match="*").check(None)
