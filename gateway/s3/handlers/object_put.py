@@ -24,11 +24,13 @@ to the ``parts`` table, all in the commit transaction.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
+import asyncpg
 from fastapi import Response
 
 from actors.garbage import collect_garbage, discard_write
@@ -50,18 +52,30 @@ from gateway.s3 import errors as s3e
 from gateway.s3.body import declared_length, payload
 from gateway.s3.call import S3Call, user_metadata
 from schema.audit import AuditEntry
-from schema.objects import NewReplica, NewVersion
+from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.parts import ErasurePart
 from schema.policies import PlacementSettings
 from schema.records import Bucket, ObjectVersion
 
 __all__ = [
+    "CHANGED_WHILE_WRITTEN",
+    "commit_written",
     "constraints_for",
     "new_version_id",
+    "object_metadata",
+    "placement_fingerprint",
     "put_object",
     "redundancy_class_for",
+    "require_envelope",
     "resolve_class",
+    "run_write",
+    "start_write",
     "store_object",
+    "stored_checksum",
+    "version_headers",
+    "write_condition",
+    "written_layout",
+    "written_pieces",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,6 +174,214 @@ async def _bp1_checked(body: AsyncIterator[bytes], length: int) -> AsyncIterator
         yield bytes(head)
 
 
+# -- request headers shared by the writes (PutObject, CreateMultipartUpload, CopyObject) -------
+def write_condition(headers: Mapping[str, str]) -> WriteCondition | None:
+    """The conditional write a request asks for (``If-Match`` / ``If-None-Match``), checked
+    in the commit transaction. S3 takes only ``*`` for If-None-Match on a write."""
+    if_match = headers.get("if-match")
+    if_none_match = headers.get("if-none-match")
+    if if_match is None and if_none_match is None:
+        return None
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise s3e.NotImplemented("If-None-Match on a write only supports the value *")
+    return WriteCondition(if_match=if_match, if_none_match=if_none_match)
+
+
+def object_metadata(headers: Mapping[str, str]) -> tuple[Envelope | None, dict[str, str]]:
+    """(encryption envelope, the other user metadata) of a write request: ``x-amz-meta-*``
+    (2 KiB at most), where every ``x-amz-meta-bp-*`` name is reserved for the envelope."""
+    meta = user_metadata(headers)
+    envelope = envelope_from_metadata(meta)
+    unknown = sorted(k for k in meta if k.startswith("bp-") and k not in ENVELOPE_METADATA)
+    if unknown:
+        raise s3e.InvalidArgument(
+            f"x-amz-meta-{unknown[0]} is not an envelope field; x-amz-meta-bp-* is reserved"
+            " for the encryption envelope (docs/envelope.md section 8)"
+        )
+    return envelope, {k: v for k, v in meta.items() if not k.startswith("bp-")}
+
+
+def require_envelope(auth: Authorized, envelope: Envelope | None) -> None:
+    """A tenant without ``allow_plaintext`` stores only client-side encrypted objects."""
+    if envelope is None and not auth.principal.allow_plaintext:
+        raise InvalidEnvelope(
+            "object is not client-side encrypted: the encryption envelope field "
+            "x-amz-meta-bp-wrapped-key is missing (see docs/envelope.md)"
+        )
+
+
+#: ``x-amz-checksum-*`` algorithms in the order one is chosen to be stored when a client sent
+#: several (all of them were verified).
+CHECKSUM_ALGORITHMS = ("crc64nvme", "crc32c", "crc32", "sha256", "sha1")
+
+
+def stored_checksum(verified: Mapping[str, str]) -> tuple[str, str] | None:
+    """(algorithm, base64 value) to store of the checksums ``payload()`` verified."""
+    for algorithm in CHECKSUM_ALGORITHMS:
+        if algorithm in verified:
+            return algorithm, verified[algorithm]
+    for algorithm in sorted(verified):
+        return algorithm, verified[algorithm]
+    return None
+
+
+# -- the write: placement, quorum write, what to commit ----------------------------------------
+def placement_fingerprint(settings: PlacementSettings, policy_version: int) -> str:
+    """Names the rules pieces were placed under: the policy version and the bucket's and
+    tenant's placement settings. Two writes placed under equal fingerprints obeyed the same
+    rules; a commit under another fingerprint marks its object for the placement checker."""
+    digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:32]
+    return f"{policy_version}:{digest}"
+
+
+#: The fingerprint of pieces whose rules changed while they were written.
+CHANGED_WHILE_WRITTEN = "changed"
+
+
+async def start_write(
+    ctx: GatewayContext, rc: RedundancyClass, settings: PlacementSettings, length: int
+) -> QuorumWrite:
+    """Place ``length`` bytes of class ``rc`` under the bucket's constraints and prepare
+    their quorum write (unhealthy targets are skipped and end pending)."""
+    handles = await ctx.registry.current()
+    placement, down = _place(rc, [h.view() for h in handles], constraints_for(settings), length)
+    by_name = {h.name: h for h in handles}
+    return QuorumWrite(
+        ctx.registry,
+        [by_name[name] for name in placement.targets],
+        placement.write_quorum,
+        part_size=ctx.settings.part_size,
+        skip=frozenset(by_name[name].id for name in down),
+        erasure=(rc.k, rc.m) if rc.kind == "erasure" else None,
+    )
+
+
+async def run_write(write: QuorumWrite, body: AsyncIterator[bytes], length: int) -> None:
+    """Stream ``body`` into the write; a body of another length is IncompleteBody, a bad
+    BP1 header InvalidRequest (InvalidEnvelope)."""
+    try:
+        await write.run(body, length)
+    except InvalidInput as exc:
+        if isinstance(exc, InvalidEnvelope):
+            raise
+        raise s3e.IncompleteBody(str(exc)) from exc
+
+
+def written_pieces(write: QuorumWrite, complete: frozenset[int]) -> list[NewReplica]:
+    """One row per (target, stored part): ``ok`` on complete targets, ``pending`` on the others
+    (skipped, failed, dropped or still in flight). ``part_number`` is the write's own part."""
+    coded = write.erasure is not None
+    shard_of = {backend_id: i for i, backend_id in enumerate(write.target_ids())}
+    return [
+        NewReplica(
+            backend_id=backend_id,
+            locator=parts[part.number],
+            part_number=part.number,
+            size=part.piece(shard_of[backend_id]).size,
+            sha256=part.piece(shard_of[backend_id]).sha256,
+            status="ok" if backend_id in complete else "pending",
+            shard_index=shard_of[backend_id] if coded else -1,
+        )
+        for backend_id, parts in write.locators().items()
+        for part in write.parts
+    ]
+
+
+def written_layout(write: QuorumWrite) -> list[ErasurePart]:
+    """The ``parts`` rows of an erasure-coded write (empty for replication)."""
+    if write.erasure is None:
+        return []
+    k, m = write.erasure
+    return [ErasurePart(p.number, p.size, p.sha256, k, m) for p in write.parts]
+
+
+async def commit_written(
+    ctx: GatewayContext,
+    conn: asyncpg.Connection,
+    auth: Authorized,
+    call: S3Call,
+    new: NewVersion,
+    replicas: Sequence[NewReplica],
+    layout: Sequence[ErasurePart],
+    *,
+    placed_under: Collection[str],
+    condition: WriteCondition | None,
+    action: str,
+    detail: str = "",
+) -> tuple[ObjectVersion, int | None]:
+    """Make a written object visible, in the caller's transaction: the version and its replica
+    rows (``commit_version``, checking ``condition`` under the key's row lock), the ``parts``
+    rows of an erasure-coded object, one ``replicate`` job per backend holding a ``pending``
+    piece, the placement-checker mark when the rules changed since the pieces were placed
+    (``placed_under``: their ``placement_fingerprint``s) and the audit entry. Shared by
+    PutObject (and CopyObject through ``store_object``) and CompleteMultipartUpload.
+    Returns the version and the primary key of a version it dropped (garbage to collect)."""
+    principal, bucket = auth.principal, auth.bucket
+    assert bucket is not None
+    # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
+    # their placement settings lands wholly before (seen here) or after (it marks us).
+    settings_now = await ctx.policies.placement_settings(conn, bucket.id, lock=True)
+    version, superseded = await ctx.store.objects.commit_version(
+        conn, new, replicas, condition=condition
+    )
+    if layout:
+        await ctx.parts.add(conn, version.id, layout)
+    coded = any(r.shard_index >= 0 for r in replicas)
+    pending = sorted({r.backend_id for r in replicas if r.status != "ok"})
+    sources = sorted({r.backend_id for r in replicas} - set(pending))
+    for backend_id in pending:
+        job: dict[str, object] = {
+            "version_pk": version.id,
+            "tenant_id": principal.tenant_id,
+            "bucket_id": bucket.id,
+            "key": new.key,
+            "version_id": version.version_id,
+            "target_backend_id": backend_id,
+            "source_backend_ids": sources,
+            "redundancy_class": new.redundancy_class,
+            "encryption_required": not principal.allow_plaintext,
+        }
+        if coded:
+            shards = {r.shard_index for r in replicas if r.backend_id == backend_id}
+            if len(shards) == 1:
+                job["shard_index"] = shards.pop()
+            if layout:
+                job["erasure"] = {"k": layout[0].k, "m": layout[0].m}
+        await ctx.store.jobs.enqueue(
+            conn,
+            "replicate",
+            job,
+            idempotency_key=replicate_job_key(version.id, backend_id),
+            priority=100,
+        )
+    now = placement_fingerprint(settings_now, await ctx.policies.current_version(conn))
+    stale = {fp for fp in placed_under if fp != now}
+    if stale:
+        policy_now = now.split(":", 1)[0]
+        if all(fp.split(":", 1)[0] == policy_now for fp in stale):
+            reason = "placement settings changed while the object was written"
+        else:
+            reason = "policy changed while the object was written"
+        await ctx.policies.mark_version(conn, version.id, reason)
+    holders = {r.backend_id for r in replicas}
+    await ctx.store.audit.append(
+        conn,
+        AuditEntry(
+            actor=principal.access_key_id,
+            action=action,
+            resource=f"{bucket.name}/{new.key}",
+            request_id=call.request_id,
+            result=(
+                f"ok version={version.version_id} class={new.redundancy_class}"
+                f" {'shards' if coded else 'replicas'}={len(holders) - len(pending)}/{len(holders)}"
+                + (f" {detail}" if detail else "")
+            ),
+            tenant_id=principal.tenant_id,
+        ),
+    )
+    return version, superseded
+
+
 async def store_object(
     ctx: GatewayContext,
     auth: Authorized,
@@ -170,72 +392,88 @@ async def store_object(
     user_meta: dict[str, str],
     content_type: str | None,
     rc: RedundancyClass | None,
+    condition: WriteCondition | None = None,
+    body: AsyncIterator[bytes] | None = None,
+    length: int | None = None,
 ) -> ObjectVersion:
-    """The write path shared by the S3 API and the plain /objects API. ``rc`` is the class
-    the request names (``redundancy_class_for``), None for the default chain."""
+    """The write path shared by the S3 API, the plain /objects API and CopyObject. ``rc`` is
+    the class the request names (``redundancy_class_for``), None for the default chain.
+
+    The body is the request's (verified by ``payload``: its x-amz-checksum-* is stored with
+    the version) unless ``body`` and ``length`` replace it: CopyObject streams a source
+    version's verified bytes that way. ``condition`` (``write_condition``) is checked in the
+    commit transaction."""
     principal, bucket = auth.principal, auth.bucket
     assert bucket is not None
     headers = call.headers
-    length = declared_length(principal.verified, headers)
+    if body is not None:
+        if length is None:
+            raise ValueError("store_object: a body override needs its length")
+    else:
+        length = declared_length(principal.verified, headers)
     if length > ctx.settings.max_object_size:
         raise s3e.EntityTooLarge(
             f"Your proposed upload of {length} bytes exceeds the maximum of "
             f"{ctx.settings.max_object_size} bytes."
         )
-    if envelope is None and not principal.allow_plaintext:
-        raise InvalidEnvelope(
-            "object is not client-side encrypted: the encryption envelope field "
-            "x-amz-meta-bp-wrapped-key is missing (see docs/envelope.md)"
-        )
+    require_envelope(auth, envelope)
     policy = await ctx.current_policy()
     policy_version = ctx.policy_version
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
     rc = resolve_class(policy, settings, rc.name if rc is not None else None).redundancy_class
-    handles = await ctx.registry.current()
-    placement, down = _place(rc, [h.view() for h in handles], constraints_for(settings), length)
-    by_name = {h.name: h for h in handles}
-    targets = [by_name[name] for name in placement.targets]
+    write = await start_write(ctx, rc, settings, length)
 
-    body = payload(call.body, principal.verified, headers)
+    checksums: dict[str, str] = {}
+    if body is None:
+        body = payload(call.body, principal.verified, headers, checksums_out=checksums)
     if envelope is not None:
         body = _bp1_checked(body, length)
-    write = QuorumWrite(
-        ctx.registry,
-        targets,
-        placement.write_quorum,
-        part_size=ctx.settings.part_size,
-        skip=frozenset(by_name[name].id for name in down),
-        erasure=(rc.k, rc.m) if rc.kind == "erasure" else None,
-    )
     try:
-        try:
-            await write.run(body, length)
-        except InvalidInput as exc:
-            if isinstance(exc, InvalidEnvelope):
-                raise
-            raise s3e.IncompleteBody(str(exc)) from exc
+        await run_write(write, body, length)
         complete = frozenset(write.complete_backends())
-        version, superseded = await _commit(
-            ctx,
-            auth,
-            call,
-            write,
-            complete,
+        checksum = stored_checksum(checksums)
+        new = NewVersion(
+            tenant_id=principal.tenant_id,
+            bucket_id=bucket.id,
             key=key,
-            envelope=envelope,
-            user_meta=user_meta,
+            version_id=new_version_id(),
+            size=length,
+            etag=write.md5_hex,
+            sha256=write.sha256,
             content_type=content_type,
-            rc=rc,
-            length=length,
-            settings=settings,
-            policy_version=policy_version,
+            user_metadata=user_meta,
+            redundancy_class=rc.name,
+            part_size=write.part_size,
+            part_count=len(write.parts),
+            encrypted=envelope is not None,
+            wrapped_key=envelope.wrapped_key if envelope else None,
+            key_id=envelope.key_id if envelope else None,
+            key_version=envelope.key_version if envelope else None,
+            wrap_alg=envelope.wrap_alg if envelope else None,
+            content_id=envelope.content_id if envelope else None,
+            checksum_algorithm=checksum[0] if checksum else None,
+            checksum_value=checksum[1] if checksum else None,
+            checksum_type="FULL_OBJECT" if checksum else None,
         )
+        async with ctx.store.db.transaction() as conn:
+            version, superseded = await commit_written(
+                ctx,
+                conn,
+                auth,
+                call,
+                new,
+                written_pieces(write, complete),
+                written_layout(write),
+                placed_under={placement_fingerprint(settings, policy_version)},
+                condition=condition,
+                action="PutObject",
+            )
     except BaseException:
         ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
         raise
     await ctx.meta.invalidate_object(bucket.id, key)
-    pending = [t.id for t in targets if t.id not in complete]
+    pending = [b for b in write.target_ids() if b not in complete]
     if pending:
         ctx.spawn(_finish(ctx, write, version, pending))
     if superseded is not None:
@@ -251,122 +489,12 @@ async def _finish(
         await ctx.meta.invalidate_object(version.bucket_id, version.key)
 
 
-async def _commit(
-    ctx: GatewayContext,
-    auth: Authorized,
-    call: S3Call,
-    write: QuorumWrite,
-    complete: frozenset[int],
-    *,
-    key: str,
-    envelope: Envelope | None,
-    user_meta: dict[str, str],
-    content_type: str | None,
-    rc: RedundancyClass,
-    length: int,
-    settings: PlacementSettings,
-    policy_version: int,
-) -> tuple[ObjectVersion, int | None]:
-    principal, bucket = auth.principal, auth.bucket
-    assert bucket is not None
-    locators = write.locators()
-    coded = write.erasure is not None
-    shard_of = {backend_id: i for i, backend_id in enumerate(write.target_ids())}
-    replicas = [
-        NewReplica(
-            backend_id=backend_id,
-            locator=parts[part.number],
-            part_number=part.number,
-            size=part.piece(shard_of[backend_id]).size,
-            sha256=part.piece(shard_of[backend_id]).sha256,
-            status="ok" if backend_id in complete else "pending",
-            shard_index=shard_of[backend_id] if coded else -1,
-        )
-        for backend_id, parts in locators.items()
-        for part in write.parts
-    ]
-    new = NewVersion(
-        tenant_id=principal.tenant_id,
-        bucket_id=bucket.id,
-        key=key,
-        version_id=new_version_id(),
-        size=length,
-        etag=write.md5_hex,
-        sha256=write.sha256,
-        content_type=content_type,
-        user_metadata=user_meta,
-        redundancy_class=rc.name,
-        part_size=write.part_size,
-        part_count=len(write.parts),
-        encrypted=envelope is not None,
-        wrapped_key=envelope.wrapped_key if envelope else None,
-        key_id=envelope.key_id if envelope else None,
-        key_version=envelope.key_version if envelope else None,
-        wrap_alg=envelope.wrap_alg if envelope else None,
-        content_id=envelope.content_id if envelope else None,
-    )
-    async with ctx.store.db.transaction() as conn:
-        # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
-        # their placement settings lands wholly before (seen here) or after (it marks us).
-        settings_now = await ctx.policies.placement_settings(conn, bucket.id, lock=True)
-        version, superseded = await ctx.store.objects.commit_version(conn, new, replicas)
-        if coded:
-            assert write.erasure is not None
-            k, m = write.erasure
-            await ctx.parts.add(
-                conn,
-                version.id,
-                [ErasurePart(p.number, p.size, p.sha256, k, m) for p in write.parts],
-            )
-        for backend_id in locators:
-            if backend_id in complete:
-                continue
-            job: dict[str, object] = {
-                "version_pk": version.id,
-                "tenant_id": principal.tenant_id,
-                "bucket_id": bucket.id,
-                "key": key,
-                "version_id": version.version_id,
-                "target_backend_id": backend_id,
-                "source_backend_ids": sorted(complete),
-                "redundancy_class": rc.name,
-                "encryption_required": not principal.allow_plaintext,
-            }
-            if coded:
-                assert write.erasure is not None
-                job["shard_index"] = shard_of[backend_id]
-                job["erasure"] = {"k": write.erasure[0], "m": write.erasure[1]}
-            await ctx.store.jobs.enqueue(
-                conn,
-                "replicate",
-                job,
-                idempotency_key=replicate_job_key(version.id, backend_id),
-                priority=100,
-            )
-        if settings_now != settings:
-            await ctx.policies.mark_version(
-                conn, version.id, "placement settings changed while the object was written"
-            )
-        elif await ctx.policies.current_version(conn) != policy_version:
-            await ctx.policies.mark_version(
-                conn, version.id, "policy changed while the object was written"
-            )
-        pieces = "shards" if coded else "replicas"
-        await ctx.store.audit.append(
-            conn,
-            AuditEntry(
-                actor=principal.access_key_id,
-                action="PutObject",
-                resource=f"{bucket.name}/{key}",
-                request_id=call.request_id,
-                result=(
-                    f"ok version={version.version_id} class={rc.name}"
-                    f" {pieces}={len(complete)}/{len(locators)}"
-                ),
-                tenant_id=principal.tenant_id,
-            ),
-        )
-    return version, superseded
+def version_headers(bucket: Bucket, version: ObjectVersion) -> dict[str, str]:
+    """``x-amz-version-id`` of a write's response when the bucket has versioning (enabled or
+    suspended: then it is ``null``)."""
+    if bucket.versioning == "Unversioned":
+        return {}
+    return {"x-amz-version-id": version.api_version_id}
 
 
 async def put_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
@@ -374,15 +502,7 @@ async def put_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Res
 
     op = auth.op
     assert isinstance(op, PutObject) and auth.bucket is not None
-    meta = user_metadata(call.headers)
-    envelope = envelope_from_metadata(meta)
-    unknown = sorted(k for k in meta if k.startswith("bp-") and k not in ENVELOPE_METADATA)
-    if unknown:
-        raise s3e.InvalidArgument(
-            f"x-amz-meta-{unknown[0]} is not an envelope field; x-amz-meta-bp-* is reserved"
-            " for the encryption envelope (docs/envelope.md section 8)"
-        )
-    plain_meta = {k: v for k, v in meta.items() if not k.startswith("bp-")}
+    envelope, plain_meta = object_metadata(call.headers)
     version = await store_object(
         ctx,
         auth,
@@ -392,5 +512,9 @@ async def put_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Res
         user_meta=plain_meta,
         content_type=call.headers.get("content-type"),
         rc=redundancy_class_for(ctx, call.headers, auth.bucket),
+        condition=write_condition(call.headers),
     )
-    return Response(status_code=200, headers={"ETag": f'"{version.etag}"'})
+    headers = {"ETag": f'"{version.etag}"', **version_headers(auth.bucket, version)}
+    if version.checksum_algorithm and version.checksum_value:
+        headers[f"x-amz-checksum-{version.checksum_algorithm}"] = version.checksum_value
+    return Response(status_code=200, headers=headers)
