@@ -21,7 +21,7 @@ from gateway.s3 import operations as ops
 from gateway.s3 import xml
 from gateway.s3.call import S3Call
 from gateway.s3.errors import S3Error, to_s3_error
-from gateway.s3.handlers.acl import check_canned_acl, get_acl, put_acl
+from gateway.s3.handlers.acl import get_acl, put_acl
 from gateway.s3.handlers.bucket import (
     create_bucket,
     delete_bucket,
@@ -51,6 +51,7 @@ from gateway.s3.handlers.versioning import (
     list_object_versions,
     put_bucket_versioning,
 )
+from gateway.s3.header_rules import refuse_unsupported_headers
 from gateway.s3.sigv4 import HttpRequestView
 
 __all__ = ["error_response", "handle_s3", "request_view"]
@@ -158,7 +159,7 @@ async def handle_s3(
         handler = handlers.get(type(op))
         if handler is None:
             raise ops_not_implemented(op)
-        check_canned_acl(view.headers)
+        refuse_unsupported_headers(view.headers)
         auth = await authorize(ctx, principal, op)
         response = await handler(ctx, auth, S3Call(view, request_id, request.stream()))
     except Exception as exc:

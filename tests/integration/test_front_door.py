@@ -218,6 +218,10 @@ def test_acl_is_private_and_only_private(acl_bucket: Any, bucket_name: str) -> N
     with pytest.raises(ClientError) as refused:
         s3.put_object(Bucket=bucket_name, Key="g", Body=b"x", GrantRead='uri="x"')
     assert _code(refused.value) == (501, "NotImplemented")
+    for extra in ({"ServerSideEncryption": "AES256"}, {"Tagging": "a=b"}):
+        with pytest.raises(ClientError) as refused:
+            s3.put_object(Bucket=bucket_name, Key="sse", Body=b"x", **extra)
+        assert _code(refused.value) == (501, "NotImplemented"), extra
 
     owner = acl["Owner"]["ID"]
     public_policy = {

@@ -75,3 +75,21 @@ def test_write_condition_check() -> None:
     WriteCondition(if_match="*").check("anything")
     with pytest.raises(NoSuchKey):
         WriteCondition(if_match="*").check(None)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-object-lock-mode",
+        "x-amz-tagging",
+        "x-amz-website-redirect-location",
+    ],
+)
+def test_data_affecting_headers_are_refused_not_ignored(header: str) -> None:
+    from gateway.s3.header_rules import refuse_unsupported_headers
+
+    with pytest.raises(s3e.NotImplemented):
+        refuse_unsupported_headers({header: "x"})
+    refuse_unsupported_headers({"x-amz-meta-a": "1", "x-amz-acl": "private"})
