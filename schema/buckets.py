@@ -94,8 +94,30 @@ class BucketRepository:
         assert updated is not None
         return _bucket(row), _bucket(updated)
 
+    async def set_versioning(
+        self, conn: asyncpg.Connection, tenant_id: int, name: str, status: str
+    ) -> tuple[Bucket, Bucket]:
+        """Turn versioning on (``Enabled``) or suspend it (``Suspended``); returns (before,
+        after). A bucket never goes back to ``Unversioned``. The row is locked like
+        ``set_placement``, so a commit that reads the setting sees it wholly before or after."""
+        if status not in ("Enabled", "Suspended"):
+            raise ValueError(f"versioning status {status!r}")
+        row = await conn.fetchrow(
+            "SELECT * FROM buckets WHERE tenant_id = $1 AND name = $2 FOR UPDATE", tenant_id, name
+        )
+        if row is None:
+            raise NoSuchBucket(f"bucket {name!r} does not exist")
+        updated = await conn.fetchrow(
+            "UPDATE buckets SET versioning = $2 WHERE id = $1 RETURNING *", row["id"], status
+        )
+        assert updated is not None
+        return _bucket(row), _bucket(updated)
+
     async def delete(self, conn: asyncpg.Connection, tenant_id: int, name: str) -> Bucket:
-        """Delete an empty bucket. Locks the row so a concurrent PUT cannot slip in."""
+        """Delete a bucket that holds no object version and no delete marker (noncurrent ones
+        count, as in S3). Locks the row so a concurrent PUT cannot slip in. Multipart uploads
+        still in progress are aborted with it, as S3 does: their parts' backend objects go to
+        ``garbage`` in this transaction."""
         row = await conn.fetchrow(
             "SELECT * FROM buckets WHERE tenant_id = $1 AND name = $2 FOR UPDATE", tenant_id, name
         )
@@ -105,5 +127,17 @@ class BucketRepository:
             "SELECT 1 FROM object_versions WHERE bucket_id = $1 LIMIT 1", row["id"]
         ):
             raise BucketNotEmpty(f"bucket {name!r} is not empty")
+        uploads = await conn.fetch(
+            "SELECT id FROM uploads WHERE bucket_id = $1 ORDER BY id FOR UPDATE", row["id"]
+        )
+        if uploads:
+            ids = [u["id"] for u in uploads]
+            await conn.execute(
+                "INSERT INTO garbage (backend_id, locator, reason)"
+                " SELECT backend_id, locator, 'bucket deleted' FROM upload_pieces"
+                " WHERE upload_pk = ANY($1::bigint[]) ON CONFLICT (backend_id, locator) DO NOTHING",
+                ids,
+            )
+            await conn.execute("DELETE FROM uploads WHERE id = ANY($1::bigint[])", ids)
         await conn.execute("DELETE FROM buckets WHERE id = $1", row["id"])
         return _bucket(row)

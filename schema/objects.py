@@ -15,10 +15,18 @@ from typing import Any
 
 import asyncpg
 
-from cluster.errors import NoSuchKey, PreconditionFailed
+from cluster.errors import Conflict, NoSuchKey, PreconditionFailed
 from schema.records import ObjectVersion, Replica
 
-__all__ = ["ListedObject", "NewReplica", "NewVersion", "ObjectRepository", "WriteCondition"]
+__all__ = [
+    "DeleteOutcome",
+    "ListedObject",
+    "ListedVersion",
+    "NewReplica",
+    "NewVersion",
+    "ObjectRepository",
+    "WriteCondition",
+]
 
 #: How often a commit retries after losing a race for the key's "latest" slot (two writers
 #: that both saw no current version: the loser's insert hits the unique index).
@@ -98,6 +106,39 @@ class ListedObject:
     size: int
     etag: str
     last_modified: Any
+
+
+@dataclass(frozen=True)
+class ListedVersion:
+    """One entry of ListObjectVersions: a stored version or a delete marker."""
+
+    pk: int
+    key: str
+    version_id: str  # as S3 clients see it ("null" for the key's null version)
+    is_latest: bool
+    is_delete_marker: bool
+    size: int
+    etag: str
+    last_modified: Any
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What a DeleteObject did, as its response tells it.
+
+    ``version_id``: the (API) id of the delete marker it created or of the version it removed
+    permanently; None for a delete in an unversioned bucket. ``delete_marker``: a marker was
+    created, or the version removed was one. ``removed``: the version whose row is gone (its
+    backend objects went to ``garbage`` in the transaction), if any.
+    """
+
+    version_id: str | None
+    delete_marker: bool
+    removed: ObjectVersion | None = None
+
+    @property
+    def garbage(self) -> bool:
+        return self.removed is not None and bool(self.removed.replicas)
 
 
 def _replica(row: asyncpg.Record) -> Replica:
@@ -397,6 +438,170 @@ class ObjectRepository:
         await self._changelog(conn, tenant_id, bucket_id, key, version.version_id, "delete")
         return version
 
+    async def delete_current(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: int,
+        bucket_id: int,
+        key: str,
+        *,
+        marker_version_id: str,
+    ) -> DeleteOutcome:
+        """DeleteObject without a version id, as the bucket's versioning says.
+
+        Unversioned: the current version is removed (``delete_latest``). Enabled: a delete
+        marker with ``marker_version_id`` becomes the latest version (also when there was no
+        object, as S3 does). Suspended: the marker is the key's null version, replacing the
+        previous null version wherever it stands (its backend objects go to ``garbage``).
+        """
+        versioning = await conn.fetchval("SELECT versioning FROM buckets WHERE id = $1", bucket_id)
+        if versioning == "Unversioned":
+            removed = await self.delete_latest(conn, tenant_id, bucket_id, key)
+            return DeleteOutcome(None, False, removed)
+        marker, dropped = await self.put_delete_marker(
+            conn,
+            tenant_id,
+            bucket_id,
+            key,
+            marker_version_id,
+            null_version=versioning != "Enabled",
+        )
+        return DeleteOutcome(marker.api_version_id, True, dropped)
+
+    async def put_delete_marker(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: int,
+        bucket_id: int,
+        key: str,
+        version_id: str,
+        *,
+        null_version: bool,
+    ) -> tuple[ObjectVersion, ObjectVersion | None]:
+        """Insert a delete marker as the latest version of ``key``.
+
+        The current version stays as a noncurrent version, unless the marker is a null version
+        (suspended versioning): then the key's previous null version, current or not, is
+        dropped (replicas to ``garbage``). Returns the marker and the version dropped, if any.
+        A lost race for the latest slot retries from a savepoint, like ``commit_version``.
+        """
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                async with conn.transaction():
+                    return await self._marker_once(
+                        conn, tenant_id, bucket_id, key, version_id, null_version
+                    )
+            except asyncpg.UniqueViolationError:
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _marker_once(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: int,
+        bucket_id: int,
+        key: str,
+        version_id: str,
+        null_version: bool,
+    ) -> tuple[ObjectVersion, ObjectVersion | None]:
+        old = await conn.fetchrow(
+            "SELECT id, null_version FROM object_versions"
+            " WHERE bucket_id = $1 AND key = $2 AND is_latest FOR UPDATE",
+            bucket_id,
+            key,
+        )
+        dropped: ObjectVersion | None = None
+        if old is not None:
+            if null_version and old["null_version"]:
+                dropped = await self.get_by_pk(conn, old["id"])
+                await self._drop_version(conn, old["id"], reason="superseded")
+            else:
+                await conn.execute(
+                    "UPDATE object_versions SET is_latest = FALSE WHERE id = $1", old["id"]
+                )
+        if null_version and dropped is None:
+            previous_null = await conn.fetchrow(
+                "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                " AND null_version FOR UPDATE",
+                bucket_id,
+                key,
+            )
+            if previous_null is not None:
+                dropped = await self._with_replicas(conn, previous_null)
+                await self._drop_version(conn, previous_null["id"], reason="superseded")
+        row = await conn.fetchrow(
+            "INSERT INTO object_versions (tenant_id, bucket_id, key, version_id, is_latest,"
+            " is_delete_marker, size, etag, redundancy_class, encrypted, null_version)"
+            " VALUES ($1, $2, $3, $4, TRUE, TRUE, 0, '', '', FALSE, $5) RETURNING *",
+            tenant_id,
+            bucket_id,
+            key,
+            version_id,
+            null_version,
+        )
+        await self._changelog(conn, tenant_id, bucket_id, key, version_id, "delete_marker")
+        marker = await self._with_replicas(conn, row)
+        assert marker is not None
+        return marker, dropped
+
+    async def delete_version(
+        self, conn: asyncpg.Connection, tenant_id: int, bucket_id: int, key: str, version_id: str
+    ) -> ObjectVersion | None:
+        """Remove one version (or delete marker) permanently, by its API id (``null``: the
+        null version). Its replicas go to ``garbage``; if it was the latest, the next newest
+        version (by primary key, i.e. commit order) becomes the latest. None if no such
+        version. The row is locked first, so a concurrent commit that made it noncurrent is
+        seen (then nothing is promoted)."""
+        if version_id == "null":
+            row = await conn.fetchrow(
+                "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2 AND null_version"
+                " FOR UPDATE",
+                bucket_id,
+                key,
+            )
+        else:
+            row = await conn.fetchrow(
+                "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                " AND version_id = $3 AND NOT null_version FOR UPDATE",
+                bucket_id,
+                key,
+                version_id,
+            )
+        version = await self._with_replicas(conn, row)
+        if version is None:
+            return None
+        await self._drop_version(conn, version.id, reason="version deleted")
+        if version.is_latest:
+            await self._promote_newest(conn, bucket_id, key)
+        await self._changelog(conn, tenant_id, bucket_id, key, version.version_id, "delete_version")
+        return version
+
+    async def _promote_newest(self, conn: asyncpg.Connection, bucket_id: int, key: str) -> None:
+        """Make the newest remaining version of ``key`` the latest. A candidate deleted by a
+        concurrent transaction (its UPDATE then touches no row) is skipped by asking again;
+        a concurrent writer that took the latest slot meanwhile wins (nothing to promote)."""
+        for _ in range(16):
+            candidate = await conn.fetchval(
+                "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                " ORDER BY id DESC LIMIT 1",
+                bucket_id,
+                key,
+            )
+            if candidate is None:
+                return
+            try:
+                async with conn.transaction():
+                    promoted = await conn.fetchval(
+                        "UPDATE object_versions SET is_latest = TRUE WHERE id = $1 RETURNING id",
+                        candidate,
+                    )
+            except asyncpg.UniqueViolationError:
+                return  # a concurrent write committed a new latest version
+            if promoted is not None:
+                return
+        raise Conflict("the key's versions changed concurrently; retry the delete")
+
     async def _drop_version(
         self, conn: asyncpg.Connection, version_pk: int, *, reason: str
     ) -> None:
@@ -457,6 +662,70 @@ class ObjectRepository:
             limit,
         )
         return [ListedObject(r["key"], r["size"], r["etag"], r["created_at"]) for r in rows]
+
+    async def version_position(
+        self, conn: asyncpg.Connection, bucket_id: int, key: str, version_id: str
+    ) -> int | None:
+        """The primary key of a version by its API id (a ListObjectVersions marker)."""
+        if version_id == "null":
+            pk = await conn.fetchval(
+                "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2 AND null_version",
+                bucket_id,
+                key,
+            )
+        else:
+            pk = await conn.fetchval(
+                "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                " AND version_id = $3 AND NOT null_version",
+                bucket_id,
+                key,
+                version_id,
+            )
+        return int(pk) if pk is not None else None
+
+    async def list_versions(
+        self,
+        conn: asyncpg.Connection,
+        bucket_id: int,
+        *,
+        prefix: str,
+        after_key: str,
+        inclusive: bool = False,
+        before_pk: int | None = None,
+        limit: int,
+    ) -> list[ListedVersion]:
+        """Every version and delete marker with the prefix, by key (byte order) and newest
+        first within a key, starting after ``after_key`` (from it, ``inclusive``); with
+        ``before_pk``, the versions of ``after_key`` older than that version come first."""
+        if before_pk is not None:
+            position = "(key > $2 OR (key = $2 AND id < $5))"
+        else:
+            position = "key >= $2" if inclusive else "key > $2"
+        rows = await conn.fetch(
+            "SELECT id, key, version_id, null_version, is_latest, is_delete_marker, size, etag,"
+            " created_at FROM object_versions"
+            f" WHERE bucket_id = $1 AND key >= $2 AND {position}"
+            " AND key >= $3 AND left(key, length($3)) = $3"
+            " ORDER BY key, id DESC LIMIT $4",
+            bucket_id,
+            after_key,
+            prefix,
+            limit,
+            *([before_pk] if before_pk is not None else []),
+        )
+        return [
+            ListedVersion(
+                pk=r["id"],
+                key=r["key"],
+                version_id="null" if r["null_version"] else r["version_id"],
+                is_latest=r["is_latest"],
+                is_delete_marker=r["is_delete_marker"],
+                size=r["size"],
+                etag=r["etag"],
+                last_modified=r["created_at"],
+            )
+            for r in rows
+        ]
 
     async def set_replica_status(
         self, conn: asyncpg.Connection, replica_ids: Sequence[int], status: str

@@ -4,12 +4,22 @@ The first part is fetched and verified *before* the status line is sent, so a mi
 corrupt object is a clean S3 error; later parts stream with one part of read-ahead. If every
 replica of a later part fails, the connection is cut short (the client sees a truncated body
 against its Content-Length), never served wrong bytes.
+
+Versions: without ``versionId`` the latest version is served (through the cache); a latest
+delete marker is a 404 ``NoSuchKey`` with ``x-amz-delete-marker: true``. With ``versionId`` the
+version is read from PostgreSQL (``null`` names the null version); an unknown or malformed id
+is ``NoSuchVersion``, a delete marker a 405 ``MethodNotAllowed``. On a bucket whose versioning
+was ever turned on every answer names the version (``x-amz-version-id``).
+Conditional headers (``gateway/s3/preconditions.py``) are evaluated on the version found,
+before the Range. ``x-amz-checksum-mode: ENABLED`` returns the stored checksum of a whole
+object.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from email.utils import format_datetime
 
 from fastapi import Response
@@ -18,12 +28,100 @@ from fastapi.responses import StreamingResponse
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
+from gateway.s3 import xml
 from gateway.s3.call import S3Call
 from gateway.s3.operations import GetObject, HeadObject
+from gateway.s3.preconditions import Outcome, evaluate
 from gateway.s3.ranges import parse_range
-from schema.records import ObjectVersion
+from schema.records import Bucket, ObjectVersion
 
-__all__ = ["get_object", "head_object", "object_headers", "latest_or_404"]
+__all__ = [
+    "HeaderedError",
+    "get_object",
+    "head_object",
+    "is_version_id",
+    "latest_or_404",
+    "object_headers",
+    "resolve_version",
+    "stream_version",
+    "version_headers",
+]
+
+#: What ``gateway/s3/handlers/object_put.new_version_id`` makes: 32 lower-case hex digits.
+_VERSION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def is_version_id(value: str) -> bool:
+    """Whether a client-supplied version id is well-formed (``null`` or one of ours)."""
+    return value == "null" or _VERSION_ID.match(value) is not None
+
+
+class HeaderedError(Exception):
+    """An S3 error whose response carries headers (``x-amz-delete-marker``...): rendered by
+    the handler itself, since the dispatcher's error seam sends only the request id."""
+
+    def __init__(self, error: s3e.S3Error, headers: Mapping[str, str]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.headers = dict(headers)
+
+    def response(self, call: S3Call, *, head: bool) -> Response:
+        if head:
+            return Response(status_code=self.error.status, headers=self.headers)
+        return Response(
+            xml.error_document(self.error, call.request_id),
+            status_code=self.error.status,
+            media_type="application/xml",
+            headers=self.headers,
+        )
+
+
+def version_headers(bucket: Bucket, version: ObjectVersion) -> dict[str, str]:
+    """``x-amz-version-id`` on a bucket whose versioning was ever turned on."""
+    if bucket.versioning == "Unversioned":
+        return {}
+    return {"x-amz-version-id": version.api_version_id}
+
+
+async def resolve_version(
+    ctx: GatewayContext, auth: Authorized, key: str, version_id: str | None
+) -> ObjectVersion:
+    """The stored version a GET/HEAD addresses; raises HeaderedError (delete markers),
+    NoSuchKey or NoSuchVersion."""
+    bucket = auth.bucket
+    assert bucket is not None
+    resource = f"/{bucket.name}/{key}"
+    if version_id is None:
+        version = await ctx.meta.latest(bucket.id, key)
+        if version is None:
+            raise s3e.NoSuchKey(resource=resource)
+        if version.is_delete_marker:
+            raise HeaderedError(
+                s3e.NoSuchKey(resource=resource),
+                {"x-amz-delete-marker": "true", **_marker_headers(bucket, version)},
+            )
+        return version
+    if not is_version_id(version_id):
+        raise s3e.NoSuchVersion(resource=resource)
+    async with ctx.store.db.connection() as conn:
+        found = await ctx.store.objects.get_version(conn, bucket.id, key, version_id)
+    if found is None:
+        raise s3e.NoSuchVersion(resource=resource)
+    if found.is_delete_marker:
+        raise HeaderedError(
+            s3e.MethodNotAllowed(
+                "The specified method is not allowed against a delete marker.", resource=resource
+            ),
+            {"x-amz-delete-marker": "true", "Allow": "DELETE", **_marker_headers(bucket, found)},
+        )
+    return found
+
+
+def _marker_headers(bucket: Bucket, marker: ObjectVersion) -> dict[str, str]:
+    return {
+        "x-amz-version-id": marker.api_version_id,
+        "Last-Modified": format_datetime(marker.created_at, usegmt=True),
+    }
 
 
 async def latest_or_404(ctx: GatewayContext, auth: Authorized, key: str) -> ObjectVersion:
@@ -69,13 +167,74 @@ def _range_headers(
     }
 
 
+def _checksum_headers(
+    version: ObjectVersion, headers: Mapping[str, str], whole: bool
+) -> dict[str, str]:
+    """The stored ``x-amz-checksum-*`` on request (``x-amz-checksum-mode: ENABLED``), for a
+    whole-object read only (S3 has no checksum of a range)."""
+    if not whole or headers.get("x-amz-checksum-mode", "").strip().upper() != "ENABLED":
+        return {}
+    if not version.checksum_algorithm or not version.checksum_value:
+        return {}
+    return {
+        f"x-amz-checksum-{version.checksum_algorithm.lower()}": version.checksum_value,
+        "x-amz-checksum-type": version.checksum_type or "FULL_OBJECT",
+    }
+
+
+def _conditional(
+    bucket: Bucket, version: ObjectVersion, headers: Mapping[str, str]
+) -> Response | None:
+    """A 304 to send, None to go on; raises PreconditionFailed (412)."""
+    outcome = evaluate(headers, version.etag, version.created_at)
+    if outcome is Outcome.PRECONDITION_FAILED:
+        raise s3e.PreconditionFailed()
+    if outcome is Outcome.NOT_MODIFIED:
+        return Response(
+            status_code=304,
+            headers={
+                "ETag": f'"{version.etag}"',
+                "Last-Modified": format_datetime(version.created_at, usegmt=True),
+                **version_headers(bucket, version),
+            },
+        )
+    return None
+
+
+async def _prepare(
+    ctx: GatewayContext, auth: Authorized, call: S3Call, op: GetObject | HeadObject
+) -> tuple[ObjectVersion, tuple[int, int] | None, int, dict[str, str]] | Response:
+    """The version, range, status and headers of a GET/HEAD, or the response that ends it
+    early (304, or an error that carries headers)."""
+    bucket = auth.bucket
+    assert bucket is not None
+    head = isinstance(op, HeadObject)
+    try:
+        version = await resolve_version(ctx, auth, op.key, op.version_id)
+    except HeaderedError as exc:
+        return exc.response(call, head=head)
+    early = _conditional(bucket, version, call.headers)
+    if early is not None:
+        return early
+    rng = parse_range(op.range_header, version.size)
+    status, extra = _range_headers(version, rng)
+    headers = {
+        **object_headers(version),
+        **extra,
+        **version_headers(bucket, version),
+        **_checksum_headers(version, call.headers, op.range_header is None),
+    }
+    return version, rng, status, headers
+
+
 async def head_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
     op = auth.op
     assert isinstance(op, HeadObject)
-    version = await latest_or_404(ctx, auth, op.key)
-    rng = parse_range(op.range_header, version.size)
-    status, extra = _range_headers(version, rng)
-    return Response(status_code=status, headers={**object_headers(version), **extra})
+    prepared = await _prepare(ctx, auth, call, op)
+    if isinstance(prepared, Response):
+        return prepared
+    _, _, status, headers = prepared
+    return Response(status_code=status, headers=headers)
 
 
 async def stream_version(
@@ -101,8 +260,9 @@ async def stream_version(
 async def get_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
     op = auth.op
     assert isinstance(op, GetObject)
-    version = await latest_or_404(ctx, auth, op.key)
-    rng = parse_range(op.range_header, version.size)
-    status, extra = _range_headers(version, rng)
+    prepared = await _prepare(ctx, auth, call, op)
+    if isinstance(prepared, Response):
+        return prepared
+    version, rng, status, headers = prepared
     body = await stream_version(ctx, version, rng)
-    return StreamingResponse(body, status_code=status, headers={**object_headers(version), **extra})
+    return StreamingResponse(body, status_code=status, headers=headers)
