@@ -186,6 +186,24 @@ def test_conditional_copy_target(cluster: Federation, plain: tuple[Any, str]) ->
     assert s3.get_object(Bucket=bucket, Key="fresh")["Body"].read() == b"one"
 
 
+def test_copy_source_preconditions(cluster: Federation, plain: tuple[Any, str]) -> None:
+    s3, bucket = plain
+    etag = s3.put_object(Bucket=bucket, Key="src", Body=b"data")["ETag"]
+    ok = {"CopySourceIfMatch": etag}
+    s3.copy_object(Bucket=bucket, Key="a", CopySource=f"{bucket}/src", **ok)
+    for failing in (
+        {"CopySourceIfMatch": '"0123"'},
+        {"CopySourceIfNoneMatch": etag},
+        {"CopySourceIfModifiedSince": "2100-01-01T00:00:00Z"},
+        {"CopySourceIfUnmodifiedSince": "2000-01-01T00:00:00Z"},
+    ):
+        with pytest.raises(ClientError) as refused:
+            s3.copy_object(Bucket=bucket, Key="b", CopySource=f"{bucket}/src", **failing)
+        assert _code(refused.value) == (412, "PreconditionFailed"), failing
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["a", "src"]
+
+
 def test_copy_into_another_class_copies_the_bytes(
     cluster: Federation, plain: tuple[Any, str]
 ) -> None:

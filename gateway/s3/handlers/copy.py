@@ -47,12 +47,13 @@ from gateway.s3.handlers.object_put import (
     store_object,
 )
 from gateway.s3.operations import CopyObject, CopySource
+from gateway.s3.preconditions import Outcome, evaluate
 from schema.audit import AuditEntry
 from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.parts import ErasurePart
 from schema.records import Bucket, ObjectVersion
 
-__all__ = ["copy_object", "copy_source_version", "MAX_COPY_BYTES"]
+__all__ = ["MAX_COPY_BYTES", "check_copy_source_conditions", "copy_object", "copy_source_version"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,24 @@ async def copy_source_version(
             " version id."
         )
     return version
+
+
+_COPY_SOURCE_CONDITIONS = {
+    "x-amz-copy-source-if-match": "if-match",
+    "x-amz-copy-source-if-none-match": "if-none-match",
+    "x-amz-copy-source-if-modified-since": "if-modified-since",
+    "x-amz-copy-source-if-unmodified-since": "if-unmodified-since",
+}
+
+
+def check_copy_source_conditions(headers: Mapping[str, str], source: ObjectVersion) -> None:
+    """``x-amz-copy-source-if-*``: the same rules as a conditional GET of the source, except
+    that a copy has no 304: any condition that does not hold is 412 PreconditionFailed."""
+    conditions = {
+        plain: headers[name] for name, plain in _COPY_SOURCE_CONDITIONS.items() if name in headers
+    }
+    if conditions and evaluate(conditions, source.etag, source.created_at) is not Outcome.PROCEED:
+        raise s3e.PreconditionFailed("a copy source precondition (x-amz-copy-source-if-*) failed")
 
 
 def _metadata(
@@ -125,6 +144,7 @@ async def copy_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
     bucket, principal = auth.bucket, auth.principal
     source = await copy_source_version(ctx, auth.source_bucket, op.source)
     assert auth.source_bucket is not None
+    check_copy_source_conditions(call.headers, source)
     same_key = auth.source_bucket.id == bucket.id and op.source.key == op.key
     if source.encrypted and not same_key:
         raise s3e.InvalidRequest(
