@@ -121,3 +121,45 @@ async def test_orphan_audit_and_gc_keep_objects_a_copy_still_names(
         [r["locator"] for r in rows],
     )
     assert leftover[0]["n"] == 0
+
+
+async def test_copy_of_an_object_with_a_pending_replica_shares_it_and_both_heal(
+    cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
+) -> None:
+    """A backend is down during the PUT: the source commits with a pending replica and a
+    replicate job. A copy made now shares every piece (the pending one too, with its own job);
+    once the backend is back both versions are complete, still sharing one set of objects."""
+    since = await db_now(heal)
+    cluster.motos[2].kill()
+    try:
+        cluster.ping_backends()
+        data = os.urandom(2 * MIB + 99)
+        s3.put_object(Bucket=bucket_name, Key="src", Body=data)
+        s3.copy_object(Bucket=bucket_name, Key="dst", CopySource=f"{bucket_name}/src")
+        src, dst = await _rows(heal, bucket_name, "src"), await _rows(heal, bucket_name, "dst")
+        assert {(r["backend"], r["locator"]) for r in src} == {
+            (r["backend"], r["locator"]) for r in dst
+        }
+        assert {r["status"] for r in dst if r["backend"] == "b2"} == {"pending"}
+        jobs = await sql(
+            heal,
+            "SELECT count(*) AS n FROM jobs WHERE kind = 'replicate' AND status = 'queued'"
+            " AND (payload->>'version_pk')::bigint = $1",
+            dst[0]["version_pk"],
+        )
+        assert jobs[0]["n"] == 1
+        assert s3.get_object(Bucket=bucket_name, Key="dst")["Body"].read() == data
+    finally:
+        cluster.restart_moto(2)
+
+    async def both_full() -> bool:
+        return await is_full(heal, bucket_name, "src") and await is_full(heal, bucket_name, "dst")
+
+    await heal_until(heal, both_full, bucket=bucket_name, since=since)
+    src, dst = await _rows(heal, bucket_name, "src"), await _rows(heal, bucket_name, "dst")
+    assert {(r["backend"], r["locator"]) for r in src} == {
+        (r["backend"], r["locator"]) for r in dst
+    }
+    for r in dst:
+        assert backend_bytes(cluster, r["backend"], r["locator"], {})
+    assert s3.get_object(Bucket=bucket_name, Key="dst")["Body"].read() == data

@@ -40,17 +40,17 @@ from gateway.s3 import xml
 from gateway.s3.call import S3Call, user_metadata
 from gateway.s3.conditions import write_condition
 from gateway.s3.handlers.object_put import (
+    commit_written,
     constraints_for,
     new_version_id,
+    placement_fingerprint,
     redundancy_class_for,
     resolve_class,
     store_object,
 )
 from gateway.s3.operations import CopyObject, CopySource
 from gateway.s3.preconditions import Outcome, evaluate
-from schema.audit import AuditEntry
 from schema.objects import NewReplica, NewVersion, WriteCondition
-from schema.parts import ErasurePart
 from schema.records import Bucket, ObjectVersion
 
 __all__ = ["MAX_COPY_BYTES", "check_copy_source_conditions", "copy_object", "copy_source_version"]
@@ -212,18 +212,24 @@ async def _share(
     condition: WriteCondition | None,
 ) -> ObjectVersion | None:
     """Commit the copy as a new version naming the source's backend objects, or None when
-    the target's rules do not allow sharing them (the caller then copies the bytes)."""
+    the target's rules do not allow sharing them (the caller then copies the bytes).
+
+    Pieces still ``pending`` on the source (a straggler of a write that just reached its
+    quorum) are shared as ``pending`` with the copy's own replicate job, which writes the
+    same bytes under the same locator: idempotent. Corrupt or missing pieces are not shared
+    (the bytes are copied from the good ones instead)."""
     op = auth.op
     assert isinstance(op, CopyObject)
     bucket, principal = auth.bucket, auth.principal
     assert bucket is not None
     policy = await ctx.current_policy()
+    policy_version = ctx.policy_version
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
     rc = resolve_class(policy, settings, requested.name if requested else None).redundancy_class
     if rc.name != source.redundancy_class or not source.replicas:
         return None
-    if any(r.status != "ok" for r in source.replicas):
+    if any(r.status not in ("ok", "pending") for r in source.replicas):
         return None
     handles = {h.id: h for h in await ctx.registry.current()}
     holder_ids = sorted({r.backend_id for r in source.replicas})
@@ -240,8 +246,10 @@ async def _share(
         current = await ctx.store.objects.get_by_pk(conn, source.id) if locked else None
         if current is None:
             raise s3e.NoSuchKey(resource=f"/{op.source.bucket}/{op.source.key}")
-        if current.replicas != source.replicas:
-            return None  # repaired or moved meanwhile: copy the bytes instead
+        if {(r.backend_id, r.locator, r.part_number, r.shard_index) for r in current.replicas} != {
+            (r.backend_id, r.locator, r.part_number, r.shard_index) for r in source.replicas
+        } or any(r.status not in ("ok", "pending") for r in current.replicas):
+            return None  # repaired, moved or found bad meanwhile: copy the bytes instead
         new = NewVersion(
             tenant_id=principal.tenant_id,
             bucket_id=bucket.id,
@@ -249,7 +257,7 @@ async def _share(
             version_id=new_version_id(),
             size=source.size,
             etag=source.etag,
-            sha256=source.sha256 or b"",
+            sha256=source.sha256,
             content_type=content_type,
             user_metadata=meta,
             redundancy_class=source.redundancy_class,
@@ -273,33 +281,26 @@ async def _share(
                 part_number=r.part_number,
                 size=r.size,
                 sha256=r.sha256,
-                status="ok",
+                status=r.status,
                 shard_index=r.shard_index,
             )
             for r in current.replicas
         ]
-        version, dropped = await ctx.store.objects.commit_version(
-            conn, new, replicas, condition=condition
-        )
         layout = await ctx.parts.of_version(conn, source.id)
-        if layout:
-            await ctx.parts.add(
-                conn,
-                version.id,
-                [ErasurePart(p.part_number, p.size, p.sha256, p.k, p.m) for p in layout],
-            )
-        await ctx.store.audit.append(
+        version, dropped = await commit_written(
+            ctx,
             conn,
-            AuditEntry(
-                actor=principal.access_key_id,
-                action="CopyObject",
-                resource=f"{bucket.name}/{op.key}",
-                request_id=call.request_id,
-                result=(
-                    f"ok version={version.version_id} source={op.source.bucket}/{op.source.key}"
-                    f"@{source.version_id} shared={len(replicas)} pieces"
-                ),
-                tenant_id=principal.tenant_id,
+            auth,
+            call,
+            new,
+            replicas,
+            layout,
+            placed_under={placement_fingerprint(settings, policy_version)},
+            condition=condition,
+            action="CopyObject",
+            detail=(
+                f"source={op.source.bucket}/{op.source.key}@{source.version_id}"
+                f" shared={len(replicas)} pieces"
             ),
         )
     await ctx.meta.invalidate_object(bucket.id, op.key)
