@@ -5,60 +5,21 @@ pagination, and what the backends hold afterwards (garbage of removed versions c
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree as ET
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.cluster import BACKENDS, Federation
-from tests.support.raw_s3 import signed_request
+from tests.support.raw_s3 import Tenant
 
 pytestmark = pytest.mark.integration
-
-NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-
-
-@dataclass
-class Tenant:
-    """A plaintext tenant of this module: its boto3 client, and raw signed requests."""
-
-    cluster: Federation
-    key: str
-    secret: str
-    s3: Any
-
-    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return signed_request(self.cluster, self.key, self.secret, method, path, **kwargs)
-
-    def listing(self, bucket: str) -> list[tuple[str, str, str, bool]]:
-        """(key, version id, Version|DeleteMarker, is latest) in the order the XML has them
-        (boto3 splits versions and markers into two lists)."""
-        response = self.raw("GET", f"/{bucket}?versions=")
-        assert response.status_code == 200, response.text
-        root = ET.fromstring(response.content)
-        return [
-            (
-                e.findtext(f"{NS}Key") or "",
-                e.findtext(f"{NS}VersionId") or "",
-                e.tag.removeprefix(NS),
-                e.findtext(f"{NS}IsLatest") == "true",
-            )
-            for e in root
-            if e.tag in (f"{NS}Version", f"{NS}DeleteMarker")
-        ]
-
-    def version_ids(self, bucket: str, key: str) -> list[str]:
-        """Versions and markers of ``key``, newest first."""
-        return [vid for k, vid, _, _ in self.listing(bucket) if k == key]
 
 
 @pytest.fixture(scope="module")
 def tenant_m(cluster: Federation) -> Tenant:
-    _, key, secret = cluster.create_tenant(allow_plaintext=True)
-    return Tenant(cluster, key, secret, cluster.s3(key, secret))
+    return Tenant.create(cluster)
 
 
 @pytest.fixture

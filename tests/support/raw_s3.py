@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from xml.etree import ElementTree as ET
 
 import httpx
 from botocore.auth import S3SigV4Auth
@@ -13,7 +16,9 @@ from botocore.credentials import Credentials
 
 from tests.support.cluster import Federation
 
-__all__ = ["signed_request"]
+__all__ = ["NS", "Tenant", "signed_request"]
+
+NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
 def signed_request(
@@ -35,3 +40,42 @@ def signed_request(
     return httpx.request(
         method, prepared.url, content=body, headers=dict(prepared.headers.items()), timeout=60
     )
+
+
+@dataclass
+class Tenant:
+    """A plaintext tenant of this module: its boto3 client, and raw signed requests."""
+
+    cluster: Federation
+    key: str
+    secret: str
+    s3: Any
+
+    @classmethod
+    def create(cls, cluster: Federation) -> Tenant:
+        _, key, secret = cluster.create_tenant(allow_plaintext=True)
+        return cls(cluster, key, secret, cluster.s3(key, secret))
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return signed_request(self.cluster, self.key, self.secret, method, path, **kwargs)
+
+    def listing(self, bucket: str) -> list[tuple[str, str, str, bool]]:
+        """(key, version id, Version|DeleteMarker, is latest) in the order the XML has them
+        (boto3 splits versions and markers into two lists)."""
+        response = self.raw("GET", f"/{bucket}?versions=")
+        assert response.status_code == 200, response.text
+        root = ET.fromstring(response.content)
+        return [
+            (
+                e.findtext(f"{NS}Key") or "",
+                e.findtext(f"{NS}VersionId") or "",
+                e.tag.removeprefix(NS),
+                e.findtext(f"{NS}IsLatest") == "true",
+            )
+            for e in root
+            if e.tag in (f"{NS}Version", f"{NS}DeleteMarker")
+        ]
+
+    def version_ids(self, bucket: str, key: str) -> list[str]:
+        """Versions and markers of ``key``, newest first."""
+        return [vid for k, vid, _, _ in self.listing(bucket) if k == key]
