@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install services demo stop test test-unit test-integration test-fault bench lint clean
+.PHONY: install services clients demo stop test test-unit test-integration test-clients test-fault bench lint clean
 
 install: $(VENV)/.installed
 
@@ -19,20 +19,26 @@ $(VENV)/.installed: pyproject.toml
 services:
 	@bash scripts/ensure-services.sh
 
+clients:
+	@bash scripts/install-clients.sh
+
 demo: install services
 	$(VENV)/bin/bulletproof demo
 
 stop:
 	-$(VENV)/bin/bulletproof down
 
-test: install services lint
-	$(PYTEST) -q tests/unit tests/integration tests/fault
+test: install services clients lint
+	$(PYTEST) -q tests/unit tests/integration tests/clients tests/fault
 
 test-unit: install
 	$(PYTEST) -q tests/unit
 
 test-integration: install services
 	$(PYTEST) -q tests/integration
+
+test-clients: install services clients
+	$(PYTEST) -q tests/clients
 
 test-fault: install services
 	$(PYTEST) -q tests/fault
