@@ -39,8 +39,10 @@ def test_canned_acl_rule() -> None:
     for public in ("public-read", "public-read-write", "authenticated-read"):
         with pytest.raises(s3e.AccessDenied):
             check_canned_acl({"x-amz-acl": public})
-    with pytest.raises(s3e.NotImplemented):
-        check_canned_acl({"x-amz-acl": "bucket-owner-full-control"})
+    check_canned_acl({"x-amz-acl": "bucket-owner-full-control"})
+    for other in ("bucket-owner-read", "aws-exec-read", "log-delivery-write"):
+        with pytest.raises(s3e.NotImplemented):
+            check_canned_acl({"x-amz-acl": other})
     with pytest.raises(s3e.NotImplemented):
         check_canned_acl({"x-amz-grant-read": "id=abc"})
 

@@ -26,6 +26,10 @@ from gateway.s3.operations import GetAcl, PutAcl
 __all__ = ["check_canned_acl", "get_acl", "put_acl"]
 
 _PUBLIC = frozenset({"public-read", "public-read-write", "authenticated-read"})
+#: Canned ACLs that say "private" here: the bucket owner is always the object owner (one
+#: tenant owns both), so granting the bucket owner control adds nothing. Tools send
+#: ``bucket-owner-full-control`` routinely.
+_PRIVATE = frozenset({"private", "bucket-owner-full-control"})
 _MAX_ACL_BYTES = 64 * 1024
 
 
@@ -39,9 +43,10 @@ def check_canned_acl(headers: Mapping[str, str]) -> None:
                 f"The canned ACL {canned!r} would expose data: Bulletproof objects and buckets"
                 " are always private to their tenant"
             )
-        if canned != "private":
+        if canned not in _PRIVATE:
             raise s3e.NotImplemented(
-                f"The canned ACL {canned!r} is not supported: only 'private' is"
+                f"The canned ACL {canned!r} is not supported: only 'private' (and"
+                " 'bucket-owner-full-control', the same thing here) is"
             )
     grants = sorted(name for name in headers if name.startswith("x-amz-grant-"))
     if grants:
