@@ -121,6 +121,8 @@ class ObjectVersion:
     checksum_algorithm: str | None = None
     checksum_value: str | None = None
     checksum_type: str | None = None
+    #: Cache-Control, Content-Disposition, Content-Encoding, Content-Language, Expires.
+    http_headers: dict[str, str] = field(default_factory=dict)
 
     def parts(self, part_number: int) -> list[Replica]:
         return [r for r in self.replicas if r.part_number == part_number]
