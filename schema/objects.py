@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -59,6 +59,7 @@ class NewVersion:
     checksum_algorithm: str | None = None
     checksum_value: str | None = None
     checksum_type: str | None = None
+    http_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,13 @@ def _replica(row: asyncpg.Record) -> Replica:
     )
 
 
+def _json_dict(value: Any) -> dict[str, str]:
+    """A JSONB column as a dict (asyncpg returns JSONB as text without a codec)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return dict(value or {})
+
+
 def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
     meta = row["user_metadata"]
     if isinstance(meta, str):
@@ -187,6 +195,7 @@ def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
         checksum_algorithm=row["checksum_algorithm"],
         checksum_value=row["checksum_value"],
         checksum_type=row["checksum_type"],
+        http_headers=_json_dict(row["http_headers"]),
     )
 
 
@@ -305,9 +314,9 @@ class ObjectRepository:
             "INSERT INTO object_versions (tenant_id, bucket_id, key, version_id, is_latest, size,"
             " etag, sha256, content_type, user_metadata, redundancy_class, part_size, part_count,"
             " encrypted, wrapped_key, key_id, key_version, wrap_alg, content_id, part_sizes,"
-            " null_version, checksum_algorithm, checksum_value, checksum_type)"
+            " null_version, checksum_algorithm, checksum_value, checksum_type, http_headers)"
             " VALUES ($1, $2, $3, $4, TRUE, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-            " $17, $18, $19, $20, $21, $22, $23) RETURNING *",
+            " $17, $18, $19, $20, $21, $22, $23, $24) RETURNING *",
             new.tenant_id,
             new.bucket_id,
             new.key,
@@ -331,6 +340,7 @@ class ObjectRepository:
             new.checksum_algorithm,
             new.checksum_value,
             new.checksum_type,
+            new.http_headers,
         )
         assert row is not None
         await conn.executemany(
