@@ -66,6 +66,9 @@ class Settings:
     snapshot_public_key_file: str = ""  # operator's X25519 or RSA public key (PEM)
     snapshot_class: str = "StandardClass"  # redundancy class for snapshot parts
     snapshot_keep: int = 7
+    # -- multipart uploads (docs/s3-api.md) -----------------------------------------------------
+    upload_expiry_s: float = 7 * 86400.0  # an upload not completed by then is aborted
+    upload_expiry_interval_s: float = 3600.0  # how often the upload expirer runs (0: never)
 
     @property
     def state_path(self) -> Path:

@@ -12,13 +12,15 @@ from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
 from jobs.scrubber import Scrubber
 from jobs.snapshotter import Snapshotter
+from jobs.upload_expirer import UploadExpirer
 from jobs.vacuumer import Vacuumer
 from jobs.worker import Worker
 
 __all__ = ["WORKERS", "build_worker", "default_schedules"]
 
 WORKERS: dict[str, type[Worker]] = {
-    cls.name: cls for cls in (Repairer, Scrubber, PlacementChecker, Vacuumer, Snapshotter)
+    cls.name: cls
+    for cls in (Repairer, Scrubber, PlacementChecker, Vacuumer, Snapshotter, UploadExpirer)
 }
 
 
@@ -39,4 +41,5 @@ def default_schedules(settings: Settings) -> dict[str, float]:
         PlacementChecker.name: settings.placement_interval_s,
         Vacuumer.name: settings.vacuum_interval_s,
         Snapshotter.name: settings.snapshot_interval_s if settings.snapshot_public_key_file else 0,
+        UploadExpirer.name: settings.upload_expiry_interval_s,
     }

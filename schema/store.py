@@ -13,6 +13,7 @@ from schema.jobs import JobQueue
 from schema.objects import ObjectRepository
 from schema.records import AccessKey, Bucket, ObjectVersion
 from schema.tenants import TenantRepository
+from schema.uploads import UploadRepository
 
 __all__ = ["MetadataReader", "MetadataStore"]
 
@@ -40,6 +41,7 @@ class MetadataStore:
         self.objects = ObjectRepository()
         self.jobs = JobQueue()
         self.audit = AuditLog()
+        self.uploads = UploadRepository()
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 10) -> MetadataStore:

@@ -167,3 +167,151 @@ def private_acl_document(owner: str) -> bytes:
         f"<Grant>{grantee}<Permission>FULL_CONTROL</Permission></Grant>"
         "</AccessControlList></AccessControlPolicy>"
     )
+
+
+# -- multipart uploads ---------------------------------------------------------------------------
+def checksum_element(algorithm: str) -> str:
+    """The XML element of an ``x-amz-checksum-<algorithm>`` value: ``crc32`` -> ChecksumCRC32."""
+    return "Checksum" + algorithm.upper()
+
+
+def _checksum_xml(checksum: tuple[str, str] | None) -> str:
+    if checksum is None:
+        return ""
+    name = checksum_element(checksum[0])
+    return f"<{name}>{_esc(checksum[1])}</{name}>"
+
+
+def _party(element: str, owner: str) -> str:
+    return f"<{element}><ID>{_esc(owner)}</ID><DisplayName>{_esc(owner)}</DisplayName></{element}>"
+
+
+def initiate_multipart_upload_document(bucket: str, key: str, upload_id: str) -> bytes:
+    return _doc(
+        f'<InitiateMultipartUploadResult xmlns="{S3_NS}"><Bucket>{_esc(bucket)}</Bucket>'
+        f"<Key>{_esc(key)}</Key><UploadId>{_esc(upload_id)}</UploadId>"
+        "</InitiateMultipartUploadResult>"
+    )
+
+
+def complete_multipart_upload_document(
+    *,
+    location: str,
+    bucket: str,
+    key: str,
+    etag: str,
+    checksum: tuple[str, str] | None = None,
+    checksum_type: str | None = None,
+) -> bytes:
+    """``checksum``: (algorithm, base64 value) of the completed object."""
+    kind = f"<ChecksumType>{_esc(checksum_type)}</ChecksumType>" if checksum_type else ""
+    return _doc(
+        f'<CompleteMultipartUploadResult xmlns="{S3_NS}"><Location>{_esc(location)}</Location>'
+        f"<Bucket>{_esc(bucket)}</Bucket><Key>{_esc(key)}</Key>"
+        f"<ETag>&quot;{_esc(etag)}&quot;</ETag>{_checksum_xml(checksum)}{kind}"
+        "</CompleteMultipartUploadResult>"
+    )
+
+
+def copy_part_result_document(
+    etag: str, last_modified: datetime, checksum: tuple[str, str] | None = None
+) -> bytes:
+    return _doc(
+        f'<CopyPartResult xmlns="{S3_NS}"><LastModified>{iso8601(last_modified)}</LastModified>'
+        f"<ETag>&quot;{_esc(etag)}&quot;</ETag>{_checksum_xml(checksum)}</CopyPartResult>"
+    )
+
+
+def list_parts_document(
+    *,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    owner: str,
+    initiator: str,
+    part_number_marker: int,
+    next_part_number_marker: int | None,
+    max_parts: int,
+    is_truncated: bool,
+    checksum_algorithm: str | None,
+    parts: Sequence[tuple[int, datetime, str, int, str | None]],
+) -> bytes:
+    """``parts``: (part number, last modified, ETag, size, checksum value) in order."""
+    out = [
+        f'<ListPartsResult xmlns="{S3_NS}"><Bucket>{_esc(bucket)}</Bucket>'
+        f"<Key>{_esc(key)}</Key><UploadId>{_esc(upload_id)}</UploadId>",
+        _party("Initiator", initiator),
+        _party("Owner", owner),
+        "<StorageClass>STANDARD</StorageClass>",
+        f"<PartNumberMarker>{part_number_marker}</PartNumberMarker>",
+    ]
+    if next_part_number_marker is not None:
+        out.append(f"<NextPartNumberMarker>{next_part_number_marker}</NextPartNumberMarker>")
+    out.append(f"<MaxParts>{max_parts}</MaxParts>")
+    out.append(f"<IsTruncated>{'true' if is_truncated else 'false'}</IsTruncated>")
+    if checksum_algorithm:
+        out.append(f"<ChecksumAlgorithm>{_esc(checksum_algorithm.upper())}</ChecksumAlgorithm>")
+    for number, modified, etag, size, checksum in parts:
+        value = (checksum_algorithm, checksum) if checksum_algorithm and checksum else None
+        out.append(
+            f"<Part><PartNumber>{number}</PartNumber>"
+            f"<LastModified>{iso8601(modified)}</LastModified>"
+            f"<ETag>&quot;{_esc(etag)}&quot;</ETag><Size>{size}</Size>"
+            f"{_checksum_xml(value)}</Part>"
+        )
+    out.append("</ListPartsResult>")
+    return _doc("".join(out))
+
+
+def list_multipart_uploads_document(
+    *,
+    bucket: str,
+    owner: str,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    upload_id_marker: str,
+    next_key_marker: str | None,
+    next_upload_id_marker: str | None,
+    max_uploads: int,
+    is_truncated: bool,
+    encoding_type: str | None,
+    uploads: Sequence[tuple[str, str, str, datetime, str | None]],
+    common_prefixes: Sequence[str],
+) -> bytes:
+    """``uploads``: (key, upload id, initiator, initiated, checksum algorithm) in order."""
+    from urllib.parse import quote
+
+    def enc(value: str) -> str:
+        return _esc(quote(value, safe="/") if encoding_type == "url" else value)
+
+    out = [
+        f'<ListMultipartUploadsResult xmlns="{S3_NS}"><Bucket>{_esc(bucket)}</Bucket>',
+        f"<KeyMarker>{enc(key_marker)}</KeyMarker>",
+        f"<UploadIdMarker>{_esc(upload_id_marker)}</UploadIdMarker>",
+    ]
+    if next_key_marker is not None:
+        out.append(f"<NextKeyMarker>{enc(next_key_marker)}</NextKeyMarker>")
+    if next_upload_id_marker is not None:
+        out.append(f"<NextUploadIdMarker>{_esc(next_upload_id_marker)}</NextUploadIdMarker>")
+    out.append(f"<Prefix>{enc(prefix)}</Prefix>")
+    if delimiter:
+        out.append(f"<Delimiter>{enc(delimiter)}</Delimiter>")
+    out.append(f"<MaxUploads>{max_uploads}</MaxUploads>")
+    if encoding_type:
+        out.append(f"<EncodingType>{_esc(encoding_type)}</EncodingType>")
+    out.append(f"<IsTruncated>{'true' if is_truncated else 'false'}</IsTruncated>")
+    for key, upload_id, initiator, initiated, algorithm in uploads:
+        checksum = (
+            f"<ChecksumAlgorithm>{_esc(algorithm.upper())}</ChecksumAlgorithm>" if algorithm else ""
+        )
+        out.append(
+            f"<Upload><Key>{enc(key)}</Key><UploadId>{_esc(upload_id)}</UploadId>"
+            f"{_party('Initiator', initiator)}{_party('Owner', owner)}"
+            f"<StorageClass>STANDARD</StorageClass><Initiated>{iso8601(initiated)}</Initiated>"
+            f"{checksum}</Upload>"
+        )
+    for cp in common_prefixes:
+        out.append(f"<CommonPrefixes><Prefix>{enc(cp)}</Prefix></CommonPrefixes>")
+    out.append("</ListMultipartUploadsResult>")
+    return _doc("".join(out))

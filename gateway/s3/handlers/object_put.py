@@ -51,6 +51,7 @@ from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3.body import declared_length, payload
 from gateway.s3.call import S3Call, user_metadata
+from gateway.s3.conditions import write_condition
 from schema.audit import AuditEntry
 from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.parts import ErasurePart
@@ -175,16 +176,8 @@ async def _bp1_checked(body: AsyncIterator[bytes], length: int) -> AsyncIterator
 
 
 # -- request headers shared by the writes (PutObject, CreateMultipartUpload, CopyObject) -------
-def write_condition(headers: Mapping[str, str]) -> WriteCondition | None:
-    """The conditional write a request asks for (``If-Match`` / ``If-None-Match``), checked
-    in the commit transaction. S3 takes only ``*`` for If-None-Match on a write."""
-    if_match = headers.get("if-match")
-    if_none_match = headers.get("if-none-match")
-    if if_match is None and if_none_match is None:
-        return None
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise s3e.NotImplemented("If-None-Match on a write only supports the value *")
-    return WriteCondition(if_match=if_match, if_none_match=if_none_match)
+# ``write_condition`` (If-Match / If-None-Match: *) lives in gateway/s3/conditions.py and is
+# re-exported here for the writers that import it from this module.
 
 
 def object_metadata(headers: Mapping[str, str]) -> tuple[Envelope | None, dict[str, str]]:
