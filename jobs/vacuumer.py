@@ -14,9 +14,10 @@ deleted by it. What it removes:
    it commits); tests use 0 with no write in flight.
 3. **Finished jobs** older than ``job_retention_s`` (dead-lettered ones stay for the operator).
 
-Not applicable yet (the gateway has no versioning, delete markers or multipart uploads, so
-there is nothing of theirs to expire): old versions past retention, delete markers, expired
-multipart uploads.
+Noncurrent versions and delete markers are not expired here: there are no lifecycle rules
+(PutBucketLifecycleConfiguration is 501), so they stay until deleted by version id, and a
+version deleted so hands its backend objects to ``garbage`` in its transaction (step 1).
+Not applicable yet: expired multipart uploads.
 """
 
 from __future__ import annotations
