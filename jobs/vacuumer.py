@@ -17,7 +17,7 @@ deleted by it. What it removes:
 Noncurrent versions and delete markers are not expired here: there are no lifecycle rules
 (PutBucketLifecycleConfiguration is 501), so they stay until deleted by version id, and a
 version deleted so hands its backend objects to ``garbage`` in its transaction (step 1).
-Not applicable yet: expired multipart uploads.
+Expired multipart uploads are the upload expirer's (``jobs/upload_expirer.py``).
 """
 
 from __future__ import annotations
