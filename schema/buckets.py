@@ -6,6 +6,7 @@ import asyncpg
 
 from cluster.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchBucket
 from schema.records import Bucket
+from schema.uploads import UploadRepository
 
 __all__ = ["BucketRepository"]
 
@@ -130,14 +131,7 @@ class BucketRepository:
         uploads = await conn.fetch(
             "SELECT id FROM uploads WHERE bucket_id = $1 ORDER BY id FOR UPDATE", row["id"]
         )
-        if uploads:
-            ids = [u["id"] for u in uploads]
-            await conn.execute(
-                "INSERT INTO garbage (backend_id, locator, reason)"
-                " SELECT backend_id, locator, 'bucket deleted' FROM upload_pieces"
-                " WHERE upload_pk = ANY($1::bigint[]) ON CONFLICT (backend_id, locator) DO NOTHING",
-                ids,
-            )
-            await conn.execute("DELETE FROM uploads WHERE id = ANY($1::bigint[])", ids)
+        for upload in uploads:
+            await UploadRepository().abort(conn, upload["id"], "bucket deleted")
         await conn.execute("DELETE FROM buckets WHERE id = $1", row["id"])
         return _bucket(row)

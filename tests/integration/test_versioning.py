@@ -146,8 +146,9 @@ def test_versions_newest_first_and_reads_by_version(t: Tenant, bucket_name: str)
     s3.create_bucket(Bucket=bucket_name)
     enable(s3, bucket_name)
     bodies = [b"first", b"second!", b"third..."]
-    for body in bodies:
-        s3.put_object(Bucket=bucket_name, Key="k", Body=body)
+    put_ids = [
+        s3.put_object(Bucket=bucket_name, Key="k", Body=body)["VersionId"] for body in bodies
+    ]
     versions, markers = all_versions(s3, bucket_name)
     assert markers == []
     assert [v["ETag"] for v in versions] == [md5(b) for b in reversed(bodies)]
@@ -156,6 +157,7 @@ def test_versions_newest_first_and_reads_by_version(t: Tenant, bucket_name: str)
     assert all(v["StorageClass"] == "STANDARD" and v["Owner"]["ID"] for v in versions)
     ids = [v["VersionId"] for v in versions]
     assert len(set(ids)) == 3 and "null" not in ids
+    assert ids == list(reversed(put_ids))
     for vid, body in zip(ids, reversed(bodies), strict=True):
         got = s3.get_object(Bucket=bucket_name, Key="k", VersionId=vid)
         assert got["Body"].read() == body
@@ -437,3 +439,33 @@ def test_list_versions_pagination_prefixes_and_encoding(t: Tenant, bucket_name: 
     # ListObjects sees one current object per key, and not the key whose latest is a marker.
     current = s3.list_objects_v2(Bucket=bucket_name)["Contents"]
     assert [o["Key"] for o in current] == ["a", "dir/x", "dir/y", "e"]
+
+
+def test_delete_bucket_aborts_uploads_in_progress(
+    cluster: Federation, t: Tenant, bucket_name: str
+) -> None:
+    """As in S3, multipart uploads in progress do not keep a bucket alive: they are aborted
+    with it and their parts' backend objects collected."""
+    s3 = t.s3
+    s3.create_bucket(Bucket=bucket_name)
+    upload = s3.create_multipart_upload(Bucket=bucket_name, Key="big")
+    s3.upload_part(
+        Bucket=bucket_name, Key="big", UploadId=upload["UploadId"], PartNumber=1, Body=b"p" * 1000
+    )
+    pieces = cluster.sql(
+        "SELECT b.name AS backend, p.locator FROM upload_pieces p"
+        " JOIN uploads u ON u.id = p.upload_pk JOIN buckets k ON k.id = u.bucket_id"
+        " JOIN backends b ON b.id = p.backend_id WHERE k.name = $1",
+        bucket_name,
+    )
+    assert pieces
+    s3.delete_bucket(Bucket=bucket_name)
+    assert cluster.sql("SELECT 1 FROM uploads WHERE upload_id = $1", upload["UploadId"]) == []
+    locators = [(p["backend"], p["locator"]) for p in pieces]
+    # Nothing leaks: each piece is queued as garbage (the vacuumer deletes it; the gateway's
+    # DeleteBucket does not spawn a collection) or already gone from its backend.
+    garbage = cluster.sql(
+        "SELECT locator FROM garbage WHERE locator = ANY($1::text[])", [loc for _, loc in locators]
+    )
+    queued = {g["locator"] for g in garbage}
+    assert all(loc in queued or not on_backend(cluster, b, loc) for b, loc in locators)
