@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from cluster.errors import Conflict, NoSuchKey, PreconditionFailed
+from cluster.errors import Conflict, NoSuchBucket, NoSuchKey, PreconditionFailed
 from schema.records import ObjectVersion, Replica
 
 __all__ = [
@@ -464,7 +464,13 @@ class ObjectRepository:
         object, as S3 does). Suspended: the marker is the key's null version, replacing the
         previous null version wherever it stands (its backend objects go to ``garbage``).
         """
-        versioning = await conn.fetchval("SELECT versioning FROM buckets WHERE id = $1", bucket_id)
+        # FOR SHARE: a concurrent DeleteBucket or PutBucketVersioning (FOR UPDATE) lands wholly
+        # before (a deleted bucket is NoSuchBucket, not a foreign-key failure) or after.
+        versioning = await conn.fetchval(
+            "SELECT versioning FROM buckets WHERE id = $1 FOR SHARE", bucket_id
+        )
+        if versioning is None:
+            raise NoSuchBucket("the bucket no longer exists")
         if versioning == "Unversioned":
             removed = await self.delete_latest(conn, tenant_id, bucket_id, key)
             return DeleteOutcome(None, False, removed)

@@ -469,3 +469,54 @@ def test_delete_bucket_aborts_uploads_in_progress(
     )
     queued = {g["locator"] for g in garbage}
     assert all(loc in queued or not on_backend(cluster, b, loc) for b, loc in locators)
+
+
+def test_concurrent_puts_and_deletes_keep_one_latest(
+    cluster: Federation, t: Tenant, bucket_name: str
+) -> None:
+    """Racing PUTs, deletes (markers) and permanent deletes of one key: afterwards the key has
+    exactly one latest version, the newest row, and reads agree with the listing."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = t.s3
+    s3.create_bucket(Bucket=bucket_name)
+    enable(s3, bucket_name)
+    s3.put_object(Bucket=bucket_name, Key="k", Body=b"seed")
+
+    def worker(seed: int) -> int:
+        rng = random.Random(seed)
+        done = 0
+        for i in range(15):
+            action = rng.choice(("put", "put", "delete", "delete_version"))
+            if action == "put":
+                s3.put_object(Bucket=bucket_name, Key="k", Body=f"{seed}-{i}".encode())
+            elif action == "delete":
+                s3.delete_object(Bucket=bucket_name, Key="k")
+            else:
+                listed = s3.list_object_versions(Bucket=bucket_name, Prefix="k")
+                entries = listed.get("Versions", []) + listed.get("DeleteMarkers", [])
+                if entries:
+                    victim = rng.choice(entries)["VersionId"]
+                    s3.delete_object(Bucket=bucket_name, Key="k", VersionId=victim)
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(worker, range(4))) == 60
+    rows = cluster.sql(
+        "SELECT v.id, v.is_latest, v.is_delete_marker, v.null_version FROM object_versions v"
+        " JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1 ORDER BY v.id DESC",
+        bucket_name,
+    )
+    if rows:
+        assert [r["is_latest"] for r in rows] == [True] + [False] * (len(rows) - 1)
+    listing = t.listing(bucket_name)
+    assert len(listing) == len(rows)
+    if listing and listing[0][2] == "Version":
+        got = s3.get_object(Bucket=bucket_name, Key="k")
+        assert got["VersionId"] == listing[0][1]
+    elif listing:
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket=bucket_name, Key="k")
+        assert headers_of(exc)["x-amz-version-id"] == listing[0][1]
