@@ -98,7 +98,7 @@ def backend_listing(cluster: Federation, index: int) -> set[str]:
 def stored(cluster: Federation, pieces: set[tuple[int, str]]) -> set[tuple[int, str]]:
     """Which of these (backend id, locator) pairs the moto backends still hold."""
     names = backend_names(cluster)
-    listings = {i: backend_listing(cluster, i) for i in set(names.values())}
+    listings = {names[b]: backend_listing(cluster, names[b]) for b in {b for b, _ in pieces}}
     return {(b, loc) for b, loc in pieces if loc in listings[names[b]]}
 
 
