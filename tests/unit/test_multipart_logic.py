@@ -1,0 +1,303 @@
+"""The pure parts of multipart uploads: the Complete document, validation of the listed parts,
+assembling the object's stored parts, ETags and composite checksums, copy ranges, headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+
+from cluster.config import load_settings
+from cluster.envelope import ciphertext_length
+from cluster.errors import InvalidEnvelope
+from gateway.s3 import errors as s3e
+from gateway.s3 import xml
+from gateway.s3.handlers import multipart as mp
+from schema.uploads import Chunk, Upload, UploadedPart, UploadPiece
+from tests.support.envelopes import bp1_header
+
+MIB = 1024 * 1024
+
+
+def doc(*parts: str, root: str = "CompleteMultipartUpload") -> bytes:
+    return f"<{root}>{''.join(parts)}</{root}>".encode()
+
+
+def part(number: object, etag: str = '"abc"', extra: str = "") -> str:
+    return f"<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag>{extra}</Part>"
+
+
+# -- the Complete document --------------------------------------------------------------------
+def test_parse_complete_document() -> None:
+    body = (
+        f'<CompleteMultipartUpload xmlns="{xml.S3_NS}">'
+        + part(1, "&quot;aa&quot;", "<ChecksumCRC32>AAAAAA==</ChecksumCRC32>")
+        + part(3, "bb")
+        + "</CompleteMultipartUpload>"
+    ).encode()
+    parsed = mp.parse_complete_document(body)
+    assert parsed == [
+        mp.CompletedPart(1, "aa", (("crc32", "AAAAAA=="),)),
+        mp.CompletedPart(3, "bb"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"garbage",
+        b"<CompleteMultipartUpload>",
+        doc(root="Other"),
+        doc(),  # no part at all
+        doc(part("x")),
+        doc(part(0)),
+        doc(part(10001)),
+        doc("<Part><PartNumber>1</PartNumber></Part>"),
+        doc("<Part><ETag>e</ETag></Part>"),
+        b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e "x">]><CompleteMultipartUpload>'
+        + part(1, "&e;").encode()
+        + b"</CompleteMultipartUpload>",
+        doc(" " * (1024 * 1024 + 1), part(1)),
+    ],
+)
+def test_malformed_complete_documents(body: bytes) -> None:
+    with pytest.raises(s3e.MalformedXML):
+        mp.parse_complete_document(body)
+
+
+@pytest.mark.parametrize("numbers", [(2, 1), (1, 1), (1, 3, 2)])
+def test_part_order(numbers: tuple[int, ...]) -> None:
+    with pytest.raises(s3e.InvalidPartOrder):
+        mp.parse_complete_document(doc(*(part(n) for n in numbers)))
+
+
+# -- validation of the listed parts -----------------------------------------------------------
+def upload(**kwargs: Any) -> Upload:
+    fields: dict[str, Any] = {
+        "upload_id": "u",
+        "tenant_id": 1,
+        "bucket_id": 1,
+        "key": "k",
+        "initiator": "AK",
+        "content_type": None,
+        "user_metadata": {},
+        "redundancy_class": "StandardClass",
+        "encrypted": False,
+        "id": 7,
+    }
+    fields.update(kwargs)
+    return Upload(**fields)
+
+
+def stored_part(number: int, size: int, checksum: str | None = None) -> UploadedPart:
+    etag = hashlib.md5(str(number).encode()).hexdigest()  # noqa: S324
+    chunks = tuple(Chunk(min(MIB, size - i), b"\x01" * 32) for i in range(0, max(size, 1), MIB))
+    return UploadedPart(number, size, etag, b"\x00" * 32, chunks, checksum)
+
+
+def test_chosen_parts_checks_etag_size_and_checksum() -> None:
+    parts = {1: stored_part(1, 5 * MIB, "c1"), 2: stored_part(2, MIB, "c2"), 3: stored_part(3, 9)}
+    plain = upload()
+    listed = [mp.CompletedPart(1, parts[1].etag), mp.CompletedPart(3, parts[3].etag.upper())]
+    assert [p.part_number for p in mp._chosen_parts(plain, listed, parts)] == [1, 3]
+    with pytest.raises(s3e.InvalidPart):
+        mp._chosen_parts(plain, [mp.CompletedPart(4, "00")], parts)
+    with pytest.raises(s3e.InvalidPart):
+        mp._chosen_parts(plain, [mp.CompletedPart(1, parts[2].etag)], parts)
+    with pytest.raises(s3e.EntityTooSmall):
+        mp._chosen_parts(
+            plain, [mp.CompletedPart(2, parts[2].etag), mp.CompletedPart(3, parts[3].etag)], parts
+        )
+    summed = upload(checksum_algorithm="sha256")
+    good = [mp.CompletedPart(1, parts[1].etag, (("sha256", "c1"),))]
+    assert mp._chosen_parts(summed, good, parts) == [parts[1]]
+    for checksums in [(("sha256", "c2"),), (("crc32", "c1"),)]:
+        with pytest.raises(s3e.InvalidPart):
+            mp._chosen_parts(summed, [mp.CompletedPart(1, parts[1].etag, checksums)], parts)
+    with pytest.raises(s3e.InvalidPart):  # the upload has no algorithm at all
+        mp._chosen_parts(plain, good, parts)
+
+
+def test_assemble_renumbers_chunks_across_parts() -> None:
+    first = UploadedPart(
+        1, 2 * MIB + 1, "e1", b"", (Chunk(MIB, b"a"), Chunk(MIB, b"b"), Chunk(1, b"c"))
+    )
+    second = UploadedPart(4, 10, "e4", b"", (Chunk(10, b"d"),))
+    pieces = [
+        UploadPiece(p, c, backend, -1, f"loc-{p}-{c}-{backend}", 1, b"s", status)
+        for p, chunks, status in [(1, 3, "ok"), (4, 1, "pending"), (2, 1, "ok")]
+        for c in range(chunks)
+        for backend in (1, 2)
+    ]
+    sizes, replicas, layout = mp._assemble([first, second], pieces)
+    assert sizes == [MIB, MIB, 1, 10]
+    assert layout == []
+    assert sorted((r.part_number, r.backend_id, r.locator, r.status) for r in replicas) == sorted(
+        [(c, b, f"loc-1-{c}-{b}", "ok") for c in range(3) for b in (1, 2)]
+        + [(3, b, f"loc-4-0-{b}", "pending") for b in (1, 2)]
+    )
+
+
+def test_assemble_erasure_layout_and_refuses_mixed_schemes() -> None:
+    coded = UploadedPart(1, 8, "e", b"", (Chunk(8, b"x", 2, 1),))
+    pieces = [UploadPiece(1, 0, b, b, f"l{b}", 4, b"s", "ok") for b in range(3)]
+    sizes, replicas, layout = mp._assemble([coded], pieces)
+    assert layout[0].part_number == 0 and (layout[0].k, layout[0].m) == (2, 1)
+    assert {r.shard_index for r in replicas} == {0, 1, 2}
+    plain = UploadedPart(2, 8, "e", b"", (Chunk(8, b"y"),))
+    more = [*pieces, UploadPiece(2, 0, 0, -1, "p", 8, b"s", "ok")]
+    with pytest.raises(s3e.InvalidRequest):
+        mp._assemble([coded, plain], more)
+
+
+# -- ETag and checksums -----------------------------------------------------------------------
+def test_multipart_etag() -> None:
+    datas = [b"a" * 10, b"b" * 3]
+    md5s = [hashlib.md5(d).hexdigest() for d in datas]  # noqa: S324
+    joined = b"".join(hashlib.md5(d).digest() for d in datas)  # noqa: S324
+    assert mp.multipart_etag(md5s) == hashlib.md5(joined).hexdigest() + "-2"  # noqa: S324
+
+
+def test_composite_checksums() -> None:
+    datas = [b"hello", b"world", b"!"]
+    crcs = [base64.b64encode(zlib.crc32(d).to_bytes(4, "big")).decode() for d in datas]
+    raw = b"".join(zlib.crc32(d).to_bytes(4, "big") for d in datas)
+    expected = base64.b64encode(zlib.crc32(raw).to_bytes(4, "big")).decode() + "-3"
+    assert mp.composite_checksum("crc32", crcs) == expected
+    shas = [base64.b64encode(hashlib.sha256(d).digest()).decode() for d in datas]
+    joined = b"".join(hashlib.sha256(d).digest() for d in datas)
+    assert mp.composite_checksum("sha256", shas) == (
+        base64.b64encode(hashlib.sha256(joined).digest()).decode() + "-3"
+    )
+
+
+def test_requested_object_checksum_on_complete() -> None:
+    summed = upload(checksum_algorithm="crc32")
+    mp._check_requested_checksums({"x-amz-checksum-crc32": "abc=-2"}, summed, "abc=-2")
+    mp._check_requested_checksums({"x-amz-checksum-crc32": "abc="}, summed, "abc=-2")
+    mp._check_requested_checksums({"x-amz-checksum-algorithm": "CRC32"}, summed, "abc=-2")
+    with pytest.raises(s3e.BadDigest):
+        mp._check_requested_checksums({"x-amz-checksum-crc32": "xyz="}, summed, "abc=-2")
+    with pytest.raises(s3e.InvalidRequest):
+        mp._check_requested_checksums({"x-amz-checksum-sha1": "x"}, summed, "abc=-2")
+
+
+def test_checksum_algorithm_header() -> None:
+    assert mp._checksum_algorithm({}) is None
+    assert mp._checksum_algorithm({"x-amz-checksum-algorithm": "CRC32"}) == "crc32"
+    assert mp._checksum_algorithm({"x-amz-checksum-algorithm": "SHA256"}) == "sha256"
+    with pytest.raises(s3e.InvalidRequest):
+        mp._checksum_algorithm({"x-amz-checksum-algorithm": "MD4"})
+    with pytest.raises(s3e.NotImplemented):
+        mp._checksum_algorithm(
+            {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"}
+        )
+
+
+# -- copies, BP1, ids -------------------------------------------------------------------------
+def test_copy_range() -> None:
+    assert mp._copy_range(None, 10) == (0, 9)
+    assert mp._copy_range("bytes=2-5", 10) == (2, 5)
+    assert mp._copy_range("bytes=0-9", 10) == (0, 9)
+    for bad in ("bytes=0-10", "bytes=5-4"):
+        with pytest.raises(s3e.InvalidRange):
+            mp._copy_range(bad, 10)
+    for malformed in ("bytes=-5", "bytes=3-", "items=0-1", "bytes=0-1,3-4"):
+        with pytest.raises(s3e.InvalidArgument):
+            mp._copy_range(malformed, 10)
+
+
+def test_bp1_structure_is_checked_without_the_total_length() -> None:
+    header = bp1_header(6 * MIB)
+    assert mp._check_bp1_structure(header + b"rest") == header
+    for bad in (header[:100], b"XXXX" + header[4:], bp1_header(10, seg_log2=30)):
+        with pytest.raises(InvalidEnvelope):
+            mp._check_bp1_structure(bad)
+    assert ciphertext_length(6 * MIB, 16) == 112 + 6 * MIB + 16 * 96
+
+
+def test_upload_ids_sort_by_creation() -> None:
+    ids = []
+    for _ in range(5):
+        ids.append(mp.new_upload_id())
+        time.sleep(0.001)
+    assert ids == sorted(ids) and len(set(ids)) == 5 and all(len(i) == 48 for i in ids)
+
+
+# -- documents --------------------------------------------------------------------------------
+def local(tree: ElementTree.Element, name: str) -> list[ElementTree.Element]:
+    return [e for e in tree.iter() if xml.local_name(e) == name]
+
+
+def test_response_documents_parse() -> None:
+    now = datetime.now(UTC)
+    parts = ElementTree.fromstring(
+        xml.list_parts_document(
+            bucket="b",
+            key="k&<",
+            upload_id="u",
+            owner="o",
+            initiator="i",
+            part_number_marker=0,
+            next_part_number_marker=2,
+            max_parts=2,
+            is_truncated=True,
+            checksum_algorithm="crc32",
+            parts=[(1, now, "e1", 5, "AAAAAA=="), (2, now, "e2", 6, None)],
+        )
+    )
+    assert [e.text for e in local(parts, "Key")] == ["k&<"]
+    assert [e.text for e in local(parts, "ChecksumCRC32")] == ["AAAAAA=="]
+    assert [e.text for e in local(parts, "ETag")] == ['"e1"', '"e2"']
+    uploads = ElementTree.fromstring(
+        xml.list_multipart_uploads_document(
+            bucket="b",
+            owner="o",
+            prefix="",
+            delimiter="/",
+            key_marker="",
+            upload_id_marker="",
+            next_key_marker="a b",
+            next_upload_id_marker="u1",
+            max_uploads=1,
+            is_truncated=True,
+            encoding_type="url",
+            uploads=[("a b", "u1", "i", now, "sha256")],
+            common_prefixes=["x/"],
+        )
+    )
+    assert [e.text for e in local(uploads, "Key")] == ["a%20b"]
+    assert [e.text for e in local(uploads, "ChecksumAlgorithm")] == ["SHA256"]
+    assert [e.text for e in local(uploads, "Prefix")][-1] == "x/"
+    done = ElementTree.fromstring(
+        xml.complete_multipart_upload_document(
+            location="http://h/b/k",
+            bucket="b",
+            key="k",
+            etag="abc-2",
+            checksum=("crc32", "xx==-2"),
+            checksum_type="COMPOSITE",
+        )
+    )
+    assert [e.text for e in local(done, "ChecksumCRC32")] == ["xx==-2"]
+    assert [e.text for e in local(done, "ETag")] == ['"abc-2"']
+
+
+# -- the expirer's registration ---------------------------------------------------------------
+def test_upload_expirer_is_a_registered_worker() -> None:
+    from cluster.cli_workers import _WORKER_NAMES
+    from jobs.catalog import WORKERS, default_schedules
+    from jobs.upload_expirer import UploadExpirer
+
+    assert WORKERS["upload_expirer"] is UploadExpirer
+    assert "upload_expirer" in _WORKER_NAMES
+    settings = load_settings(env={"BP_UPLOAD_EXPIRY_INTERVAL_S": "60"})
+    assert default_schedules(settings)["upload_expirer"] == 60.0
+    assert load_settings(env={}).upload_expiry_s == 7 * 86400.0
