@@ -112,6 +112,10 @@ class Bench:
         for client in direct_clients:
             client.create_bucket(Bucket=f"bench-direct-{run_id}")
         self._fan_out_pool = ThreadPoolExecutor(pool, thread_name_prefix="direct-copy")
+        self._multipart_sides = {  # s3transfer's own multipart upload on each side
+            "gateway": (gateway_s3, f"bench-{run_id}"),
+            "direct": (direct_clients[0], f"bench-direct-{run_id}"),
+        }
         self.gateway: Target = GatewayTarget(gateway_s3, f"bench-{run_id}")
         self.direct: Target = DirectTarget(
             direct_clients, f"bench-direct-{run_id}", self._fan_out_pool
@@ -248,6 +252,59 @@ class Bench:
             self.settle()
         return out
 
+    def multipart(self, size: int, chunk: int, concurrency: int, count: int) -> dict[str, Any]:
+        """PUT ``count`` objects of ``size`` bytes with s3transfer's multipart upload
+        (``chunk``-byte parts, ``concurrency`` threads, boto3's default CRC32 checksums)
+        through the gateway (three copies, answered at a quorum of two) and, as the baseline,
+        straight to ONE moto server (one copy, moto's own multipart upload). Every gateway
+        object is read back and its SHA-256 checked; a wrong body counts as a mismatch."""
+        import hashlib
+        import io
+
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=concurrency
+        )
+        data = os.urandom(size)
+        digest = hashlib.sha256(data).digest()
+        out: dict[str, Any] = {
+            "label": f"PUT {size // MIB} MiB multipart {chunk // MIB} MiB x{concurrency}",
+            "size": size,
+            "part_size": chunk,
+            "concurrency": concurrency,
+            "direct_copies": 1,
+        }
+        for side, (client, bucket) in self._multipart_sides.items():
+            seconds: list[float] = []
+            errors = mismatches = 0
+            for index in range(count):
+                key = f"mpu-{size}/{index:03d}"
+                start = time.perf_counter()
+                try:
+                    client.upload_fileobj(io.BytesIO(data), bucket, key, Config=config)
+                except Exception as exc:  # counted, never hidden
+                    errors += 1
+                    _log(f"multipart {side}: {type(exc).__name__}: {exc}")
+                    continue
+                seconds.append(time.perf_counter() - start)
+                if side == "gateway":
+                    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                    mismatches += hashlib.sha256(body).digest() != digest
+            self.settle()
+            total = sum(seconds)
+            out[side] = {
+                "ok": len(seconds),
+                "errors": errors,
+                "mismatches": mismatches,
+                "seconds": [round(x, 3) for x in seconds],
+                "mb_per_s": round(size * len(seconds) / total / 1e6, 2) if total else None,
+            }
+            _log(f"{out['label']} {side:7s}: {out[side]}")
+        gw, direct = out["gateway"]["mb_per_s"], out["direct"]["mb_per_s"]
+        out["ratio_mb_per_s"] = round(gw / direct, 3) if gw and direct else None
+        return out
+
     def metadata_check(self) -> dict[str, Any]:
         """The gateway answers at 2 copies; this checks that the third really landed (a gateway
         that quietly kept two would look faster). Counts ``ok`` copies per stored part of the
@@ -307,6 +364,10 @@ def _ratios(gateway: WorkloadResult, direct: WorkloadResult) -> dict[str, float 
     }
 
 
+class _MultipartOnly(Exception):
+    """``--multipart-only``: stop after the multipart case."""
+
+
 @contextlib.contextmanager
 def _federation(state_dir: Path) -> Iterator[Any]:
     from tests.support.cluster import start_cluster
@@ -345,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="add a separate gateway-only pass under py-spy")
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/DATE.json)")
+    parser.add_argument("--multipart-only", action="store_true",
+                        help="only the multipart case (64 MiB via s3transfer, 8 MiB x10)")
     args = parser.parse_args(argv)
     plan = Plan.quick_plan() if args.quick else Plan.full()
     started = datetime.now(UTC)
@@ -377,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(federation, plan)
             try:
                 workloads: list[dict[str, Any]] = []
+                doc["multipart"] = bench.multipart(
+                    plan.large_size, 8 * MIB, 10, 2 if plan.quick else 4
+                )
+                if args.multipart_only:
+                    raise _MultipartOnly
                 doc["idle_footprint"] = bench.idle_footprint()
                 doc["warmups"] = [
                     bench.warm_up(plan.small_size, plan.warmup, plan.small_concurrency)
@@ -392,16 +460,31 @@ def main(argv: list[str] | None = None) -> int:
                 if args.profile:
                     doc["profile"] = bench.profile(out.parent / f"{stamp}-pyspy", stamp)
                 doc["environment"]["loadavg_end"] = list(os.getloadavg())
+            except _MultipartOnly:
+                doc["workloads"] = []
             finally:
                 bench.close()
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     ok, verdict = _verdict(doc["workloads"], doc.get("metadata_check", {}))
+    multipart = doc.get("multipart")
+    if multipart:
+        sides = ("gateway", "direct")
+        ok = ok and not any(multipart[s]["errors"] or multipart[s]["mismatches"] for s in sides)
+        verdict += (
+            f"; {multipart['label']}: gateway {multipart['gateway']['mb_per_s']} MB/s, one moto"
+            f" server directly {multipart['direct']['mb_per_s']} MB/s, ratio"
+            f" {multipart['ratio_mb_per_s']} ({multipart['gateway']['mismatches']} wrong bodies,"
+            f" {multipart['gateway']['errors'] + multipart['direct']['errors']} errors)"
+        )
     doc["verdict"] = verdict
     doc["ok"] = ok
     doc["duration_s"] = round(time.monotonic() - t0, 1)
     out.write_text(json.dumps(doc, indent=1) + "\n")
-    markdown = render_markdown(doc)
+    if args.multipart_only:  # the full report needs the other workloads
+        markdown = f"## Multipart upload ({doc['started_at']})\n\n{verdict}.\n"
+    else:
+        markdown = render_markdown(doc)
     out.with_suffix(".md").write_text(markdown)
     print(markdown)
     _log(f"wrote {out} and {out.with_suffix('.md')} in {doc['duration_s']} s")
