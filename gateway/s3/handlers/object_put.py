@@ -20,6 +20,14 @@ relaxes a rule: an impossible placement is a 400 naming the rule, missing health
 Erasure-coded classes write shard ``i`` of every part to target ``i``; each shard is a replica
 row with ``shard_index = i`` and its own SHA-256, and each part's length, SHA-256 and code go
 to the ``parts`` table, all in the commit transaction.
+
+The pieces are shared with the other writers: ``start_write`` / ``run_write`` place and write
+a body, ``commit_written`` commits what was written (PutObject, CopyObject through
+``store_object``, CompleteMultipartUpload), so the replicate jobs, the placement-checker mark
+and the audit entry are decided in one place. ``store_object`` takes a ``WriteCondition``
+(``If-Match`` / ``If-None-Match: *``, checked under the key's row lock) and, for CopyObject, a
+body and length that replace the request's. PutObject stores the ``x-amz-checksum-*`` it
+verified (type ``FULL_OBJECT``) and answers ``x-amz-version-id`` on versioned buckets.
 """
 
 from __future__ import annotations
