@@ -29,8 +29,13 @@ __all__ = [
 ]
 
 #: How often a commit retries after losing a race for the key's "latest" slot (two writers
-#: that both saw no current version: the loser's insert hits the unique index).
-_COMMIT_ATTEMPTS = 3
+#: that both saw no current version: the loser's insert hits the unique index). Each lost
+#: attempt means another writer committed, so a key that keeps being deleted and recreated
+#: by many writers at once needs more than a couple.
+_COMMIT_ATTEMPTS = 10
+#: How often a writer looks for the key's latest row again after the one it waited for was
+#: superseded meanwhile (each round means another writer committed: progress, not a spin).
+_LOCK_ROUNDS = 100
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,36 @@ class ObjectRepository:
             )
         return await self._with_replicas(conn, row)
 
+    async def _lock_latest(
+        self, conn: asyncpg.Connection, bucket_id: int, key: str, columns: str
+    ) -> asyncpg.Record | None:
+        """The key's latest row (``columns`` of it), locked ``FOR UPDATE``; None if it has none.
+
+        A writer that waited for the lock of a row which meanwhile stopped being the latest gets
+        no row (READ COMMITTED re-checks only the row it waited for), although the writer it
+        waited for committed a new latest row. Inserting then would lose the race for the
+        latest slot, and with N writers queued on one key all N-1 waiters would lose at each
+        commit (a thundering herd that exhausts the savepoint retries). So the latest row is
+        looked up again, and the waiters queue on the new one instead.
+        """
+        for _ in range(_LOCK_ROUNDS):
+            row = await conn.fetchrow(
+                f"SELECT {columns} FROM object_versions"
+                " WHERE bucket_id = $1 AND key = $2 AND is_latest FOR UPDATE",
+                bucket_id,
+                key,
+            )
+            if row is not None:
+                return row
+            moved = await conn.fetchval(
+                "SELECT 1 FROM object_versions WHERE bucket_id = $1 AND key = $2 AND is_latest",
+                bucket_id,
+                key,
+            )
+            if moved is None:
+                return None
+        return None  # endless churn on the key: the insert's savepoint retry decides
+
     async def get_by_pk(self, conn: asyncpg.Connection, version_pk: int) -> ObjectVersion | None:
         row = await conn.fetchrow("SELECT * FROM object_versions WHERE id = $1", version_pk)
         return await self._with_replicas(conn, row)
@@ -281,15 +316,12 @@ class ObjectRepository:
         versioning = await conn.fetchval(
             "SELECT versioning FROM buckets WHERE id = $1", new.bucket_id
         )
-        old = await conn.fetchrow(
-            "SELECT id, etag, is_delete_marker, null_version FROM object_versions"
-            " WHERE bucket_id = $1 AND key = $2 AND is_latest FOR UPDATE",
-            new.bucket_id,
-            new.key,
+        old = await self._lock_latest(
+            conn, new.bucket_id, new.key, "id, etag, is_delete_marker, null_version"
         )
         if condition is not None:
             live = old is not None and not old["is_delete_marker"]
-            condition.check(old["etag"] if live else None)
+            condition.check(old["etag"] if live and old is not None else None)
         null_version = versioning != "Enabled"
         dropped: int | None = None
         if old is not None:
@@ -521,12 +553,7 @@ class ObjectRepository:
         version_id: str,
         null_version: bool,
     ) -> tuple[ObjectVersion, ObjectVersion | None]:
-        old = await conn.fetchrow(
-            "SELECT id, null_version FROM object_versions"
-            " WHERE bucket_id = $1 AND key = $2 AND is_latest FOR UPDATE",
-            bucket_id,
-            key,
-        )
+        old = await self._lock_latest(conn, bucket_id, key, "id, null_version")
         dropped: ObjectVersion | None = None
         if old is not None:
             if null_version and old["null_version"]:

@@ -520,3 +520,87 @@ def test_concurrent_puts_and_deletes_keep_one_latest(
         with pytest.raises(ClientError) as exc:
             s3.get_object(Bucket=bucket_name, Key="k")
         assert headers_of(exc)["x-amz-version-id"] == listing[0][1]
+
+
+@pytest.mark.parametrize("status", ["Unversioned", "Enabled", "Suspended"])
+def test_latest_slot_under_contention(
+    cluster: Federation, t: Tenant, bucket_name: str, status: str
+) -> None:
+    """Many writers on one key at once (commits, delete markers, removals of the latest and of
+    other versions), straight on the repository: none fails for losing the race for the
+    latest slot, and the newest row is always the one latest row."""
+    import asyncio
+    import random
+    import secrets
+    import time
+
+    from schema.db import Database
+    from schema.objects import NewVersion, ObjectRepository
+
+    t.s3.create_bucket(Bucket=bucket_name)
+    if status != "Unversioned":
+        enable(t.s3, bucket_name, status)
+    (row,) = cluster.sql("SELECT id, tenant_id FROM buckets WHERE name = $1", bucket_name)
+    bucket_id, tenant_id = row["id"], row["tenant_id"]
+    repo = ObjectRepository()
+    failures: list[str] = []
+
+    def new_id() -> str:
+        return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+    async def writer(db: Database, seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(25):
+            action = rng.choice(("put", "put", "delete", "delete_version"))
+            try:
+                async with db.transaction() as conn:
+                    if action == "put":
+                        new = NewVersion(
+                            tenant_id, bucket_id, "k", new_id(), 1, "e", b"\0" * 32, None, {},
+                            "StandardClass", 1, 1, False,
+                        )  # fmt: skip
+                        await repo.commit_version(conn, new, [])
+                    elif action == "delete":
+                        await repo.delete_current(
+                            conn, tenant_id, bucket_id, "k", marker_version_id=new_id()
+                        )
+                    else:
+                        rows = await conn.fetch(
+                            "SELECT version_id, null_version FROM object_versions"
+                            " WHERE bucket_id = $1",
+                            bucket_id,
+                        )
+                        if rows:
+                            victim = rng.choice(rows)
+                            await repo.delete_version(
+                                conn,
+                                tenant_id,
+                                bucket_id,
+                                "k",
+                                "null" if victim["null_version"] else victim["version_id"],
+                            )
+            except Exception as exc:
+                failures.append(f"{action}: {exc!r}")
+
+    async def run() -> list[Any]:
+        db = await Database.connect(cluster.settings.database_url, max_size=10)
+        try:
+            await asyncio.gather(*(writer(db, seed) for seed in range(10)))
+            async with db.connection() as conn:
+                return list(
+                    await conn.fetch(
+                        "SELECT is_latest, null_version FROM object_versions"
+                        " WHERE bucket_id = $1 ORDER BY id DESC",
+                        bucket_id,
+                    )
+                )
+        finally:
+            await db.close()
+
+    rows = asyncio.run(run())
+    assert failures == []
+    if rows:
+        assert [r["is_latest"] for r in rows] == [True] + [False] * (len(rows) - 1)
+    assert sum(r["null_version"] for r in rows) <= 1
+    if status == "Unversioned":
+        assert len(rows) <= 1

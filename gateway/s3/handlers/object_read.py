@@ -98,7 +98,7 @@ async def resolve_version(
         if version.is_delete_marker:
             raise HeaderedError(
                 s3e.NoSuchKey(resource=resource),
-                {"x-amz-delete-marker": "true", **_marker_headers(bucket, version)},
+                {"x-amz-delete-marker": "true", **_marker_headers(version)},
             )
         return version
     if not is_version_id(version_id):
@@ -112,12 +112,12 @@ async def resolve_version(
             s3e.MethodNotAllowed(
                 "The specified method is not allowed against a delete marker.", resource=resource
             ),
-            {"x-amz-delete-marker": "true", "Allow": "DELETE", **_marker_headers(bucket, found)},
+            {"x-amz-delete-marker": "true", "Allow": "DELETE", **_marker_headers(found)},
         )
     return found
 
 
-def _marker_headers(bucket: Bucket, marker: ObjectVersion) -> dict[str, str]:
+def _marker_headers(marker: ObjectVersion) -> dict[str, str]:
     return {
         "x-amz-version-id": marker.api_version_id,
         "Last-Modified": format_datetime(marker.created_at, usegmt=True),
