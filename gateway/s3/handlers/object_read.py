@@ -21,6 +21,7 @@ import base64
 import re
 from collections.abc import AsyncIterator, Mapping
 from email.utils import format_datetime
+from urllib.parse import parse_qsl
 
 from fastapi import Response
 from fastapi.responses import StreamingResponse
@@ -33,6 +34,7 @@ from gateway.s3.call import S3Call
 from gateway.s3.operations import GetObject, HeadObject
 from gateway.s3.preconditions import Outcome, evaluate
 from gateway.s3.ranges import parse_range
+from gateway.s3.stored_headers import response_overrides
 from schema.records import Bucket, ObjectVersion
 
 __all__ = [
@@ -142,6 +144,8 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
         # x-amz-meta-bp-* name is reserved for the encryption envelope.
         "x-bp-redundancy-class": version.redundancy_class,
     }
+    for name, value in version.http_headers.items():
+        headers["-".join(part.capitalize() for part in name.split("-"))] = value
     for name, value in version.user_metadata.items():
         headers[f"x-amz-meta-{name}"] = value
     if version.encrypted:
@@ -223,6 +227,7 @@ async def _prepare(
         **extra,
         **version_headers(bucket, version),
         **_checksum_headers(version, call.headers, op.range_header is None),
+        **response_overrides(dict(parse_qsl(call.view.query_string, keep_blank_values=True))),
     }
     return version, rng, status, headers
 
