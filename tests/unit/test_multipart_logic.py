@@ -59,6 +59,7 @@ def test_parse_complete_document() -> None:
         doc(part("x")),
         doc(part(0)),
         doc(part(10001)),
+        doc(part("\u00b2")),  # a digit to str.isdigit, not to int()
         doc("<Part><PartNumber>1</PartNumber></Part>"),
         doc("<Part><ETag>e</ETag></Part>"),
         b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e "x">]><CompleteMultipartUpload>'
@@ -109,6 +110,8 @@ def test_chosen_parts_checks_etag_size_and_checksum() -> None:
     assert [p.part_number for p in mp._chosen_parts(plain, listed, parts)] == [1, 3]
     with pytest.raises(s3e.InvalidPart):
         mp._chosen_parts(plain, [mp.CompletedPart(4, "00")], parts)
+    with pytest.raises(s3e.InvalidPart):  # not ASCII: still only a wrong ETag
+        mp._chosen_parts(plain, [mp.CompletedPart(1, "\u00e9t\u00e9")], parts)
     with pytest.raises(s3e.InvalidPart):
         mp._chosen_parts(plain, [mp.CompletedPart(1, parts[2].etag)], parts)
     with pytest.raises(s3e.EntityTooSmall):
@@ -118,7 +121,7 @@ def test_chosen_parts_checks_etag_size_and_checksum() -> None:
     summed = upload(checksum_algorithm="sha256")
     good = [mp.CompletedPart(1, parts[1].etag, (("sha256", "c1"),))]
     assert mp._chosen_parts(summed, good, parts) == [parts[1]]
-    for checksums in [(("sha256", "c2"),), (("crc32", "c1"),)]:
+    for checksums in [(("sha256", "c2"),), (("crc32", "c1"),), (("sha256", "\u00e9"),)]:
         with pytest.raises(s3e.InvalidPart):
             mp._chosen_parts(summed, [mp.CompletedPart(1, parts[1].etag, checksums)], parts)
     with pytest.raises(s3e.InvalidPart):  # the upload has no algorithm at all

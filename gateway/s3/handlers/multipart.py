@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -392,6 +391,12 @@ async def _write_part(
     return part
 
 
+def _part_limit(ctx: GatewayContext) -> int:
+    """The largest part: S3's 5 GiB, or less when the operator lowered ``BP_MAX_OBJECT_SIZE``
+    (a part is one request body, the memory that cap bounds), never below the 5 MiB minimum."""
+    return min(MAX_PART_SIZE, max(ctx.settings.max_object_size, MIN_PART_SIZE))
+
+
 def _part_headers(upload: Upload, part: UploadedPart) -> dict[str, str]:
     headers = {"ETag": f'"{part.etag}"'}
     if upload.checksum_algorithm and part.checksum_value:
@@ -404,9 +409,10 @@ async def upload_part(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
     assert isinstance(op, UploadPart) and auth.bucket is not None
     upload = await _upload_of(ctx, auth, op.upload_id, op.key)
     length = declared_length(auth.principal.verified, call.headers)
-    if length > MAX_PART_SIZE:
+    limit = _part_limit(ctx)
+    if length > limit:
         raise s3e.EntityTooLarge(
-            f"Your proposed part of {length} bytes exceeds the maximum of {MAX_PART_SIZE} bytes."
+            f"Your proposed part of {length} bytes exceeds the maximum of {limit} bytes."
         )
     body = payload(call.body, auth.principal.verified, call.headers)
     part = await _write_part(ctx, auth, upload, op.part_number, body, length)
@@ -506,9 +512,10 @@ async def upload_part_copy(ctx: GatewayContext, auth: Authorized, call: S3Call) 
         first, last = _copy_range(op.range_header, source.size)
         body = ctx.reader.stream(source, first, last)
     length = last - first + 1
-    if length > MAX_PART_SIZE:
+    limit = _part_limit(ctx)
+    if length > limit:
         raise s3e.EntityTooLarge(
-            f"The part to copy has {length} bytes; a part holds at most {MAX_PART_SIZE} bytes."
+            f"The part to copy has {length} bytes; a part holds at most {limit} bytes."
             " Use x-amz-copy-source-range to copy it in several parts."
         )
     part = await _write_part(ctx, auth, upload, op.part_number, body, length)
@@ -560,7 +567,7 @@ def parse_complete_document(body: bytes) -> list[CompletedPart]:
             name = xml.local_name(field)
             text = (field.text or "").strip()
             if name == "PartNumber":
-                if not text.isdigit() or not 1 <= int(text) <= MAX_PARTS:
+                if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PARTS:
                     raise s3e.MalformedXML("PartNumber must be an integer between 1 and 10000")
                 number = int(text)
             elif name == "ETag":
@@ -588,7 +595,7 @@ def _chosen_parts(
     chosen: list[UploadedPart] = []
     for index, item in enumerate(listed):
         part = stored.get(item.part_number)
-        if part is None or not hmac.compare_digest(part.etag, item.etag.lower()):
+        if part is None or part.etag != item.etag.lower():
             raise s3e.InvalidPart(
                 f"Part {item.part_number} was not uploaded, or its ETag is not {item.etag!r}."
             )
@@ -603,7 +610,7 @@ def _chosen_parts(
                         else "no checksum algorithm"
                     )
                 )
-            if part.checksum_value is None or not hmac.compare_digest(part.checksum_value, value):
+            if part.checksum_value is None or part.checksum_value != value:
                 raise s3e.InvalidPart(
                     f"The {algorithm.upper()} checksum of part {item.part_number} does not match"
                     " the uploaded part's."
