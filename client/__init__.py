@@ -31,6 +31,7 @@ from client.errors import (
     PlaintextLengthMismatch,
     RangeNotSatisfiable,
     SegmentReuse,
+    SourceChanged,
     Tampered,
     Truncated,
     UnsupportedKey,
@@ -48,7 +49,7 @@ from client.format import (
     plaintext_range_to_ciphertext_range,
 )
 from client.keyring import KeyInfo, Keyring
-from client.parts import PartPlan, encrypt_part, encrypt_parts, plan_parts
+from client.parts import PartPlan, choose_part_size, encrypt_part, encrypt_parts, plan_parts
 from client.ranged import decrypt_range
 from client.recipe import SealedObject, seal, seal_stream, unseal, unseal_stream
 from client.recipient import PublicKeyRef, key_id
@@ -79,6 +80,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "SealedObject",
     "SegmentReuse",
+    "SourceChanged",
     "Tampered",
     "Truncated",
     "UnsupportedKey",
@@ -86,6 +88,7 @@ __all__ = [
     "WrongKey",
     "WrongKeyType",
     "WrongPassphrase",
+    "choose_part_size",
     "ciphertext_length",
     "decrypt",
     "decrypt_range",

@@ -7,7 +7,8 @@ Commands (``bp COMMAND --help`` for each)::
     bp key export NAME [--version N]
     bp key publish NAME [--version N]
     bp key published
-    bp put FILE s3://bucket/key [--key NAME|PEM ...] [--class C]
+    bp put FILE s3://bucket/key [--key NAME|PEM ...] [--class C] [--part-size SIZE]
+           [--concurrency N]
     bp get s3://bucket/key FILE|- [--key NAME] [--range A-B]
     bp verify s3://bucket/key [--key NAME]
     bp share s3://bucket/key --recipient NAME|PEM [--key NAME]
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -67,7 +69,9 @@ from client.errors import (
     WrongKey,
     WrongPassphrase,
 )
+from client.format import DEFAULT_SEG_LOG2, ciphertext_length
 from client.keyring import KeyInfo, Keyring
+from client.parts import check_part_size
 from client.progress import Progress, format_bytes, make_progress
 from client.recipient import PrivateKey, PublicKeyRef
 from client.remote import (
@@ -90,7 +94,15 @@ from client.rotation import (
 )
 from client.s3url import S3Url, parse_s3_url
 from client.sharing import download, share_object, upload_file
-from client.transfer import atomic_output, parse_range
+from client.transfer import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PART_SIZE,
+    MAX_CONCURRENCY,
+    MULTIPART_THRESHOLD,
+    UploadOptions,
+    atomic_output,
+    parse_range,
+)
 from client.wrap import WrappedKey
 
 __all__ = [
@@ -179,6 +191,11 @@ _INTEGRITY_PREFIX: tuple[tuple[type[DecryptionFailed], str], ...] = (
 
 def describe_error(exc: BaseException) -> str:
     """One line for the user: what kind of failure, then the specific reason."""
+    notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+    return _describe(exc) + notes
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -247,6 +264,24 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+_SIZE = re.compile(r"(\d+)\s*(?:([kmg])(?:i?b)?)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _part_size(text: str) -> int:
+    """An argparse type for ``--part-size``: bytes, or with a K/M/G (binary) suffix, and a
+    size S3 and BP1 accept (a multiple of the 64 KiB segment, 5 MiB to about 5 GiB)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 16M or 16777216")
+    value = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    try:
+        check_part_size(value, DEFAULT_SEG_LOG2)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; parsing has no side effects, so tests call this directly."""
     parser = _Parser(
@@ -308,6 +343,24 @@ def build_parser() -> argparse.ArgumentParser:
         "recipients, the first is primary (default: the config's default_key)",
     )
     put.add_argument("--class", dest="redundancy_class", metavar="C", help="redundancy class")
+    put.add_argument(
+        "--part-size",
+        type=_part_size,
+        default=DEFAULT_PART_SIZE,
+        metavar="SIZE",
+        help=f"plaintext bytes per part of a multipart upload (files over "
+        f"{MULTIPART_THRESHOLD // 2**20} MiB): a multiple of 64 KiB, at least 5M "
+        f"(default {DEFAULT_PART_SIZE // 2**20}M; raised if the file would need over "
+        "10,000 parts)",
+    )
+    put.add_argument(
+        "--concurrency",
+        type=_int_in(1, MAX_CONCURRENCY),
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"parts encrypted and sent at once, 1..{MAX_CONCURRENCY} "
+        f"(default {DEFAULT_CONCURRENCY})",
+    )
     put.set_defaults(handler=_cmd_put)
 
     get = command("get", "download, authenticate and decrypt an object")
@@ -430,9 +483,11 @@ class _Context:
             )
         return endpoint, settings.access_key_id, settings.secret_access_key
 
-    def store(self) -> RemoteStore:
+    def store(self, connections: int = 10) -> RemoteStore:
         endpoint, access_key_id, secret = self._credentials()
-        return RemoteStore(endpoint, access_key_id, secret, region=self.settings.region)
+        return RemoteStore(
+            endpoint, access_key_id, secret, region=self.settings.region, connections=connections
+        )
 
     def api(self, connections: int = 4) -> GatewayApi:
         """The gateway's extensions (keys, recipients, rewrap), same endpoint and credentials."""
@@ -657,8 +712,9 @@ def _cmd_put(ctx: _Context) -> int:
     tenant = ctx.settings.require_tenant("put")
     recipients = _recipients(ctx, args.keys)
     size = os.stat(args.file).st_size
-    store = ctx.store()
-    progress = make_progress(f"put {url}", size, ctx.stderr, quiet=ctx.quiet)
+    options = UploadOptions(part_size=args.part_size, concurrency=args.concurrency)
+    store = ctx.store(connections=args.concurrency + 2)
+    progress = make_progress(f"put {url}", ciphertext_length(size), ctx.stderr, quiet=ctx.quiet)
     with ctx.api() as api:
         result = upload_file(
             store,
@@ -669,10 +725,13 @@ def _cmd_put(ctx: _Context) -> int:
             tenant=tenant,
             redundancy_class=args.redundancy_class,
             progress=progress,
+            options=options,
         )
+    how = f", {result.parts} parts of {format_bytes(result.part_size)}" if result.parts else ""
     ctx.say(
         f"put {args.file} -> {url}: {format_bytes(result.plaintext_length)} encrypted for "
         f"{', '.join(result.key_ids)} (content id {result.content_id}) in {result.seconds:.2f} s"
+        f"{how}"
     )
     return EXIT_OK
 

@@ -14,6 +14,7 @@ The tree::
     ├── UnsupportedKey            a key type, curve or size this SDK refuses (e.g. RSA < 3072)
     ├── PlaintextLengthMismatch   the plaintext fed to an encryptor differs from its declared length
     ├── SegmentReuse              an encryptor was asked to seal one segment index twice differently
+    ├── SourceChanged             the file being uploaded was modified during the upload
     ├── RangeNotSatisfiable       a plaintext byte range outside the object
     └── KeyringError
         ├── KeyNotFound
@@ -45,6 +46,7 @@ __all__ = [
     "PlaintextLengthMismatch",
     "RangeNotSatisfiable",
     "SegmentReuse",
+    "SourceChanged",
     "Tampered",
     "Truncated",
     "UnsupportedKey",
@@ -114,6 +116,12 @@ class SegmentReuse(ClientError, RuntimeError):
     Sealing two different plaintexts under one (key, nonce) pair breaks AES-GCM completely, so
     the encryptor refuses to release the second ciphertext.
     """
+
+
+class SourceChanged(ClientError, RuntimeError):
+    """The file being uploaded was modified (size, modification or change time) between the
+    first byte read and the last; the upload is abandoned rather than store a mix of two
+    versions of the file."""
 
 
 class RangeNotSatisfiable(ClientError, ValueError):

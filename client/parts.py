@@ -9,6 +9,12 @@ releases the GIL, so a thread pool scales with cores.
 Memory is bounded by ``max_workers + 1`` parts in flight (plaintext and ciphertext). The
 encryptor's ledger refuses to seal a segment index twice with different plaintext, so a retried
 part may be re-encrypted only from the same bytes.
+
+S3 bounds a multipart upload: at most :data:`MAX_PARTS` parts, each at most
+:data:`MAX_PART_SIZE` bytes and, except the last, at least :data:`MIN_PART_SIZE`; at most
+:data:`MAX_OBJECT_SIZE` bytes in all. These bound the *ciphertext*; :func:`choose_part_size`
+picks a plaintext part size that keeps an object inside them. (``bp put`` streams each part
+through its own upload instead of holding whole parts: :mod:`client.transfer`.)
 """
 
 from __future__ import annotations
@@ -20,11 +26,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from client.errors import PlaintextLengthMismatch
-from client.format import HEADER_LEN, TAG_LEN, segment_count
+from client.format import HEADER_LEN, TAG_LEN, ciphertext_length, segment_count
 from client.segments import Buffer
 from client.stream import Encryptor
 
-__all__ = ["PartPlan", "encrypt_part", "encrypt_parts", "plan_parts"]
+__all__ = [
+    "MAX_OBJECT_SIZE",
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "MIN_PART_SIZE",
+    "PartPlan",
+    "check_part_size",
+    "choose_part_size",
+    "encrypt_part",
+    "encrypt_parts",
+    "plan_parts",
+]
+
+#: S3's smallest part (every part but the last); 80 segments of 64 KiB.
+MIN_PART_SIZE = 5 * 1024**2
+#: S3's largest part, ciphertext (header and tags included).
+MAX_PART_SIZE = 5 * 1024**3
+#: S3's most parts in one upload.
+MAX_PARTS = 10_000
+#: S3's largest object, ciphertext.
+MAX_OBJECT_SIZE = 5 * 1024**4
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +83,53 @@ def plan_parts(plaintext_length: int, part_size: int, seg_log2: int) -> list[Par
         ct_length = length + TAG_LEN * segments + (HEADER_LEN if number == 1 else 0)
         plans.append(PartPlan(number, offset, length, first, ct_length))
     return plans
+
+
+def _part_ciphertext(part_size: int, seg_log2: int) -> int:
+    """The largest ciphertext a part of ``part_size`` plaintext bytes can have (part 1's)."""
+    return part_size + TAG_LEN * (part_size >> seg_log2) + HEADER_LEN
+
+
+def check_part_size(part_size: int, seg_log2: int) -> None:
+    """Refuse a plaintext part size that S3 or BP1 cannot use (:class:`ValueError`).
+
+    It must be a multiple of the segment size (parts hold whole segments), at least
+    :data:`MIN_PART_SIZE`, and its ciphertext (with the header, for part 1) at most
+    :data:`MAX_PART_SIZE`.
+    """
+    size = 1 << seg_log2
+    if part_size <= 0 or part_size % size:
+        raise ValueError(
+            f"part size {part_size} is not a multiple of the segment size ({size} bytes)"
+        )
+    if part_size < MIN_PART_SIZE:
+        raise ValueError(f"part size {part_size} is below S3's minimum of 5 MiB")
+    if _part_ciphertext(part_size, seg_log2) > MAX_PART_SIZE:
+        raise ValueError(f"part size {part_size} makes parts over S3's maximum of 5 GiB")
+
+
+def choose_part_size(plaintext_length: int, part_size: int, seg_log2: int) -> int:
+    """The plaintext part size to upload an object with: ``part_size``, or larger if the
+    object would otherwise need more than :data:`MAX_PARTS` parts.
+
+    The result is the smallest multiple of the segment size that fits the object in
+    :data:`MAX_PARTS` parts when ``part_size`` does not. Raises :class:`ValueError` for a
+    part size :func:`check_part_size` refuses, or an object whose ciphertext exceeds
+    :data:`MAX_OBJECT_SIZE`.
+    """
+    check_part_size(part_size, seg_log2)
+    total = ciphertext_length(plaintext_length, seg_log2)
+    if total > MAX_OBJECT_SIZE:
+        raise ValueError(
+            f"{plaintext_length} bytes encrypt to {total} bytes, over S3's 5 TiB object limit"
+        )
+    segments = segment_count(plaintext_length, seg_log2)
+    per_part = part_size >> seg_log2
+    if -(-segments // per_part) > MAX_PARTS:
+        per_part = -(-segments // MAX_PARTS)
+    chosen = per_part << seg_log2
+    check_part_size(chosen, seg_log2)  # unreachable for objects under 5 TiB; kept as a guard
+    return chosen
 
 
 def encrypt_part(encryptor: Encryptor, plan: PartPlan, plaintext: Buffer) -> bytearray:

@@ -8,6 +8,7 @@ transfer does not spend its time printing.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TextIO
 
@@ -31,6 +32,8 @@ class Progress:
 
     :meth:`restart` starts the count again (a body that is read twice, e.g. hashed for the
     SigV4 payload signature and then sent, shows the pass in progress, not a sum over passes).
+    Thread-safe: the parts of a multipart upload report from their own threads, and a part
+    that is read again takes its bytes back with a negative :meth:`update`.
     """
 
     def __init__(self, label: str, total: int, stream: TextIO | None) -> None:
@@ -40,17 +43,20 @@ class Progress:
         self._stream = stream
         self._start = time.monotonic()
         self._last_draw = 0.0
+        self._lock = threading.Lock()
 
     def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self._stream is not None and now - self._last_draw >= _REDRAW_S:
-            self._last_draw = now
-            self._draw(now)
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if self._stream is not None and now - self._last_draw >= _REDRAW_S:
+                self._last_draw = now
+                self._draw(now)
 
     def restart(self) -> None:
-        self.done = 0
-        self._start = time.monotonic()
+        with self._lock:
+            self.done = 0
+            self._start = time.monotonic()
 
     def _draw(self, now: float) -> None:
         assert self._stream is not None
@@ -65,10 +71,11 @@ class Progress:
 
     def close(self) -> None:
         """Draw the final state and end the line (only if anything was drawn)."""
-        if self._stream is not None and self._last_draw:
-            self._draw(time.monotonic())
-            self._stream.write("\n")
-            self._stream.flush()
+        with self._lock:
+            if self._stream is not None and self._last_draw:
+                self._draw(time.monotonic())
+                self._stream.write("\n")
+                self._stream.flush()
 
 
 def make_progress(label: str, total: int, stream: TextIO, *, quiet: bool) -> Progress:

@@ -20,14 +20,15 @@ Request shaping, and why: path-style SigV4 (the gateway's S3 API); boto3's crede
 else; over ``https://`` botocore streams a PUT body once with a CRC32 trailer, over plain
 ``http://`` it signs the payload's SHA-256 (which costs one extra read of the body, see
 :mod:`client.transfer`) and a CRC32 header on top would be a third read for no added
-integrity, so it is only requested on TLS.
+integrity, so it is only requested on TLS. Multipart parts are shaped the same way (each
+part body is read twice over ``http://``, once over ``https://``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from client.errors import ClientError
 from client.s3url import S3Url
 
 __all__ = [
+    "CONTENT_TYPE",
     "AccessDenied",
     "GatewayUnavailable",
     "ObjectChanged",
@@ -44,6 +46,9 @@ __all__ = [
     "RequestRefused",
     "TransferError",
 ]
+
+#: What ``bp`` stores: BP1 ciphertext, whatever the plaintext was.
+CONTENT_TYPE = "application/octet-stream"
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -159,6 +164,7 @@ class RemoteStore:
         secret_access_key: str,
         *,
         region: str,
+        connections: int = 10,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -170,6 +176,8 @@ class RemoteStore:
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=10,
             read_timeout=120,
+            # One connection per part upload in flight (botocore's default pool holds 10).
+            max_pool_connections=max(10, connections),
             # See the module docstring: a CRC32 trailer on TLS, the signed SHA-256 otherwise.
             request_checksum_calculation="when_supported" if tls else "when_required",
             response_checksum_validation="when_required",
@@ -184,6 +192,25 @@ class RemoteStore:
 
     # -- objects ------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _redundancy_class(self, operation: str, redundancy_class: str | None) -> Iterator[None]:
+        """Send ``X-Redundancy-Class`` on ``operation`` (a botocore operation name) while the
+        block runs: the gateway's extension header, which boto3 has no parameter for."""
+        if not redundancy_class:
+            yield
+            return
+
+        def add_class(request: Any, **_: Any) -> None:
+            request.headers["X-Redundancy-Class"] = redundancy_class
+
+        events = self.s3.meta.events
+        event = f"before-sign.s3.{operation}"
+        events.register(event, add_class, unique_id="bp-class")
+        try:
+            yield
+        finally:
+            events.unregister(event, unique_id="bp-class")
+
     def put(
         self,
         url: S3Url,
@@ -193,26 +220,80 @@ class RemoteStore:
         *,
         redundancy_class: str | None = None,
     ) -> dict[str, Any]:
-        def add_class(request: Any, **_: Any) -> None:
-            request.headers["X-Redundancy-Class"] = redundancy_class
+        with self._redundancy_class("PutObject", redundancy_class), _remote(str(url)):
+            response: dict[str, Any] = self.s3.put_object(
+                Bucket=url.bucket,
+                Key=url.key,
+                Body=body,
+                ContentLength=length,
+                ContentType=CONTENT_TYPE,
+                Metadata=dict(metadata),
+            )
+            return response
 
-        events = self.s3.meta.events
-        if redundancy_class:
-            events.register("before-sign.s3.PutObject", add_class, unique_id="bp-class")
-        try:
-            with _remote(str(url)):
-                response: dict[str, Any] = self.s3.put_object(
-                    Bucket=url.bucket,
-                    Key=url.key,
-                    Body=body,
-                    ContentLength=length,
-                    ContentType="application/octet-stream",
-                    Metadata=dict(metadata),
-                )
-                return response
-        finally:
-            if redundancy_class:
-                events.unregister("before-sign.s3.PutObject", unique_id="bp-class")
+    # -- multipart uploads --------------------------------------------------------------
+    #
+    # The envelope, content type and redundancy class go on CreateMultipartUpload exactly as
+    # on a single PutObject; parts and completion carry none of them. Thread-safe: the parts
+    # of one upload are sent from several threads through this one client.
+
+    def create_multipart_upload(
+        self, url: S3Url, metadata: Mapping[str, str], *, redundancy_class: str | None = None
+    ) -> str:
+        """Start a multipart upload; returns its upload id."""
+        with (
+            self._redundancy_class("CreateMultipartUpload", redundancy_class),
+            _remote(str(url)),
+        ):
+            response = self.s3.create_multipart_upload(
+                Bucket=url.bucket,
+                Key=url.key,
+                ContentType=CONTENT_TYPE,
+                Metadata=dict(metadata),
+            )
+        upload_id = response.get("UploadId")
+        if not upload_id:
+            raise RequestRefused(f"{url}: the gateway started an upload without an upload id")
+        return str(upload_id)
+
+    def upload_part(
+        self, url: S3Url, upload_id: str, number: int, body: io.RawIOBase, length: int
+    ) -> str:
+        """Send one part; returns its ETag (as the gateway quoted it)."""
+        with _remote(f"{url} part {number}"):
+            response = self.s3.upload_part(
+                Bucket=url.bucket,
+                Key=url.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentLength=length,
+            )
+        etag = response.get("ETag")
+        if not etag:
+            raise RequestRefused(f"{url} part {number}: the gateway answered without an ETag")
+        return str(etag)
+
+    def complete_multipart_upload(
+        self, url: S3Url, upload_id: str, etags: Sequence[tuple[int, str]]
+    ) -> dict[str, Any]:
+        """Assemble the parts ``(number, ETag)``, in part-number order, into the object."""
+        parts = [{"PartNumber": number, "ETag": etag} for number, etag in etags]
+        with _remote(str(url)):
+            response: dict[str, Any] = self.s3.complete_multipart_upload(
+                Bucket=url.bucket,
+                Key=url.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+            return response
+
+    def abort_multipart_upload(self, url: S3Url, upload_id: str) -> None:
+        """Discard an upload and every part sent to it."""
+        with _remote(f"abort {url} upload {upload_id}"):
+            self.s3.abort_multipart_upload(Bucket=url.bucket, Key=url.key, UploadId=upload_id)
+
+    # -- reads --------------------------------------------------------------------------
 
     def get(self, url: S3Url, byte_range: str | None = None, if_match: str | None = None) -> Any:
         kwargs: dict[str, str] = {"Bucket": url.bucket, "Key": url.key}

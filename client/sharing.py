@@ -23,8 +23,9 @@ answer with. A data key is only re-wrapped after the header proved to be the one
 drop or withhold a recipient (``docs/envelope.md`` section 10); readers notice that as "not a
 recipient", never as wrong plaintext.
 
-The upload strategy and the I/O plumbing are :mod:`client.transfer`'s (:func:`_send` is the
-one place that will switch to multipart), reused here rather than copied.
+The upload strategy (one PutObject, or a multipart upload for a large file) and the I/O
+plumbing are :mod:`client.transfer`'s (:func:`_send` is the one place that chooses), reused
+here rather than copied.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ from client.transfer import (
     GetResult,
     PlaintextRange,
     PutResult,
+    UploadOptions,
     _metadata_headers,
     _read_exact,
     _send,
+    _Source,
 )
 from client.wrap import WrappedKey, unwrap_any, wrap, wrap_for_all
 
@@ -186,26 +189,34 @@ def upload_file(
     tenant: str,
     redundancy_class: str | None = None,
     progress: Progress | None = None,
+    options: UploadOptions | None = None,
 ) -> PutResult:
     """Encrypt ``path`` for ``recipients`` and store it at ``url``; the first is primary.
 
-    The others are added with ``?share`` right after the PUT (their wraps are made up front,
-    against the header, from the data key only this function ever holds). If a share fails,
-    the object is stored but readable only by those already added: the error says so and
-    names the command that finishes the job.
+    A file over ``options.multipart_threshold`` bytes goes up as a multipart upload (see
+    :mod:`client.transfer`), anything else as one PutObject. The other recipients are added
+    with ``?share`` right after the upload (their wraps are made up front, against the
+    header, from the data key only this function ever holds). If a share fails, the object is
+    stored but readable only by those already added: the error says so and names the command
+    that finishes the job.
     """
     started = time.monotonic()
     if os.path.exists(path) and not os.path.isfile(path):
         raise IsADirectoryError(f"{path} is not a regular file")
-    with open(path, "rb", buffering=0) as source:
-        size = os.fstat(source.fileno()).st_size
+    with open(path, "rb", buffering=0) as raw:
+        source = _Source(raw)  # the file as it is now: its size goes into the header
+        size = os.fstat(raw.fileno()).st_size if source.size is None else source.size
         binding = ObjectBinding.new(tenant, url.bucket, url.key)
         encryptor = Encryptor(binding, size)
         wrapped = wrap_for_all(encryptor.dek, recipients, encryptor.header_bytes)
         metadata = envelope_headers(wrapped[0], binding.content_id, prefixed=False)
-        response = _send(store, url, source, encryptor, metadata, redundancy_class, progress)
-    if progress is not None:
-        progress.close()
+        try:
+            sent = _send(
+                store, url, source, encryptor, metadata, redundancy_class, progress, options
+            )
+        finally:
+            if progress is not None:
+                progress.close()
     for extra in wrapped[1:]:
         try:
             api.share(url, extra)
@@ -223,8 +234,10 @@ def upload_file(
         ciphertext_length=encryptor.header.ciphertext_length,
         content_id=binding.content_id.hex(),
         key_ids=tuple(w.key_id for w in wrapped),
-        etag=str(response.get("ETag", "")).strip('"'),
+        etag=str(sent.response.get("ETag", "")).strip('"'),
         seconds=time.monotonic() - started,
+        parts=sent.parts,
+        part_size=sent.part_size,
     )
 
 

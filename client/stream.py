@@ -17,6 +17,7 @@ object is exactly as written.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import secrets
 import threading
@@ -91,17 +92,38 @@ class _ChunkReader:
 class _SealLedger:
     """The segment ranges an encryptor has sealed, so no index is ever sealed twice differently.
 
-    A range may be sealed again only as exactly the same range (a retried multipart part), and
-    the new ciphertext is released only if its tags match the first sealing, i.e. the plaintext
-    was identical, in which case the output is identical too and nothing leaks. The streaming
-    pass claims every index and allows no repeat. One entry per part keeps this small.
+    A range may be sealed again only as exactly the same range (a retried multipart part, a
+    request body read twice), and the new ciphertext is released only if its tags match the
+    first sealing, i.e. the plaintext was identical, in which case the output is identical too
+    and nothing leaks. The streaming pass claims every index and allows no repeat; a range
+    closed by its caller (:meth:`close`: a part the gateway acknowledged) allows no repeat
+    either.
+
+    Ranges never overlap, so they are kept sorted by start: checking a new range needs only its
+    predecessor (``O(log n)``), and closing merges neighbours, which keeps the ledger of a
+    multi-terabyte upload as small as the ranges still in flight.
     """
 
     _STREAM = b"stream"
+    _CLOSED = b"closed"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._starts: list[int] = []
         self._ranges: dict[int, tuple[int, bytes | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def _overlap(self, start: int, end: int) -> tuple[int, int] | None:
+        """The recorded range overlapping ``[start, end)``, if any (ranges are disjoint)."""
+        i = bisect.bisect_left(self._starts, end)
+        if i:
+            other = self._starts[i - 1]
+            other_end = self._ranges[other][0]
+            if start < other_end:
+                return other, other_end
+        return None
 
     def reserve(self, start: int, end: int, *, stream: bool = False) -> bytes | None:
         """Claim ``[start, end)``; return the earlier tag digest when this is a retry."""
@@ -109,14 +131,16 @@ class _SealLedger:
             previous = self._ranges.get(start)
             if previous is not None and previous[0] == end and not stream:
                 digest = previous[1]
-                if digest is not None and digest != self._STREAM:
+                if digest is not None and digest not in (self._STREAM, self._CLOSED):
                     return digest
-            for other_start, (other_end, _) in self._ranges.items():
-                if other_start < end and start < other_end:
-                    raise SegmentReuse(
-                        f"segments {start}..{end - 1} overlap segments "
-                        f"{other_start}..{other_end - 1} sealed (or being sealed) before"
-                    )
+            clash = self._overlap(start, end)
+            if clash is not None:
+                other_start, other_end = clash
+                raise SegmentReuse(
+                    f"segments {start}..{end - 1} overlap segments "
+                    f"{other_start}..{other_end - 1} sealed (or being sealed) before"
+                )
+            bisect.insort(self._starts, start)
             self._ranges[start] = (end, self._STREAM if stream else None)
             return None
 
@@ -128,7 +152,33 @@ class _SealLedger:
     def release(self, start: int) -> None:
         """Forget a reservation whose sealing failed before anything was released."""
         with self._lock:
-            self._ranges.pop(start, None)
+            if self._ranges.pop(start, None) is not None:
+                del self._starts[bisect.bisect_left(self._starts, start)]
+
+    def close(self, start: int, end: int) -> None:
+        """Make ``[start, end)`` final: every range inside it is forgotten and the whole span
+        refuses any further sealing, retries included. Adjacent closed spans are merged."""
+        with self._lock:
+            lo = bisect.bisect_left(self._starts, start)
+            hi = bisect.bisect_left(self._starts, end)
+            for s in self._starts[lo:hi]:
+                if self._ranges[s][0] > end:
+                    raise ValueError(f"segments {s}.. extend past the closed span ..{end - 1}")
+                del self._ranges[s]
+            del self._starts[lo:hi]
+            if self._overlap(start, end) is not None:
+                raise ValueError(f"segments {start}..{end - 1} overlap another sealed range")
+            if lo and self._ranges[self._starts[lo - 1]] == (start, self._CLOSED):
+                lo -= 1
+                start = self._starts[lo]
+            else:
+                self._starts.insert(lo, start)
+            following = self._ranges.get(end)
+            if following is not None and following[1] == self._CLOSED:
+                del self._ranges[end]
+                del self._starts[lo + 1]
+                end = following[0]
+            self._ranges[start] = (end, self._CLOSED)
 
 
 class Encryptor:
@@ -253,6 +303,18 @@ class Encryptor:
                 f"got {plaintext_length}"
             )
         return plaintext_length + TAG_LEN * covered
+
+    def close_segments(self, first_index: int, end_index: int) -> None:
+        """Declare segments ``first_index .. end_index - 1`` final: no call may seal any of
+        them again, not even an identical retry.
+
+        For a caller that has delivered them for good (a multipart part the gateway
+        acknowledged): it keeps the encryptor's record of sealed ranges small however many
+        ranges an upload seals, and turns any later attempt into :class:`SegmentReuse`.
+        """
+        if not 0 <= first_index < end_index <= self.header.segment_count:
+            raise ValueError(f"segments {first_index}..{end_index - 1} are not in the object")
+        self._ledger.close(first_index, end_index)
 
     def encrypt_segments_into(self, first_index: int, plaintext: Buffer, out: memoryview) -> int:
         """:meth:`encrypt_segments` writing into ``out``; returns the bytes written.

@@ -5,31 +5,64 @@ and hands every one of them through the SDK (:class:`~client.stream.Encryptor`,
 :func:`~client.stream.decrypt_stream`, :class:`~client.segments.SegmentCipher`). It keeps
 four promises:
 
-- **Bounded memory both ways.** Uploads encrypt a window of :data:`WINDOW` plaintext bytes at
-  a time straight into the request body; downloads decrypt segment by segment into the sink.
-  No file is ever read whole.
+- **Bounded memory both ways.** Uploads encrypt a window of plaintext at a time straight into
+  the request body (:data:`WINDOW` for a single PUT, :data:`PART_WINDOW` per part in flight
+  for a multipart upload); downloads decrypt segment by segment into the sink. No file is
+  ever read whole, and no part is ever held whole.
 - **Nothing unauthenticated is published.** :func:`atomic_output` writes into a temporary file
   beside the destination and renames it only after the final tag verified; on any error the
   temporary file is removed and an existing destination is left untouched. ``-`` (stdout) is
   spooled to an anonymous temporary file for the same reason.
 - **The names asked for are the names checked.** The binding is recomputed from the tenant,
   bucket and key the caller asked for, never from anything in a response.
+- **No nonce is ever used twice, and a file that changes is not stored.** See below.
 
 Remote errors arrive as :class:`~client.remote.TransferError` (see :mod:`client.remote`).
 
-Uploads are one PutObject today (the gateway has no multipart upload yet), so the ciphertext is
-capped at :data:`SINGLE_PUT_LIMIT` (5 GiB). :func:`_send` is the one place that chooses the
-strategy: once multipart lands it will send large files as parts of a multiple of the segment
-size, sealed concurrently with :func:`client.parts.encrypt_parts`, with the envelope on
-CreateMultipartUpload.
+**Upload strategy** (:func:`_send`, the one place that chooses): a file of up to
+:data:`MULTIPART_THRESHOLD` plaintext bytes is one streaming PutObject. A larger one is a
+multipart upload: CreateMultipartUpload with the envelope metadata, content type and
+redundancy class exactly as the single PUT sends them; parts of
+:attr:`UploadOptions.part_size` plaintext bytes (a multiple of the segment size, at least
+5 MiB; raised by :func:`client.parts.choose_part_size` when the file would need more than
+10,000 parts), cut by :func:`client.parts.plan_parts` so that part 1 starts with the BP1
+header and every part holds whole segments; :attr:`UploadOptions.concurrency` parts in
+flight, each sealed and sent by its own thread (AES-GCM releases the GIL, so parts are
+encrypted in parallel); a part that fails with a temporary error is sent again, up to
+:data:`PART_ATTEMPTS` times; then CompleteMultipartUpload with the parts' ETags. On any
+failure, and on Ctrl-C, the part threads are stopped and AbortMultipartUpload is sent (best
+effort: if that fails too, the error says so) before the original error is raised. Without
+multipart the ciphertext would be capped at :data:`SINGLE_PUT_LIMIT` (5 GiB); with it, at
+S3's 5 TiB. A gateway that answers CreateMultipartUpload with 501 gets a single PUT instead,
+if the file fits one.
 
-Why the body is rewindable: over plain ``http://`` botocore signs the SHA-256 of the payload,
-which it computes by reading the body once and seeking back before sending it. The body
-re-encrypts the same windows on a rewind; the encryptor's ledger releases a repeated window
-only if it comes out byte-identical (same plaintext), so a file that changes between the two
-passes aborts the upload (:class:`~client.errors.SegmentReuse`) instead of reusing a nonce.
-Over ``https://`` botocore sends an unsigned payload with a CRC32 trailer instead and the body
-is read once.
+Why parts are streamed rather than sealed whole by :func:`client.parts.encrypt_parts`: that
+holds each part in flight whole, plaintext and ciphertext (with 16 MiB parts, four being sent
+and its look-ahead of ``workers + 1`` being sealed, well over 100 MiB), where a streamed part
+needs two 1 MiB windows (about 5 MiB per part in flight measured, botocore's buffers
+included): ``bp put`` of 1 GiB peaks where ``bp put`` of 1 MiB does, give or take 20 MiB.
+Parts are still sealed independently and in parallel, from the same
+:class:`~client.stream.Encryptor`, and a part sent again is re-encrypted under the ledger's
+rule rather than kept.
+
+**Nonce reuse and changing files.** A request body is rewindable: over plain ``http://``
+botocore signs the SHA-256 of the payload, which it computes by reading the body once and
+seeking back before sending it, and a part sent again is read again. The body re-encrypts the
+same windows on a rewind; the encryptor's ledger releases a repeated window only if it comes
+out byte-identical (same plaintext), so a file that changes between two passes aborts the
+upload (:class:`~client.errors.SegmentReuse`) instead of reusing a nonce. A part the gateway
+acknowledged is closed in the ledger (:meth:`~client.stream.Encryptor.close_segments`): its
+segments can never be sealed again. Independently, a file that grows or shrinks
+(:class:`~client.errors.PlaintextLengthMismatch`) or whose size, modification or change time
+differs from when the upload started (:class:`~client.errors.SourceChanged`) aborts the
+upload before its last window is released (single PUT) or before CompleteMultipartUpload (each
+part checks when it finishes, and the whole file once more before completing): nothing is
+stored. The nonce protection is absolute; detecting an in-place change by its timestamps is
+as good as the file system's clock (a write within the same clock tick as the previous one
+may go unseen, but never makes a nonce repeat).
+
+Over ``https://`` botocore sends an unsigned payload with a CRC32 trailer instead and each
+body is read once.
 """
 
 from __future__ import annotations
@@ -39,7 +72,9 @@ import io
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,53 +82,169 @@ from typing import Any, BinaryIO
 from client.envelope import (
     META_PREFIX,
 )
-from client.errors import PlaintextLengthMismatch
+from client.errors import PlaintextLengthMismatch, SourceChanged
 from client.format import TAG_LEN
+from client.parts import PartPlan, choose_part_size, plan_parts
 from client.progress import Progress
-from client.remote import RemoteStore, RequestRefused
+from client.remote import GatewayUnavailable, RemoteStore, RequestRefused, TransferError
 from client.s3url import S3Url
 from client.stream import Encryptor
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_PART_SIZE",
+    "MAX_CONCURRENCY",
+    "MULTIPART_THRESHOLD",
+    "PART_ATTEMPTS",
+    "PART_WINDOW",
     "SINGLE_PUT_LIMIT",
     "WINDOW",
     "GetResult",
     "PlaintextRange",
     "PutResult",
+    "UploadOptions",
     "atomic_output",
     "parse_range",
 ]
 
 #: S3's cap on one PutObject; above it an upload must be multipart.
 SINGLE_PUT_LIMIT = 5 * 1024**3
-#: Plaintext bytes encrypted per step of an upload (a multiple of every allowed segment size).
+#: Files of more plaintext bytes than this are uploaded in parts.
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+#: Plaintext bytes per part unless told otherwise (a multiple of every allowed segment size).
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+#: Parts in flight at once unless told otherwise, and the most allowed.
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 16
+#: Tries per part: a part that fails with a temporary error (5xx, a dropped connection, a
+#: timeout) is sent again this many times in all, on top of botocore's own retries.
+PART_ATTEMPTS = 3
+#: Plaintext bytes encrypted per step of a single PUT (a multiple of every allowed segment size).
 WINDOW = 8 * 1024 * 1024
+#: Plaintext bytes encrypted per step of one part in flight.
+PART_WINDOW = 1024 * 1024
 _READ_CHUNK = 1024 * 1024
+#: How long a failed or interrupted upload waits for its other parts to stop before aborting.
+_STOP_WAIT_S = 30.0
+_RETRY_BACKOFF_S = 0.5
+_POLL_S = 0.25
 
 # -- upload -------------------------------------------------------------------------------
 
 
-class _EncryptingBody(io.RawIOBase):
-    """The ciphertext of a local file as a read-only file object, produced window by window.
+@dataclass(frozen=True, slots=True)
+class UploadOptions:
+    """How to upload: the part size and parts in flight of a multipart upload, and the
+    plaintext size above which a file is uploaded in parts."""
 
-    Seekable only to its start (a rewind re-encrypts, see the module docstring), to its current
-    position, or to its end (how botocore measures a body). Memory: one plaintext window and
-    one ciphertext window.
+    part_size: int = DEFAULT_PART_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    multipart_threshold: int = MULTIPART_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be 1..{MAX_CONCURRENCY}, got {self.concurrency}")
+        if self.multipart_threshold < 0:
+            raise ValueError("the multipart threshold cannot be negative")
+
+
+class _Source:
+    """The file being uploaded: read at absolute offsets (safe from several threads at once),
+    and remembered as it was when the upload started (inode, size, mtime, ctime)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        try:
+            self._fd: int | None = raw.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._fd = None
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, ...] | None:
+        if self._fd is None:
+            return None
+        st = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @property
+    def size(self) -> int | None:
+        return None if self._stamp is None else self._stamp[2]
+
+    def readinto(self, view: memoryview, offset: int) -> int:
+        if self._fd is not None:
+            return os.preadv(self._fd, [view], offset)
+        with self._lock:
+            self._raw.seek(offset)
+            return int(self._raw.readinto(view) or 0)
+
+    def has_byte_at(self, offset: int) -> bool:
+        return self.readinto(memoryview(bytearray(1)), offset) > 0
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`SourceChanged` if the file is not as it was when the upload began."""
+        if self._stat() != self._stamp:
+            raise SourceChanged(
+                "the file was modified while it was being uploaded; nothing was stored"
+            )
+
+
+class _BodyStopped(CancelledError):
+    """Raised by a body's ``read`` to end the request it feeds; ``failure`` says why.
+
+    A :class:`CancelledError` because botocore lets those through unchanged and unretried
+    (any other exception from a body is wrapped and the request retried from the start): the
+    caller takes the body's ``failure`` and raises that instead.
+    """
+
+
+class _Cancelled(CancelledError):
+    """The upload is being abandoned (another part failed, or Ctrl-C)."""
+
+
+def _whole_object(encryptor: Encryptor) -> PartPlan:
+    header = encryptor.header
+    return PartPlan(1, 0, header.plaintext_length, 0, header.ciphertext_length)
+
+
+class _EncryptingBody(io.RawIOBase):
+    """The ciphertext of a local file, or of one part of it, as a read-only file object.
+
+    Produced window by window (``part`` defaults to the whole object; part 1 starts with the
+    header). Seekable only to its start (a rewind re-encrypts, see the module docstring), to
+    its current position, or to its end (how botocore measures a body). Memory: one plaintext
+    window and one ciphertext window. Any failure, or ``cancel`` being set, ends the request
+    with :class:`_BodyStopped`; the reason stays in :attr:`failure` and every later read
+    raises again.
     """
 
     def __init__(
-        self, source: io.RawIOBase, encryptor: Encryptor, progress: Progress | None = None
+        self,
+        source: Any,
+        encryptor: Encryptor,
+        progress: Progress | None = None,
+        *,
+        part: PartPlan | None = None,
+        window: int = WINDOW,
+        cancel: threading.Event | None = None,
     ) -> None:
-        self._source = source
+        self._source = source if isinstance(source, _Source) else _Source(source)
         self._enc = encryptor
         header = encryptor.header
-        self._total = header.ciphertext_length
-        # Whole segments per window (WINDOW is a multiple of every allowed segment size), so
-        # each window is sealed on its own and a rewind repeats exactly the same ranges.
-        self._window = min(WINDOW, header.segment_count * header.segment_size)
+        self._part = part if part is not None else _whole_object(encryptor)
+        end = self._part.plaintext_offset + self._part.plaintext_length
+        self._last_part = end == header.plaintext_length
+        self._total = self._part.ciphertext_length
+        # Whole segments per window (every window size is a multiple of every allowed segment
+        # size), so each window is sealed on its own and a rewind repeats exactly its ranges.
+        segments = max(1, -(-self._part.plaintext_length // header.segment_size))
+        self._window = min(window, segments * header.segment_size)
         self._plain = bytearray(self._window)
         self._sealed = bytearray(self._window + TAG_LEN * (self._window // header.segment_size))
         self._progress = progress
+        self._rewind_restarts = part is None
+        self._cancel = cancel
+        self.failure: BaseException | None = None
         self._start_pass()
 
     def _start_pass(self) -> None:
@@ -122,9 +273,12 @@ class _EncryptingBody(io.RawIOBase):
         if target == self._pos:
             return target
         if target == 0:
-            self._start_pass()
             if self._progress is not None:
-                self._progress.restart()
+                if self._rewind_restarts:
+                    self._progress.restart()
+                else:
+                    self._progress.update(-self._pos)
+            self._start_pass()
         elif target == self._total:
             self._pos, self._pending = target, memoryview(b"")
             self._windows = iter(())
@@ -132,11 +286,11 @@ class _EncryptingBody(io.RawIOBase):
             raise io.UnsupportedOperation("an encrypting body can only rewind to its start")
         return target
 
-    def _read_plain(self, n: int) -> memoryview:
+    def _read_plain(self, offset: int, n: int) -> memoryview:
         view = memoryview(self._plain)[:n]
         got = 0
         while got < n:
-            count = self._source.readinto(view[got:])
+            count = self._source.readinto(view[got:], offset + got)
             if not count:
                 raise PlaintextLengthMismatch(
                     "the file shrank while it was being uploaded; nothing was stored"
@@ -147,31 +301,47 @@ class _EncryptingBody(io.RawIOBase):
     def _generate(self) -> Iterator[memoryview]:
         enc = self._enc
         header = enc.header
-        yield memoryview(enc.header_bytes)
-        self._source.seek(0)
+        part = self._part
+        if part.number == 1:
+            yield memoryview(enc.header_bytes)
+        out = memoryview(self._sealed)
         if header.plaintext_length == 0:
-            yield memoryview(enc.encrypt_segments(0, b""))
-        offset = 0
-        while offset < header.plaintext_length:
-            n = min(self._window, header.plaintext_length - offset)
-            plain = self._read_plain(n)
-            if offset + n == header.plaintext_length and self._source.read(1):
+            written = enc.encrypt_segments_into(0, b"", out)
+            self._source.check_unchanged()
+            yield out[:written]
+            return
+        offset, end = part.plaintext_offset, part.plaintext_offset + part.plaintext_length
+        while offset < end:
+            n = min(self._window, end - offset)
+            plain = self._read_plain(offset, n)
+            final = offset + n == end
+            if final and self._last_part and self._source.has_byte_at(end):
                 raise PlaintextLengthMismatch(
                     "the file grew while it was being uploaded; nothing was stored"
                 )
-            first = offset >> header.seg_log2
-            out = memoryview(self._sealed)
-            written = enc.encrypt_segments_into(first, plain, out)
+            written = enc.encrypt_segments_into(offset >> header.seg_log2, plain, out)
+            if final:
+                # Before the part's last bytes leave: a file modified anywhere since the
+                # upload began (even in windows already sent) is not stored.
+                self._source.check_unchanged()
             yield out[:written]
             offset += n
 
     def readinto(self, buffer: Any) -> int:
+        if self.failure is None and self._cancel is not None and self._cancel.is_set():
+            self.failure = _Cancelled("the upload is being aborted")
+        if self.failure is not None:
+            raise _BodyStopped(str(self.failure))
         target = memoryview(buffer).cast("B")
-        while not self._pending:
-            nxt = next(self._windows, None)
-            if nxt is None:
-                return 0
-            self._pending = nxt
+        try:
+            while not self._pending:
+                nxt = next(self._windows, None)
+                if nxt is None:
+                    return 0
+                self._pending = nxt
+        except Exception as exc:
+            self.failure = exc
+            raise _BodyStopped(str(exc)) from exc
         n = min(len(target), len(self._pending))
         target[:n] = self._pending[:n]
         self._pending = self._pending[n:]
@@ -181,9 +351,24 @@ class _EncryptingBody(io.RawIOBase):
         return n
 
 
+@contextlib.contextmanager
+def _body_failures(body: _EncryptingBody) -> Iterator[None]:
+    """Raise the body's own failure in place of whatever the request made of it."""
+    try:
+        yield
+    except BaseException:
+        if body.failure is not None:
+            raise body.failure from None
+        raise
+
+
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """What was stored: sizes, the new version's content id and the recipients' key ids."""
+    """What was stored: sizes, the new version's content id and the recipients' key ids.
+
+    ``parts`` is 0 for a single PutObject, else the number of parts of ``part_size``
+    plaintext bytes the object was uploaded in.
+    """
 
     plaintext_length: int
     ciphertext_length: int
@@ -191,33 +376,199 @@ class PutResult:
     key_ids: tuple[str, ...]
     etag: str
     seconds: float
+    parts: int = 0
+    part_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    response: Mapping[str, Any]
+    parts: int = 0
+    part_size: int = 0
+
+
+def _part_size_for(encryptor: Encryptor, options: UploadOptions) -> int | None:
+    """The plaintext part size to upload in, or None for a single PutObject."""
+    header = encryptor.header
+    small = header.plaintext_length <= options.multipart_threshold
+    if small and header.ciphertext_length <= SINGLE_PUT_LIMIT:
+        return None
+    return choose_part_size(header.plaintext_length, options.part_size, header.seg_log2)
 
 
 def _send(
     store: RemoteStore,
     url: S3Url,
-    source: io.RawIOBase,
+    source: Any,
+    encryptor: Encryptor,
+    metadata: Mapping[str, str],
+    redundancy_class: str | None,
+    progress: Progress | None,
+    options: UploadOptions | None = None,
+) -> _Sent:
+    """The upload strategy: one PutObject, or a multipart upload (see the module docstring)."""
+    options = options or UploadOptions()
+    source = source if isinstance(source, _Source) else _Source(source)
+    part_size = _part_size_for(encryptor, options)
+    if part_size is None:
+        return _Sent(
+            _put_single(store, url, source, encryptor, metadata, redundancy_class, progress)
+        )
+    plans = plan_parts(encryptor.header.plaintext_length, part_size, encryptor.header.seg_log2)
+    try:
+        upload_id = store.create_multipart_upload(url, metadata, redundancy_class=redundancy_class)
+    except RequestRefused as exc:
+        if exc.code != "NotImplemented" or encryptor.header.ciphertext_length > SINGLE_PUT_LIMIT:
+            raise
+        # A gateway without multipart: nothing was started, and the file fits one PUT.
+        return _Sent(
+            _put_single(store, url, source, encryptor, metadata, redundancy_class, progress)
+        )
+    upload = _MultipartUpload(store, url, upload_id, source, encryptor, progress, options)
+    return _Sent(upload.run(plans), len(plans), part_size)
+
+
+def _put_single(
+    store: RemoteStore,
+    url: S3Url,
+    source: _Source,
     encryptor: Encryptor,
     metadata: Mapping[str, str],
     redundancy_class: str | None,
     progress: Progress | None,
 ) -> dict[str, Any]:
-    """The upload strategy, the one function to change when the gateway offers multipart.
-
-    Today: one streaming PutObject, so the ciphertext is capped at :data:`SINGLE_PUT_LIMIT`.
-    With multipart: CreateMultipartUpload with ``metadata`` (the envelope), then parts cut by
-    :func:`client.parts.plan_parts` at a multiple of the segment size, sealed concurrently by
-    :func:`client.parts.encrypt_parts` from the same ``encryptor``, uploaded, and completed
-    (aborted on any error), with memory bounded by the parts in flight.
-    """
     total = encryptor.header.ciphertext_length
     if total > SINGLE_PUT_LIMIT:
         raise RequestRefused(
-            f"{url}: {total} bytes of ciphertext exceed the 5 GiB single-PUT limit, and the "
-            "gateway does not support multipart uploads yet"
+            f"{url}: {total} bytes of ciphertext exceed the 5 GiB single-PUT limit"
         )
     body = _EncryptingBody(source, encryptor, progress)
-    return store.put(url, body, total, metadata, redundancy_class=redundancy_class)
+    with _body_failures(body):
+        return store.put(url, body, total, metadata, redundancy_class=redundancy_class)
+
+
+class _MultipartUpload:
+    """One multipart upload from CreateMultipartUpload's id to Complete, or to Abort."""
+
+    def __init__(
+        self,
+        store: RemoteStore,
+        url: S3Url,
+        upload_id: str,
+        source: _Source,
+        encryptor: Encryptor,
+        progress: Progress | None,
+        options: UploadOptions,
+    ) -> None:
+        self.store = store
+        self.url = url
+        self.upload_id = upload_id
+        self.source = source
+        self.encryptor = encryptor
+        self.progress = progress
+        self.concurrency = options.concurrency
+        self.cancel = threading.Event()
+        self._active = 0  # part threads between start and finish, under _idle
+        self._idle = threading.Condition()
+
+    def run(self, plans: list[PartPlan]) -> dict[str, Any]:
+        """Send every part, complete; on any exception (Ctrl-C included) abort, then re-raise."""
+        try:
+            etags = self._send_parts(plans)
+            self.source.check_unchanged()
+            return self.store.complete_multipart_upload(self.url, self.upload_id, etags)
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
+    def _send_parts(self, plans: list[PartPlan]) -> list[tuple[int, str]]:
+        """Keep ``concurrency`` parts in flight, in order of part number; the first failure
+        stops the others (their bodies end their requests at the next read)."""
+        etags: dict[int, str] = {}
+        waiting = iter(plans)
+        running: set[Future[tuple[int, str]]] = set()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="bp-part")
+        try:
+            for plan in waiting:
+                running.add(pool.submit(self._run_part, plan))
+                if len(running) == self.concurrency:
+                    break
+            while running:
+                # Woken at least every _POLL_S: a Ctrl-C the kernel delivered to a part's
+                # thread is only acted on once the main thread runs.
+                done, running = wait(running, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    number, etag = future.result()
+                    etags[number] = etag
+                    following = next(waiting, None)
+                    if following is not None:
+                        running.add(pool.submit(self._run_part, following))
+        except BaseException:
+            self._stop()
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return sorted(etags.items())
+
+    def _stop(self) -> None:
+        """Stop every part and wait (up to :data:`_STOP_WAIT_S`) until none is sending, so
+        the abort that follows is not overtaken by a part. A part thread counts itself active
+        before it checks ``cancel``: one that starts after this looks sends nothing."""
+        self.cancel.set()
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=_STOP_WAIT_S)
+
+    def _run_part(self, plan: PartPlan) -> tuple[int, str]:
+        with self._idle:
+            self._active += 1
+        try:
+            if self.cancel.is_set():
+                raise _Cancelled("the upload is being aborted")
+            return self._send_part(plan)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _send_part(self, plan: PartPlan) -> tuple[int, str]:
+        body = _EncryptingBody(
+            self.source,
+            self.encryptor,
+            self.progress,
+            part=plan,
+            window=PART_WINDOW,
+            cancel=self.cancel,
+        )
+        attempt = 1
+        while True:
+            if self.cancel.is_set():
+                raise _Cancelled("the upload is being aborted")
+            try:
+                with _body_failures(body):
+                    etag = self.store.upload_part(
+                        self.url, self.upload_id, plan.number, body, plan.ciphertext_length
+                    )
+                break
+            except GatewayUnavailable:
+                if attempt == PART_ATTEMPTS:
+                    raise
+            body.seek(0)
+            if self.cancel.wait(_RETRY_BACKOFF_S * 2 ** (attempt - 1)):
+                raise _Cancelled("the upload is being aborted")
+            attempt += 1
+        segments = max(1, -(-plan.plaintext_length // self.encryptor.header.segment_size))
+        self.encryptor.close_segments(plan.first_segment, plan.first_segment + segments)
+        return plan.number, etag
+
+    def _abort(self, exc: BaseException) -> None:
+        """AbortMultipartUpload, best effort: if it fails, the error being raised says so."""
+        try:
+            self.store.abort_multipart_upload(self.url, self.upload_id)
+        except TransferError as failed:
+            exc.add_note(
+                f"the incomplete upload {self.upload_id} could not be aborted ({failed}); it "
+                "holds its parts until it is aborted"
+            )
 
 
 @dataclass(frozen=True, slots=True)
