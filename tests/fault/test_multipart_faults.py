@@ -213,3 +213,53 @@ def test_unfinished_upload_is_invisible_and_every_piece_is_collected(
     with pytest.raises(ClientError) as exc:
         s3.list_parts(Bucket=bucket_name, Key=key, UploadId=upload_id)
     assert error_of(exc) == (404, "NoSuchUpload")
+
+
+@pytest.fixture
+def fleet(cluster: Federation) -> Iterator[Any]:
+    from tests.integration.test_policy_placement import Fleet, extra_backends
+
+    specs = [
+        ("mp3", "eu-north", "SE", "EU"),
+        ("mp4", "ap-south", "IN", "IN"),
+        ("mp5", "us-west", "US", "US"),
+    ]
+    with extra_backends(cluster, specs) as motos:
+        fleet = Fleet(cluster, motos)
+        try:
+            yield fleet
+        finally:
+            fleet.revive()
+
+
+def test_erasure_coded_multipart_upload(
+    cluster: Federation, fleet: Any, s3: Any, bucket_name: str
+) -> None:
+    """ColdArchiveClass (4 + 2 shards on six backends): every chunk of every part is coded,
+    its ``parts`` row written at Complete, and the object reads back with two backends gone."""
+    key = "coded"
+    parts = [os.urandom(PART), os.urandom(MIB + 5)]
+    upload_id, listed = upload(s3, bucket_name, key, parts, StorageClass="ColdArchiveClass")
+    complete(s3, bucket_name, key, upload_id, listed)
+    data = b"".join(parts)
+    row = version_row(cluster, bucket_name, key)
+    assert row["redundancy_class"] == "ColdArchiveClass"
+    layout = cluster.sql(
+        "SELECT part_number, size, k, m FROM parts WHERE version_pk = $1 ORDER BY part_number",
+        row["id"],
+    )
+    assert [(p["part_number"], p["size"], p["k"], p["m"]) for p in layout] == [
+        (i, size, 4, 2) for i, size in enumerate([MIB] * 6 + [5])
+    ]
+    shards = cluster.replicas(bucket_name, key)
+    assert len(shards) == 7 * 6
+    assert {(r["part_number"], r["shard_index"]) for r in shards} == {
+        (p, i) for p in range(7) for i in range(6)
+    }
+    assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == data
+    holders = sorted({r["backend"] for r in shards if r["shard_index"] in (0, 1)})
+    fleet.kill(*holders[:2])
+    cluster.ping_backends()
+    assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == data
+    ranged = s3.get_object(Bucket=bucket_name, Key=key, Range=f"bytes={PART - 9}-{PART + 9}")
+    assert ranged["Body"].read() == data[PART - 9 : PART + 10]
