@@ -43,7 +43,7 @@ def declared_length(verified: VerifiedRequest, headers: Mapping[str, str]) -> in
     raw = headers.get("content-length")
     if raw is None:
         raise s3e.MissingContentLength()
-    if not raw.strip().isdigit():
+    if not (raw.strip().isascii() and raw.strip().isdigit()):
         raise s3e.InvalidArgument("Content-Length must be a non-negative integer")
     return int(raw)
 

@@ -345,11 +345,16 @@ def _decode_key(raw: str) -> str:
     return key
 
 
+def _is_decimal(raw: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts ``²`` and other digits ``int`` refuses."""
+    return raw.isascii() and raw.isdigit()
+
+
 def _int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not _is_decimal(raw):
         raise s3e.InvalidArgument(f"{name} must be an integer between {lo} and {hi}")
     return max(lo, min(hi, int(raw)))
 
@@ -372,7 +377,7 @@ def _version_id(query: Mapping[str, str]) -> str | None:
 
 def _part_number(query: Mapping[str, str]) -> int:
     raw = query.get("partNumber", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+    if not _is_decimal(raw) or not 1 <= int(raw) <= 10000:
         raise s3e.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
     return int(raw)
 
@@ -530,7 +535,7 @@ def parse_operation(
             return AbortMultipartUpload(bucket, key, upload_id)
         if method == "GET":
             marker = query.get("part-number-marker", "") or "0"
-            if not marker.isdigit():
+            if not _is_decimal(marker):
                 raise s3e.InvalidArgument("part-number-marker must be an integer")
             return ListParts(
                 bucket,

@@ -209,7 +209,7 @@ def test_bad_input_gets_s3_errors(plain_tenant: tuple[str, Any]) -> None:
             (400, "InvalidArgument"),
         ),
         (lambda: s3.create_bucket(Bucket="admin"), (400, "InvalidBucketName")),
-        (lambda: s3.get_bucket_acl(Bucket="badinput"), (501, "NotImplemented")),
+        (lambda: s3.get_bucket_tagging(Bucket="badinput"), (501, "NotImplemented")),
         (
             lambda: s3.put_object(Bucket="badinput", Key="c", Body=b"", StorageClass="GLACIER"),
             (400, "InvalidStorageClass"),
