@@ -186,7 +186,11 @@ def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
             f"x-amz-meta-bp-key-id must be 1..{MAX_KEY_ID_CHARS} printable ASCII characters"
         )
     raw_version = meta["bp-key-version"]
-    if not raw_version.isdigit() or raw_version.startswith("0") or len(raw_version) > 10:
+    if (
+        not (raw_version.isascii() and raw_version.isdigit())
+        or raw_version.startswith("0")
+        or len(raw_version) > 10
+    ):
         raise InvalidEnvelope(
             "x-amz-meta-bp-key-version must be a positive decimal integer without leading zeros"
         )

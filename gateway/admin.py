@@ -356,7 +356,7 @@ async def show_policy(ctx: GatewayContext, version: str | None) -> dict[str, Any
         if version is None:
             stored = await ctx.policies.current(conn)
         else:
-            if not version.isdigit() or int(version) > 2**31 - 1:
+            if not (version.isascii() and version.isdigit()) or int(version) > 2**31 - 1:
                 raise s3e.InvalidArgument("query parameter 'version' must be a version number")
             stored = None if int(version) == 0 else await ctx.policies.get(conn, int(version))
     return _policy_json(stored, ctx)

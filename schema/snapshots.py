@@ -111,7 +111,7 @@ class SnapshotRepository:
 
     async def get(self, conn: asyncpg.Connection, name_or_id: str) -> SnapshotRecord | None:
         """By name, or by numeric id."""
-        if name_or_id.isdigit():
+        if name_or_id.isascii() and name_or_id.isdigit():
             row = await conn.fetchrow("SELECT * FROM snapshots WHERE id = $1", int(name_or_id))
         else:
             row = await conn.fetchrow("SELECT * FROM snapshots WHERE name = $1", name_or_id)

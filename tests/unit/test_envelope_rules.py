@@ -112,3 +112,17 @@ def test_each_bad_field_is_named(change: dict[str, str | None], message: str) ->
             meta[name] = value
     with pytest.raises(InvalidEnvelope, match=message):
         envelope_from_metadata(meta)
+
+
+def test_key_version_with_non_ascii_digits_is_refused_not_a_crash() -> None:
+    """``str.isdigit`` accepts superscripts that ``int`` cannot read: a clean refusal."""
+    import pytest
+
+    from cluster.envelope import envelope_from_metadata
+    from cluster.errors import InvalidEnvelope
+    from tests.support.envelopes import fake_envelope
+
+    meta = fake_envelope()
+    meta["bp-key-version"] = "\u00b2"
+    with pytest.raises(InvalidEnvelope):
+        envelope_from_metadata(meta)
