@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +51,8 @@ class NewUpload:
     wrap_alg: str | None = None
     content_id: str | None = None
     checksum_algorithm: str | None = None
+    #: Cache-Control, Content-Disposition, ... from CreateMultipartUpload (migration 0008).
+    http_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,12 @@ class UploadPiece:
     status: str
 
 
+def _json_dict(raw: Any) -> dict[str, str]:
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return dict(raw or {})
+
+
 def _upload(row: asyncpg.Record) -> Upload:
     meta = row["user_metadata"]
     if isinstance(meta, str):
@@ -118,6 +126,7 @@ def _upload(row: asyncpg.Record) -> Upload:
         wrap_alg=row["wrap_alg"],
         content_id=row["content_id"],
         checksum_algorithm=row["checksum_algorithm"],
+        http_headers=_json_dict(row["http_headers"]),
         created_at=row["created_at"],
     )
 
@@ -150,8 +159,8 @@ class UploadRepository:
         row = await conn.fetchrow(
             "INSERT INTO uploads (upload_id, tenant_id, bucket_id, key, initiator, content_type,"
             " user_metadata, redundancy_class, encrypted, wrapped_key, key_id, key_version,"
-            " wrap_alg, content_id, checksum_algorithm)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            " wrap_alg, content_id, checksum_algorithm, http_headers)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             " RETURNING *",
             new.upload_id,
             new.tenant_id,
@@ -168,6 +177,7 @@ class UploadRepository:
             new.wrap_alg,
             new.content_id,
             new.checksum_algorithm,
+            new.http_headers,
         )
         assert row is not None
         return _upload(row)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from fastapi import Response
 
@@ -50,6 +51,7 @@ from gateway.s3.handlers.object_put import (
 )
 from gateway.s3.operations import CopyObject, CopySource
 from gateway.s3.preconditions import Outcome, evaluate
+from gateway.s3.stored_headers import stored_headers
 from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.records import Bucket, ObjectVersion
 
@@ -105,15 +107,23 @@ def check_copy_source_conditions(headers: Mapping[str, str], source: ObjectVersi
         raise s3e.PreconditionFailed("a copy source precondition (x-amz-copy-source-if-*) failed")
 
 
-def _metadata(
-    headers: Mapping[str, str], source: ObjectVersion
-) -> tuple[dict[str, str], str | None, bool]:
-    """(user metadata, content type, replaced?) as ``x-amz-metadata-directive`` says."""
+@dataclass(frozen=True)
+class _CopiedMetadata:
+    user: dict[str, str]
+    content_type: str | None
+    http_headers: dict[str, str]
+    replaced: bool
+
+
+def _metadata(headers: Mapping[str, str], source: ObjectVersion) -> _CopiedMetadata:
+    """User metadata, content type and stored headers as ``x-amz-metadata-directive`` says."""
     directive = headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise s3e.InvalidArgument("Unknown metadata directive.")
     if directive == "COPY":
-        return dict(source.user_metadata), source.content_type, False
+        return _CopiedMetadata(
+            dict(source.user_metadata), source.content_type, dict(source.http_headers), False
+        )
     meta = user_metadata(headers)
     reserved = sorted(k for k in meta if k.startswith("bp-"))
     if reserved:
@@ -121,7 +131,7 @@ def _metadata(
             f"x-amz-meta-{reserved[0]}: the encryption envelope of a copy is its source's;"
             " x-amz-meta-bp-* is reserved (docs/envelope.md section 8)"
         )
-    return meta, headers.get("content-type"), True
+    return _CopiedMetadata(meta, headers.get("content-type"), stored_headers(headers), True)
 
 
 def _envelope(source: ObjectVersion) -> Envelope | None:
@@ -157,11 +167,11 @@ async def copy_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
             "the source object is not client-side encrypted and this tenant stores only"
             " encrypted objects"
         )
-    meta, content_type, replaced = _metadata(call.headers, source)
+    copied_meta = _metadata(call.headers, source)
     requested = redundancy_class_for(ctx, call.headers, bucket)
     if (
         same_key
-        and not replaced
+        and not copied_meta.replaced
         and requested is None
         and (op.source.version_id is None or source.is_latest)
     ):
@@ -171,7 +181,7 @@ async def copy_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
             " or encryption attributes."
         )
     condition = write_condition(call.headers)
-    copied = await _share(ctx, auth, call, source, meta, content_type, requested, condition)
+    copied = await _share(ctx, auth, call, source, copied_meta, requested, condition)
     if copied is None:
         if source.size > MAX_COPY_BYTES:
             raise s3e.InvalidRequest(
@@ -184,12 +194,13 @@ async def copy_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
             call,
             key=op.key,
             envelope=_envelope(source),
-            user_meta=meta,
-            content_type=content_type,
+            user_meta=copied_meta.user,
+            content_type=copied_meta.content_type,
             rc=requested,
             body=ctx.reader.stream(source, 0, source.size - 1),
             length=source.size,
             condition=condition,
+            http_headers=copied_meta.http_headers,
         )
     headers = {"x-amz-copy-source-version-id": source.api_version_id}
     if bucket.versioning != "Unversioned":
@@ -206,8 +217,7 @@ async def _share(
     auth: Authorized,
     call: S3Call,
     source: ObjectVersion,
-    meta: dict[str, str],
-    content_type: str | None,
+    copied_meta: _CopiedMetadata,
     requested: RedundancyClass | None,
     condition: WriteCondition | None,
 ) -> ObjectVersion | None:
@@ -258,8 +268,8 @@ async def _share(
             size=source.size,
             etag=source.etag,
             sha256=source.sha256,
-            content_type=content_type,
-            user_metadata=meta,
+            content_type=copied_meta.content_type,
+            user_metadata=copied_meta.user,
             redundancy_class=source.redundancy_class,
             part_size=source.part_size,
             part_count=source.part_count,
@@ -273,6 +283,7 @@ async def _share(
             checksum_algorithm=source.checksum_algorithm,
             checksum_value=source.checksum_value,
             checksum_type=source.checksum_type,
+            http_headers=copied_meta.http_headers,
         )
         replicas = [
             NewReplica(

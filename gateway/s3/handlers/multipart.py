@@ -96,6 +96,7 @@ from gateway.s3.operations import (
     UploadPart,
     UploadPartCopy,
 )
+from gateway.s3.stored_headers import stored_headers
 from schema.audit import AuditEntry
 from schema.objects import NewReplica, NewVersion
 from schema.parts import ErasurePart
@@ -236,6 +237,7 @@ async def create_multipart_upload(ctx: GatewayContext, auth: Authorized, call: S
         wrap_alg=envelope.wrap_alg if envelope else None,
         content_id=envelope.content_id if envelope else None,
         checksum_algorithm=algorithm,
+        http_headers=stored_headers(call.headers),
     )
     async with ctx.store.db.transaction() as conn:
         upload = await ctx.store.uploads.create(conn, new)
@@ -768,6 +770,7 @@ async def complete_multipart_upload(
             checksum_algorithm=upload.checksum_algorithm if composite else None,
             checksum_value=composite,
             checksum_type="COMPOSITE" if composite else None,
+            http_headers=upload.http_headers,
         )
         version, superseded = await commit_written(
             ctx,

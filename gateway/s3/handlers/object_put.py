@@ -60,6 +60,7 @@ from gateway.s3 import errors as s3e
 from gateway.s3.body import declared_length, payload
 from gateway.s3.call import S3Call, user_metadata
 from gateway.s3.conditions import write_condition
+from gateway.s3.stored_headers import stored_headers
 from schema.audit import AuditEntry
 from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.parts import ErasurePart
@@ -396,6 +397,7 @@ async def store_object(
     condition: WriteCondition | None = None,
     body: AsyncIterator[bytes] | None = None,
     length: int | None = None,
+    http_headers: dict[str, str] | None = None,
 ) -> ObjectVersion:
     """The write path shared by the S3 API, the plain /objects API and CopyObject. ``rc`` is
     the class the request names (``redundancy_class_for``), None for the default chain.
@@ -403,7 +405,7 @@ async def store_object(
     The body is the request's (verified by ``payload``: its x-amz-checksum-* is stored with
     the version) unless ``body`` and ``length`` replace it: CopyObject streams a source
     version's verified bytes that way. ``condition`` (``write_condition``) is checked in the
-    commit transaction."""
+    commit transaction. ``http_headers`` (Cache-Control...): the request's unless given."""
     principal, bucket = auth.principal, auth.bucket
     assert bucket is not None
     headers = call.headers
@@ -456,6 +458,7 @@ async def store_object(
             checksum_algorithm=checksum[0] if checksum else None,
             checksum_value=checksum[1] if checksum else None,
             checksum_type="FULL_OBJECT" if checksum else None,
+            http_headers=stored_headers(headers) if http_headers is None else http_headers,
         )
         async with ctx.store.db.transaction() as conn:
             version, superseded = await commit_written(
