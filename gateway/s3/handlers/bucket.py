@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Response
 
+from actors.garbage import collect_garbage
 from cluster.errors import BucketAlreadyExists
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
@@ -102,4 +103,6 @@ async def delete_bucket(ctx: GatewayContext, auth: Authorized, call: S3Call) -> 
             ),
         )
     await ctx.meta.invalidate_bucket(principal.tenant_id, op.bucket)
+    # Uploads still open in the bucket were aborted in that transaction: free their pieces now.
+    ctx.spawn(collect_garbage(ctx.store, ctx.registry))
     return Response(status_code=204)
