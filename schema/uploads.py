@@ -263,6 +263,17 @@ class UploadRepository:
         )
         return [_part(r) for r in rows]
 
+    async def first_targets(self, conn: asyncpg.Connection, upload_pk: int) -> list[int]:
+        """The backends holding the first chunk of the lowest-numbered part uploaded so far, in
+        target order (shard index, for erasure codes): later parts go to the same ones."""
+        rows = await conn.fetch(
+            "SELECT backend_id FROM upload_pieces WHERE upload_pk = $1 AND chunk = 0"
+            " AND part_number = (SELECT min(part_number) FROM upload_pieces WHERE upload_pk = $1)"
+            " ORDER BY shard_index, backend_id",
+            upload_pk,
+        )
+        return [r["backend_id"] for r in rows]
+
     async def pieces(self, conn: asyncpg.Connection, upload_pk: int) -> list[UploadPiece]:
         rows = await conn.fetch(
             "SELECT * FROM upload_pieces WHERE upload_pk = $1"

@@ -215,14 +215,20 @@ def test_unfinished_upload_is_invisible_and_every_piece_is_collected(
     assert error_of(exc) == (404, "NoSuchUpload")
 
 
+_fleets = iter(range(1000))
+
+
 @pytest.fixture
 def fleet(cluster: Federation) -> Iterator[Any]:
+    """Three more backends for one test (fresh names each time: a removed backend keeps its
+    name)."""
     from tests.integration.test_policy_placement import Fleet, extra_backends
 
+    n = next(_fleets)
     specs = [
-        ("mp3", "eu-north", "SE", "EU"),
-        ("mp4", "ap-south", "IN", "IN"),
-        ("mp5", "us-west", "US", "US"),
+        (f"mp{n}a", "eu-north", "SE", "EU"),
+        (f"mp{n}b", "ap-south", "IN", "IN"),
+        (f"mp{n}c", "us-west", "US", "US"),
     ]
     with extra_backends(cluster, specs) as motos:
         fleet = Fleet(cluster, motos)
@@ -263,3 +269,53 @@ def test_erasure_coded_multipart_upload(
     assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == data
     ranged = s3.get_object(Bucket=bucket_name, Key=key, Range=f"bytes={PART - 9}-{PART + 9}")
     assert ranged["Body"].read() == data[PART - 9 : PART + 10]
+
+
+def test_parts_stay_on_the_first_parts_backends_when_one_goes_down(
+    cluster: Federation, fleet: Any, s3: Any, bucket_name: str
+) -> None:
+    """Six backends, three copies: part 1 picks three. One of them dies before part 2; part 2
+    still goes to the same three (the dead one pending, the quorum of two met) instead of a
+    fresh placement, so every backend of the object holds every chunk and repair sees one
+    backend set."""
+    key = "pinned"
+    first = os.urandom(PART)
+    created = s3.create_multipart_upload(Bucket=bucket_name, Key=key)
+    upload_id = created["UploadId"]
+    etag1 = s3.upload_part(
+        Bucket=bucket_name, Key=key, UploadId=upload_id, PartNumber=1, Body=first
+    )["ETag"]
+    holders = sorted(
+        cluster.sql(
+            "SELECT DISTINCT b.name FROM upload_pieces p JOIN uploads u ON u.id = p.upload_pk"
+            " JOIN backends b ON b.id = p.backend_id WHERE u.upload_id = $1",
+            upload_id,
+        ),
+        key=lambda r: r["name"],
+    )
+    names = [r["name"] for r in holders]
+    assert len(names) == 3
+    fleet.kill(names[0])
+    cluster.ping_backends()
+    second = os.urandom(MIB + 3)
+    etag2 = s3.upload_part(
+        Bucket=bucket_name, Key=key, UploadId=upload_id, PartNumber=2, Body=second
+    )["ETag"]
+    complete(
+        s3,
+        bucket_name,
+        key,
+        upload_id,
+        [{"PartNumber": 1, "ETag": etag1}, {"PartNumber": 2, "ETag": etag2}],
+    )
+    rows = cluster.replicas(bucket_name, key)
+    by_backend: dict[str, set[int]] = {}
+    for r in rows:
+        by_backend.setdefault(r["backend"], set()).add(r["part_number"])
+    chunks = {r["part_number"] for r in rows}
+    assert len(chunks) == 5 + 2  # 1 MiB chunks in tests: part 1 is 5, part 2 (1 MiB + 3) is 2
+    assert sorted(by_backend) == names
+    assert all(parts == chunks for parts in by_backend.values())
+    dead = {r["part_number"]: r["status"] for r in rows if r["backend"] == names[0]}
+    assert dead == {**dict.fromkeys(range(5), "ok"), 5: "pending", 6: "pending"}
+    assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == first + second

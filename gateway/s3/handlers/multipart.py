@@ -340,7 +340,8 @@ async def _write_part(
         )
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
-    write = await start_write(ctx, rc, settings, length)
+        pinned = await ctx.store.uploads.first_targets(conn, upload.id)
+    write = await start_write(ctx, rc, settings, length, pinned=pinned)
     header: list[bytes] = []
     if upload.encrypted and part_number == 1:
         body = _bp1_captured(body, header)

@@ -43,6 +43,7 @@ from fastapi import Response
 
 from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
+from actors.replica_repair import misplaced
 from actors.write_finisher import finish_stragglers, replicate_job_key
 from cluster.envelope import (
     BP1_HEADER_SIZE,
@@ -241,20 +242,51 @@ CHANGED_WHILE_WRITTEN = "changed"
 
 
 async def start_write(
-    ctx: GatewayContext, rc: RedundancyClass, settings: PlacementSettings, length: int
+    ctx: GatewayContext,
+    rc: RedundancyClass,
+    settings: PlacementSettings,
+    length: int,
+    *,
+    pinned: Sequence[int] = (),
 ) -> QuorumWrite:
     """Place ``length`` bytes of class ``rc`` under the bucket's constraints and prepare
-    their quorum write (unhealthy targets are skipped and end pending)."""
+    their quorum write (unhealthy targets are skipped and end pending).
+
+    ``pinned``: backend ids (in target order) an earlier part of the same multipart upload
+    went to. They are reused while they still form a valid placement of the class under
+    today's constraints and enough of them are healthy for the write quorum, so every part
+    of the object lives on one backend set (repair and erasure layouts count on a backend
+    holding every part, with one shard index); otherwise the part is placed afresh."""
     handles = await ctx.registry.current()
-    placement, down = _place(rc, [h.view() for h in handles], constraints_for(settings), length)
+    constraints = constraints_for(settings)
+    erasure = (rc.k, rc.m) if rc.kind == "erasure" else None
+    by_id = {h.id: h for h in handles}
+    if pinned and all(b in by_id for b in pinned) and len(pinned) == rc.width:
+        targets = [by_id[b] for b in pinned]
+        down = frozenset(h.id for h in targets if not h.healthy)
+        allowed = all(h.record.state == "active" for h in targets)
+        if (
+            allowed
+            and len(targets) - len(down) >= rc.write_quorum
+            and not misplaced(rc, constraints, [h.view() for h in targets], [])
+        ):
+            return QuorumWrite(
+                ctx.registry,
+                targets,
+                rc.write_quorum,
+                part_size=ctx.settings.part_size,
+                skip=down,
+                erasure=erasure,
+            )
+    placement, down_names = _place(rc, [h.view() for h in handles], constraints, length)
     by_name = {h.name: h for h in handles}
     return QuorumWrite(
         ctx.registry,
         [by_name[name] for name in placement.targets],
         placement.write_quorum,
         part_size=ctx.settings.part_size,
-        skip=frozenset(by_name[name].id for name in down),
-        erasure=(rc.k, rc.m) if rc.kind == "erasure" else None,
+        skip=frozenset(by_name[name].id for name in down_names),
+        erasure=erasure,
     )
 
 
