@@ -33,6 +33,10 @@ __all__ = [
 #: attempt means another writer committed, so a key that keeps being deleted and recreated
 #: by many writers at once needs more than a couple.
 _COMMIT_ATTEMPTS = 10
+#: What losing a race for a key's rows looks like: the loser's insert hits the unique "latest"
+#: index, or PostgreSQL picks it as the victim of a lock cycle (a promotion after a permanent
+#: delete against a commit). Both only roll back the savepoint; the attempt is retried.
+_LOST_RACE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 #: How often a writer looks for the key's latest row again after the one it waited for was
 #: superseded meanwhile (each round means another writer committed: progress, not a spin).
 _LOCK_ROUNDS = 100
@@ -301,7 +305,7 @@ class ObjectRepository:
             try:
                 async with conn.transaction():  # a savepoint: a lost race retries cleanly
                     return await self._commit_once(conn, new, replicas, condition)
-            except asyncpg.UniqueViolationError:
+            except _LOST_RACE:
                 if attempt == _COMMIT_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
@@ -539,7 +543,7 @@ class ObjectRepository:
                     return await self._marker_once(
                         conn, tenant_id, bucket_id, key, version_id, null_version
                     )
-            except asyncpg.UniqueViolationError:
+            except _LOST_RACE:
                 if attempt == _COMMIT_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
@@ -595,7 +599,21 @@ class ObjectRepository:
         null version). Its replicas go to ``garbage``; if it was the latest, the next newest
         version (by primary key, i.e. commit order) becomes the latest. None if no such
         version. The row is locked first, so a concurrent commit that made it noncurrent is
-        seen (then nothing is promoted)."""
+        seen (then nothing is promoted). A lost lock race retries from a savepoint."""
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                async with conn.transaction():
+                    return await self._delete_version_once(
+                        conn, tenant_id, bucket_id, key, version_id
+                    )
+            except _LOST_RACE:
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _delete_version_once(
+        self, conn: asyncpg.Connection, tenant_id: int, bucket_id: int, key: str, version_id: str
+    ) -> ObjectVersion | None:
         if version_id == "null":
             row = await conn.fetchrow(
                 "SELECT * FROM object_versions WHERE bucket_id = $1 AND key = $2 AND null_version"
