@@ -70,6 +70,7 @@ from gateway.s3 import xml
 from gateway.s3.body import declared_length, payload, read_small_body
 from gateway.s3.call import S3Call
 from gateway.s3.chunked import _new_checksum, supported_checksums
+from gateway.s3.handlers.copy import check_copy_source_conditions, copy_source_version
 from gateway.s3.handlers.list import _past_prefix
 from gateway.s3.handlers.object_put import (
     CHANGED_WHILE_WRITTEN,
@@ -89,7 +90,6 @@ from gateway.s3.handlers.object_put import (
 from gateway.s3.operations import (
     AbortMultipartUpload,
     CompleteMultipartUpload,
-    CopySource,
     CreateMultipartUpload,
     ListMultipartUploads,
     ListParts,
@@ -100,7 +100,6 @@ from gateway.s3.stored_headers import stored_headers
 from schema.audit import AuditEntry
 from schema.objects import NewReplica, NewVersion
 from schema.parts import ErasurePart
-from schema.records import ObjectVersion
 from schema.uploads import Chunk, NewUpload, Upload, UploadedPart, UploadPiece
 
 __all__ = [
@@ -423,23 +422,6 @@ async def upload_part(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
 
 
 # -- UploadPartCopy ----------------------------------------------------------------------------
-async def _copy_source(ctx: GatewayContext, auth: Authorized, source: CopySource) -> ObjectVersion:
-    """The version a part copy reads: the latest, or the one ``versionId`` names; a delete
-    marker or a missing version is NoSuchKey."""
-    bucket = auth.source_bucket
-    assert bucket is not None
-    if source.version_id is None:
-        version = await ctx.meta.latest(bucket.id, source.key)
-    else:
-        async with ctx.store.db.connection() as conn:
-            version = await ctx.store.objects.get_version(
-                conn, bucket.id, source.key, source.version_id
-            )
-    if version is None or version.is_delete_marker:
-        raise s3e.NoSuchKey(resource=_resource(bucket.name, source.key))
-    return version
-
-
 def _copy_range(header: str | None, size: int) -> tuple[int, int]:
     """(first, last) inclusive of ``x-amz-copy-source-range``; the whole source without it."""
     if header is None:
@@ -458,19 +440,6 @@ def _copy_range(header: str | None, size: int) -> tuple[int, int]:
     return first, last
 
 
-def _check_copy_conditions(headers: Mapping[str, str], source: ObjectVersion) -> None:
-    if_match = headers.get("x-amz-copy-source-if-match")
-    if if_match is not None:
-        wanted = {t.strip().strip('"') for t in if_match.split(",")}
-        if "*" not in wanted and source.etag not in wanted:
-            raise s3e.PreconditionFailed("x-amz-copy-source-if-match does not match the source")
-    if_none_match = headers.get("x-amz-copy-source-if-none-match")
-    if if_none_match is not None:
-        unwanted = {t.strip().strip('"') for t in if_none_match.split(",")}
-        if "*" in unwanted or source.etag in unwanted:
-            raise s3e.PreconditionFailed("x-amz-copy-source-if-none-match matches the source")
-
-
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
@@ -482,8 +451,8 @@ async def upload_part_copy(ctx: GatewayContext, auth: Authorized, call: S3Call) 
     assert auth.source_bucket is not None
     bucket = auth.bucket
     upload = await _upload_of(ctx, auth, op.upload_id, op.key)
-    source = await _copy_source(ctx, auth, op.source)
-    _check_copy_conditions(call.headers, source)
+    source = await copy_source_version(ctx, auth.source_bucket, op.source)
+    check_copy_source_conditions(call.headers, source)
     same_name = auth.source_bucket.id == bucket.id and op.source.key == op.key
     if source.encrypted and not same_name:
         raise s3e.InvalidRequest(
