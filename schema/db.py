@@ -16,7 +16,16 @@ import asyncpg
 
 from cluster.errors import MetadataUnavailable
 
-__all__ = ["Database", "ensure_database", "translate_errors"]
+__all__ = ["Database", "ensure_database", "jsonb_dict", "translate_errors"]
+
+
+def jsonb_dict(value: object) -> dict[str, str]:
+    """A JSONB object column as a dict. Pools from ``Database`` decode JSONB already (see the
+    codec below); a connection without the codec returns text, which is decoded here."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return dict(value or {})  # type: ignore[call-overload]
+
 
 _UNAVAILABLE = (
     OSError,

@@ -31,6 +31,8 @@ from typing import Any
 
 import asyncpg
 
+from schema.db import jsonb_dict
+
 __all__ = ["Chunk", "NewUpload", "Upload", "UploadPiece", "UploadRepository", "UploadedPart"]
 
 
@@ -99,16 +101,7 @@ class UploadPiece:
     status: str
 
 
-def _json_dict(raw: Any) -> dict[str, str]:
-    if isinstance(raw, str):
-        raw = json.loads(raw)
-    return dict(raw or {})
-
-
 def _upload(row: asyncpg.Record) -> Upload:
-    meta = row["user_metadata"]
-    if isinstance(meta, str):
-        meta = json.loads(meta)
     return Upload(
         id=row["id"],
         upload_id=row["upload_id"],
@@ -117,7 +110,7 @@ def _upload(row: asyncpg.Record) -> Upload:
         key=row["key"],
         initiator=row["initiator"],
         content_type=row["content_type"],
-        user_metadata=dict(meta),
+        user_metadata=jsonb_dict(row["user_metadata"]),
         redundancy_class=row["redundancy_class"],
         encrypted=row["encrypted"],
         wrapped_key=bytes(row["wrapped_key"]) if row["wrapped_key"] is not None else None,
@@ -126,7 +119,7 @@ def _upload(row: asyncpg.Record) -> Upload:
         wrap_alg=row["wrap_alg"],
         content_id=row["content_id"],
         checksum_algorithm=row["checksum_algorithm"],
-        http_headers=_json_dict(row["http_headers"]),
+        http_headers=jsonb_dict(row["http_headers"]),
         created_at=row["created_at"],
     )
 
