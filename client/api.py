@@ -7,13 +7,14 @@ boto3 would sign them (botocore's own signer, the payload's SHA-256 in
 - **The extensions** (JSON; formats in ``docs/client.md`` and the gateway's handlers):
   ``POST /?publish-key`` and ``GET /?keys`` (the tenant's published public keys),
   ``POST /{bucket}/{key}?share`` and ``GET /{bucket}/{key}?recipients`` (the wrapped keys of
-  further recipients), ``POST /{bucket}?rewrap`` (batch re-wrap for rotation). boto3 has no
-  operation for them.
-- **Header reads** (``GET`` with ``Range: bytes=0-111``): rotation reads the 112-byte BP1
-  header of every object it re-wraps. boto3 spends about 1.8 ms of CPU per call on this
-  machine against about 0.7 ms for a signed urllib3 request, which alone would cap a rotation
-  well under its 1,000 objects/s target; a thread-safe urllib3 pool also lets rotation run as
-  many requests in parallel as it has workers.
+  further recipients), ``POST /{bucket}?rewrap`` (batch re-wrap for rotation, of a named
+  version or the current one). boto3 has no operation for them.
+- **Header reads** (``GET`` with ``Range: bytes=0-111``, and ``versionId`` to read a given
+  version): rotation reads the 112-byte BP1 header of every object version it re-wraps.
+  boto3 spends about 1.8 ms of CPU per call on this machine against about 0.7 ms for a signed
+  urllib3 request, which alone would cap a rotation well under its 1,000 objects/s target;
+  a thread-safe urllib3 pool also lets rotation run as many requests in parallel as it has
+  workers.
 
 Errors are the :class:`~client.remote.TransferError` tree of :mod:`client.remote`, so the CLI
 maps them to exit codes in one table; a refused precondition (HTTP 412) is
@@ -113,19 +114,24 @@ class ObjectHead:
 
 @dataclass(frozen=True, slots=True)
 class RewrapItem:
-    """One object of a ``?rewrap`` batch: the new wrapped key, valid only if the object is
-    still the version whose header it was made for (``expect_content_id``) and still wrapped
-    under ``expect_key_id`` v``expect_key_version`` (the gateway checks both)."""
+    """One object version of a ``?rewrap`` batch: the new wrapped key, valid only if the
+    version still holds the content whose header it was made for (``expect_content_id``) and
+    is still wrapped under ``expect_key_id`` v``expect_key_version`` (the gateway checks both).
+    ``version_id`` names the version (``"null"``: the null version); None re-wraps whatever is
+    the key's current version."""
 
     key: str
     expect_key_id: str
     expect_key_version: int
     wrapped: WrappedKey
     expect_content_id: str
+    version_id: str | None = None
 
     def document(self) -> dict[str, Any]:
+        named = {} if self.version_id is None else {"version_id": self.version_id}
         return {
             "key": self.key,
+            **named,
             "expect_key_id": self.expect_key_id,
             "expect_key_version": self.expect_key_version,
             "expect_content_id": self.expect_content_id,
@@ -135,11 +141,13 @@ class RewrapItem:
 
 @dataclass(frozen=True, slots=True)
 class RewrapResult:
-    """The gateway's verdict on one item: ``status`` is ``ok`` or an S3 error code."""
+    """The gateway's verdict on one item: ``status`` is ``ok`` or an S3 error code
+    (``NoSuchVersion`` for a version that is gone). ``version_id`` is the item's."""
 
     key: str
     status: str
     message: str = ""
+    version_id: str | None = None
 
 
 def _wrapped_document(wrapped: WrappedKey) -> dict[str, Any]:
@@ -416,7 +424,8 @@ class GatewayApi:
         """Apply a batch of re-wraps in one gateway transaction; one result per item, in order.
 
         Never retried (see the module docstring). Per-item refusals (precondition, missing
-        object) are results, not exceptions; a refused batch raises.
+        object or version) are results, not exceptions; a refused batch raises. A result must
+        name the item's key, and its version if the item named one.
         """
         what = f"rewrap {len(items)} objects in s3://{bucket}"
         answer = self._call(
@@ -434,25 +443,38 @@ class GatewayApi:
         for item, result in zip(items, results, strict=True):
             if not isinstance(result, dict) or result.get("key") != item.key:
                 raise RequestRefused(f"{what}: the results do not match the items")
+            if item.version_id is not None and result.get("version_id") != item.version_id:
+                raise RequestRefused(f"{what}: the results do not match the items' versions")
             out.append(
-                RewrapResult(item.key, str(result.get("status")), str(result.get("message") or ""))
+                RewrapResult(
+                    item.key,
+                    str(result.get("status")),
+                    str(result.get("message") or ""),
+                    item.version_id,
+                )
             )
         return out
 
     # -- objects --------------------------------------------------------------------------
 
-    def read_header(self, url: S3Url) -> ObjectHead:
-        """``GET bytes=0-111``: the BP1 header and the envelope, never more of the body.
+    def read_header(self, url: S3Url, version_id: str | None = None) -> ObjectHead:
+        """``GET bytes=0-111``: the BP1 header and the envelope, never more of the body; of
+        the version ``version_id`` (``"null"``: the null version), else of the current one.
 
         A gateway that ignores the range (200 with the whole object) is refused without
-        reading the body; so is an answer with more or fewer than 112 bytes.
+        reading the body; so is an answer with more or fewer than 112 bytes. A missing object
+        or version is :class:`ObjectNotFound`.
         """
         import urllib3
 
         what = f"read the header of {url}"
+        query = ""
+        if version_id is not None:
+            what += f" version {version_id}"
+            query = "versionId=" + quote(version_id, safe="")
         path = self._path(url.bucket, url.key)
         response = self._open(
-            "GET", path, "", b"", {"Range": f"bytes=0-{HEADER_LEN - 1}"}, what, retry=True
+            "GET", path, query, b"", {"Range": f"bytes=0-{HEADER_LEN - 1}"}, what, retry=True
         )
         try:
             if response.status != 206:

@@ -9,8 +9,8 @@ Commands (``bp COMMAND --help`` for each)::
     bp key published
     bp put FILE s3://bucket/key [--key NAME|PEM ...] [--class C] [--part-size SIZE]
            [--concurrency N]
-    bp get s3://bucket/key FILE|- [--key NAME] [--range A-B]
-    bp verify s3://bucket/key [--key NAME]
+    bp get s3://bucket/key FILE|- [--key NAME] [--range A-B] [--version-id ID]
+    bp verify s3://bucket/key [--key NAME] [--version-id ID]
     bp share s3://bucket/key --recipient NAME|PEM [--key NAME]
     bp rotate --from NAME --to NAME|PEM s3://bucket[/prefix] [--from-version N]
               [--to-version N] [--batch 500] [--workers 8]
@@ -90,6 +90,7 @@ from client.rotation import (
     ObjectOutcome,
     RotationPlan,
     RotationProgress,
+    VersionRef,
     rotate,
 )
 from client.s3url import S3Url, parse_s3_url
@@ -247,6 +248,10 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 _KEY_HELP = "keyring key to decrypt with (default: whichever key the object names)"
+_VERSION_HELP = (
+    "read this version of the object (as ListObjectVersions names it; null: the null version)"
+    " instead of the current one"
+)
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -370,11 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument(
         "--range", dest="byte_range", metavar="A-B", help="plaintext bytes A..B inclusive, A- or -N"
     )
+    get.add_argument("--version-id", metavar="ID", help=_VERSION_HELP)
     get.set_defaults(handler=_cmd_get)
 
     verify = command("verify", "download and authenticate an object without writing it anywhere")
     verify.add_argument("url", metavar="s3://bucket/key")
     verify.add_argument("--key", metavar="NAME", help=_KEY_HELP)
+    verify.add_argument("--version-id", metavar="ID", help=_VERSION_HELP)
     verify.set_defaults(handler=_cmd_verify)
 
     share = command(
@@ -746,9 +753,21 @@ def _destination(output: str, url: S3Url) -> str:
     return output
 
 
+def _version_id(args: argparse.Namespace) -> str | None:
+    version_id: str | None = args.version_id
+    if version_id is not None and not version_id:
+        raise UsageError("--version-id must not be empty (null names the null version)")
+    return version_id
+
+
+def _named(url: S3Url, version_id: str | None) -> str:
+    return str(url) if version_id is None else f"{url} (version {version_id})"
+
+
 def _cmd_get(ctx: _Context) -> int:
     args = ctx.args
     url = _url(args.url, require_key=True)
+    version_id = _version_id(args)
     tenant = ctx.settings.require_tenant("get")
     try:
         wanted = parse_range(args.byte_range) if args.byte_range else None
@@ -768,6 +787,7 @@ def _cmd_get(ctx: _Context) -> int:
                 tenant=tenant,
                 byte_range=wanted,
                 progress_factory=ctx.progress(f"get {url}"),
+                version_id=version_id,
             )
     except DecryptionFailed as exc:
         # The temporary file is gone: nothing plausible-looking was left behind.
@@ -775,8 +795,9 @@ def _cmd_get(ctx: _Context) -> int:
         raise type(exc)(f"{exc}; nothing was written to {where}") from None
     where = "stdout" if destination == "-" else destination
     ctx.say(
-        f"get {url} -> {where}: {format_bytes(result.bytes_written)} authenticated "
-        f"({result.segments} segments, key {result.key_id}) in {result.seconds:.2f} s"
+        f"get {_named(url, version_id)} -> {where}: {format_bytes(result.bytes_written)} "
+        f"authenticated ({result.segments} segments, key {result.key_id}) in "
+        f"{result.seconds:.2f} s"
     )
     return EXIT_OK
 
@@ -784,6 +805,7 @@ def _cmd_get(ctx: _Context) -> int:
 def _cmd_verify(ctx: _Context) -> int:
     args = ctx.args
     url = _url(args.url, require_key=True)
+    version_id = _version_id(args)
     tenant = ctx.settings.require_tenant("verify")
     store = ctx.store()
     with ctx.api() as api:
@@ -795,11 +817,12 @@ def _cmd_verify(ctx: _Context) -> int:
             _KeyringChoice(ctx.keyring(), args.key),
             tenant=tenant,
             progress_factory=ctx.progress(f"verify {url}"),
+            version_id=version_id,
         )
     print(
-        f"OK {url}: {result.plaintext_length} bytes, {result.segments} segments authenticated, "
-        f"binding and key commitment checked (key {result.key_id}, content id "
-        f"{result.content_id})",
+        f"OK {_named(url, version_id)}: {result.plaintext_length} bytes, {result.segments} "
+        f"segments authenticated, binding and key commitment checked (key {result.key_id}, "
+        f"content id {result.content_id})",
         file=ctx.stdout,
     )
     return EXIT_OK
@@ -867,14 +890,15 @@ def _cmd_rotate(ctx: _Context) -> int:
     progress = RotationProgress(f"rotate {url}", ctx.stderr) if show else None
 
     def report(outcome: ObjectOutcome) -> None:
-        print(
-            f"{outcome.outcome} {S3Url(url.bucket, outcome.key)}: {outcome.reason}", file=ctx.stdout
-        )
+        where = f"{S3Url(url.bucket, outcome.key)}{outcome.version_note}"
+        print(f"{outcome.outcome} {where}: {outcome.reason}", file=ctx.stdout)
 
+    # Every version, not only the current ones: a noncurrent version left under the old key
+    # is lost once its private key is retired. An unversioned bucket lists as null versions.
     with ctx.api(connections=args.workers + POSTS_IN_FLIGHT) as api:
         summary = rotate(
             api,
-            (info.key for info in store.list_objects(url)),
+            (VersionRef(v.key, v.version_id, v.is_latest) for v in store.list_versions(url)),
             plan,
             report=report,
             progress=progress,

@@ -45,6 +45,7 @@ __all__ = [
     "RemoteStore",
     "RequestRefused",
     "TransferError",
+    "VersionInfo",
 ]
 
 #: What ``bp`` stores: BP1 ciphertext, whatever the plaintext was.
@@ -145,6 +146,19 @@ class ObjectInfo:
     """One listed object: its key, stored (ciphertext) size and modification time."""
 
     key: str
+    size: int
+    modified: str
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One listed object version (delete markers are not listed): its key, version id
+    (``null`` for the null version, which is all an unversioned bucket has), whether it is
+    the key's current version, stored size and modification time."""
+
+    key: str
+    version_id: str
+    is_latest: bool
     size: int
     modified: str
 
@@ -295,13 +309,25 @@ class RemoteStore:
 
     # -- reads --------------------------------------------------------------------------
 
-    def get(self, url: S3Url, byte_range: str | None = None, if_match: str | None = None) -> Any:
+    def get(
+        self,
+        url: S3Url,
+        byte_range: str | None = None,
+        if_match: str | None = None,
+        *,
+        version_id: str | None = None,
+    ) -> Any:
+        """GetObject of the current version, or of ``version_id`` (``null``: the null one)."""
         kwargs: dict[str, str] = {"Bucket": url.bucket, "Key": url.key}
         if byte_range:
             kwargs["Range"] = byte_range
         if if_match:
             kwargs["IfMatch"] = if_match
-        with _remote(str(url)):
+        what = str(url)
+        if version_id is not None:
+            kwargs["VersionId"] = version_id
+            what += f" version {version_id}"
+        with _remote(what):
             return self.s3.get_object(**kwargs)
 
     def head(self, url: S3Url) -> dict[str, Any]:
@@ -324,6 +350,25 @@ class RemoteStore:
                     modified = item["LastModified"]
                     yield ObjectInfo(
                         key=item["Key"],
+                        size=int(item["Size"]),
+                        modified=modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    )
+
+    def list_versions(self, url: S3Url) -> Iterator[VersionInfo]:
+        """Every object version under the URL's key prefix (ListObjectVersions, following
+        its key and version-id markers), keys in order and newest first within a key; delete
+        markers are left out (they hold no data)."""
+        with _remote(str(url)):
+            pages = self.s3.get_paginator("list_object_versions").paginate(
+                Bucket=url.bucket, Prefix=url.key
+            )
+            for page in pages:
+                for item in page.get("Versions", []):
+                    modified = item["LastModified"]
+                    yield VersionInfo(
+                        key=item["Key"],
+                        version_id=str(item.get("VersionId") or "null"),
+                        is_latest=bool(item.get("IsLatest")),
                         size=int(item["Size"]),
                         modified=modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     )

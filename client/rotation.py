@@ -1,14 +1,21 @@
 """Key rotation without moving data: the engine behind ``bp rotate``.
 
-For every object under a prefix that is wrapped under one of the ``--from`` keys, the client
-reads the 112-byte BP1 header and the envelope (one ranged GET, never the body), checks the
-header against ``tenant/bucket/key`` and the envelope's content id, unwraps the data key with
-the old private key, passes the key commitment, wraps the same data key for the new public key
-against the same header, and sends the new wrapped key to ``POST /{bucket}?rewrap`` in batches.
-Each item carries the key id and version it replaces as a precondition, so the gateway refuses
-(412) an object that someone else rotated or replaced after its header was read. Ciphertext is
-never read beyond its header and never written: the backends see no request at all from a
-rotation except the header reads the gateway serves.
+For every object version under a prefix that is wrapped under one of the ``--from`` keys, the
+client reads the 112-byte BP1 header and the envelope (one ranged GET of that version, never
+the body), checks the header against ``tenant/bucket/key`` and the envelope's content id,
+unwraps the data key with the old private key, passes the key commitment, wraps the same data
+key for the new public key against the same header, and sends the new wrapped key, naming the
+version, to ``POST /{bucket}?rewrap`` in batches. Each item carries the key id and version it
+replaces and the content id as preconditions, so the gateway refuses (412) a version that
+someone else rotated or replaced after its header was read. Ciphertext is never read beyond
+its header and never written: the backends see no request at all from a rotation except the
+header reads the gateway serves.
+
+Versions: ``bp rotate`` lists with ListObjectVersions (the gateway serves it for unversioned
+buckets too, every object as its ``null`` version), so noncurrent versions are re-wrapped as
+well as current ones: left under the old key, they would become unreadable the day its private
+key is retired. Delete markers hold no data and are not listed. :func:`rotate` also takes bare
+keys (the current version of each, as a ListObjects listing names them).
 
 Throughput: the gateway applies a 1,000-item batch in about a second, so the client must keep
 up with ~1,000 header reads, unwraps and wraps a second. Header reads run on a pool of
@@ -17,10 +24,11 @@ cheaper than boto3 per call), and up to :data:`POSTS_IN_FLIGHT` batches are sent
 next ones are prepared. Memory stays bounded: at most two batches of prepared items (a few
 hundred bytes each) are held at a time, however many objects the prefix holds.
 
-Outcomes are per object: *rotated*; *skipped* (already under the new key, under a key that is
-not a ``--from`` key, not encrypted, deleted meanwhile); *failed* (precondition refused,
-header unreadable, integrity or unwrap failure, a batch the gateway refused or whose answer was
-lost). Running the same rotation again is always safe: rotated objects are then skipped.
+Outcomes are per object version, naming key and version: *rotated*; *skipped* (already under
+the new key, under a key that is not a ``--from`` key, not encrypted, deleted meanwhile);
+*failed* (precondition refused, header unreadable, integrity or unwrap failure, a batch the
+gateway refused or whose answer was lost). Running the same rotation again is always safe:
+rotated versions are then skipped.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ __all__ = [
     "RotationPlan",
     "RotationProgress",
     "RotationSummary",
+    "VersionRef",
     "batched",
     "rotate",
 ]
@@ -84,12 +93,32 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionRef:
+    """One object version to rotate, as a version listing names it: ``version_id`` None
+    means whatever is the key's current version when its header is read."""
+
+    key: str
+    version_id: str | None = None
+    is_latest: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectOutcome:
-    """What happened to one object, and why if it was not rotated."""
+    """What happened to one object version, and why if it was not rotated."""
 
     key: str
     outcome: Outcome
     reason: str = ""
+    version_id: str | None = None
+    is_latest: bool = True
+
+    @property
+    def version_note(self) -> str:
+        """`` (version ID)`` for a report, or ``""`` when the key alone names the object: no
+        version id, or the ``null`` version that is current (all an unversioned bucket has)."""
+        if self.version_id is None or (self.version_id == "null" and self.is_latest):
+            return ""
+        return f" (version {self.version_id})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,91 +207,103 @@ class RotationProgress:
             self._stream.flush()
 
 
-def _prepare(api: GatewayApi, plan: RotationPlan, key: str) -> RewrapItem | ObjectOutcome:
-    """Read one header and make its new wrapped key, or say why the object is left alone."""
-    url = S3Url(plan.bucket, key)
+def _outcome(ref: VersionRef, outcome: Outcome, reason: str = "") -> ObjectOutcome:
+    return ObjectOutcome(ref.key, outcome, reason, ref.version_id, ref.is_latest)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    ref: VersionRef
+    item: RewrapItem
+
+
+def _prepare(api: GatewayApi, plan: RotationPlan, ref: VersionRef) -> _Prepared | ObjectOutcome:
+    """Read one header and make its new wrapped key, or say why the version is left alone."""
+    url = S3Url(plan.bucket, ref.key)
     try:
-        head = api.read_header(url)
+        head = api.read_header(url, ref.version_id)
     except ObjectNotFound:
-        return ObjectOutcome(key, "skipped", "deleted since it was listed")
+        return _outcome(ref, "skipped", "deleted since it was listed")
     except (TransferError, DecryptionFailed) as exc:
-        return ObjectOutcome(key, "failed", f"cannot read its header: {exc}")
+        return _outcome(ref, "failed", f"cannot read its header: {exc}")
     if WRAPPED_KEY not in head.metadata:
-        return ObjectOutcome(key, "skipped", "not client-side encrypted")
+        return _outcome(ref, "skipped", "not client-side encrypted")
     try:
         envelope = parse_envelope_headers(head.metadata)
     except InvalidEnvelope as exc:
-        return ObjectOutcome(key, "failed", f"malformed envelope: {exc}")
+        return _outcome(ref, "failed", f"malformed envelope: {exc}")
     current = envelope.wrapped_key
     where = f"{current.key_id} v{current.key_version}"
     if (current.key_id, current.key_version) == (plan.new.key_id, plan.new.key_version):
-        return ObjectOutcome(key, "skipped", f"already wrapped under the new key {where}")
+        return _outcome(ref, "skipped", f"already wrapped under the new key {where}")
     private_key = plan.old_keys.get(current.key_id)
     if private_key is None:
-        return ObjectOutcome(key, "skipped", f"wrapped under {where}, not a --from key")
-    expected = ObjectBinding(plan.tenant, plan.bucket, key, envelope.content_id)
+        return _outcome(ref, "skipped", f"wrapped under {where}, not a --from key")
+    expected = ObjectBinding(plan.tenant, plan.bucket, ref.key, envelope.content_id)
     try:
         dek = recover_data_key(head.header, [current], private_key, expected)
     except DecryptionFailed as exc:
-        return ObjectOutcome(key, "failed", f"integrity check failed, not re-wrapped: {exc}")
-    return RewrapItem(
-        key,
+        return _outcome(ref, "failed", f"integrity check failed, not re-wrapped: {exc}")
+    item = RewrapItem(
+        ref.key,
         current.key_id,
         current.key_version,
         wrap(dek, plan.new, head.header),
         envelope.content_id.hex(),
+        ref.version_id,
     )
+    return _Prepared(ref, item)
 
 
-def _post(api: GatewayApi, bucket: str, items: list[RewrapItem]) -> list[ObjectOutcome]:
+def _post(api: GatewayApi, bucket: str, batch: list[_Prepared]) -> list[ObjectOutcome]:
     """Send one batch; every item gets an outcome, also when the whole batch fails."""
     try:
-        results = api.rewrap(bucket, items)
+        results = api.rewrap(bucket, [p.item for p in batch])
     except GatewayUnavailable as exc:
         reason = f"the batch's outcome is unknown ({exc}); run the rotation again"
-        return [ObjectOutcome(item.key, "failed", reason) for item in items]
+        return [_outcome(p.ref, "failed", reason) for p in batch]
     except TransferError as exc:
-        return [ObjectOutcome(item.key, "failed", f"batch refused: {exc}") for item in items]
+        return [_outcome(p.ref, "failed", f"batch refused: {exc}") for p in batch]
     outcomes: list[ObjectOutcome] = []
-    for result in results:
+    for prepared, result in zip(batch, results, strict=True):
+        ref = prepared.ref
         if result.status == "ok":
-            outcomes.append(ObjectOutcome(result.key, "rotated"))
+            outcomes.append(_outcome(ref, "rotated"))
         elif result.status == "PreconditionFailed":
             outcomes.append(
-                ObjectOutcome(
-                    result.key,
+                _outcome(
+                    ref,
                     "failed",
                     f"precondition failed, rotated or replaced by someone else meanwhile: "
                     f"{result.message}",
                 )
             )
-        elif result.status == "NoSuchKey":
-            outcomes.append(ObjectOutcome(result.key, "skipped", "deleted during the rotation"))
+        elif result.status in ("NoSuchKey", "NoSuchVersion"):
+            outcomes.append(_outcome(ref, "skipped", "deleted during the rotation"))
         else:
-            outcomes.append(
-                ObjectOutcome(result.key, "failed", f"{result.status}: {result.message}")
-            )
+            outcomes.append(_outcome(ref, "failed", f"{result.status}: {result.message}"))
     return outcomes
 
 
 def rotate(
     api: GatewayApi,
-    keys: Iterable[str],
+    objects: Iterable[str | VersionRef],
     plan: RotationPlan,
     *,
     report: Callable[[ObjectOutcome], None],
     progress: RotationProgress | None = None,
 ) -> RotationSummary:
-    """Rotate every object named by ``keys`` (a listing, consumed lazily) as ``plan`` says.
+    """Rotate every object version named by ``objects`` (a listing, consumed lazily) as
+    ``plan`` says; a bare key names the key's current version.
 
-    ``report`` is called, on this thread, for every object that was skipped or failed. The
+    ``report`` is called, on this thread, for every version that was skipped or failed. The
     summary's ``failed`` count is what decides a non-zero exit.
     """
     summary = RotationSummary()
     window = max(2 * plan.batch_size, 4 * plan.workers)
-    pending: deque[Future[RewrapItem | ObjectOutcome]] = deque()
+    pending: deque[Future[_Prepared | ObjectOutcome]] = deque()
     posts: deque[Future[list[ObjectOutcome]]] = deque()
-    batch: list[RewrapItem] = []
+    batch: list[_Prepared] = []
 
     def record(outcome: ObjectOutcome) -> None:
         summary.count(outcome.outcome)
@@ -296,9 +337,10 @@ def rotate(
     pool = ThreadPoolExecutor(plan.workers, thread_name_prefix="bp-rotate")
     poster = ThreadPoolExecutor(POSTS_IN_FLIGHT, thread_name_prefix="bp-rewrap")
     try:
-        for key in keys:
+        for listed in objects:
+            ref = listed if isinstance(listed, VersionRef) else VersionRef(listed)
             summary.listed += 1
-            pending.append(pool.submit(_prepare, api, plan, key))
+            pending.append(pool.submit(_prepare, api, plan, ref))
             while len(pending) >= window:
                 take_oldest()
             while posts and posts[0].done():

@@ -14,7 +14,9 @@ them, so there is one way to add a reader and one way to find one's wrap:
   commitment, and wrapped again for the new recipient against the same header.
 - :func:`download` reads (whole or ranged) as :mod:`client.transfer` always did, and asks for
   the recipient list only when the caller holds no key for the primary wrap (one extra small
-  request, and only for shared readers).
+  request, and only for shared readers). It reads the current version or a named one; the
+  recipient list is the current version's only, so a noncurrent version is readable with
+  its primary wrap alone.
 
 Why the binding is checked before sharing: the gateway chooses which header and wraps to
 answer with. A data key is only re-wrapped after the header proved to be the one for
@@ -43,7 +45,13 @@ from client.format import HEADER_LEN, TAG_LEN, Header, ObjectBinding
 from client.format import plaintext_range_to_ciphertext_range as _pt_to_ct
 from client.progress import Progress
 from client.recipient import PrivateKey, PublicKeyRef, key_id
-from client.remote import ObjectChanged, RemoteStore, RequestRefused, TransferError
+from client.remote import (
+    ObjectChanged,
+    ObjectNotFound,
+    RemoteStore,
+    RequestRefused,
+    TransferError,
+)
 from client.s3url import S3Url
 from client.segments import SegmentCipher
 from client.stream import Encryptor, decrypt_stream
@@ -90,18 +98,32 @@ class KeyChoice(Protocol):
 
 
 def candidate_keys(
-    api: GatewayApi, url: S3Url, envelope: Envelope, keys: KeyChoice
+    api: GatewayApi,
+    url: S3Url,
+    envelope: Envelope,
+    keys: KeyChoice,
+    *,
+    version_id: str | None = None,
 ) -> list[WrappedKey]:
     """The wrapped keys to try: the primary, plus the shared ones if the primary is not ours.
 
     The recipient list must belong to the version whose envelope was read (same content id);
     otherwise the object was replaced in between and :class:`ObjectChanged` says to retry.
+    The gateway lists recipients of the current version only: for a version read by id that
+    is not the current one, the primary wrap is all there is.
     """
     wrapped = [envelope.wrapped_key]
     if keys.holds(wrapped):
         return wrapped
-    listed = api.recipients(url)
+    try:
+        listed = api.recipients(url)
+    except ObjectNotFound:
+        if version_id is None:
+            raise
+        return wrapped  # the key's current version is a delete marker
     if listed.content_id != envelope.content_id:
+        if version_id is not None:
+            return wrapped
         raise ObjectChanged(f"{url}: the object was replaced during the read; try again")
     return [*wrapped, *listed.others]
 
@@ -274,8 +296,10 @@ def download(
     tenant: str,
     byte_range: PlaintextRange | None = None,
     progress_factory: Callable[[int], Progress] | None = None,
+    version_id: str | None = None,
 ) -> GetResult:
-    """Read ``url``, authenticate it completely, and write its plaintext to ``sink``.
+    """Read ``url`` (its current version, or ``version_id``), authenticate it completely,
+    and write its plaintext to ``sink``.
 
     ``sink=None`` decrypts to nowhere (``bp verify``). With ``byte_range`` only the covering
     segments are fetched (plus the 112-byte header) and authenticated. The binding is checked
@@ -283,12 +307,12 @@ def download(
     """
     started = time.monotonic()
     if byte_range is not None:
-        return _download_range(store, api, url, sink, keys, tenant, byte_range, started)
-    response = store.get(url)
+        return _download_range(store, api, url, sink, keys, tenant, byte_range, started, version_id)
+    response = store.get(url, version_id=version_id)
     body = store.read_stream(response, f"get {url}")
     try:
         envelope = parse_envelope_headers(_metadata_headers(response))
-        wrapped = candidate_keys(api, url, envelope, keys)
+        wrapped = candidate_keys(api, url, envelope, keys, version_id=version_id)
         private_key = keys.unlock(wrapped)
         expected = ObjectBinding(tenant, url.bucket, url.key, envelope.content_id)
         total = int(response.get("ContentLength") or 0)
@@ -336,8 +360,9 @@ def _download_range(
     tenant: str,
     wanted: PlaintextRange,
     started: float,
+    version_id: str | None,
 ) -> GetResult:
-    first_response = store.get(url, f"bytes=0-{HEADER_LEN - 1}")
+    first_response = store.get(url, f"bytes=0-{HEADER_LEN - 1}", version_id=version_id)
     head_body = store.read_stream(first_response, f"get {url}")
     try:
         envelope = parse_envelope_headers(_metadata_headers(first_response))
@@ -346,7 +371,7 @@ def _download_range(
         head_body.close()
     if len(header_bytes) < HEADER_LEN:
         raise Truncated("the object ends inside its header")
-    wrapped = candidate_keys(api, url, envelope, keys)
+    wrapped = candidate_keys(api, url, envelope, keys, version_id=version_id)
     private_key = keys.unlock(wrapped)
     expected = ObjectBinding(tenant, url.bucket, url.key, envelope.content_id)
     cipher = SegmentCipher.for_reading(
@@ -357,7 +382,7 @@ def _download_range(
     span = _pt_to_ct(first, last, header)  # RangeNotSatisfiable outside the object
     last = min(last, header.plaintext_length - 1)
     etag = first_response.get("ETag")
-    response = store.get(url, span.http_range, if_match=etag)
+    response = store.get(url, span.http_range, if_match=etag, version_id=version_id)
     if _metadata_headers(response).get(CONTENT_ID) != envelope.content_id.hex():
         raise ObjectChanged(f"{url}: the object was replaced during the read; try again")
     content_range = str(response.get("ContentRange") or "")

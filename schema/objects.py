@@ -415,33 +415,64 @@ class ObjectRepository:
         key_id: str,
         key_version: int,
         wrap_alg: str,
+        version_id: str | None = None,
     ) -> ObjectVersion:
-        """Swap the current version's wrapped data key if it still is the expected one.
+        """Swap a version's wrapped data key if it still is the expected one.
 
-        The previous entry moves to ``wrapped_key_history`` in the same transaction; no backend
-        is touched (the ciphertext does not depend on how its data key is wrapped).
-        Raises NoSuchKey, or PreconditionFailed when the object is not (or no longer) wrapped
+        Without ``version_id`` the key's current version is re-wrapped; with it, that version
+        (the id S3 clients know, ``null`` for the null version), current or not, so that a
+        rotation can leave no version wrapped under a retired key. The row is locked
+        ``FOR UPDATE``. The previous entry moves to ``wrapped_key_history`` in the same
+        transaction; no backend is touched (the ciphertext does not depend on how its data key
+        is wrapped). Raises NoSuchKey (no current object; no such version; the version is a
+        delete marker), or PreconditionFailed when the object is not (or no longer) wrapped
         under the expected key id and version (a concurrent rotation, or plaintext).
         """
-        row = await conn.fetchrow(
-            "SELECT id, encrypted, wrapped_key, key_id, key_version, wrap_alg, content_id"
-            " FROM object_versions"
-            " WHERE bucket_id = $1 AND key = $2 AND is_latest AND NOT is_delete_marker FOR UPDATE",
-            bucket_id,
-            key,
+        what = f"object {key!r}" if version_id is None else f"version {version_id!r} of {key!r}"
+        columns = (
+            "id, is_delete_marker, encrypted, wrapped_key, key_id, key_version, wrap_alg,"
+            " content_id"
         )
-        if row is None:
-            raise NoSuchKey(f"no object {key!r}")
+        if version_id is None:
+            row = await conn.fetchrow(
+                f"SELECT {columns} FROM object_versions"
+                " WHERE bucket_id = $1 AND key = $2 AND is_latest AND NOT is_delete_marker"
+                " FOR UPDATE",
+                bucket_id,
+                key,
+            )
+            if row is None:
+                raise NoSuchKey(f"no object {key!r}")
+        else:
+            if version_id == "null":
+                row = await conn.fetchrow(
+                    f"SELECT {columns} FROM object_versions"
+                    " WHERE bucket_id = $1 AND key = $2 AND null_version FOR UPDATE",
+                    bucket_id,
+                    key,
+                )
+            else:
+                row = await conn.fetchrow(
+                    f"SELECT {columns} FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                    " AND version_id = $3 AND NOT null_version FOR UPDATE",
+                    bucket_id,
+                    key,
+                    version_id,
+                )
+            if row is None:
+                raise NoSuchKey(f"no {what}")
+            if row["is_delete_marker"]:
+                raise NoSuchKey(f"{what} is a delete marker")
         if not row["encrypted"]:
-            raise PreconditionFailed(f"object {key!r} is not encrypted; nothing to re-wrap")
+            raise PreconditionFailed(f"{what} is not encrypted; nothing to re-wrap")
         if (row["key_id"], row["key_version"]) != (expect_key_id, expect_key_version):
             raise PreconditionFailed(
-                f"object {key!r} is wrapped under {row['key_id']} v{row['key_version']},"
+                f"{what} is wrapped under {row['key_id']} v{row['key_version']},"
                 f" not the expected {expect_key_id} v{expect_key_version}"
             )
         if expect_content_id is not None and row["content_id"] != expect_content_id.lower():
             raise PreconditionFailed(
-                f"object {key!r} is another version (content id {row['content_id']}) than the"
+                f"{what} is another version (content id {row['content_id']}) than the"
                 f" expected {expect_content_id}"
             )
         await conn.execute(

@@ -265,7 +265,10 @@ class PutAcl(BucketOp):
 
 @dataclass(frozen=True)
 class RewrapObject(ObjectOp):
-    """Bulletproof extension: swap an object's wrapped data key (metadata only)."""
+    """Bulletproof extension: swap an object's wrapped data key (metadata only); of the
+    version ``versionId`` names (``null``: the null version), else of the latest."""
+
+    version_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -436,7 +439,13 @@ def parse_operation(
     if "rewrap" in query:
         if method != "POST":
             raise s3e.MethodNotAllowed("rewrap takes POST")
-        return RewrapObjects(bucket) if not key_raw else RewrapObject(bucket, _decode_key(key_raw))
+        if key_raw:
+            return RewrapObject(bucket, _decode_key(key_raw), _version_id(query))
+        if "versionId" in query:
+            raise s3e.InvalidArgument(
+                "versionId names a version of one object; batch items carry their own 'version_id'"
+            )
+        return RewrapObjects(bucket)
     if not key_raw:
         if "location" in query and method == "GET":
             return GetBucketLocation(bucket)

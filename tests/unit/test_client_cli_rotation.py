@@ -17,7 +17,7 @@ from client import PublicKeyRef, seal, unseal
 from client.api import RewrapItem
 from client.errors import DecryptionFailed
 from client.recipient import PrivateKey
-from client.remote import GatewayUnavailable, ObjectInfo
+from client.remote import GatewayUnavailable, VersionInfo
 from client.rotation import (
     MAX_BATCH,
     ObjectOutcome,
@@ -229,9 +229,11 @@ def test_progress_is_drawn_on_the_stream_it_is_given(
 
 
 class _ListingStore(FakeStore):
-    def list_objects(self, url: S3Url) -> list[ObjectInfo]:
+    """Lists as the gateway lists an unversioned bucket: every object is its null version."""
+
+    def list_versions(self, url: S3Url) -> list[VersionInfo]:
         return [
-            ObjectInfo(key, len(data), "2026-01-01T00:00:00Z")
+            VersionInfo(key, "null", True, len(data), "2026-01-01T00:00:00Z")
             for (bucket, key), (data, _) in sorted(self.objects.items())
             if bucket == url.bucket and key.startswith(url.key)
         ]

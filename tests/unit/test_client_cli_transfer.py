@@ -85,7 +85,15 @@ class FakeStore:
     def head(self, url: S3Url) -> dict[str, Any]:
         return {"Metadata": dict(self.objects[(url.bucket, url.key)][1])}
 
-    def get(self, url: S3Url, byte_range: str | None = None, if_match: str | None = None) -> Any:
+    def get(
+        self,
+        url: S3Url,
+        byte_range: str | None = None,
+        if_match: str | None = None,
+        *,
+        version_id: str | None = None,
+    ) -> Any:
+        assert version_id in (None, "null"), "FakeStore holds the current version only"
         self.ranges.append(byte_range)
         data, meta = self.objects[(url.bucket, url.key)]
         if self.replace_after_first_get is not None and len(self.ranges) == 2:
@@ -138,7 +146,8 @@ class FakeApi:
         others = tuple(self.shared.get(self._version(url), {}).values())
         return Recipients(envelope.content_id, envelope.wrapped_key, others)
 
-    def read_header(self, url: S3Url) -> ObjectHead:
+    def read_header(self, url: S3Url, version_id: str | None = None) -> ObjectHead:
+        assert version_id in (None, "null"), "FakeStore holds the current version only"
         self.header_reads += 1
         try:
             data, meta = self.store.objects[(url.bucket, url.key)]

@@ -7,7 +7,15 @@ made for: without it, an object overwritten under the same key id between the cl
 read and its rewrap would get a wrap made for the old header. The previous entry goes to
 history, an audit entry is written, no backend is touched.
 
-Request (JSON; the batch form wraps items in ``{"items": [...]}``, each with a ``"key"``)::
+Versions: without a version id the key's current version is re-wrapped. The single form takes
+``?versionId=ID``, a batch item ``"version_id": "ID"`` (``"null"``: the null version, as S3
+names it), and then that version is re-wrapped, current or noncurrent: a rotation must reach
+every version, or the noncurrent ones become unreadable once the old private key is retired.
+An unknown or malformed version id, or one naming a delete marker, is ``NoSuchVersion`` (404).
+The results name the version re-wrapped (``version_id``).
+
+Request (JSON; the batch form wraps items in ``{"items": [...]}``, each with a ``"key"`` and
+optionally a ``"version_id"``)::
 
     {"expect_key_id": "bp:...", "expect_key_version": 1, "expect_content_id": "<32 hex>",
      "wrapped_key": "<base64>", "key_id": "bp:...", "key_version": 2,
@@ -23,13 +31,14 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from cluster.envelope import Envelope, envelope_from_metadata
-from cluster.errors import BulletproofError
+from cluster.errors import BulletproofError, NoSuchKey
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3.body import read_json
 from gateway.s3.call import S3Call
 from gateway.s3.errors import to_s3_error
+from gateway.s3.handlers.object_read import is_version_id
 from gateway.s3.operations import RewrapObject, RewrapObjects
 from schema.audit import AuditEntry
 
@@ -39,7 +48,10 @@ MAX_BATCH = 1000
 _ERRORS_BY_CODE: dict[str, type[s3e.S3Error]] = {
     "PreconditionFailed": s3e.PreconditionFailed,
     "NoSuchKey": s3e.NoSuchKey,
+    "NoSuchVersion": s3e.NoSuchVersion,
 }
+#: The longest version id a request may name (as ``versionId`` on GET/DELETE).
+MAX_VERSION_ID = 128
 MAX_BODY = 4 * 1024 * 1024
 
 
@@ -70,6 +82,20 @@ class _Item:
     expect_key_version: int
     expect_content_id: str | None
     envelope: Envelope
+    #: The version to re-wrap (``null``: the null version); None: the current version.
+    version_id: str | None = None
+
+
+def _version_field(raw: dict[str, Any]) -> str | None:
+    if "version_id" not in raw:
+        return None
+    value = raw["version_id"]
+    if not isinstance(value, str) or not value or len(value) > MAX_VERSION_ID:
+        raise s3e.InvalidRequest(
+            "'version_id' must be a version id string (\"null\" names the null version);"
+            " leave it out to re-wrap the current version"
+        )
+    return value
 
 
 def _item(raw: Any, *, need_key: bool) -> _Item:
@@ -90,7 +116,22 @@ def _item(raw: Any, *, need_key: bool) -> _Item:
     content_id = raw.get("expect_content_id")
     if content_id is not None and not isinstance(content_id, str):
         raise s3e.InvalidRequest("'expect_content_id' must be a string")
-    return _Item(key, expect_id, expect_version, content_id, wrapped_key_fields(raw))
+    version_id = _version_field(raw)
+    if not need_key and version_id is not None:
+        raise s3e.InvalidRequest(
+            "the single form names its version in the query (?rewrap&versionId=ID), not in"
+            " the document"
+        )
+    return _Item(key, expect_id, expect_version, content_id, wrapped_key_fields(raw), version_id)
+
+
+def _failure(item: _Item, exc: BulletproofError) -> s3e.S3Error:
+    """The S3 error for an item that was refused: a version named but not found (or a delete
+    marker) is NoSuchVersion, as for GET ``?versionId``."""
+    err = to_s3_error(exc)
+    if item.version_id is not None and isinstance(err, s3e.NoSuchKey):
+        return s3e.NoSuchVersion(err.message)
+    return err
 
 
 async def _document(call: S3Call, auth: Authorized) -> Any:
@@ -107,9 +148,12 @@ async def _apply(
     async with ctx.store.db.transaction() as conn:
         for item in items:
             env = item.envelope
+            named = {} if item.version_id is None else {"version_id": item.version_id}
             try:
+                if item.version_id is not None and not is_version_id(item.version_id):
+                    raise NoSuchKey(f"no version {item.version_id!r} of {item.key!r}")
                 async with conn.transaction():  # a savepoint per item
-                    await ctx.store.objects.rewrap(
+                    version = await ctx.store.objects.rewrap(
                         conn,
                         bucket.id,
                         item.key,
@@ -120,12 +164,15 @@ async def _apply(
                         key_id=env.key_id,
                         key_version=env.key_version,
                         wrap_alg=env.wrap_alg,
+                        version_id=item.version_id,
                     )
             except BulletproofError as exc:
-                err = to_s3_error(exc)
-                results.append({"key": item.key, "status": err.code, "message": err.message})
+                err = _failure(item, exc)
+                results.append(
+                    {"key": item.key, **named, "status": err.code, "message": err.message}
+                )
                 continue
-            results.append({"key": item.key, "status": "ok"})
+            results.append({"key": item.key, "version_id": version.api_version_id, "status": "ok"})
             await ctx.store.audit.append(
                 conn,
                 AuditEntry(
@@ -136,6 +183,7 @@ async def _apply(
                     result=(
                         f"ok {item.expect_key_id} v{item.expect_key_version}"
                         f" -> {env.key_id} v{env.key_version}"
+                        f" (version {version.api_version_id})"
                     ),
                     tenant_id=principal.tenant_id,
                 ),
@@ -150,7 +198,7 @@ async def rewrap_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> 
     op = auth.op
     assert isinstance(op, RewrapObject)
     item = _item(await _document(call, auth), need_key=False)
-    [result] = await _apply(ctx, auth, call, [replace(item, key=op.key)])
+    [result] = await _apply(ctx, auth, call, [replace(item, key=op.key, version_id=op.version_id)])
     if result["status"] != "ok":
         raise _ERRORS_BY_CODE.get(result["status"], s3e.InvalidRequest)(result["message"])
     return JSONResponse(result)
