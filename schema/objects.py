@@ -8,7 +8,6 @@ caller adds. Nothing a reader can see exists before that transaction commits.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from cluster.errors import Conflict, NoSuchBucket, NoSuchKey, PreconditionFailed
+from schema.db import jsonb_dict
 from schema.records import ObjectVersion, Replica
 
 __all__ = [
@@ -164,17 +164,7 @@ def _replica(row: asyncpg.Record) -> Replica:
     )
 
 
-def _json_dict(value: Any) -> dict[str, str]:
-    """A JSONB column as a dict (asyncpg returns JSONB as text without a codec)."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    return dict(value or {})
-
-
 def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
-    meta = row["user_metadata"]
-    if isinstance(meta, str):
-        meta = json.loads(meta)
     return ObjectVersion(
         id=row["id"],
         tenant_id=row["tenant_id"],
@@ -187,7 +177,7 @@ def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
         etag=row["etag"],
         sha256=bytes(row["sha256"]) if row["sha256"] is not None else None,
         content_type=row["content_type"],
-        user_metadata=dict(meta),
+        user_metadata=jsonb_dict(row["user_metadata"]),
         redundancy_class=row["redundancy_class"],
         part_size=row["part_size"],
         part_count=row["part_count"],
@@ -204,7 +194,7 @@ def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
         checksum_algorithm=row["checksum_algorithm"],
         checksum_value=row["checksum_value"],
         checksum_type=row["checksum_type"],
-        http_headers=_json_dict(row["http_headers"]),
+        http_headers=jsonb_dict(row["http_headers"]),
     )
 
 
