@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from cluster.errors import Conflict, NoSuchBucket, NoSuchKey, PreconditionFailed
+from cluster.etags import etag_matches
 from schema.db import jsonb_dict
 from schema.records import ObjectVersion, Replica
 
@@ -94,8 +95,7 @@ class WriteCondition:
         if self.if_match is not None:
             if current_etag is None:
                 raise NoSuchKey("If-Match: the object does not exist")
-            wanted = {t.strip().strip('"') for t in self.if_match.split(",")}
-            if "*" not in wanted and current_etag not in wanted:
+            if not etag_matches(self.if_match, current_etag):
                 raise PreconditionFailed("the object's ETag does not match If-Match")
 
 

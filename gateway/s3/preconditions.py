@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
+from cluster.etags import etag_matches
+
 __all__ = ["Outcome", "etag_matches", "evaluate", "parse_http_date"]
 
 
@@ -54,23 +56,6 @@ def parse_http_date(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
-
-
-def _tag(raw: str) -> str:
-    tag = raw.strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    return tag.strip().strip('"')
-
-
-def etag_matches(header: str, etag: str) -> bool:
-    """Whether a comma-separated ETag list (quoted or not, ``*`` for any) names ``etag``."""
-    wanted = _tag(etag)
-    for item in header.split(","):
-        tag = _tag(item)
-        if tag == "*" or (tag and tag == wanted):
-            return True
-    return False
 
 
 def evaluate(headers: Mapping[str, str], etag: str, last_modified: datetime) -> Outcome:
