@@ -14,6 +14,7 @@ import binascii
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict
 
 from cluster.errors import InvalidEnvelope
 
@@ -23,8 +24,10 @@ __all__ = [
     "Bp1Header",
     "ENVELOPE_METADATA",
     "Envelope",
+    "EnvelopeColumns",
     "WRAP_ALGORITHMS",
     "ciphertext_length",
+    "envelope_columns",
     "envelope_from_metadata",
     "parse_bp1_header",
     "public_key_wrap_alg",
@@ -127,6 +130,38 @@ class Envelope:
         if self.content_id:
             out["bp-content-id"] = self.content_id
         return out
+
+
+class EnvelopeColumns(TypedDict):
+    """The metadata columns an envelope fills (object versions, multipart uploads)."""
+
+    encrypted: bool
+    wrapped_key: bytes | None
+    key_id: str | None
+    key_version: int | None
+    wrap_alg: str | None
+    content_id: str | None
+
+
+def envelope_columns(envelope: Envelope | None) -> EnvelopeColumns:
+    """The envelope as record fields; all None (and ``encrypted`` False) for plaintext."""
+    if envelope is None:
+        return EnvelopeColumns(
+            encrypted=False,
+            wrapped_key=None,
+            key_id=None,
+            key_version=None,
+            wrap_alg=None,
+            content_id=None,
+        )
+    return EnvelopeColumns(
+        encrypted=True,
+        wrapped_key=envelope.wrapped_key,
+        key_id=envelope.key_id,
+        key_version=envelope.key_version,
+        wrap_alg=envelope.wrap_alg,
+        content_id=envelope.content_id,
+    )
 
 
 def _check_wrapped_key(wrapped: bytes, *, alg: str, key_id: str, key_version: int) -> None:

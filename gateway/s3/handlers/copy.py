@@ -31,7 +31,7 @@ from fastapi import Response
 
 from actors.garbage import collect_garbage
 from actors.replica_repair import misplaced
-from cluster.envelope import Envelope
+from cluster.envelope import Envelope, envelope_columns
 from cluster.errors import InvalidEnvelope
 from cluster.policy import RedundancyClass
 from gateway.auth import Authorized
@@ -55,7 +55,13 @@ from gateway.s3.stored_headers import stored_headers
 from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.records import Bucket, ObjectVersion
 
-__all__ = ["MAX_COPY_BYTES", "check_copy_source_conditions", "copy_object", "copy_source_version"]
+__all__ = [
+    "MAX_COPY_BYTES",
+    "check_copy_source_conditions",
+    "refuse_unbound_copy",
+    "copy_object",
+    "copy_source_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,17 @@ class _CopiedMetadata:
     replaced: bool
 
 
+def refuse_unbound_copy(source: ObjectVersion, same_name: bool) -> None:
+    """A client-side encrypted source may be copied (whole or as a part) only under its own
+    bucket and key: its ciphertext is bound to that name (docs/envelope.md)."""
+    if source.encrypted and not same_name:
+        raise s3e.InvalidRequest(
+            "The copy source is client-side encrypted and its ciphertext is bound to its bucket"
+            " and key (docs/envelope.md): a copy under another name could never be decrypted."
+            " Download, re-encrypt and upload it with `bp` instead."
+        )
+
+
 def _metadata(headers: Mapping[str, str], source: ObjectVersion) -> _CopiedMetadata:
     """User metadata, content type and stored headers as ``x-amz-metadata-directive`` says."""
     directive = headers.get("x-amz-metadata-directive", "COPY").upper()
@@ -156,12 +173,7 @@ async def copy_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
     assert auth.source_bucket is not None
     check_copy_source_conditions(call.headers, source)
     same_key = auth.source_bucket.id == bucket.id and op.source.key == op.key
-    if source.encrypted and not same_key:
-        raise s3e.InvalidRequest(
-            "This object is client-side encrypted and its ciphertext is bound to its bucket and"
-            " key (docs/envelope.md): a copy under another name could never be decrypted."
-            " Download, re-encrypt and upload it with `bp` instead."
-        )
+    refuse_unbound_copy(source, same_key)
     if not source.encrypted and not principal.allow_plaintext:
         raise InvalidEnvelope(
             "the source object is not client-side encrypted and this tenant stores only"
@@ -273,12 +285,7 @@ async def _share(
             redundancy_class=source.redundancy_class,
             part_size=source.part_size,
             part_count=source.part_count,
-            encrypted=envelope is not None,
-            wrapped_key=envelope.wrapped_key if envelope else None,
-            key_id=envelope.key_id if envelope else None,
-            key_version=envelope.key_version if envelope else None,
-            wrap_alg=envelope.wrap_alg if envelope else None,
-            content_id=envelope.content_id if envelope else None,
+            **envelope_columns(envelope),
             part_sizes=source.part_sizes,
             checksum_algorithm=source.checksum_algorithm,
             checksum_value=source.checksum_value,

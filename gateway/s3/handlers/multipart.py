@@ -61,7 +61,12 @@ from fastapi import Response
 
 from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
-from cluster.envelope import BP1_HEADER_SIZE, ciphertext_length, parse_bp1_header
+from cluster.envelope import (
+    BP1_HEADER_SIZE,
+    ciphertext_length,
+    envelope_columns,
+    parse_bp1_header,
+)
 from cluster.errors import InvalidEnvelope
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
@@ -70,7 +75,11 @@ from gateway.s3 import xml
 from gateway.s3.body import declared_length, payload, read_small_body
 from gateway.s3.call import S3Call
 from gateway.s3.chunked import _new_checksum, supported_checksums
-from gateway.s3.handlers.copy import check_copy_source_conditions, copy_source_version
+from gateway.s3.handlers.copy import (
+    check_copy_source_conditions,
+    copy_source_version,
+    refuse_unbound_copy,
+)
 from gateway.s3.handlers.list import _past_prefix
 from gateway.s3.handlers.object_put import (
     CHANGED_WHILE_WRITTEN,
@@ -229,12 +238,7 @@ async def create_multipart_upload(ctx: GatewayContext, auth: Authorized, call: S
         content_type=call.headers.get("content-type"),
         user_metadata=meta,
         redundancy_class=rc.name,
-        encrypted=envelope is not None,
-        wrapped_key=envelope.wrapped_key if envelope else None,
-        key_id=envelope.key_id if envelope else None,
-        key_version=envelope.key_version if envelope else None,
-        wrap_alg=envelope.wrap_alg if envelope else None,
-        content_id=envelope.content_id if envelope else None,
+        **envelope_columns(envelope),
         checksum_algorithm=algorithm,
         http_headers=stored_headers(call.headers),
     )
@@ -454,12 +458,7 @@ async def upload_part_copy(ctx: GatewayContext, auth: Authorized, call: S3Call) 
     source = await copy_source_version(ctx, auth.source_bucket, op.source)
     check_copy_source_conditions(call.headers, source)
     same_name = auth.source_bucket.id == bucket.id and op.source.key == op.key
-    if source.encrypted and not same_name:
-        raise s3e.InvalidRequest(
-            "The copy source is client-side encrypted and its ciphertext is bound to its bucket"
-            " and key (docs/envelope.md): a part copied under another name could never be"
-            " decrypted. Copy parts of an encrypted object only into an upload of the same key."
-        )
+    refuse_unbound_copy(source, same_name)
     if source.encrypted != upload.encrypted:
         raise s3e.InvalidRequest(
             "The copy source is "
