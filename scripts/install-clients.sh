@@ -35,5 +35,7 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
   "awscli==$AWSCLI_VERSION" "s3cmd==$S3CMD_VERSION"
 "$VENV/bin/aws" --version
 "$VENV/bin/s3cmd" --version
-rclone version | head -n1
+# sed reads all of rclone's output: `head -n1` would exit first and, under pipefail, the
+# SIGPIPE rclone then gets fails the whole install (seen as make's "Error 141").
+rclone version | sed -n 1p
 echo "$WANT" >"$STAMP"
