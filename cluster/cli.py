@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -41,18 +42,24 @@ def _pid_file(settings: Settings) -> Path:
     return settings.state_path / "gateway.pid"
 
 
-def _admin(
+def _admin_response(
     settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None
-) -> Any:
+) -> httpx.Response:
     from cluster.bootstrap import admin_token
 
-    response = httpx.request(
+    return httpx.request(
         method,
         f"{settings.endpoint}{path}",
         json=payload,
         headers={"Authorization": f"Bearer {admin_token(settings)}"},
         timeout=60,
     )
+
+
+def _admin(
+    settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None
+) -> Any:
+    response = _admin_response(settings, method, path, payload)
     if response.status_code != 200:
         raise SystemExit(f"error {response.status_code}: {response.text}")
     return response.json()
@@ -121,12 +128,29 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs. A process that exited but was not reaped (a zombie: the
+    gateway `demo` started and still waits for) counts as gone; when it is our own child it
+    is reaped here. (Linux: the state letter of /proc/PID/stat.)"""
+    with contextlib.suppress(ChildProcessError):
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             return True
         time.sleep(0.3)
     return False
@@ -196,6 +220,28 @@ DEMO_BACKENDS = (
 )
 
 
+def _demo_tenant(settings: Settings) -> tuple[str, str, str]:
+    """(tenant, access key id, secret) of the demo tenant, kept in the state directory.
+
+    The metadata database outlives a state directory (a second clone on the same machine, or
+    a removed ``.bulletproof``): when its ``demo`` tenant exists but this state directory
+    holds no credentials for it, a new demo tenant with a random suffix is made instead of
+    failing (its secret is sealed with this state directory's master key)."""
+    creds_file = settings.state_path / "demo-credentials"
+    if creds_file.exists():
+        fields = creds_file.read_text().split()
+        if len(fields) == 2:  # written before the tenant name was kept
+            return "demo", fields[0], fields[1]
+        return fields[0], fields[1], fields[2]
+    name = "demo"
+    if _admin_response(settings, "GET", "/admin/tenants/demo/placement").status_code == 200:
+        name = f"demo-{secrets.token_hex(3)}"
+    result = _admin(settings, "POST", "/admin/tenants", {"name": name, "allow_plaintext": True})
+    creds_file.write_text(f"{name} {result['access_key_id']} {result['secret_access_key']}\n")
+    creds_file.chmod(0o600)
+    return name, result["access_key_id"], result["secret_access_key"]
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a gateway with three local-directory backends and a demo tenant; Ctrl-C stops it."""
     settings = _settings(args)
@@ -221,17 +267,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "provider": "local",
                 },
             )
-        creds_file = settings.state_path / "demo-credentials"
-        if not creds_file.exists():
-            result = _admin(
-                settings, "POST", "/admin/tenants", {"name": "demo", "allow_plaintext": True}
-            )
-            creds_file.write_text(f"{result['access_key_id']} {result['secret_access_key']}\n")
-            creds_file.chmod(0o600)
-        key_id, secret = creds_file.read_text().split()
+        tenant, key_id, secret = _demo_tenant(settings)
         print(
             DEMO_TEXT.format(
-                endpoint=settings.endpoint, key_id=key_id, secret=secret, region=settings.region
+                endpoint=settings.endpoint,
+                tenant=tenant,
+                key_id=key_id,
+                secret=secret,
+                region=settings.region,
             ),
             flush=True,
         )
@@ -248,7 +291,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 DEMO_TEXT = """
 Bulletproof demo gateway at {endpoint}
   backends: eu-frankfurt (DE), eu-paris (FR), us-virginia (US): local directories
-  tenant:   demo (plaintext allowed for these examples; real tenants must encrypt client-side)
+  tenant:   {tenant} (plaintext allowed for these examples; real tenants must encrypt client-side)
 
   export AWS_ACCESS_KEY_ID={key_id}
   export AWS_SECRET_ACCESS_KEY={secret}
