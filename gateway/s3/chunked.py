@@ -98,11 +98,11 @@ _CHECKSUM_FACTORIES: dict[str, Callable[[], _Checksum]] = {
     "sha256": _hashlib_factory("sha256"),
     "sha512": _hashlib_factory("sha512"),
 }
-try:  # the AWS CRT is optional; botocore uses it for the same algorithms when installed
+try:  # the AWS CRT (a pinned dependency; botocore uses it for the same algorithms)
     from awscrt import checksums as _crt  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - depends on the environment
+except ImportError:  # pragma: no cover - an install without it verifies the others only
     _crt = None
-if _crt is not None:  # pragma: no cover - awscrt is not installed in CI
+if _crt is not None:
     _CHECKSUM_FACTORIES["crc32c"] = lambda: _Crc(_crt.crc32c, 4)
     if hasattr(_crt, "crc64nvme"):
         _CHECKSUM_FACTORIES["crc64nvme"] = lambda: _Crc(_crt.crc64nvme, 8)
