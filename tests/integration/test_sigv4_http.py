@@ -119,7 +119,7 @@ class _EmptyRaw:
 
 def _captured_https_put(
     cluster: Federation, creds: tuple[str, str], body: bytes
-) -> tuple[str, dict[str, str], bytes]:
+) -> tuple[str, httpx.Headers, bytes]:
     """What current boto3 sends over https by default (aws-chunked, unsigned payload, CRC32
     trailer), captured before the network so the same bytes can be replayed over http."""
     https = cluster.endpoint.replace("http://", "https://")
@@ -147,7 +147,11 @@ def _captured_https_put(
     url = sent["url"].replace("https://", "http://")
     # httpx frames the body with Transfer-Encoding: chunked itself when given an iterator,
     # exactly as botocore does on the wire (no Content-Length).
-    headers = {k: v for k, v in sent["headers"].items() if k.lower() != "transfer-encoding"}
+    # Case-insensitive: botocore's own signer title-cases names, the AWS CRT signer (used
+    # when awscrt is installed, as here) sends them lower-case.
+    headers = httpx.Headers(
+        {k: v for k, v in sent["headers"].items() if k.lower() != "transfer-encoding"}
+    )
     return url, headers, sent["body"]
 
 
