@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from cluster.envelope import EnvelopeColumns
 from cluster.errors import Conflict, NoSuchBucket, NoSuchKey, PreconditionFailed
 from cluster.etags import etag_matches
 from schema.db import jsonb_dict
@@ -27,6 +28,7 @@ __all__ = [
     "NewVersion",
     "ObjectRepository",
     "WriteCondition",
+    "envelope_of_row",
 ]
 
 #: How often a commit retries after losing a race for the key's "latest" slot (two writers
@@ -164,6 +166,19 @@ def _replica(row: asyncpg.Record) -> Replica:
     )
 
 
+def envelope_of_row(row: asyncpg.Record) -> EnvelopeColumns:
+    """The envelope columns of an ``object_versions`` or ``uploads`` row."""
+    wrapped = row["wrapped_key"]
+    return EnvelopeColumns(
+        encrypted=row["encrypted"],
+        wrapped_key=bytes(wrapped) if wrapped is not None else None,
+        key_id=row["key_id"],
+        key_version=row["key_version"],
+        wrap_alg=row["wrap_alg"],
+        content_id=row["content_id"],
+    )
+
+
 def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
     return ObjectVersion(
         id=row["id"],
@@ -181,12 +196,7 @@ def _version(row: asyncpg.Record, replicas: Sequence[Replica]) -> ObjectVersion:
         redundancy_class=row["redundancy_class"],
         part_size=row["part_size"],
         part_count=row["part_count"],
-        encrypted=row["encrypted"],
-        wrapped_key=bytes(row["wrapped_key"]) if row["wrapped_key"] is not None else None,
-        key_id=row["key_id"],
-        key_version=row["key_version"],
-        wrap_alg=row["wrap_alg"],
-        content_id=row["content_id"],
+        **envelope_of_row(row),
         created_at=row["created_at"],
         replicas=tuple(replicas),
         part_sizes=tuple(row["part_sizes"]) if row["part_sizes"] is not None else None,

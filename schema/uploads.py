@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 
 from schema.db import jsonb_dict
+from schema.objects import envelope_of_row
 
 __all__ = ["Chunk", "NewUpload", "Upload", "UploadPiece", "UploadRepository", "UploadedPart"]
 
@@ -112,12 +113,7 @@ def _upload(row: asyncpg.Record) -> Upload:
         content_type=row["content_type"],
         user_metadata=jsonb_dict(row["user_metadata"]),
         redundancy_class=row["redundancy_class"],
-        encrypted=row["encrypted"],
-        wrapped_key=bytes(row["wrapped_key"]) if row["wrapped_key"] is not None else None,
-        key_id=row["key_id"],
-        key_version=row["key_version"],
-        wrap_alg=row["wrap_alg"],
-        content_id=row["content_id"],
+        **envelope_of_row(row),
         checksum_algorithm=row["checksum_algorithm"],
         http_headers=jsonb_dict(row["http_headers"]),
         created_at=row["created_at"],
