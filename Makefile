@@ -47,9 +47,9 @@ bench: install services
 	$(PY) -m bench.run
 
 lint: install
-	$(VENV)/bin/ruff check cluster gateway actors jobs schema client tests bench
+	$(VENV)/bin/ruff check core cluster gateway actors jobs schema client tests bench
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy cluster gateway actors jobs schema client
+	$(VENV)/bin/mypy core cluster gateway actors jobs schema client
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

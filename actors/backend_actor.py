@@ -19,8 +19,8 @@ import numpy as np
 import ray
 
 from actors.backend_client import BackendClient, LocalDirectoryClient, S3BackendClient
-from cluster.errors import BackendUnavailable
-from cluster.sealing import MasterKey
+from core.errors import BackendUnavailable
+from core.sealing import MasterKey
 
 __all__ = [
     "ACTOR_NAMESPACE",

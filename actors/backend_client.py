@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cluster.errors import BackendNotFound, BackendUnavailable
+from core.errors import BackendNotFound, BackendUnavailable
 
 __all__ = ["BackendClient", "LocalDirectoryClient", "S3BackendClient", "new_locator"]
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from actors.backend_actor import build_client
 from actors.registry import BackendHandle, BackendRegistry, spec_of
-from cluster.errors import BackendNotFound, BackendUnavailable
+from core.errors import BackendNotFound, BackendUnavailable
 from schema.store import MetadataStore
 
 __all__ = ["BackendPool", "DirectBackendPool", "Fetched", "RayBackendPool"]

@@ -24,7 +24,7 @@ into its memory and zfec and hashlib release the GIL, and ``decode_task`` measur
 every part size (0.9 vs 3.9 ms at 256 KiB, 15 vs 18 ms at 8 MiB), so ``DECODE_TASK_MIN`` is
 None; the task stays for the benchmark and for nodes where the gateway's CPU is the limit.
 
-Only ``cluster.erasure`` imports zfec; this module never does.
+Only ``core.erasure`` imports zfec; this module never does.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from cluster import erasure
-from cluster.errors import IntegrityError
+from core import erasure
+from core.errors import IntegrityError
 
 __all__ = [
     "DECODE_TASK_MIN",

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from actors.backend_pool import BackendPool
 from actors.registry import BackendRegistry
-from cluster.errors import BackendNotFound
+from core.errors import BackendNotFound
 from schema.orphans import OrphanRepository
 from schema.store import MetadataStore
 

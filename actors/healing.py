@@ -30,9 +30,9 @@ from typing import Any
 
 from actors.backend_pool import BackendPool, DirectBackendPool, RayBackendPool
 from actors.registry import BackendRegistry
-from cluster.config import Settings
-from cluster.placement import PlacementConstraints
-from cluster.policy import PolicyDocument
+from core.placement import PlacementConstraints
+from core.policy import PolicyDocument
+from core.settings import Settings
 from schema.cache import CachedReader
 from schema.jobs import Backoff, JobQueue
 from schema.orphans import OrphanRepository

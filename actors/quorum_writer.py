@@ -38,7 +38,7 @@ import ray
 from actors.backend_client import new_locator
 from actors.erasure_tasks import EncodedPart, encode_part
 from actors.registry import BackendHandle, BackendRegistry
-from cluster.errors import InvalidInput, QuorumNotMet
+from core.errors import InvalidInput, QuorumNotMet
 
 __all__ = ["Piece", "QuorumWrite", "WrittenPart"]
 

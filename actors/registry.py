@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.backend_actor import BackendSpec, get_or_create_backend_actor
-from cluster.placement import BackendView
+from core.placement import BackendView
 from schema.records import BackendRecord
 from schema.store import MetadataStore
 

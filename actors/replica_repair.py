@@ -51,15 +51,15 @@ from actors.backend_pool import Fetched, RayBackendPool
 from actors.healing import ADD_REPLICA, MOVE, REPAIR, REPLICATE, HealingContext
 from actors.registry import BackendHandle
 from actors.verified_reader import VerifiedReader, is_erasure_coded
-from cluster.errors import (
+from core.errors import (
     BackendNotFound,
     BackendUnavailable,
     InsufficientCapacity,
     IntegrityError,
     PolicyViolation,
 )
-from cluster.placement import BackendView, PlacementConstraints, place, preference_key
-from cluster.policy import RedundancyClass
+from core.placement import BackendView, PlacementConstraints, place, preference_key
+from core.policy import RedundancyClass
 from schema.jobs import Job
 from schema.parts import ErasurePart, PartRepository
 from schema.records import ObjectVersion, Replica

@@ -48,8 +48,8 @@ from actors.replica_repair import (
     ReplicaHealer,
     request_for,
 )
-from cluster.config import Settings
-from cluster.errors import MetadataUnavailable
+from core.errors import MetadataUnavailable
+from core.settings import Settings
 from schema.jobs import Job
 
 __all__ = [

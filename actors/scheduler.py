@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from actors.backend_actor import ACTOR_NAMESPACE
 from actors.healing import HealingContext
-from cluster.config import Settings
+from core.settings import Settings
 
 __all__ = [
     "SCHEDULER_NAME",

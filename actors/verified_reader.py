@@ -27,8 +27,8 @@ from typing import Any
 
 from actors.erasure_tasks import decode_part
 from actors.registry import BackendHandle, BackendRegistry
-from cluster.erasure import rebuild, shard_size
-from cluster.errors import BackendNotFound, BackendUnavailable, IntegrityError
+from core.erasure import rebuild, shard_size
+from core.errors import BackendNotFound, BackendUnavailable, IntegrityError
 from schema.parts import ErasurePart
 from schema.records import ObjectVersion, Replica
 

@@ -11,9 +11,9 @@ measured:
 
 1. baselines on the whole buffer: a copy into fresh memory (page faults included), a copy
    into memory already touched, SHA-256, and a ``ray.put`` of it;
-2. raw encode: ``cluster.erasure.parity`` over zero-copy views of the data, per stripe size
+2. raw encode: ``core.erasure.parity`` over zero-copy views of the data, per stripe size
    (64 KiB .. the whole buffer in one call), one core;
-3. the API: ``cluster.erasure.encode`` (copies data into shards) per 8 MiB part;
+3. the API: ``core.erasure.encode`` (copies data into shards) per 8 MiB part;
 4. the gateway's path (``actors.erasure_tasks.encode_part``): data shards ``ray.put`` once,
    parity + the checksums of all 6 shards in a Ray task, per 8 MiB part, one part at a time (as
    one PUT does) and all parts in flight (as concurrent PUTs do); plus the same part sizes coded
@@ -22,7 +22,7 @@ measured:
    the part's SHA-256) in a thread and in ``decode_task``; the all-data-shards case (a join);
    to choose ``DECODE_TASK_MIN``.
 
-Only ``cluster.erasure`` touches zfec: "raw" here is ``parity``/``decode`` on views, which is
+Only ``core.erasure`` touches zfec: "raw" here is ``parity``/``decode`` on views, which is
 zfec's own call plus argument checks.
 """
 
@@ -53,7 +53,7 @@ from actors.erasure_tasks import (  # noqa: E402
     encode_part,
     sha256,
 )
-from cluster import erasure  # noqa: E402
+from core import erasure  # noqa: E402
 
 __all__ = ["main"]
 

@@ -5,6 +5,9 @@
 until ``/health`` answers. ``serve_forever`` does that and then holds the process (and so the
 local Ray head it owns) until SIGTERM or Ctrl-C. The CLI's ``up`` runs ``serve_forever`` in a
 detached child and records its PID; ``down`` stops that PID.
+
+This module imports Ray, Serve and every layer (about 4 s): the CLI imports it only in the
+commands that start a gateway, so ``bulletproof status`` and friends stay quick.
 """
 
 from __future__ import annotations
@@ -19,12 +22,21 @@ import time
 from pathlib import Path
 
 import httpx
+import ray
+from ray import serve
 
-from cluster.config import Settings
-from cluster.sealing import generate_master_key, hash_token
+from actors.replication_agent import start_agents
+from actors.scheduler import start_scheduler
+from cluster.cli_base import admin_token
+from core.sealing import generate_master_key, hash_token
+from core.settings import Settings
+from gateway.app import build_gateway_app
+from jobs.catalog import build_worker, default_schedules
+from schema.db import Database, ensure_database
+from schema.migrate import apply_migrations
+from schema.tenants import TenantRepository
 
 __all__ = [
-    "admin_token",
     "prepare_database",
     "prepare_state",
     "run_gateway",
@@ -53,18 +65,8 @@ def prepare_state(settings: Settings) -> None:
         _write_private(settings.admin_token_path, secrets.token_urlsafe(32) + "\n")
 
 
-def admin_token(settings: Settings) -> str:
-    if settings.admin_token:
-        return settings.admin_token
-    return settings.admin_token_path.read_text().strip()
-
-
 async def prepare_database(settings: Settings) -> None:
     """Create the database if missing, apply migrations, register the admin token's hash."""
-    from schema.db import Database, ensure_database
-    from schema.migrate import apply_migrations
-    from schema.tenants import TenantRepository
-
     await ensure_database(settings.database_url)
     await apply_migrations(settings.database_url)
     db = await Database.connect(settings.database_url, max_size=1)
@@ -96,11 +98,6 @@ def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
 
 def run_gateway(settings: Settings) -> None:
     """Prepare everything and deploy the gateway on the Ray cluster (started if needed)."""
-    import ray
-    from ray import serve
-
-    from gateway.app import build_gateway_app
-
     prepare_state(settings)
     asyncio.run(prepare_database(settings))
     if not ray.is_initialized():
@@ -124,10 +121,6 @@ def start_self_healing(settings: Settings) -> None:
     actors: joining a cluster where they already run finds them instead of doubling them).
     Called after the gateway is deployed; ``BP_AGENT_COUNT=0`` and
     ``BP_SCHEDULER_ENABLED=false`` turn either off (e.g. agents run outside Ray)."""
-    from actors.replication_agent import start_agents
-    from actors.scheduler import start_scheduler
-    from jobs.catalog import build_worker, default_schedules
-
     if settings.agent_count > 0:
         start_agents(settings, settings.agent_count)
     if settings.scheduler_enabled:
@@ -135,9 +128,6 @@ def start_self_healing(settings: Settings) -> None:
 
 
 def stop_gateway() -> None:
-    import ray
-    from ray import serve
-
     try:
         serve.shutdown()
     finally:

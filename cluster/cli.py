@@ -20,72 +20,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
-from cluster.config import Settings, load_settings
+from cluster import cli_policy, cli_workers
+from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
+from core.settings import Settings
 
 __all__ = ["main"]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    file_values: dict[str, Any] = {}
-    if args.config:
-        loaded = yaml.safe_load(Path(args.config).read_text())
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"{args.config}: expected a mapping of settings")
-        file_values = loaded
-    return load_settings(file_values=file_values)
-
-
-def _pid_file(settings: Settings) -> Path:
-    return settings.state_path / "gateway.pid"
-
-
-def _admin_response(
-    settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None
-) -> httpx.Response:
-    from cluster.bootstrap import admin_token
-
-    return httpx.request(
-        method,
-        f"{settings.endpoint}{path}",
-        json=payload,
-        headers={"Authorization": f"Bearer {admin_token(settings)}"},
-        timeout=60,
-    )
-
-
-def _admin(
-    settings: Settings, method: str, path: str, payload: dict[str, Any] | None = None
-) -> Any:
-    response = _admin_response(settings, method, path, payload)
-    if response.status_code != 200:
-        raise SystemExit(f"error {response.status_code}: {response.text}")
-    return response.json()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from cluster.bootstrap import serve_forever
 
-    settings = _settings(args)
-    serve_forever(settings, pid_file=_pid_file(settings))
+    settings = settings_of(args)
+    serve_forever(settings, pid_file=pid_file(settings))
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from cluster.bootstrap import prepare_state, wait_healthy
 
-    settings = _settings(args)
-    pid_file = _pid_file(settings)
-    if pid_file.exists():
-        pid = int(pid_file.read_text())
+    settings = settings_of(args)
+    pid_path = pid_file(settings)
+    if pid_path.exists():
+        pid = int(pid_path.read_text())
         try:
             os.kill(pid, 0)
             print(f"gateway already running (pid {pid}) at {settings.endpoint}")
             return 0
         except ProcessLookupError:
-            pid_file.unlink()
+            pid_path.unlink()
     prepare_state(settings)
     log_path = settings.state_path / "gateway.log"
     cmd = [sys.executable, "-m", "cluster.cli"]
@@ -105,16 +67,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    pid_file = _pid_file(settings)
-    if not pid_file.exists():
+    settings = settings_of(args)
+    pid_path = pid_file(settings)
+    if not pid_path.exists():
         print("no gateway running")
         return 0
-    pid = int(pid_file.read_text())
+    pid = int(pid_path.read_text())
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        pid_file.unlink(missing_ok=True)
+        pid_path.unlink(missing_ok=True)
         return 0
     if _wait_gone(pid, 60):
         print("gateway stopped")
@@ -123,7 +85,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     # group, so killing the group leaves no orphaned raylet or workers behind.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
+    pid_path.unlink(missing_ok=True)
     print("gateway killed after 60 s")
     return 0
 
@@ -157,8 +119,8 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    backends = _admin(settings, "GET", "/admin/backends")
+    settings = settings_of(args)
+    backends = admin_call(settings, "GET", "/admin/backends")
     print(
         f"{'NAME':16} {'KIND':6} {'REGION':12} {'CC':3} {'JUR':4} {'STATE':9} {'HEALTH':8} RTT(ms)"
     )
@@ -172,7 +134,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_backend_add(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     payload: dict[str, Any] = {
         "name": args.name,
         "type": args.type,
@@ -197,13 +159,13 @@ def cmd_backend_add(args: argparse.Namespace) -> int:
             access_key=args.access_key,
             secret_key=args.secret_key,
         )
-    print(json.dumps(_admin(settings, "POST", "/admin/add-storage", payload)))
+    print(json.dumps(admin_call(settings, "POST", "/admin/add-storage", payload)))
     return 0
 
 
 def cmd_tenant_create(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    result = _admin(
+    settings = settings_of(args)
+    result = admin_call(
         settings,
         "POST",
         "/admin/tenants",
@@ -234,9 +196,9 @@ def _demo_tenant(settings: Settings) -> tuple[str, str, str]:
             return "demo", fields[0], fields[1]
         return fields[0], fields[1], fields[2]
     name = "demo"
-    if _admin_response(settings, "GET", "/admin/tenants/demo/placement").status_code == 200:
+    if admin_response(settings, "GET", "/admin/tenants/demo/placement").status_code == 200:
         name = f"demo-{secrets.token_hex(3)}"
-    result = _admin(settings, "POST", "/admin/tenants", {"name": name, "allow_plaintext": True})
+    result = admin_call(settings, "POST", "/admin/tenants", {"name": name, "allow_plaintext": True})
     creds_file.write_text(f"{name} {result['access_key_id']} {result['secret_access_key']}\n")
     creds_file.chmod(0o600)
     return name, result["access_key_id"], result["secret_access_key"]
@@ -244,16 +206,16 @@ def _demo_tenant(settings: Settings) -> tuple[str, str, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a gateway with three local-directory backends and a demo tenant; Ctrl-C stops it."""
-    settings = _settings(args)
+    settings = settings_of(args)
     args.timeout = 180.0
     cmd_up(args)
     try:
-        existing = {b["name"] for b in _admin(settings, "GET", "/admin/backends")}
+        existing = {b["name"] for b in admin_call(settings, "GET", "/admin/backends")}
         for name, region, country, jurisdiction in DEMO_BACKENDS:
             if name in existing:
                 continue
             path = (settings.state_path / "demo-backends" / name).resolve()
-            _admin(
+            admin_call(
                 settings,
                 "POST",
                 "/admin/add-storage",
@@ -278,7 +240,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
-        pid = int(_pid_file(settings).read_text())
+        pid = int(pid_file(settings).read_text())
         while not _wait_gone(pid, 3600):  # until Ctrl-C here or `make stop` elsewhere
             pass
     except KeyboardInterrupt:
@@ -347,8 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--allow-plaintext", action="store_true")
     create.set_defaults(func=cmd_tenant_create)
-
-    from cluster import cli_policy, cli_workers  # their commands: policy, agent, worker, restore
 
     cli_policy.register(sub)
     cli_workers.register(sub)

@@ -1,7 +1,8 @@
 """``bulletproof policy ...``: the policy engine's operator commands (part of the composition
 root, like ``cluster/cli.py``, whose parser calls ``register``).
 
-Commands, each one call of the ``/admin`` API with the admin token (``cluster.cli._admin``):
+Commands, each one call of the ``/admin`` API with the admin token
+(``cluster.cli_base.admin_call``):
 
 - ``policy apply FILE [--comment C]``: validate and store FILE as the next policy version
   (``-`` reads standard input); prints the version and what changed;
@@ -33,15 +34,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from cluster.cli_base import admin_call, settings_of
+
 __all__ = ["register"]
 
 
 def _call(args: argparse.Namespace, method: str, path: str, payload: Any = None) -> Any:
-    # Imported here: cluster.cli imports this module to register it, so a module-level import
-    # would be circular. Reusing its helper keeps one way of reaching /admin.
-    from cluster import cli
-
-    return cli._admin(cli._settings(args), method, path, payload)
+    return admin_call(settings_of(args), method, path, payload)
 
 
 def _csv(value: str) -> list[str]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from cluster.config import Settings, load_settings
+from cluster.cli_base import settings_of
 
 __all__ = ["main", "register"]
 
@@ -46,17 +46,6 @@ _WORKER_NAMES = (
     "snapshotter",
     "upload_expirer",
 )
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    file_values: dict[str, Any] = {}
-    config = getattr(args, "config", None)
-    if config:
-        loaded = yaml.safe_load(Path(config).read_text())
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"{config}: expected a mapping of settings")
-        file_values = loaded
-    return load_settings(file_values=file_values)
 
 
 def _use_ray(address: str | None) -> bool:
@@ -85,7 +74,7 @@ async def _agent(args: argparse.Namespace) -> int:
     from actors.healing import HealingContext
     from actors.replication_agent import AgentLoop
 
-    settings = _settings(args)
+    settings = settings_of(args)
     ctx = await HealingContext.connect(settings, use_ray=_use_ray(args.ray_address))
     try:
         loop = AgentLoop(
@@ -120,7 +109,7 @@ async def _worker_run(args: argparse.Namespace) -> int:
     from actors.scheduler import run_exclusive
     from jobs.catalog import build_worker
 
-    settings = _settings(args)
+    settings = settings_of(args)
     ctx = await HealingContext.connect(settings, use_ray=_use_ray(args.ray_address))
     try:
         work = build_worker(args.name, ctx, **_options(args.set))
@@ -152,7 +141,7 @@ async def _worker_status(args: argparse.Namespace) -> int:
     from schema.jobs import JobQueue
     from schema.worker_state import WorkerStateRepository
 
-    db = await Database.connect(_settings(args).database_url, max_size=1)
+    db = await Database.connect(settings_of(args).database_url, max_size=1)
     try:
         async with db.connection() as conn:
             workers = await WorkerStateRepository().all(conn)
@@ -182,7 +171,7 @@ async def _retry_dead(args: argparse.Namespace) -> int:
 
     if not args.ids and not args.kind:
         raise SystemExit("name job ids or --kind")
-    db = await Database.connect(_settings(args).database_url, max_size=1)
+    db = await Database.connect(settings_of(args).database_url, max_size=1)
     try:
         async with db.connection() as conn:
             n = await JobQueue().retry_dead(conn, ids=args.ids, kind=args.kind)
@@ -200,7 +189,7 @@ def cmd_retry_dead(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from jobs.restore import RestoreError, private_key_from_pem, restore_snapshot
 
-    settings = _settings(args)
+    settings = settings_of(args)
     passphrase = None
     if args.passphrase_env:
         value = os.environ.get(args.passphrase_env)

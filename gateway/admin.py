@@ -18,7 +18,7 @@ from typing import Any
 
 from actors.backend_actor import BackendSpec, build_client, get_or_create_backend_actor
 from actors.registry import spec_of
-from cluster.errors import (
+from core.errors import (
     BulletproofError,
     Conflict,
     InsufficientCapacity,
@@ -26,9 +26,9 @@ from cluster.errors import (
     NotFound,
     PolicyViolation,
 )
-from cluster.placement import explain, place, rejection
-from cluster.policy import builtin_policy, diff_policies, dump_policy
-from cluster.sealing import new_secret
+from core.placement import explain, place, rejection
+from core.policy import builtin_policy, diff_policies, dump_policy
+from core.sealing import new_secret
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3.handlers.object_put import constraints_for, resolve_class

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from cluster.config import Settings
+from core.settings import Settings
 from gateway import admin
 from gateway.auth import authenticate_admin
 from gateway.context import GatewayContext

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cluster.sealing import SealBroken, hash_token
+from core.sealing import SealBroken, hash_token
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3 import sigv4

@@ -23,10 +23,10 @@ from typing import Any
 
 from actors.registry import BackendRegistry
 from actors.verified_reader import VerifiedReader
-from cluster.config import Settings
-from cluster.errors import MetadataUnavailable
-from cluster.policy import PolicyDocument, builtin_policy
-from cluster.sealing import MasterKey
+from core.errors import MetadataUnavailable
+from core.policy import PolicyDocument, builtin_policy
+from core.sealing import MasterKey
+from core.settings import Settings
 from schema.cache import CachedReader
 from schema.parts import ErasurePart, PartRepository
 from schema.policies import PolicyRepository

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from cluster.envelope import envelope_from_metadata
+from core.envelope import envelope_from_metadata
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e

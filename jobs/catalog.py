@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.healing import HealingContext
-from cluster.config import Settings
+from core.settings import Settings
 from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
 from jobs.scrubber import Scrubber

@@ -43,7 +43,7 @@ from actors.healing import (
     move_key,
 )
 from actors.replica_repair import misplaced
-from cluster.placement import PlacementConstraints
+from core.placement import PlacementConstraints
 from jobs.worker import Worker
 
 __all__ = ["PlacementChecker"]

@@ -36,7 +36,7 @@ from actors.backend_actor import BackendSpec, build_client
 from actors.healing import HealingContext
 from client import unseal_stream
 from client.recipient import PrivateKey
-from cluster.config import Settings
+from core.settings import Settings
 from jobs.snapshot_format import SnapshotFormatError, iter_file, read_descriptor
 from jobs.snapshotter import manifest_of, run_tool
 from schema.db import ensure_database

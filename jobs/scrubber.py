@@ -26,7 +26,7 @@ from collections import defaultdict
 from typing import Any
 
 from actors.healing import HealingContext
-from cluster.errors import BackendNotFound, BackendUnavailable
+from core.errors import BackendNotFound, BackendUnavailable
 from jobs.worker import Worker
 from schema.replicas import ScrubTarget
 

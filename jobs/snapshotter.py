@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from actors.backend_client import new_locator
 from actors.healing import HealingContext
 from client import PublicKeyRef, seal_stream
-from cluster.placement import PlacementConstraints, place
+from core.placement import PlacementConstraints, place
 from jobs.snapshot_format import BINDING_BUCKET, BINDING_TENANT, encode_descriptor, iter_file
 from jobs.worker import Worker
 from schema.snapshots import NewSnapshot, SnapshotPart

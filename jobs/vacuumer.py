@@ -28,7 +28,7 @@ from typing import Any
 
 from actors.garbage import collect_garbage_through
 from actors.healing import HealingContext
-from cluster.errors import BackendUnavailable
+from core.errors import BackendUnavailable
 from jobs.worker import Worker
 
 __all__ = ["Vacuumer"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from cluster.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 from schema.records import BackendRecord
 
 __all__ = ["BackendRepository"]

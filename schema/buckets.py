@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from cluster.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchBucket
+from core.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchBucket
 from schema.records import Bucket
 from schema.uploads import UploadRepository
 

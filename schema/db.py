@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cluster.errors import MetadataUnavailable
+from core.errors import MetadataUnavailable
 
 __all__ = ["Database", "ensure_database", "jsonb_dict", "translate_errors"]
 

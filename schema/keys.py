@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from cluster.errors import Conflict, NoSuchKey
+from core.errors import Conflict, NoSuchKey
 
 __all__ = ["KeyRepository", "PublishedKey", "Recipient"]
 

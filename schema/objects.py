@@ -14,9 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from cluster.envelope import EnvelopeColumns
-from cluster.errors import Conflict, NoSuchBucket, NoSuchKey, PreconditionFailed
-from cluster.etags import etag_matches
+from core.envelope import EnvelopeColumns
+from core.errors import Conflict, NoSuchBucket, NoSuchKey, PreconditionFailed
+from core.etags import etag_matches
 from schema.db import jsonb_dict
 from schema.records import ObjectVersion, Replica
 

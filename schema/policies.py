@@ -2,7 +2,7 @@
 
 Invariants kept:
 
-- A stored document is always valid: ``apply`` parses it with ``cluster.policy.load_policy``
+- A stored document is always valid: ``apply`` parses it with ``core.policy.load_policy``
   first, and stores the canonical text (``dump_policy``) beside the source, so what is in force
   is spelled out exactly and a reader never has to re-validate.
 - Versions only grow: the new version is ``max + 1`` and the version is the primary key, so of
@@ -17,7 +17,7 @@ Invariants kept:
   them; this module only marks.
 
 What it does not do: audit (the caller appends the entry in the same transaction), decide what
-a class means (``cluster.policy``) or where pieces go (``cluster.placement``).
+a class means (``core.policy``) or where pieces go (``core.placement``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from datetime import datetime
 
 import asyncpg
 
-from cluster.errors import Conflict, NoSuchBucket, NotFound
-from cluster.policy import PolicyDocument, builtin_policy, dump_policy, load_policy
+from core.errors import Conflict, NoSuchBucket, NotFound
+from core.policy import PolicyDocument, builtin_policy, dump_policy, load_policy
 from schema.backends import BackendRepository
 from schema.jobs import JobQueue
 from schema.records import BackendRecord

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from cluster.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 from schema.records import AccessKey, Tenant
 
 __all__ = [

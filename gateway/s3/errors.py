@@ -7,7 +7,7 @@ and its text never reaches the client (see ``to_s3_error``).
 
 from __future__ import annotations
 
-from cluster import errors as domain
+from core import errors as domain
 
 __all__ = [
     "S3Error",

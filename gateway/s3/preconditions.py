@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
-from cluster.etags import etag_matches
+from core.etags import etag_matches
 
 __all__ = ["Outcome", "etag_matches", "evaluate", "parse_http_date"]
 

@@ -133,8 +133,8 @@ def scenario(url: str, redis_url: str, workdir: str) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
 
     from actors.replication_agent import start_agents
-    from cluster.config import load_settings
-    from cluster.sealing import generate_master_key
+    from core.sealing import generate_master_key
+    from core.settings import load_settings
 
     work = Path(workdir)
     (work / "state").mkdir(parents=True, exist_ok=True)

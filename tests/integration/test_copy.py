@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from cluster.envelope import ciphertext_length
+from core.envelope import ciphertext_length
 from tests.support.cluster import Federation
 from tests.support.envelopes import bp1_header, fake_envelope
 

@@ -25,7 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from cluster.envelope import ciphertext_length
+from core.envelope import ciphertext_length
 from tests.integration.test_s3_api import error_of
 from tests.support.cluster import Federation
 from tests.support.envelopes import bp1_header, fake_envelope

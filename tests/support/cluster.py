@@ -20,7 +20,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from cluster.config import Settings, load_settings
+from core.settings import Settings, load_settings
 from tests.support.processes import MotoServer, RedisServer, free_port
 
 __all__ = ["BACKENDS", "Federation", "start_cluster"]
@@ -173,7 +173,8 @@ def start_cluster(
     """The whole federation; ``overrides`` (``BP_*`` variables) are merged over the test
     settings. An empty value unsets a test setting (``load_settings`` ignores empty values), so
     the benchmark can run with production defaults, e.g. ``{"BP_PART_SIZE": ""}`` for 8 MiB."""
-    from cluster.bootstrap import admin_token, run_gateway, stop_gateway
+    from cluster.bootstrap import run_gateway, stop_gateway
+    from cluster.cli_base import admin_token
 
     db_name = f"bp_test_{os.getpid()}_{secrets.token_hex(3)}"
     base = os.environ.get("BP_TEST_PG", "postgresql://postgres@127.0.0.1:5432")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.config import Settings, load_settings
-from cluster.errors import InvalidInput
-from cluster.sealing import MasterKey, SealBroken, generate_master_key, hash_token, token_matches
+from core.errors import InvalidInput
+from core.sealing import MasterKey, SealBroken, generate_master_key, hash_token, token_matches
+from core.settings import Settings, load_settings
 
 
 def test_environment_overrides_file_overrides_defaults() -> None:

@@ -1,4 +1,4 @@
-"""cluster/envelope.py: what the gateway checks of an envelope without a key (invariant 1)."""
+"""core/envelope.py: what the gateway checks of an envelope without a key (invariant 1)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client import ciphertext_length as client_ciphertext_length
-from cluster.envelope import (
+from core.envelope import (
     BP1_HEADER_SIZE,
     ciphertext_length,
     envelope_from_metadata,
     parse_bp1_header,
 )
-from cluster.errors import InvalidEnvelope
+from core.errors import InvalidEnvelope
 from tests.support.envelopes import bp1_header, fake_envelope, fake_wrapped_key
 
 
@@ -118,8 +118,8 @@ def test_key_version_with_non_ascii_digits_is_refused_not_a_crash() -> None:
     """``str.isdigit`` accepts superscripts that ``int`` cannot read: a clean refusal."""
     import pytest
 
-    from cluster.envelope import envelope_from_metadata
-    from cluster.errors import InvalidEnvelope
+    from core.envelope import envelope_from_metadata
+    from core.errors import InvalidEnvelope
     from tests.support.envelopes import fake_envelope
 
     meta = fake_envelope()

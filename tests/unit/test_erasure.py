@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.erasure import ShardSet, decode, encode, rebuild, shard_size
-from cluster.errors import IntegrityError, InvalidInput
+from core.erasure import ShardSet, decode, encode, rebuild, shard_size
+from core.errors import IntegrityError, InvalidInput
 
 LAYOUTS = [(1, 0), (1, 1), (1, 3), (2, 1), (3, 2), (4, 0), (4, 2), (5, 3), (6, 4)]
 

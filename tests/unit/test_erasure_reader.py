@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from actors.verified_reader import VerifiedReader, is_erasure_coded
-from cluster import erasure
-from cluster.errors import BackendNotFound, BackendUnavailable, IntegrityError
+from core import erasure
+from core.errors import BackendNotFound, BackendUnavailable, IntegrityError
 from schema.parts import ErasurePart
 from schema.records import ObjectVersion, Replica
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from actors.erasure_tasks import decode_part, decode_verified, encode_inline, encode_part
-from cluster import erasure
-from cluster.errors import IntegrityError, InvalidInput
+from core import erasure
+from core.errors import IntegrityError, InvalidInput
 
 
 @pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 4096, 65537, 256 * 1024 + 3])

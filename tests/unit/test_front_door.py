@@ -60,7 +60,7 @@ def test_write_condition_headers() -> None:
 
 
 def test_write_condition_check() -> None:
-    from cluster.errors import NoSuchKey, PreconditionFailed
+    from core.errors import NoSuchKey, PreconditionFailed
     from schema.objects import WriteCondition
 
     create = WriteCondition(if_none_match="*")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from actors.replica_repair import may_hold, misplaced
-from cluster.placement import BackendView, PlacementConstraints
-from cluster.policy import builtin_policy
+from core.placement import BackendView, PlacementConstraints
+from core.policy import builtin_policy
 
 STANDARD = builtin_policy().get("StandardClass")  # 3 copies, >= 2 regions
 REGIONAL = builtin_policy().get("RegionalClass")  # 2 copies, one country

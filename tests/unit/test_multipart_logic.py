@@ -13,9 +13,9 @@ from xml.etree import ElementTree
 
 import pytest
 
-from cluster.config import load_settings
-from cluster.envelope import ciphertext_length
-from cluster.errors import InvalidEnvelope
+from core.envelope import ciphertext_length
+from core.errors import InvalidEnvelope
+from core.settings import load_settings
 from gateway.s3 import errors as s3e
 from gateway.s3 import xml
 from gateway.s3.handlers import multipart as mp

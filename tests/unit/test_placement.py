@@ -1,6 +1,6 @@
 """Placement engine: every returned placement is valid, every refusal is justified.
 
-The oracle here is written independently of ``cluster.placement``: plain predicates for each
+The oracle here is written independently of ``core.placement``: plain predicates for each
 rule and brute force over all subsets, small enough to run exhaustively.
 """
 
@@ -17,15 +17,15 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from cluster.errors import InsufficientCapacity, InvalidInput, PolicyViolation
-from cluster.placement import (
+from core.errors import InsufficientCapacity, InvalidInput, PolicyViolation
+from core.placement import (
     BackendView,
     Placement,
     PlacementConstraints,
     explain,
     place,
 )
-from cluster.policy import RedundancyClass, builtin_policy
+from core.policy import RedundancyClass, builtin_policy
 
 POLICY = builtin_policy()
 STANDARD = POLICY.get("StandardClass")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.errors import InsufficientCapacity, PolicyViolation
-from cluster.placement import (
+from core.errors import InsufficientCapacity, PolicyViolation
+from core.placement import (
     BackendView,
     PlacementConstraints,
     explain,
@@ -14,7 +14,7 @@ from cluster.placement import (
     place_for_write,
     rejection,
 )
-from cluster.policy import builtin_policy
+from core.policy import builtin_policy
 
 POLICY = builtin_policy()
 STANDARD = POLICY.get("StandardClass")

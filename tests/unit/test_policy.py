@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.errors import InvalidInput
-from cluster.policy import (
+from core.errors import InvalidInput
+from core.policy import (
     COLD_ARCHIVE,
     MAX_POLICY_BYTES,
     REGIONAL,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.errors import InvalidInput
-from cluster.policy import (
+from core.errors import InvalidInput
+from core.policy import (
     CLASS_SOURCES,
     builtin_policy,
     choose_class,

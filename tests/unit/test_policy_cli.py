@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cluster import cli
+from cluster import cli_policy
 from cluster.cli_policy import register
 
 
@@ -39,7 +39,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, Any]]:
         made.append((method, path, payload))
         return answers.get((method, path.split("?")[0]), {"marked_objects": 2, "tenant": "t"})
 
-    monkeypatch.setattr(cli, "_admin", fake)
+    monkeypatch.setattr(cli_policy, "admin_call", fake)
     return made
 
 

@@ -6,13 +6,11 @@ from itertools import product
 
 import pytest
 
-from cluster.errors import InvalidInput
-from cluster.policy import RedundancyClass, builtin_policy
-from cluster.quorum import (
+from core.errors import InvalidInput
+from core.policy import RedundancyClass, builtin_policy
+from core.quorum import (
     erasure_quorum,
     have_quorum,
-    losses_survivable_at_ack,
-    min_read_set,
     quorum_still_possible,
     replication_quorum,
 )
@@ -92,13 +90,13 @@ def test_write_is_decided_monotonically() -> None:
 
 def test_reads_and_losses_at_ack() -> None:
     policy = builtin_policy()
-    assert min_read_set(policy.get("StandardClass")) == 1
-    assert min_read_set(policy.get("ColdArchiveClass")) == 4
-    assert losses_survivable_at_ack(policy.get("ColdArchiveClass")) == 1
-    assert losses_survivable_at_ack(policy.get("StandardClass")) == 1
-    assert losses_survivable_at_ack(policy.get("RegionalClass")) == 1
+    assert policy.get("StandardClass").read_quorum == 1
+    assert policy.get("ColdArchiveClass").read_quorum == 4
+    assert policy.get("ColdArchiveClass").losses_survivable_at_ack == 1
+    assert policy.get("StandardClass").losses_survivable_at_ack == 1
+    assert policy.get("RegionalClass").losses_survivable_at_ack == 1
     for k in range(1, 6):
         for m in range(0, 4):
             for wq in range(k, k + m + 1):
                 rc = RedundancyClass("E", "erasure", k=k, m=m, write_quorum=wq)
-                assert losses_survivable_at_ack(rc) == wq - k >= 0
+                assert rc.losses_survivable_at_ack == wq - k >= 0

@@ -32,7 +32,7 @@ from client.s3url import S3Url
 from client.sharing import download
 from client.transfer import PlaintextRange
 from client.wrap import WrappedKey
-from cluster import errors as domain
+from core import errors as domain
 from gateway.s3 import errors as s3e
 from gateway.s3 import operations as ops
 from gateway.s3.handlers import rewrap as handler

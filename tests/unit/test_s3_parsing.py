@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster import errors as domain
+from core import errors as domain
 from gateway.s3 import errors as s3e
 from gateway.s3 import operations as ops
 from gateway.s3.handlers.list import _decode_token, _encode_token, _past_prefix

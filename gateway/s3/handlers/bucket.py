@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Response
 
 from actors.garbage import collect_garbage
-from cluster.errors import BucketAlreadyExists
+from core.errors import BucketAlreadyExists
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e

@@ -31,9 +31,9 @@ from fastapi import Response
 
 from actors.garbage import collect_garbage
 from actors.replica_repair import misplaced
-from cluster.envelope import Envelope, envelope_columns
-from cluster.errors import InvalidEnvelope
-from cluster.policy import RedundancyClass
+from core.envelope import Envelope, envelope_columns
+from core.errors import InvalidEnvelope
+from core.policy import RedundancyClass
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from cluster.envelope import public_key_wrap_alg
+from core.envelope import public_key_wrap_alg
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e

@@ -61,13 +61,13 @@ from fastapi import Response
 
 from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
-from cluster.envelope import (
+from core.envelope import (
     BP1_HEADER_SIZE,
     ciphertext_length,
     envelope_columns,
     parse_bp1_header,
 )
-from cluster.errors import InvalidEnvelope
+from core.errors import InvalidEnvelope
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e

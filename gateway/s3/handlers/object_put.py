@@ -9,7 +9,7 @@ sends what was written to garbage: nothing becomes visible.
 
 The class is the one the request names (``X-Redundancy-Class``, or ``x-amz-storage-class``
 naming a class), else the bucket's default, else the tenant's, else the policy's
-(``cluster.policy.choose_class``). The constraints are the bucket's region lock, the tenant's
+(``core.policy.choose_class``). The constraints are the bucket's region lock, the tenant's
 region lock, jurisdiction lists and backend allow-list, all read from the database for each
 write and read again, locked, in the commit transaction: if they (or the policy version)
 changed while the body streamed, the new object is marked for the placement checker in that
@@ -45,7 +45,7 @@ from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
 from actors.replica_repair import misplaced
 from actors.write_finisher import finish_stragglers, replicate_job_key
-from cluster.envelope import (
+from core.envelope import (
     BP1_HEADER_SIZE,
     ENVELOPE_METADATA,
     Envelope,
@@ -53,9 +53,9 @@ from cluster.envelope import (
     envelope_from_metadata,
     parse_bp1_header,
 )
-from cluster.errors import InsufficientCapacity, InvalidEnvelope, InvalidInput, PolicyViolation
-from cluster.placement import BackendView, Placement, PlacementConstraints, place_for_write
-from cluster.policy import ClassChoice, PolicyDocument, RedundancyClass, choose_class
+from core.errors import InsufficientCapacity, InvalidEnvelope, InvalidInput, PolicyViolation
+from core.placement import BackendView, Placement, PlacementConstraints, place_for_write
+from core.policy import ClassChoice, PolicyDocument, RedundancyClass, choose_class
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e

@@ -30,8 +30,8 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from cluster.envelope import Envelope, envelope_from_metadata
-from cluster.errors import BulletproofError, NoSuchKey
+from core.envelope import Envelope, envelope_from_metadata
+from core.errors import BulletproofError, NoSuchKey
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e

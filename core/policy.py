@@ -18,7 +18,7 @@ The document shape (see ``docs/policy.md``)::
 The built-in classes are always present; a document may redefine them and add its own.
 ``dump_policy`` writes every class explicitly, and ``load_policy(dump_policy(d)) == d``.
 
-What this module does not do: choose backends (``cluster.placement``), store documents
+What this module does not do: choose backends (``core.placement``), store documents
 (``schema/``) or decide which class a request gets (the gateway).
 """
 
@@ -32,8 +32,8 @@ from typing import Any
 
 import yaml
 
-from cluster.errors import InvalidInput
-from cluster.quorum import erasure_quorum, replication_quorum
+from core.errors import InvalidInput
+from core.quorum import erasure_quorum, replication_quorum
 
 __all__ = [
     "CLASS_SOURCES",
@@ -204,6 +204,18 @@ class RedundancyClass:
     def width(self) -> int:
         """Backends an object of this class occupies: ``copies``, or ``k + m`` shards."""
         return self.copies if self.kind == "replication" else self.k + self.m
+
+    @property
+    def read_quorum(self) -> int:
+        """How many stored pieces a read needs: 1 replica, or any ``k`` shards."""
+        return self.k if self.kind == "erasure" else 1
+
+    @property
+    def losses_survivable_at_ack(self) -> int:
+        """How many more pieces an object can lose, right at acknowledgement, and still be
+        read: only ``write_quorum`` pieces are known to be stored then, a read needs
+        ``read_quorum`` of them."""
+        return self.write_quorum - self.read_quorum
 
     def describe(self) -> str:
         """One line for humans, e.g. ``replication 3 copies, write quorum 2, >= 2 regions``."""

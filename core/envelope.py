@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
-from cluster.errors import InvalidEnvelope
+from core.errors import InvalidEnvelope
 
 __all__ = [
     "BP1_HEADER_SIZE",

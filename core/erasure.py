@@ -24,7 +24,7 @@ from typing import Any
 
 import zfec
 
-from cluster.errors import IntegrityError, InvalidInput
+from core.errors import IntegrityError, InvalidInput
 
 __all__ = [
     "COLUMN",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import InvalidInput
+from core.errors import InvalidInput
 
 __all__ = ["Settings", "load_settings"]
 

@@ -35,7 +35,7 @@ millisecond for 64 backends. Region, country, provider and jurisdiction compare
 case-insensitively; the result does not depend on the order backends are given in.
 
 Pure: no I/O, no clocks, no randomness. It does not write, count acknowledgements
-(``cluster.quorum``) or decide when to repair.
+(``core.quorum``) or decide when to repair.
 """
 
 from __future__ import annotations
@@ -44,14 +44,13 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from cluster.errors import (
+from core.errors import (
     BulletproofError,
     InsufficientCapacity,
     InvalidInput,
     PolicyViolation,
 )
-from cluster.policy import RedundancyClass
-from cluster.quorum import losses_survivable_at_ack, min_read_set
+from core.policy import RedundancyClass
 
 __all__ = [
     "RTT_BAND_MS",
@@ -665,8 +664,8 @@ def _plan(
         write_quorum = rc.write_quorum
         lines.append(
             f"write quorum: {write_quorum} of {rc.width}; "
-            f"{losses_survivable_at_ack(rc)} further loss(es) survivable at "
-            f"acknowledgement; reads need {min_read_set(rc)}"
+            f"{rc.losses_survivable_at_ack} further loss(es) survivable at "
+            f"acknowledgement; reads need {rc.read_quorum}"
         )
     return Placement(rc, tuple(b.name for b in chosen), write_quorum, tuple(lines))
 

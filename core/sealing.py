@@ -16,7 +16,7 @@ import secrets as _secrets
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from cluster.errors import BulletproofError
+from core.errors import BulletproofError
 
 __all__ = [
     "MasterKey",

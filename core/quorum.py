@@ -9,25 +9,20 @@ The rules, after Swift's ``quorum_size`` and EC quorum (``swift/common/storage_p
 - replication: majority, ``copies // 2 + 1`` (2 of 3, 2 of 2, 3 of 5);
 - erasure: ``k + 1`` shards, capped at ``k + m``: an acknowledged object survives one more
   lost shard before repair (5 of 6 for k=4, m=2);
-- reads: one replica, or any ``k`` shards.
+- reads: one replica, or any ``k`` shards (``RedundancyClass.read_quorum``, with
+  ``losses_survivable_at_ack``: properties of the class, as Swift puts its quorum on the
+  storage policy).
 
 Pure arithmetic: it counts, it does not wait, time out or talk to backends.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from cluster.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from cluster.policy import RedundancyClass
+from core.errors import InvalidInput
 
 __all__ = [
     "erasure_quorum",
     "have_quorum",
-    "losses_survivable_at_ack",
-    "min_read_set",
     "quorum_still_possible",
     "replication_quorum",
 ]
@@ -85,19 +80,3 @@ def quorum_still_possible(acks: int, failures: int, width: int, needed: int) -> 
             f"acks ({acks}) + failures ({failures}) exceed the write width ({width})"
         )
     return width - failures >= needed
-
-
-def min_read_set(rc: RedundancyClass) -> int:
-    """How many stored pieces a read needs: 1 replica, or ``k`` shards of an erasure class."""
-    if rc.kind == "erasure":
-        return rc.k
-    return 1
-
-
-def losses_survivable_at_ack(rc: RedundancyClass) -> int:
-    """How many more pieces an object can lose, right at acknowledgement, and still be read.
-
-    At acknowledgement only ``write_quorum`` pieces are known to be stored; a read needs
-    ``min_read_set(rc)`` of them.
-    """
-    return rc.write_quorum - min_read_set(rc)
