@@ -17,6 +17,7 @@ from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3 import sigv4
 from gateway.s3.operations import BucketOp, ObjectOp, Operation
+from schema.audit import Caller
 from schema.records import Bucket
 
 __all__ = ["Authorized", "Principal", "authenticate", "authenticate_admin", "authorize"]
@@ -38,6 +39,10 @@ class Authorized:
     bucket: Bucket | None
     #: CopyObject / UploadPartCopy: the source bucket, resolved in the same tenant only.
     source_bucket: Bucket | None = None
+
+    def caller(self, request_id: str) -> Caller:
+        """This request's actor as the audit log names it (the access key, in its tenant)."""
+        return Caller(self.principal.access_key_id, request_id, self.principal.tenant_id)
 
 
 async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Principal:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
-__all__ = ["AuditEntry", "AuditLog", "canonical_entry", "chain_hash"]
+__all__ = ["AuditEntry", "AuditLog", "Caller", "canonical_entry", "chain_hash"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,31 @@ class AuditEntry:
     request_id: str
     result: str
     tenant_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is acting, as the audit log names them: an S3 access key, ``admin``, a worker or an
+    importer, with the request (or run) id and the tenant acted for.
+
+    The one way an audit entry is built (``caller.entry(...)``): the S3 handlers, the admin
+    routes, the data path and the workers all pass a ``Caller`` along instead of the HTTP
+    request they may not have.
+    """
+
+    actor: str
+    request_id: str
+    tenant_id: int | None = None
+
+    def entry(self, action: str, resource: str, result: str = "ok") -> AuditEntry:
+        return AuditEntry(
+            actor=self.actor,
+            action=action,
+            resource=resource,
+            request_id=self.request_id,
+            result=result,
+            tenant_id=self.tenant_id,
+        )
 
 
 def canonical_entry(seq: int, at: datetime, entry: AuditEntry) -> bytes:
