@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.backend_pool import BackendPool, DirectBackendPool, RayBackendPool
+from actors.data_path import POLICY_REFRESH_S
 from actors.registry import BackendRegistry
 from core.placement import PlacementConstraints
 from core.policy import PolicyDocument
@@ -71,10 +72,6 @@ DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
 #: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
 #: or an extra copy keeps a durable object compliant.
 PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
-
-
-#: Seconds a loaded policy is trusted before the version in force is read again.
-POLICY_REFRESH_S = 2.0
 
 
 def constraints_of(settings: PlacementSettings) -> PlacementConstraints:
