@@ -37,7 +37,7 @@ from core.settings import Settings
 from schema.cache import CachedReader
 from schema.jobs import Backoff, JobQueue
 from schema.orphans import OrphanRepository
-from schema.policies import PlacementSettings, PolicyRepository
+from schema.policies import PolicyRepository
 from schema.records import ObjectVersion, Replica
 from schema.replicas import ReplicaRepository, ScrubTarget
 from schema.snapshots import SnapshotRepository
@@ -53,7 +53,6 @@ __all__ = [
     "REPLICATE",
     "HealingContext",
     "add_replica_key",
-    "constraints_of",
     "move_key",
     "repair_key",
     "replicate_key",
@@ -72,20 +71,6 @@ DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
 #: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
 #: or an extra copy keeps a durable object compliant.
 PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
-
-
-def constraints_of(settings: PlacementSettings) -> PlacementConstraints:
-    """Placement constraints from a bucket's stored settings (same rule as the write path)."""
-    tenant = settings.tenant
-    return PlacementConstraints(
-        region_lock=frozenset(settings.bucket_region_lock),
-        tenant_region_lock=frozenset(tenant.region_lock),
-        jurisdiction_allow=frozenset(tenant.jurisdiction_allow),
-        jurisdiction_deny=frozenset(tenant.jurisdiction_deny),
-        allowed_backends=(
-            None if tenant.allowed_backends is None else frozenset(tenant.allowed_backends)
-        ),
-    )
 
 
 def replicate_key(version_pk: int, backend_id: int) -> str:
@@ -159,7 +144,7 @@ class HealingContext:
 
     async def constraints(self, version: ObjectVersion) -> PlacementConstraints:
         """Where this version may live beyond its class, exactly as the write path computes it
-        (``gateway/s3/handlers/object_put.constraints_for``): the bucket's region lock and the
+        (``PlacementSettings.constraints``): the bucket's region lock and the
         tenant's region lock, jurisdiction lists and backend allow-list, all at once. Cached per
         bucket for ``POLICY_REFRESH_S``, like the policy (a repair is re-checked by the
         placement checker when settings change: they mark the objects)."""
@@ -168,7 +153,7 @@ class HealingContext:
             return cached[1]
         async with self.store.db.connection() as conn:
             settings = await self.policies.placement_settings(conn, version.bucket_id)
-        constraints = constraints_of(settings)
+        constraints = settings.constraints
         if len(self._constraints) > 10_000:
             self._constraints.clear()
         self._constraints[version.bucket_id] = (time.monotonic(), constraints)

@@ -31,7 +31,7 @@ from core.policy import builtin_policy, diff_policies, dump_policy
 from core.sealing import new_secret
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
-from gateway.s3.handlers.object_put import constraints_for, resolve_class
+from gateway.s3.handlers.object_put import resolve_class
 from schema.audit import AuditEntry
 from schema.policies import StoredPolicy
 
@@ -416,7 +416,7 @@ async def explain_placement(ctx: GatewayContext, data: dict[str, Any]) -> dict[s
     choice = resolve_class(policy, settings, requested)
     rc = choice.redundancy_class
     source = "the object's class" if requested and data.get("class") is None else choice.source
-    constraints = constraints_for(settings)
+    constraints = settings.constraints
     object_size = size if size is not None else (version.size if version is not None else 0)
     handles = await ctx.registry.current()
     views = [h.view() for h in handles]

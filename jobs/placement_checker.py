@@ -4,8 +4,8 @@ Invariant it restores: every stored version's replicas sit on backends that the 
 allows (active, inside the bucket's region lock, jurisdiction lists) and that together satisfy
 the class (regions, country, providers). A replica that breaks it gets a ``move`` job; the
 agent copies it to a backend chosen by placement with the other replicas already placed, then
-drops the old one (``actors/replica_repair.py``). The judgement is ``misplaced()``: pure, and
-every rule in it is the placement engine's own.
+drops the old one (``actors/replica_repair.py``). The judgement is
+``core.compliance.misplaced()``: pure, and every rule in it is the placement engine's own.
 
 What it looks at, cheapest first:
 
@@ -39,10 +39,9 @@ from actors.healing import (
     PLACEMENT_CHECK,
     PRIORITY,
     HealingContext,
-    constraints_of,
     move_key,
 )
-from actors.replica_repair import misplaced
+from core.compliance import misplaced
 from core.placement import PlacementConstraints
 from jobs.worker import Worker
 
@@ -181,7 +180,7 @@ class PlacementChecker(Worker):
                     continue
                 if version.bucket_id not in constraints_by_bucket:
                     settings = await ctx.policies.placement_settings(conn, version.bucket_id)
-                    constraints_by_bucket[version.bucket_id] = constraints_of(settings)
+                    constraints_by_bucket[version.bucket_id] = settings.constraints
                 constraints = constraints_by_bucket[version.bucket_id]
                 holder_ids = sorted({r.backend_id for r in version.replicas})
                 gone = [b for b in holder_ids if b not in handles]  # removed backends

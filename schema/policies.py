@@ -30,6 +30,7 @@ from datetime import datetime
 import asyncpg
 
 from core.errors import Conflict, NoSuchBucket, NotFound
+from core.placement import PlacementConstraints
 from core.policy import PolicyDocument, builtin_policy, dump_policy, load_policy
 from schema.backends import BackendRepository
 from schema.jobs import JobQueue
@@ -94,6 +95,22 @@ class PlacementSettings:
     bucket_default_class: str | None
     bucket_region_lock: tuple[str, ...]
     tenant: TenantPlacement
+
+    @property
+    def constraints(self) -> PlacementConstraints:
+        """Where the bucket's objects may live beyond their class: the bucket's region lock
+        and its tenant's region lock, jurisdiction lists and backend allow-list, all at once.
+        The write path, the repairer and the placement checker all ask this one question."""
+        tenant = self.tenant
+        return PlacementConstraints(
+            region_lock=frozenset(self.bucket_region_lock),
+            tenant_region_lock=frozenset(tenant.region_lock),
+            jurisdiction_allow=frozenset(tenant.jurisdiction_allow),
+            jurisdiction_deny=frozenset(tenant.jurisdiction_deny),
+            allowed_backends=(
+                None if tenant.allowed_backends is None else frozenset(tenant.allowed_backends)
+            ),
+        )
 
 
 class PolicyRepository:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from actors.replica_repair import may_hold, misplaced
+from core.compliance import may_hold, misplaced
 from core.placement import BackendView, PlacementConstraints
 from core.policy import builtin_policy
 

@@ -2,7 +2,7 @@
 
 Sharing. When the target's class is the source's class and the backends holding the source
 satisfy the target bucket's placement rules (region locks, jurisdiction lists, allow-list:
-``actors.replica_repair.misplaced`` decides, the same rule the placement checker applies),
+``core.compliance.misplaced`` decides, the same rule the placement checker applies),
 the copy is metadata only: its replica rows name the source's backend objects. Several rows
 then reference one (backend, locator); the garbage collector deletes a backend object only
 when no row references it any more (``actors/garbage.py``), so neither version's deletion
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from fastapi import Response
 
 from actors.garbage import collect_garbage
-from actors.replica_repair import misplaced
+from core.compliance import misplaced
 from core.envelope import Envelope, envelope_columns
 from core.errors import InvalidEnvelope
 from core.policy import RedundancyClass
@@ -42,7 +42,6 @@ from gateway.s3.call import S3Call, user_metadata
 from gateway.s3.conditions import write_condition
 from gateway.s3.handlers.object_put import (
     commit_written,
-    constraints_for,
     new_version_id,
     placement_fingerprint,
     redundancy_class_for,
@@ -258,7 +257,7 @@ async def _share(
     if len(holder_ids) != rc.width or any(b not in handles for b in holder_ids):
         return None
     holders = [handles[b].view() for b in holder_ids]
-    if misplaced(rc, constraints_for(settings), holders, []):
+    if misplaced(rc, settings.constraints, holders, []):
         return None
     envelope = _envelope(source)
     async with ctx.store.db.transaction() as conn:

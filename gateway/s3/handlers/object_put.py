@@ -43,8 +43,8 @@ from fastapi import Response
 
 from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
-from actors.replica_repair import misplaced
 from actors.write_finisher import finish_stragglers, replicate_job_key
+from core.compliance import misplaced
 from core.envelope import (
     BP1_HEADER_SIZE,
     ENVELOPE_METADATA,
@@ -72,7 +72,6 @@ from schema.records import Bucket, ObjectVersion
 __all__ = [
     "CHANGED_WHILE_WRITTEN",
     "commit_written",
-    "constraints_for",
     "new_version_id",
     "object_metadata",
     "placement_fingerprint",
@@ -134,21 +133,6 @@ def resolve_class(
         )
     except InvalidInput as exc:
         raise s3e.InvalidArgument(str(exc)) from exc
-
-
-def constraints_for(settings: PlacementSettings) -> PlacementConstraints:
-    """The placement constraints of the bucket's objects: its region lock and its tenant's
-    region lock, jurisdiction lists and backend allow-list (all of them hold at once)."""
-    tenant = settings.tenant
-    return PlacementConstraints(
-        region_lock=frozenset(settings.bucket_region_lock),
-        tenant_region_lock=frozenset(tenant.region_lock),
-        jurisdiction_allow=frozenset(tenant.jurisdiction_allow),
-        jurisdiction_deny=frozenset(tenant.jurisdiction_deny),
-        allowed_backends=(
-            None if tenant.allowed_backends is None else frozenset(tenant.allowed_backends)
-        ),
-    )
 
 
 def _place(
@@ -259,7 +243,7 @@ async def start_write(
     of the object lives on one backend set (repair and erasure layouts count on a backend
     holding every part, with one shard index); otherwise the part is placed afresh."""
     handles = await ctx.registry.current()
-    constraints = constraints_for(settings)
+    constraints = settings.constraints
     erasure = (rc.k, rc.m) if rc.kind == "erasure" else None
     by_id = {h.id: h for h in handles}
     if pinned and all(b in by_id for b in pinned) and len(pinned) == rc.width:
