@@ -20,7 +20,6 @@ from ray import serve
 
 from core.settings import Settings
 from gateway import admin
-from gateway.auth import authenticate_admin
 from gateway.context import GatewayContext
 from gateway.front_door import FrontDoor
 from gateway.objects_api import handle_objects_api
@@ -83,104 +82,65 @@ class GatewayDeployment:
             }
         )
 
-    async def _admin(self, request: Request, action: Any) -> Response:
-        request_id = secrets.token_hex(8).upper()
-        try:
-            ctx = await self.ctx()
-            await authenticate_admin(ctx, request.headers.get("authorization"))
-            result = await action(ctx, request_id)
-        except Exception as exc:
-            err = to_s3_error(exc, resource=request.url.path)
-            if err.code == "InternalError":
-                log.error("admin request %s failed", request_id, exc_info=exc)
-            return error_response(err, request_id)
-        return JSONResponse(result, headers={"x-amz-request-id": request_id})
-
+    # -- /admin (gateway/admin/): every route is admin.respond(request, self.ctx, operation),
+    # which authenticates before it parses or runs anything; path parameters reach the
+    # operation through the request.
     @fastapi_app.post("/admin/add-storage")
     async def add_storage(self, request: Request) -> Response:
-        body = await request.body()
-        return await self._admin(
-            request, lambda ctx, rid: admin.add_storage(ctx, admin.parse_json(body), rid)
-        )
+        return await admin.respond(request, self.ctx, admin.add_storage)
 
     @fastapi_app.get("/admin/backends")
     async def backends(self, request: Request) -> Response:
-        return await self._admin(request, lambda ctx, rid: admin.list_backends(ctx))
+        return await admin.respond(request, self.ctx, admin.list_backends)
 
     @fastapi_app.post("/admin/backends/ping")
     async def ping_backends(self, request: Request) -> Response:
-        return await self._admin(request, lambda ctx, rid: ctx.registry.ping_all())
+        return await admin.respond(request, self.ctx, admin.ping_backends)
 
     @fastapi_app.post("/admin/tenants")
     async def tenants(self, request: Request) -> Response:
-        body = await request.body()
-        return await self._admin(
-            request, lambda ctx, rid: admin.create_tenant(ctx, admin.parse_json(body), rid)
-        )
+        return await admin.respond(request, self.ctx, admin.create_tenant)
 
     @fastapi_app.get("/admin/audit/verify")
     async def audit_verify(self, request: Request) -> Response:
-        return await self._admin(request, lambda ctx, rid: admin.verify_audit(ctx))
+        return await admin.respond(request, self.ctx, admin.verify_audit)
 
-    # -- policy engine (gateway/admin.py; docs/policy.md) ------------------------------------
+    # -- policy engine (gateway/admin/policy.py, tenants.py, buckets.py; docs/policy.md)
     @fastapi_app.put("/admin/policy")
     async def apply_policy(self, request: Request) -> Response:
-        body = await request.body()
-        return await self._admin(
-            request, lambda ctx, rid: admin.apply_policy(ctx, admin.parse_json(body), rid)
-        )
+        return await admin.respond(request, self.ctx, admin.apply_policy)
 
     @fastapi_app.get("/admin/policy")
     async def show_policy(self, request: Request) -> Response:
-        version = request.query_params.get("version")
-        return await self._admin(request, lambda ctx, rid: admin.show_policy(ctx, version))
+        return await admin.respond(request, self.ctx, admin.show_policy)
 
     @fastapi_app.get("/admin/policy/history")
     async def policy_history(self, request: Request) -> Response:
-        return await self._admin(request, lambda ctx, rid: admin.policy_history(ctx))
+        return await admin.respond(request, self.ctx, admin.policy_history)
 
     @fastapi_app.post("/admin/policy/explain")
     async def explain_placement(self, request: Request) -> Response:
-        body = await request.body()
-        return await self._admin(
-            request, lambda ctx, rid: admin.explain_placement(ctx, admin.parse_json(body))
-        )
+        return await admin.respond(request, self.ctx, admin.explain_placement)
 
     @fastapi_app.get("/admin/tenants/{tenant}/placement")
-    async def tenant_placement(self, request: Request, tenant: str) -> Response:
-        return await self._admin(request, lambda ctx, rid: admin.tenant_placement(ctx, tenant))
+    async def tenant_placement(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.tenant_placement)
 
     @fastapi_app.put("/admin/tenants/{tenant}/placement")
-    async def set_tenant_placement(self, request: Request, tenant: str) -> Response:
-        body = await request.body()
-        return await self._admin(
-            request,
-            lambda ctx, rid: admin.set_tenant_placement(ctx, tenant, admin.parse_json(body), rid),
-        )
+    async def set_tenant_placement(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.set_tenant_placement)
 
     @fastapi_app.get("/admin/tenants/{tenant}/buckets/{bucket}/placement")
-    async def bucket_placement(self, request: Request, tenant: str, bucket: str) -> Response:
-        return await self._admin(
-            request, lambda ctx, rid: admin.bucket_placement(ctx, tenant, bucket)
-        )
+    async def bucket_placement(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.bucket_placement)
 
     @fastapi_app.put("/admin/tenants/{tenant}/buckets/{bucket}/placement")
-    async def set_bucket_placement(self, request: Request, tenant: str, bucket: str) -> Response:
-        body = await request.body()
-        return await self._admin(
-            request,
-            lambda ctx, rid: admin.set_bucket_placement(
-                ctx, tenant, bucket, admin.parse_json(body), rid
-            ),
-        )
+    async def set_bucket_placement(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.set_bucket_placement)
 
     @fastapi_app.put("/admin/backends/{name}/location")
-    async def relocate_backend(self, request: Request, name: str) -> Response:
-        body = await request.body()
-        return await self._admin(
-            request,
-            lambda ctx, rid: admin.relocate_backend(ctx, name, admin.parse_json(body), rid),
-        )
+    async def relocate_backend(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.relocate_backend)
 
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:
