@@ -17,7 +17,7 @@ import secrets
 from typing import Any
 
 from actors.backend_actor import BackendSpec, build_client, get_or_create_backend_actor
-from actors.registry import spec_of
+from actors.backend_transport import spec_of
 from core.errors import (
     BulletproofError,
     Conflict,

@@ -109,7 +109,7 @@ class GatewayDeployment:
 
     @fastapi_app.post("/admin/backends/ping")
     async def ping_backends(self, request: Request) -> Response:
-        return await self._admin(request, lambda ctx, rid: ctx.registry.ping_all())
+        return await self._admin(request, lambda ctx, rid: ctx.registry.ping_all(record=True))
 
     @fastapi_app.post("/admin/tenants")
     async def tenants(self, request: Request) -> Response:

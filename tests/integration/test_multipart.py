@@ -838,8 +838,8 @@ def test_encrypted_multipart_upload(
 def test_expired_uploads_are_aborted_by_the_worker(
     cluster: Federation, plain: Client, bucket: str
 ) -> None:
-    from actors.healing import HealingContext
     from jobs.catalog import build_worker
+    from actors.healing import HealingContext
 
     s3 = plain.s3
     upload_id, _ = upload(s3, bucket, "forgotten", [os.urandom(PART), os.urandom(MIB)])
