@@ -22,20 +22,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
+from actors.backend_transport import BackendTransport, DirectTransport, RayTransport
 from actors.registry import BackendRegistry
 from actors.verified_reader import VerifiedReader
 from core.errors import MetadataUnavailable
 from core.policy import PolicyDocument, builtin_policy
 from core.settings import Settings
 from schema.cache import CachedReader
+from schema.jobs import PRIORITY, REPAIR, repair_key
 from schema.parts import ErasurePart, PartRepository
 from schema.policies import PolicyRepository
 from schema.records import ObjectVersion, Replica
 from schema.store import MetadataReader, MetadataStore
 
-__all__ = ["POLICY_REFRESH_S", "DataPath"]
+__all__ = ["POLICY_REFRESH_S", "BadReplica", "DataPath", "ReplicaRef"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,38 @@ log = logging.getLogger(__name__)
 POLICY_REFRESH_S = 2.0
 #: Erasure layouts kept per replica (a version's parts never change, so no invalidation).
 _LAYOUT_CACHE = 4096
+
+
+class ReplicaRef(Protocol):
+    """Which replica a reader found bad, and where its object lives (for the cache)."""
+
+    @property
+    def version_pk(self) -> int: ...
+    @property
+    def bucket_id(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def replica_id(self) -> int: ...
+    @property
+    def backend_id(self) -> int: ...
+    @property
+    def part_number(self) -> int: ...
+    @property
+    def shard_index(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class BadReplica:
+    """A ``ReplicaRef`` from plain fields (``schema.replicas.ScrubTarget`` is another)."""
+
+    version_pk: int
+    bucket_id: int
+    key: str
+    replica_id: int
+    backend_id: int
+    part_number: int
+    shard_index: int
 
 
 @dataclass
@@ -71,23 +105,37 @@ class DataPath:
         )
 
     @classmethod
-    async def open(cls, settings: Settings, **extra: Any) -> Self:
-        """Connect, load the backends and the policy, and start their refresh loops.
-        ``extra``: the fields a subclass adds (the gateway's master key)."""
-        store = await MetadataStore.connect(settings.database_url, max_size=20)
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        use_ray: bool = True,
+        serving: bool = True,
+        db_pool_size: int = 20,
+        **extra: Any,
+    ) -> Self:
+        """Connect to PostgreSQL and Redis, load the backends and the policy.
+
+        ``use_ray``: reach backends through their ``BackendActor``s, else with clients built in
+        this process (``actors.backend_transport``). ``serving``: a gateway replica, which
+        keeps the backends' stored health up to date and refreshes the policy in the
+        background; a healer or importer reloads both on use instead. ``extra``: the fields a
+        subclass adds (the gateway's master key)."""
+        store = await MetadataStore.connect(settings.database_url, max_size=db_pool_size)
+        key_file = str(settings.master_key_path.resolve())
+        transport: BackendTransport = (
+            RayTransport(key_file) if use_ray else DirectTransport(key_file)
+        )
         registry = BackendRegistry(
             store,
-            str(settings.master_key_path.resolve()),
+            transport,
             backend_timeout_s=settings.backend_timeout_s,
+            refresh_interval_s=2.0 if serving else 5.0,
         )
         meta = CachedReader(store, settings.redis_url, ttl_s=settings.cache_ttl_s)
-        ctx = cls(
-            settings=settings,
-            store=store,
-            meta=meta,
-            registry=registry,
-            **extra,
-        )
+        ctx = cls(settings=settings, store=store, meta=meta, registry=registry, **extra)
+        if not serving:
+            return ctx
         try:
             await registry.refresh()
         except Exception:  # the database may come up later; requests will retry the refresh
@@ -96,7 +144,7 @@ class DataPath:
             await ctx.refresh_policy()
         except Exception:  # likewise; writes refuse until a load succeeds
             log.exception("initial policy load failed")
-        ctx.spawn(registry.health_loop(settings.health_interval_s))
+        ctx.spawn(registry.health_loop(settings.health_interval_s, record=True))
         ctx.spawn(ctx._policy_loop())
         return ctx
 
@@ -165,31 +213,69 @@ class DataPath:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def invalidate(self, bucket_id: int, key: str) -> None:
+        """Readers must see changed replica states at once; a Redis outage only delays it (the
+        cache's epoch and breaker handle that, see ``schema/cache.py``)."""
+        try:
+            await self.meta.invalidate_object(bucket_id, key)
+        except Exception:  # the cache's own breaker already recorded the miss
+            log.warning("cache invalidation failed for bucket %d", bucket_id)
+
     async def report_bad_replica(
         self, version: ObjectVersion, replica: Replica, status: str
     ) -> None:
-        """Mark a replica that failed verification and queue its repair, in one transaction."""
-        async with self.store.db.transaction() as conn:
-            changed = await self.store.objects.set_replica_status(conn, [replica.id], status)
-            if changed:
-                await self.store.jobs.enqueue(
-                    conn,
-                    "repair",
-                    {
-                        "version_pk": version.id,
-                        "backend_id": replica.backend_id,
-                        "part_number": replica.part_number,
-                        "shard_index": replica.shard_index,
-                        "reason": status,
-                    },
-                    idempotency_key=f"repair:{version.id}:{replica.backend_id}:{replica.part_number}",
-                    priority=50,
+        """Mark a replica that failed verification and queue its repair, in one transaction
+        (every reader - gateway, scrubber, repairer - reports through here)."""
+        await self.mark_bad_many(
+            [
+                BadReplica(
+                    version_pk=version.id,
+                    bucket_id=version.bucket_id,
+                    key=version.key,
+                    replica_id=replica.id,
+                    backend_id=replica.backend_id,
+                    part_number=replica.part_number,
+                    shard_index=replica.shard_index,
                 )
-        await self.meta.invalidate_object(version.bucket_id, version.key)
+            ],
+            status,
+        )
+
+    async def mark_bad_many(self, targets: Sequence[ReplicaRef], status: str) -> int:
+        """Mark replicas ``status`` (``corrupt`` / ``missing``) and queue one repair job per
+        replica (version, backend) in one transaction (a backend that came back empty loses
+        thousands at once); returns how many changed."""
+        changed_rows: list[ReplicaRef] = []
+        queued: set[tuple[int, int]] = set()
+        async with self.store.db.transaction() as conn:
+            for t in sorted(targets, key=lambda t: (t.version_pk, t.backend_id, t.part_number)):
+                if not await self.store.objects.set_replica_status(conn, [t.replica_id], status):
+                    continue
+                changed_rows.append(t)
+                # One job per replica (version, backend): it repairs every bad part of it.
+                if (t.version_pk, t.backend_id) not in queued:
+                    queued.add((t.version_pk, t.backend_id))
+                    await self.store.jobs.enqueue(
+                        conn,
+                        REPAIR,
+                        {
+                            "version_pk": t.version_pk,
+                            "backend_id": t.backend_id,
+                            "part_number": t.part_number,
+                            "shard_index": t.shard_index,
+                            "reason": status,
+                        },
+                        idempotency_key=repair_key(t.version_pk, t.backend_id, t.part_number),
+                        priority=PRIORITY[REPAIR],
+                    )
+        for key in {(t.bucket_id, t.key) for t in changed_rows}:
+            await self.invalidate(*key)
+        return len(changed_rows)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self.registry.close()
         if isinstance(self.meta, CachedReader):
             await self.meta.close()
         await self.store.close()

@@ -18,39 +18,42 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from actors.backend_pool import BackendPool
 from actors.registry import BackendRegistry
 from core.errors import BackendNotFound
 from schema.orphans import OrphanRepository
 from schema.store import MetadataStore
 
-__all__ = ["collect_garbage", "collect_garbage_through", "discard_write"]
+__all__ = ["collect_garbage", "discard_write"]
 
 log = logging.getLogger(__name__)
 
 
 async def collect_garbage(
     store: MetadataStore, registry: BackendRegistry, *, limit: int = 500
-) -> int:
-    """Delete one batch of garbage; returns how many rows were resolved."""
+) -> tuple[int, int]:
+    """Delete one batch of garbage on the backends that are up; returns (rows resolved, rows
+    left for a later pass). A row whose locator is still referenced (shared by a copy) or
+    already absent on its backend is resolved without a delete; a removed backend's rows wait
+    (nothing can delete there now)."""
+    healthy = [h.id for h in await registry.current() if h.healthy]
     async with store.db.connection() as conn:
-        rows = await store.objects.take_garbage(conn, limit)
+        rows = await OrphanRepository().take_garbage_on(conn, healthy, limit)
         if not rows:
-            return 0
+            return 0, 0
         still_used = await store.objects.referenced(conn, [(b, loc) for _, b, loc in rows])
-    await registry.current()
 
     async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
         if (backend_id, locator) in still_used:
             log.debug("garbage row %d: locator still referenced (shared); kept", garbage_id)
             return garbage_id
-        handle = registry.get(backend_id)
-        if handle is None:
+        if registry.get(backend_id) is None:
             return None
         try:
-            await asyncio.wait_for(handle.actor.delete.remote(locator), timeout=30)
+            await registry.delete(backend_id, locator)
+        except BackendNotFound:
+            return garbage_id
         except Exception as exc:  # retried at the next collection
-            log.info("garbage delete on %s failed: %s", handle.name, exc)
+            log.info("garbage delete on backend %d failed: %s", backend_id, exc)
             return None
         return garbage_id
 
@@ -59,7 +62,7 @@ async def collect_garbage(
     if done:
         async with store.db.transaction() as conn:
             await store.objects.forget_garbage(conn, done)
-    return len(done)
+    return len(done), len(rows) - len(done)
 
 
 async def discard_write(
@@ -75,39 +78,3 @@ async def discard_write(
         log.exception("could not record %d orphaned backend objects", len(items))
         return
     await collect_garbage(store, registry)
-
-
-async def collect_garbage_through(
-    store: MetadataStore, pool: BackendPool, *, limit: int = 500
-) -> tuple[int, int]:
-    """``collect_garbage`` for the self-healing processes, through a ``BackendPool`` (with or
-    without Ray), taking only rows of backends that are up. Returns (rows resolved, rows
-    left for a later pass)."""
-    healthy = [h.id for h in await pool.current() if h.healthy]
-    async with store.db.connection() as conn:
-        rows = await OrphanRepository().take_garbage_on(conn, healthy, limit)
-        if not rows:
-            return 0, 0
-        still_used = await store.objects.referenced(conn, [(b, loc) for _, b, loc in rows])
-
-    async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
-        if (backend_id, locator) in still_used:
-            log.debug("garbage row %d: locator still referenced (shared); kept", garbage_id)
-            return garbage_id
-        if pool.get(backend_id) is None:
-            return None  # removed backend: nothing can delete it now
-        try:
-            await pool.delete(backend_id, locator)
-        except BackendNotFound:
-            return garbage_id
-        except Exception as exc:  # retried at the next collection
-            log.info("garbage delete on backend %d failed: %s", backend_id, exc)
-            return None
-        return garbage_id
-
-    results = await asyncio.gather(*(delete(*row) for row in rows))
-    done = [gid for gid in results if gid is not None]
-    if done:
-        async with store.db.transaction() as conn:
-            await store.objects.forget_garbage(conn, done)
-    return len(done), len(rows) - len(done)

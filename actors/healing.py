@@ -1,153 +1,57 @@
-"""What every self-healing process holds: the metadata store, byte access to the backends,
-the Redis cache (to invalidate what a repair changes), the policy in force, and the job kinds.
+"""What every self-healing process holds: the data-path context (``actors.data_path``: store,
+cache, live backends, the policy in force, report-a-bad-replica) plus the healers' own
+repositories, the bucket constraints they re-check, and the retry backoff.
 
 Built once per agent, scheduler or CLI run (``HealingContext.connect``), never per job. With
 Ray it reaches backends through the named ``BackendActor``s; without it (``use_ray=False``)
-through clients built in this process from the sealed credentials and the master key file.
-
-Job kinds and their idempotency keys (the write path and the gateway's read path already use
-the first two; the keys are part of the contract, so re-enqueueing the same work is a no-op):
-
-==============  =========================================  ======================================
-kind            payload                                    key
-==============  =========================================  ======================================
-replicate       version_pk, target_backend_id, ...         ``replicate:<pk>:<backend>``
-repair          version_pk, backend_id, part_number, ...   ``repair:<pk>:<backend>:<part>``
-move            version_pk, backend_id, reason             ``move:<pk>:<backend>``
-add_replica     version_pk, reason                         ``add_replica:<pk>``
-placement_check version_pk, reason                         ``placement_check:<pk>``
-==============  =========================================  ======================================
+through clients built in this process from the sealed credentials and the master key file
+(``actors.backend_transport``). Job kinds, keys and priorities live in ``schema.jobs``.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from actors.backend_pool import BackendPool, DirectBackendPool, RayBackendPool
-from actors.data_path import POLICY_REFRESH_S
-from actors.registry import BackendRegistry
+from actors.data_path import POLICY_REFRESH_S, DataPath
 from core.placement import PlacementConstraints
-from core.policy import PolicyDocument
 from core.settings import Settings
-from schema.cache import CachedReader
 from schema.jobs import Backoff, JobQueue
 from schema.orphans import OrphanRepository
-from schema.policies import PolicyRepository
-from schema.records import ObjectVersion, Replica
-from schema.replicas import ReplicaRepository, ScrubTarget
+from schema.records import ObjectVersion
+from schema.replicas import ReplicaRepository
 from schema.snapshots import SnapshotRepository
-from schema.store import MetadataStore
 from schema.worker_state import WorkerStateRepository
 
-__all__ = [
-    "ADD_REPLICA",
-    "DATA_KINDS",
-    "MOVE",
-    "PLACEMENT_CHECK",
-    "REPAIR",
-    "REPLICATE",
-    "HealingContext",
-    "add_replica_key",
-    "move_key",
-    "repair_key",
-    "replicate_key",
-]
-
-log = logging.getLogger(__name__)
-
-REPLICATE = "replicate"
-REPAIR = "repair"
-MOVE = "move"
-ADD_REPLICA = "add_replica"
-PLACEMENT_CHECK = "placement_check"
-#: The kinds replication agents run: each copies bytes between backends.
-DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
-
-#: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
-#: or an extra copy keeps a durable object compliant.
-PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
-
-
-def replicate_key(version_pk: int, backend_id: int) -> str:
-    return f"{REPLICATE}:{version_pk}:{backend_id}"
-
-
-def repair_key(version_pk: int, backend_id: int, part_number: int) -> str:
-    return f"{REPAIR}:{version_pk}:{backend_id}:{part_number}"
-
-
-def move_key(version_pk: int, backend_id: int) -> str:
-    return f"{MOVE}:{version_pk}:{backend_id}"
-
-
-def add_replica_key(version_pk: int) -> str:
-    return f"{ADD_REPLICA}:{version_pk}"
+__all__ = ["HealingContext"]
 
 
 @dataclass
-class HealingContext:
-    settings: Settings
-    store: MetadataStore
-    pool: BackendPool
-    cache: CachedReader | None = None
+class HealingContext(DataPath):
     queue: JobQueue = field(default_factory=JobQueue)
     replicas: ReplicaRepository = field(default_factory=ReplicaRepository)
     orphans: OrphanRepository = field(default_factory=OrphanRepository)
     snapshots: SnapshotRepository = field(default_factory=SnapshotRepository)
     worker_state: WorkerStateRepository = field(default_factory=WorkerStateRepository)
-    policies: PolicyRepository = field(default_factory=PolicyRepository)
-    _policy: PolicyDocument | None = None
-    _policy_at: float = 0.0
     _constraints: dict[int, tuple[float, PlacementConstraints]] = field(default_factory=dict)
 
     @classmethod
-    async def connect(
-        cls, settings: Settings, *, use_ray: bool, db_pool_size: int = 5
-    ) -> HealingContext:
+    async def connect(cls, settings: Settings, *, use_ray: bool, db_pool_size: int = 5) -> Self:
         """Connect to PostgreSQL and Redis and set up backend access (see the module doc)."""
-        store = await MetadataStore.connect(settings.database_url, max_size=db_pool_size)
-        key_file = str(Path(settings.master_key_path).resolve())
-        pool: BackendPool
-        if use_ray:
-            registry = BackendRegistry(
-                store, key_file, backend_timeout_s=settings.backend_timeout_s
-            )
-            pool = RayBackendPool(registry, timeout_s=settings.backend_timeout_s)
-        else:
-            pool = DirectBackendPool(store, key_file, timeout_s=settings.backend_timeout_s)
-        cache = CachedReader(store, settings.redis_url, ttl_s=settings.cache_ttl_s)
-        return cls(settings=settings, store=store, pool=pool, cache=cache)
-
-    async def close(self) -> None:
-        await self.pool.close()
-        if self.cache is not None:
-            await self.cache.close()
-        await self.store.close()
+        return await cls.open(
+            settings, use_ray=use_ray, serving=False, db_pool_size=db_pool_size
+        )
 
     @property
     def backoff(self) -> Backoff:
         return Backoff(self.settings.job_backoff_base_s, self.settings.job_backoff_max_s)
 
-    async def policy(self) -> PolicyDocument:
-        """The policy in force (``policies`` table; the built-in classes before any document
-        is applied), re-read when older than ``POLICY_REFRESH_S`` like the gateway does."""
-        if self._policy is None or time.monotonic() - self._policy_at > POLICY_REFRESH_S:
-            async with self.store.db.connection() as conn:
-                _, self._policy = await self.policies.in_force(conn)
-            self._policy_at = time.monotonic()
-        return self._policy
-
     async def constraints(self, version: ObjectVersion) -> PlacementConstraints:
         """Where this version may live beyond its class, exactly as the write path computes it
-        (``PlacementSettings.constraints``): the bucket's region lock and the
-        tenant's region lock, jurisdiction lists and backend allow-list, all at once. Cached per
-        bucket for ``POLICY_REFRESH_S``, like the policy (a repair is re-checked by the
-        placement checker when settings change: they mark the objects)."""
+        (``PlacementSettings.constraints``). Cached per bucket for ``POLICY_REFRESH_S``, like
+        the policy (a repair is re-checked by the placement checker when settings change:
+        they mark the objects)."""
         cached = self._constraints.get(version.bucket_id)
         if cached is not None and time.monotonic() - cached[0] <= POLICY_REFRESH_S:
             return cached[1]
@@ -159,91 +63,5 @@ class HealingContext:
         self._constraints[version.bucket_id] = (time.monotonic(), constraints)
         return constraints
 
-    async def invalidate(self, bucket_id: int, key: str) -> None:
-        """Readers must see a repair's new replica states; a Redis outage only delays it (the
-        cache's epoch and breaker handle that, see ``schema/cache.py``)."""
-        if self.cache is not None:
-            try:
-                await self.cache.invalidate_object(bucket_id, key)
-            except Exception:  # the cache's own breaker already recorded the miss
-                log.warning("cache invalidation failed for bucket %d", bucket_id)
-
-    async def report_bad(self, version: ObjectVersion, replica: Replica, status: str) -> None:
-        """Mark a replica that failed verification and queue its repair, in one transaction
-        (the same rows and job the gateway's read path writes)."""
-        await self.mark_bad(
-            version_pk=version.id,
-            bucket_id=version.bucket_id,
-            key=version.key,
-            replica_id=replica.id,
-            backend_id=replica.backend_id,
-            part_number=replica.part_number,
-            shard_index=replica.shard_index,
-            status=status,
-        )
-
-    async def mark_bad(
-        self,
-        *,
-        version_pk: int,
-        bucket_id: int,
-        key: str,
-        replica_id: int,
-        backend_id: int,
-        part_number: int,
-        shard_index: int,
-        status: str,
-    ) -> bool:
-        """``report_bad`` from plain fields; True if the replica's status changed."""
-        async with self.store.db.transaction() as conn:
-            changed = await self.store.objects.set_replica_status(conn, [replica_id], status)
-            if changed:
-                await self.queue.enqueue(
-                    conn,
-                    REPAIR,
-                    {
-                        "version_pk": version_pk,
-                        "backend_id": backend_id,
-                        "part_number": part_number,
-                        "shard_index": shard_index,
-                        "reason": status,
-                    },
-                    idempotency_key=repair_key(version_pk, backend_id, part_number),
-                    priority=PRIORITY[REPAIR],
-                )
-        if changed:
-            await self.invalidate(bucket_id, key)
-        return bool(changed)
-
-    async def mark_bad_many(self, targets: Sequence[ScrubTarget], status: str) -> int:
-        """``mark_bad`` for many replicas in one transaction (a backend that came back empty
-        loses thousands at once); returns how many changed."""
-        changed_rows: list[ScrubTarget] = []
-        queued: set[tuple[int, int]] = set()
-        async with self.store.db.transaction() as conn:
-            for t in sorted(targets, key=lambda t: (t.version_pk, t.backend_id, t.part_number)):
-                if not await self.store.objects.set_replica_status(conn, [t.replica_id], status):
-                    continue
-                changed_rows.append(t)
-                # One job per replica (version, backend): it repairs every bad part of it.
-                if (t.version_pk, t.backend_id) not in queued:
-                    queued.add((t.version_pk, t.backend_id))
-                    await self.queue.enqueue(
-                        conn,
-                        REPAIR,
-                        {
-                            "version_pk": t.version_pk,
-                            "backend_id": t.backend_id,
-                            "part_number": t.part_number,
-                            "shard_index": t.shard_index,
-                            "reason": status,
-                        },
-                        idempotency_key=repair_key(t.version_pk, t.backend_id, t.part_number),
-                        priority=PRIORITY[REPAIR],
-                    )
-        for key in {(t.bucket_id, t.key) for t in changed_rows}:
-            await self.invalidate(*key)
-        return len(changed_rows)
-
     def describe(self) -> dict[str, Any]:
-        return {"pool": type(self.pool).__name__}
+        return {"transport": type(self.registry.transport).__name__}

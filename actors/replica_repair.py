@@ -47,10 +47,10 @@ from typing import Any
 import asyncpg
 
 from actors.backend_client import new_locator
-from actors.backend_pool import Fetched, RayBackendPool
-from actors.healing import ADD_REPLICA, MOVE, REPAIR, REPLICATE, HealingContext
+from actors.backend_transport import Fetched
+from actors.healing import HealingContext
 from actors.registry import BackendHandle
-from actors.verified_reader import VerifiedReader, is_erasure_coded
+from actors.verified_reader import is_erasure_coded
 from core.compliance import may_hold
 from core.errors import (
     BackendNotFound,
@@ -60,8 +60,7 @@ from core.errors import (
 )
 from core.placement import BackendView, PlacementConstraints, place
 from core.policy import RedundancyClass
-from schema.jobs import Job
-from schema.parts import ErasurePart, PartRepository
+from schema.jobs import ADD_REPLICA, MOVE, REPAIR, REPLICATE, Job
 from schema.records import ObjectVersion, Replica
 
 __all__ = [
@@ -171,7 +170,6 @@ class ReplicaHealer:
         self.ctx = ctx
         self._width = part_concurrency
         self._parts = asyncio.Semaphore(part_concurrency * 4)
-        self._reader: VerifiedReader | None = None
 
     async def heal(self, request: HealRequest, finish: Finish) -> HealOutcome:
         ctx = self.ctx
@@ -189,14 +187,14 @@ class ReplicaHealer:
             version = await ctx.store.objects.get_by_pk(conn, request.version_pk)
         if version is None or version.is_delete_marker:
             return await self._finish_noop(request, finish, "version no longer stored")
-        policy = await ctx.policy()
+        policy = await ctx.current_policy()
         rc = policy.classes.get(version.redundancy_class)
         if rc is None:
             raise HealImpossible(
                 f"class {version.redundancy_class} is not defined by the policy in force"
             )
         constraints = await ctx.constraints(version)
-        handles = {h.id: h for h in await ctx.pool.current()}
+        handles = {h.id: h for h in await ctx.registry.current()}
         plan = self._plan(request, version, rc, constraints, handles)
         if isinstance(plan, str):
             return await self._finish_noop(request, finish, plan)
@@ -242,7 +240,7 @@ class ReplicaHealer:
             bad = {p: r for p, r in rows.items() if r.status != "ok"}
             if not bad and len(rows) == len(template):
                 return "replica already ok"
-            if coded and not isinstance(self.ctx.pool, RayBackendPool):
+            if coded and not self.ctx.registry.transport.in_ray:
                 raise HealDeferred("erasure-coded shards are rebuilt by agents running in Ray")
             if handle is not None and self._allowed(rc, constraints, handle, others, handles):
                 if not handle.healthy:
@@ -294,7 +292,7 @@ class ReplicaHealer:
         slot = 0
         shard = next(iter(template.values())).shard_index
         if shard >= 0:
-            if not isinstance(self.ctx.pool, RayBackendPool):
+            if not self.ctx.registry.transport.in_ray:
                 raise HealDeferred("erasure-coded shards are rebuilt by agents running in Ray")
             # An erasure repair assigns the missing shard numbers, ascending, to the targets.
             held = {r.shard_index for rows in keep.values() for r in rows.values()}
@@ -384,7 +382,7 @@ class ReplicaHealer:
             locator = plan.locators[part]
             if not plan.in_place:
                 written.append(locator)
-            await self.ctx.pool.store(plan.target, locator, fetched)
+            await self.ctx.registry.store(plan.target, locator, fetched)
             del fetched
             await self._verify_write(plan.target, locator, expected)
         return expected.size
@@ -427,7 +425,7 @@ class ReplicaHealer:
                 log.error("replica %d disagrees with its part's checksum; skipped", source.id)
                 continue
             try:
-                fetched = await self.ctx.pool.fetch(source.backend_id, source.locator)
+                fetched = await self.ctx.registry.fetch(source.backend_id, source.locator)
             except BackendNotFound:
                 await self._report(version, source, "missing")
                 continue
@@ -454,31 +452,18 @@ class ReplicaHealer:
     async def _rebuilt_shard(self, version: ObjectVersion, part: int, expected: Replica) -> bytes:
         """Shard ``expected.shard_index`` of ``part``, recomputed from ``k`` verified other
         shards and checked against its recorded SHA-256 (``VerifiedReader.rebuild_shards``)."""
-        pool = self.ctx.pool
-        assert isinstance(pool, RayBackendPool)
-        if self._reader is None:
-            self._reader = VerifiedReader(
-                pool.registry,
-                self.ctx.report_bad,
-                timeout_s=self.ctx.settings.backend_timeout_s,
-                load_layout=self._layout,
-            )
-        shards = await self._reader.rebuild_shards(version, part, [expected.shard_index])
+        shards = await self.ctx.reader.rebuild_shards(version, part, [expected.shard_index])
         data = shards[expected.shard_index]
         if len(data) != expected.size:
             raise IntegrityError(f"rebuilt shard of part {part} has the wrong size")
         return data
 
-    async def _layout(self, version: ObjectVersion) -> list[ErasurePart]:
-        async with self.ctx.store.db.connection() as conn:
-            return await PartRepository().of_version(conn, version.id)
-
     async def _verify_write(self, backend_id: int, locator: str, expected: Replica) -> None:
         if self.ctx.settings.agent_verify == "read":
-            back = await self.ctx.pool.fetch(backend_id, locator)
+            back = await self.ctx.registry.fetch(backend_id, locator)
             ok = len(back.data) == expected.size and await _sha256(back.data) == expected.sha256
         else:
-            ok = await self.ctx.pool.head(backend_id, locator) == expected.size
+            ok = await self.ctx.registry.head(backend_id, locator) == expected.size
         if not ok:
             raise IntegrityError(f"write of {locator} to backend {backend_id} did not verify")
 
@@ -557,7 +542,7 @@ class ReplicaHealer:
 
     async def _report(self, version: ObjectVersion, replica: Replica, status: str) -> None:
         try:
-            await self.ctx.report_bad(version, replica, status)
+            await self.ctx.report_bad_replica(version, replica, status)
         except Exception:  # the scrubber will find it again
             log.exception("could not record %s replica %d", status, replica.id)
 

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from actors.backend_actor import ACTOR_NAMESPACE
-from actors.healing import DATA_KINDS, HealingContext
+from actors.healing import HealingContext
 from actors.replica_repair import (
     HealDeferred,
     HealImpossible,
@@ -50,7 +50,7 @@ from actors.replica_repair import (
 )
 from core.errors import MetadataUnavailable
 from core.settings import Settings
-from schema.jobs import Job
+from schema.jobs import DATA_KINDS, Job
 
 __all__ = [
     "AgentLoop",
@@ -294,7 +294,7 @@ class AgentLoop:
         interval = max(1.0, self.ctx.settings.health_interval_s)
         while not stop.is_set():
             with contextlib.suppress(Exception):
-                await self.ctx.pool.ping_all()
+                await self.ctx.registry.ping_all()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 

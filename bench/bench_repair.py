@@ -89,7 +89,7 @@ async def _repair_phase(cluster: Any, n: int, agents: int, concurrency: int) -> 
             await asyncio.sleep(0.2)
         cluster.motos[2].kill()
         cluster.motos[2].start()  # back, empty
-        await ctx.pool.ping_all()
+        await ctx.registry.ping_all()
         start = time.perf_counter()
         report = await Scrubber(ctx, batch=0, listing_interval_s=0).run_once()
         detected = time.perf_counter()

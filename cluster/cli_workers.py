@@ -92,7 +92,7 @@ async def _agent(args: argparse.Namespace) -> int:
         running = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             running.add_signal_handler(sig, stop.set)
-        print(f"agent {loop.owner} running ({type(ctx.pool).__name__})", flush=True)
+        print(f"agent {loop.owner} running ({type(ctx.registry).__name__})", flush=True)
         await loop.run_forever(stop)
         return 0
     finally:

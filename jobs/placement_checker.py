@@ -33,17 +33,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from actors.healing import (
-    DATA_KINDS,
-    MOVE,
-    PLACEMENT_CHECK,
-    PRIORITY,
-    HealingContext,
-    move_key,
-)
+from actors.healing import HealingContext
 from core.compliance import misplaced
 from core.placement import PlacementConstraints
 from jobs.worker import Worker
+from schema.jobs import DATA_KINDS, MOVE, PLACEMENT_CHECK, PRIORITY, move_key
 
 __all__ = ["PlacementChecker"]
 
@@ -120,7 +114,7 @@ class PlacementChecker(Worker):
 
     async def _sweep(self, report: dict[str, int]) -> None:
         ctx = self.ctx
-        handles = await ctx.pool.current()
+        handles = await ctx.registry.current()
         topology = hashlib.sha256(
             json.dumps(
                 sorted(
@@ -163,8 +157,8 @@ class PlacementChecker(Worker):
         ctx = self.ctx
         if not version_pks:
             return
-        policy = await ctx.policy()
-        handles = {h.id: h for h in await ctx.pool.current()}
+        policy = await ctx.current_policy()
+        handles = {h.id: h for h in await ctx.registry.current()}
         candidates = [h.view() for h in handles.values()]
         moves: list[tuple[int, int, str]] = []
         constraints_by_bucket: dict[int, PlacementConstraints] = {}

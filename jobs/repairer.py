@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from actors.healing import (
+from jobs.worker import Worker
+from schema.jobs import (
     ADD_REPLICA,
     DATA_KINDS,
     PRIORITY,
@@ -32,7 +33,6 @@ from actors.healing import (
     repair_key,
     replicate_key,
 )
-from jobs.worker import Worker
 from schema.replicas import NotOkReplica
 
 __all__ = ["Repairer"]
@@ -120,7 +120,7 @@ class Repairer(Worker):
 
     async def _short_versions(self, report: dict[str, int]) -> None:
         ctx = self.ctx
-        policy = await ctx.policy()
+        policy = await ctx.current_policy()
         widths = {n: c.width for n, c in policy.classes.items() if c.kind == "replication"}
         after = 0
         while report["enqueued"] < self.max_enqueue:

@@ -75,7 +75,7 @@ class Scrubber(Worker):
             state = await ctx.worker_state.state(conn, self.name)
         listed: dict[str, float] = dict(state.get("listed", {}))
         now = time.time()
-        for handle in await ctx.pool.current():
+        for handle in await ctx.registry.current():
             if not handle.healthy or handle.record.state == "removed":
                 continue
             if now - listed.get(str(handle.id), 0.0) < self.listing_interval_s:
@@ -83,7 +83,7 @@ class Scrubber(Worker):
             async with ctx.store.db.connection() as conn:
                 started = await conn.fetchval("SELECT now()")
             try:
-                present = set(await ctx.pool.list(handle.id))
+                present = set(await ctx.registry.list(handle.id))
             except BackendUnavailable as exc:
                 log.info("scrubber: cannot list %s: %s", handle.name, exc)
                 report["unavailable"] += 1
@@ -118,7 +118,7 @@ class Scrubber(Worker):
         async def head(row: ScrubTarget) -> ScrubTarget | None:
             async with gate:
                 try:
-                    size = await self.ctx.pool.head(backend_id, row.locator)
+                    size = await self.ctx.registry.head(backend_id, row.locator)
                 except BackendUnavailable:
                     report["unavailable"] += 1
                     return None
@@ -132,7 +132,7 @@ class Scrubber(Worker):
         ctx = self.ctx
         if self.batch <= 0:
             return
-        handles = {h.id: h for h in await ctx.pool.current()}
+        handles = {h.id: h for h in await ctx.registry.current()}
         reachable = [h.id for h in handles.values() if h.healthy]
         async with ctx.store.db.connection() as conn:
             targets = await ctx.replicas.least_recently_verified(
@@ -147,7 +147,7 @@ class Scrubber(Worker):
                 report["skipped_unhealthy"] += 1
                 continue
             try:
-                fetched = await ctx.pool.fetch(target.backend_id, target.locator)
+                fetched = await ctx.registry.fetch(target.backend_id, target.locator)
             except BackendNotFound:
                 report["missing"] += await self._mark(target, "missing")
                 continue
@@ -187,14 +187,4 @@ class Scrubber(Worker):
             target.backend_id,
             status,
         )
-        changed = await self.ctx.mark_bad(
-            version_pk=target.version_pk,
-            bucket_id=target.bucket_id,
-            key=target.key,
-            replica_id=target.replica_id,
-            backend_id=target.backend_id,
-            part_number=target.part_number,
-            shard_index=target.shard_index,
-            status=status,
-        )
-        return int(changed)
+        return await self.ctx.mark_bad_many([target], status)

@@ -163,9 +163,9 @@ class Snapshotter(Worker):
         self, name: str, sealed: _Sealed, recipient: PublicKeyRef, pg_version: str
     ) -> dict[str, Any]:
         ctx = self.ctx
-        policy = await ctx.policy()
+        policy = await ctx.current_policy()
         rc = policy.get(self.class_name)
-        handles = await ctx.pool.current()
+        handles = await ctx.registry.current()
         placement = place(rc, [h.view() for h in handles], PlacementConstraints())
         by_name = {h.name: h for h in handles}
         targets = [by_name[n] for n in placement.targets]
@@ -183,10 +183,10 @@ class Snapshotter(Worker):
                     locators = {t.id: new_locator() for t in targets}
                     written += list(locators.items())
                     await asyncio.gather(
-                        *(ctx.pool.store(t.id, locators[t.id], data) for t in targets)
+                        *(ctx.registry.store(t.id, locators[t.id], data) for t in targets)
                     )
                     sizes = await asyncio.gather(
-                        *(ctx.pool.head(t.id, locators[t.id]) for t in targets)
+                        *(ctx.registry.head(t.id, locators[t.id]) for t in targets)
                     )
                     if any(s != len(data) for s in sizes):
                         raise RuntimeError(f"snapshot part {number} did not verify on a backend")

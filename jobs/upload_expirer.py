@@ -19,7 +19,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from actors.garbage import collect_garbage_through
+from actors.garbage import collect_garbage
 from actors.healing import HealingContext
 from jobs.worker import Worker
 from schema.audit import AuditEntry
@@ -88,7 +88,7 @@ class UploadExpirer(Worker):
             )
         if self.collect and report["pieces"]:
             for _ in range(self.max_batches):
-                resolved, left = await collect_garbage_through(store, self.ctx.pool)
+                resolved, left = await collect_garbage(store, self.ctx.registry)
                 report["garbage_deleted"] += resolved
                 report["garbage_left"] = left
                 if resolved == 0:

@@ -5,7 +5,7 @@ deleted by it. What it removes:
 
 1. **Garbage rows** (superseded and deleted versions, failed writes and repairs, moved
    replicas, expired snapshots): deleted from their backend, then the row is forgotten
-   (``actors.garbage.collect_garbage_through``; a locator a replica row names is kept).
+   (``actors.garbage.collect_garbage``; a locator a replica row names is kept).
 2. **Orphans**: objects a backend lists that no row names, left by a crash between backend
    writes and the metadata commit. Each backend is listed; unreferenced locators are recorded
    with the time first seen (``schema/orphans.py``); those unreferenced for longer than
@@ -26,7 +26,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from actors.garbage import collect_garbage_through
+from actors.garbage import collect_garbage
 from actors.healing import HealingContext
 from core.errors import BackendUnavailable
 from jobs.worker import Worker
@@ -68,7 +68,7 @@ class Vacuumer(Worker):
 
     async def _collect(self, report: dict[str, int]) -> None:
         for _ in range(self.max_batches):
-            resolved, left = await collect_garbage_through(self.ctx.store, self.ctx.pool)
+            resolved, left = await collect_garbage(self.ctx.store, self.ctx.registry)
             report["garbage_deleted"] += resolved
             if resolved == 0:
                 report["garbage_left"] = left
@@ -76,13 +76,13 @@ class Vacuumer(Worker):
 
     async def _orphans(self, report: dict[str, int]) -> None:
         ctx = self.ctx
-        for handle in await ctx.pool.current():
+        for handle in await ctx.registry.current():
             if not handle.healthy or handle.record.state == "removed":
                 continue
             async with ctx.store.db.connection() as conn:
                 started = await conn.fetchval("SELECT now()")
             try:
-                listing = await ctx.pool.list(handle.id)
+                listing = await ctx.registry.list(handle.id)
             except BackendUnavailable as exc:
                 log.info("vacuumer: cannot list %s: %s", handle.name, exc)
                 report["unavailable"] += 1

@@ -41,6 +41,17 @@ from typing import Any
 import asyncpg
 
 __all__ = [
+    "ADD_REPLICA",
+    "DATA_KINDS",
+    "MOVE",
+    "PLACEMENT_CHECK",
+    "PRIORITY",
+    "REPAIR",
+    "REPLICATE",
+    "add_replica_key",
+    "move_key",
+    "repair_key",
+    "replicate_key",
     "ACTIVE_STATES",
     "MAX_ERROR_CHARS",
     "Backoff",
@@ -116,6 +127,47 @@ def _error_text(error: str) -> str:
 
 
 _FENCE = "id = $1 AND status = 'leased' AND lease_owner = $2 AND attempts = $3"
+
+
+# -- job kinds, their idempotency keys and priorities ------------------------------------------
+# The keys are part of the contract: re-enqueueing the same work while it is queued is a no-op.
+#
+# ==============  =========================================  ====================================
+# kind            payload                                    key
+# ==============  =========================================  ====================================
+# replicate       version_pk, target_backend_id, ...         ``replicate:<pk>:<backend>``
+# repair          version_pk, backend_id, part_number, ...   ``repair:<pk>:<backend>:<part>``
+# move            version_pk, backend_id, reason             ``move:<pk>:<backend>``
+# add_replica     version_pk, reason                         ``add_replica:<pk>``
+# placement_check version_pk, reason                         ``placement_check:<pk>``
+# ==============  =========================================  ====================================
+REPLICATE = "replicate"
+REPAIR = "repair"
+MOVE = "move"
+ADD_REPLICA = "add_replica"
+PLACEMENT_CHECK = "placement_check"
+#: The kinds replication agents run: each copies bytes between backends.
+DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
+
+#: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
+#: or an extra copy keeps a durable object compliant.
+PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
+
+
+def replicate_key(version_pk: int, backend_id: int) -> str:
+    return f"{REPLICATE}:{version_pk}:{backend_id}"
+
+
+def repair_key(version_pk: int, backend_id: int, part_number: int) -> str:
+    return f"{REPAIR}:{version_pk}:{backend_id}:{part_number}"
+
+
+def move_key(version_pk: int, backend_id: int) -> str:
+    return f"{MOVE}:{version_pk}:{backend_id}"
+
+
+def add_replica_key(version_pk: int) -> str:
+    return f"{ADD_REPLICA}:{version_pk}"
 
 
 class JobQueue:

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from actors.backend_actor import BackendSpec, build_client, get_or_create_backend_actor
-from actors.registry import spec_of
+from actors.backend_transport import spec_of
 from core.errors import BulletproofError, Conflict
 from gateway.admin.fields import text
 from gateway.admin.route import AdminCall, operation
@@ -111,7 +111,7 @@ async def list_backends(call: AdminCall) -> list[dict[str, Any]]:
 @operation(body=False)
 async def ping_backends(call: AdminCall) -> dict[str, dict[str, Any]]:
     """Ping every backend now and record the outcome (``BackendRegistry.ping_all``)."""
-    return await call.ctx.registry.ping_all()
+    return await call.ctx.registry.ping_all(record=True)
 
 
 @operation(body=True)

@@ -19,7 +19,7 @@ from gateway.admin.fields import optional_text, text
 from gateway.admin.route import ADMIN_ACTOR, AdminCall, operation
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
-from gateway.s3.handlers.object_put import constraints_for, resolve_class
+from gateway.s3.handlers.object_put import resolve_class
 from schema.policies import StoredPolicy
 
 __all__ = ["apply_policy", "explain_placement", "policy_history", "show_policy"]
@@ -179,7 +179,7 @@ async def explain_placement(call: AdminCall) -> dict[str, Any]:
     choice = resolve_class(policy, settings, requested)
     rc = choice.redundancy_class
     source = "the object's class" if requested and data.get("class") is None else choice.source
-    constraints = constraints_for(settings)
+    constraints = settings.constraints
     object_size = size if size is not None else (version.size if version is not None else 0)
     handles = await ctx.registry.current()
     views = [h.view() for h in handles]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from actors.garbage import collect_garbage_through
+from actors.garbage import collect_garbage
 from actors.healing import HealingContext
 from jobs.upload_expirer import UploadExpirer
 from tests.integration.test_multipart import (
@@ -67,7 +67,7 @@ def run_collection(cluster: Federation) -> None:
         ctx = await HealingContext.connect(cluster.settings, use_ray=False)
         try:
             for _ in range(20):
-                resolved, _ = await collect_garbage_through(ctx.store, ctx.pool)
+                resolved, _ = await collect_garbage(ctx.store, ctx.registry)
                 if resolved == 0:
                     return
         finally:

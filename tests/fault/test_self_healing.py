@@ -28,12 +28,13 @@ import pytest
 import ray
 
 from actors.backend_client import new_locator
-from actors.healing import DATA_KINDS, HealingContext
+from actors.healing import HealingContext
 from actors.replication_agent import AgentLoop, start_agents, stop_agents
 from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
 from jobs.scrubber import Scrubber
 from jobs.vacuumer import Vacuumer
+from schema.jobs import DATA_KINDS
 from tests.support.cluster import MOTO_KEY, MOTO_SECRET, Federation
 from tests.support.processes import MotoServer
 
@@ -206,7 +207,7 @@ async def heal_until(
     agent = AgentLoop(ctx, "test-agent", lease_s=3.0, poll_s=0.2, defer_s=0.3)
     try:
         while time.monotonic() < deadline:
-            await ctx.pool.ping_all()
+            await ctx.registry.ping_all()
             if scrub:
                 await Scrubber(ctx, batch=0, listing_interval_s=0).run_once()
             await Repairer(ctx).run_once()
@@ -400,7 +401,7 @@ async def test_agent_killed_mid_job_another_agent_finishes_once(
         cluster.motos[0].thaw()
         cluster.motos[1].thaw()
     cluster.ping_backends()
-    await heal.pool.ping_all()
+    await heal.registry.ping_all()
     # After a worker SIGKILL, Ray restarts the actor and its new incarnation finishes the job.
     finisher = None if how == "worker-sigkill" else AgentLoop(heal, f"fin-{how}", lease_s=3.0)
 
@@ -492,11 +493,11 @@ async def test_orphans_of_a_crashed_write_are_invisible_and_vacuumed(
 ) -> None:
     s3.put_object(Bucket=bucket_name, Key="kept", Body=b"referenced bytes")
     await wait_for_async(lambda: is_full(heal, bucket_name, "kept"), 20, "kept object ok")
-    handles = {h.name: h for h in await heal.pool.current()}
+    handles = {h.name: h for h in await heal.registry.current()}
     orphans = {name: [new_locator() for _ in range(3)] for name in ("b0", "b1")}
     for name, locators in orphans.items():  # what a gateway wrote before it crashed
         for locator in locators:
-            await heal.pool.store(handles[name].id, locator, os.urandom(1000))
+            await heal.registry.store(handles[name].id, locator, os.urandom(1000))
     assert s3.list_objects_v2(Bucket=bucket_name)["KeyCount"] == 1  # nothing visible
 
     def listing(index: int) -> set[str]:
@@ -553,7 +554,7 @@ async def test_draining_backend_is_emptied_without_breaking_the_class(
         ]
         assert on_b1 == list(objects)
         await sql(heal, "UPDATE backends SET state = 'draining' WHERE name = 'b1'")
-        await heal.pool.refresh()
+        await heal.registry.refresh()
         report = await PlacementChecker(heal).run_once()
         assert report["moves_enqueued"] >= len(on_b1), report
 
@@ -583,7 +584,7 @@ async def test_draining_backend_is_emptied_without_breaking_the_class(
         await sql(heal, "UPDATE backends SET state = 'removed' WHERE name = 'b3'")
         extra.kill()
         cluster.ping_backends()
-        await heal.pool.refresh()
+        await heal.registry.refresh()
 
 
 # -- 6. PostgreSQL restarted during load ----------------------------------------------------------
@@ -876,7 +877,7 @@ async def test_erasure_coded_shards_are_rebuilt_in_place(
         s3 = with_class(cluster.s3(key_id, secret), "ColdArchiveClass")
         s3.create_bucket(Bucket=bucket_name)
         try:
-            await heal.pool.refresh()
+            await heal.registry.refresh()
             fleet.kill("h4")
             cluster.ping_backends()
             data = os.urandom(2 * MIB + 4321)
@@ -942,7 +943,7 @@ async def test_erasure_coded_shards_are_rebuilt_in_place(
         for moto in motos.values():
             moto.kill()  # SIGKILL: a moto server takes seconds to honour SIGTERM
         await asyncio.to_thread(backends.__exit__, None, None, None)
-        await heal.pool.refresh()
+        await heal.registry.refresh()
 
 
 async def coded_ok(ctx: HealingContext, bucket: str) -> bool:

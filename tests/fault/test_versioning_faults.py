@@ -243,7 +243,7 @@ async def test_version_deleted_while_a_backend_is_down_is_collected_when_it_is_b
     finally:
         cluster.motos[2].thaw()
     cluster.ping_backends()
-    await heal.pool.ping_all()
+    await heal.registry.ping_all()
     # The gateway's own attempt failed (the rows stayed); a delete it sent while b2 was frozen
     # may still land once it runs again, so only the end state is certain: collected.
     for _ in range(10):

@@ -43,7 +43,7 @@ from fastapi import Response
 
 from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
-from actors.write_finisher import finish_stragglers, replicate_job_key
+from actors.write_finisher import finish_stragglers
 from core.compliance import misplaced
 from core.envelope import (
     BP1_HEADER_SIZE,
@@ -64,6 +64,7 @@ from gateway.s3.call import S3Call, user_metadata
 from gateway.s3.conditions import write_condition
 from gateway.s3.stored_headers import stored_headers
 from schema.audit import AuditEntry
+from schema.jobs import PRIORITY, REPLICATE, replicate_key
 from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.parts import ErasurePart
 from schema.policies import PlacementSettings
@@ -368,10 +369,10 @@ async def commit_written(
                 job["erasure"] = {"k": layout[0].k, "m": layout[0].m}
         await ctx.store.jobs.enqueue(
             conn,
-            "replicate",
+            REPLICATE,
             job,
-            idempotency_key=replicate_job_key(version.id, backend_id),
-            priority=100,
+            idempotency_key=replicate_key(version.id, backend_id),
+            priority=PRIORITY[REPLICATE],
         )
     now = placement_fingerprint(settings_now, await ctx.policies.current_version(conn))
     stale = {fp for fp in placed_under if fp != now}
