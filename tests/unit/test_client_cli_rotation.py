@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 import client.cli as cli
 from client import PublicKeyRef, seal, unseal
-from client.api import RewrapItem
+from client.api_records import RewrapItem
 from client.cli_context import CommandContext
 from client.errors import DecryptionFailed
 from client.recipient import PrivateKey

@@ -26,7 +26,7 @@ from botocore.exceptions import (
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from client import ObjectBinding, PublicKeyRef
-from client.api import ObjectHead, Recipients, RewrapItem, RewrapResult
+from client.api_records import ObjectHead, Recipients, RewrapItem, RewrapResult
 from client.envelope import envelope_headers, parse_envelope_headers
 from client.errors import (
     BindingMismatch,

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 import client.cli as cli
 from client import PublicKeyRef, seal, unseal
-from client.api import GatewayApi, ObjectHead, Recipients, RewrapItem, RewrapResult
+from client.api import GatewayApi
+from client.api_records import ObjectHead, Recipients, RewrapItem, RewrapResult
 from client.cli_context import CommandContext
 from client.envelope import envelope_headers, parse_envelope_headers
 from client.errors import DecryptionFailed
