@@ -16,6 +16,8 @@ boto3 would sign them (botocore's own signer, the payload's SHA-256 in
   a thread-safe urllib3 pool also lets rotation run as many requests in parallel as it has
   workers.
 
+What the calls take and return are the records of :mod:`client.api_records`.
+
 Errors are the :class:`~client.remote.TransferError` tree of :mod:`client.remote`, so the CLI
 maps them to exit codes in one table; a refused precondition (HTTP 412) is
 :class:`PreconditionFailed`. Like :mod:`client.remote`, nothing here checks anything
@@ -29,8 +31,6 @@ out safely (it skips what is already under the new key).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -40,6 +40,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from client.api_records import (
+    ObjectHead,
+    PublishedKey,
+    Recipients,
+    RewrapItem,
+    RewrapResult,
+    parse_wrapped,
+    wrapped_document,
+)
 from client.errors import InvalidEnvelope, Tampered, Truncated
 from client.format import CONTENT_ID_LEN, HEADER_LEN
 from client.remote import (
@@ -52,16 +61,7 @@ from client.remote import (
 from client.s3url import S3Url
 from client.wrap import WrappedKey
 
-__all__ = [
-    "ATTEMPTS",
-    "GatewayApi",
-    "ObjectHead",
-    "PreconditionFailed",
-    "PublishedKey",
-    "Recipients",
-    "RewrapItem",
-    "RewrapResult",
-]
+__all__ = ["ATTEMPTS", "GatewayApi", "PreconditionFailed"]
 
 #: Attempts for an idempotent request (connection errors and 503 are retried with backoff).
 ATTEMPTS = 3
@@ -73,105 +73,6 @@ _ERROR_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 
 class PreconditionFailed(RequestRefused):
     """HTTP 412: the object is no longer in the state the request expected."""
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedKey:
-    """A public key the tenant registered with the gateway (``GET /?keys``)."""
-
-    key_id: str
-    key_version: int
-    wrap_alg: str
-    public_key_pem: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recipients:
-    """Every wrapped data key of an object's current version (``GET ?recipients``).
-
-    Each entry's JSON fields were checked against its own encoding (like the envelope's), so a
-    relabelled wrap is refused here rather than offered to a key it does not belong to.
-    """
-
-    content_id: bytes
-    primary: WrappedKey
-    others: tuple[WrappedKey, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectHead:
-    """The first 112 bytes of an object (its BP1 header, if it is one) and its metadata.
-
-    ``metadata`` holds the ``x-amz-meta-*`` response headers, names in lower case with the
-    prefix, i.e. what :func:`client.envelope.parse_envelope_headers` reads.
-    """
-
-    header: bytes
-    metadata: dict[str, str]
-    etag: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class RewrapItem:
-    """One object version of a ``?rewrap`` batch: the new wrapped key, valid only if the
-    version still holds the content whose header it was made for (``expect_content_id``) and
-    is still wrapped under ``expect_key_id`` v``expect_key_version`` (the gateway checks both).
-    ``version_id`` names the version (``"null"``: the null version); None re-wraps whatever is
-    the key's current version."""
-
-    key: str
-    expect_key_id: str
-    expect_key_version: int
-    wrapped: WrappedKey
-    expect_content_id: str
-    version_id: str | None = None
-
-    def document(self) -> dict[str, Any]:
-        named = {} if self.version_id is None else {"version_id": self.version_id}
-        return {
-            "key": self.key,
-            **named,
-            "expect_key_id": self.expect_key_id,
-            "expect_key_version": self.expect_key_version,
-            "expect_content_id": self.expect_content_id,
-            **_wrapped_document(self.wrapped),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RewrapResult:
-    """The gateway's verdict on one item: ``status`` is ``ok`` or an S3 error code
-    (``NoSuchVersion`` for a version that is gone). ``version_id`` is the item's."""
-
-    key: str
-    status: str
-    message: str = ""
-    version_id: str | None = None
-
-
-def _wrapped_document(wrapped: WrappedKey) -> dict[str, Any]:
-    return {
-        "wrapped_key": base64.b64encode(wrapped.to_bytes()).decode("ascii"),
-        "key_id": wrapped.key_id,
-        "key_version": wrapped.key_version,
-        "wrap_alg": wrapped.alg,
-    }
-
-
-def _parse_wrapped(entry: Any, where: str) -> WrappedKey:
-    """A wrapped key from a JSON entry, refused unless its fields match its own encoding."""
-    if not isinstance(entry, dict):
-        raise InvalidEnvelope(f"{where}: each recipient must be a JSON object")
-    try:
-        raw = base64.b64decode(str(entry.get("wrapped_key", "")), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidEnvelope(f"{where}: a wrapped key is not valid base64") from None
-    wrapped = WrappedKey.from_bytes(raw)
-    fields = (entry.get("key_id"), entry.get("key_version"), entry.get("wrap_alg"))
-    if fields != (wrapped.key_id, wrapped.key_version, wrapped.alg):
-        raise InvalidEnvelope(f"{where}: a recipient's fields disagree with its wrapped key")
-    return wrapped
 
 
 def _error_fields(body: bytes) -> tuple[str, str]:
@@ -390,7 +291,7 @@ class GatewayApi:
             self._path(url.bucket, url.key),
             f"share {url}",
             query="share",
-            document=_wrapped_document(wrapped),
+            document=wrapped_document(wrapped),
         )
 
     def recipients(self, url: S3Url) -> Recipients:
@@ -407,10 +308,10 @@ class GatewayApi:
         if len(content_id) != CONTENT_ID_LEN:
             raise InvalidEnvelope(f"{what}: the answer has no valid content id")
         primary = [
-            _parse_wrapped(e, what) for e in entries if isinstance(e, dict) and e.get("primary")
+            parse_wrapped(e, what) for e in entries if isinstance(e, dict) and e.get("primary")
         ]
         others = [
-            _parse_wrapped(e, what)
+            parse_wrapped(e, what)
             for e in entries
             if not (isinstance(e, dict) and e.get("primary"))
         ]

@@ -40,7 +40,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, TextIO, TypeVar
 
-from client.api import GatewayApi, RewrapItem
+from client.api import GatewayApi
+from client.api_records import RewrapItem
 from client.envelope import WRAPPED_KEY, parse_envelope_headers
 from client.errors import DecryptionFailed, InvalidEnvelope
 from client.format import ObjectBinding

@@ -63,8 +63,8 @@ from client.transfer import (
     _metadata_headers,
     _read_exact,
     _send,
-    _Source,
 )
+from client.upload_body import UploadSource
 from client.wrap import WrappedKey, unwrap_any, wrap, wrap_for_all
 
 __all__ = [
@@ -226,7 +226,7 @@ def upload_file(
     if os.path.exists(path) and not os.path.isfile(path):
         raise IsADirectoryError(f"{path} is not a regular file")
     with open(path, "rb", buffering=0) as raw:
-        source = _Source(raw)  # the file as it is now: its size goes into the header
+        source = UploadSource(raw)  # the file as it is now: its size goes into the header
         size = os.fstat(raw.fileno()).st_size if source.size is None else source.size
         binding = ObjectBinding.new(tenant, url.bucket, url.key)
         encryptor = Encryptor(binding, size)

@@ -6,7 +6,8 @@ and hands every one of them through the SDK (:class:`~client.stream.Encryptor`,
 four promises:
 
 - **Bounded memory both ways.** Uploads encrypt a window of plaintext at a time straight into
-  the request body (:data:`WINDOW` for a single PUT, :data:`PART_WINDOW` per part in flight
+  the request body (:class:`~client.upload_body.EncryptingBody`;
+  :data:`~client.upload_body.WINDOW` for a single PUT, :data:`PART_WINDOW` per part in flight
   for a multipart upload); downloads decrypt segment by segment into the sink. No file is
   ever read whole, and no part is ever held whole.
 - **Nothing unauthenticated is published.** :func:`atomic_output` writes into a temporary file
@@ -74,7 +75,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -82,13 +83,12 @@ from typing import Any, BinaryIO
 from client.envelope import (
     META_PREFIX,
 )
-from client.errors import PlaintextLengthMismatch, SourceChanged
-from client.format import TAG_LEN
 from client.parts import PartPlan, choose_part_size, plan_parts
 from client.progress import Progress
 from client.remote import GatewayUnavailable, RemoteStore, RequestRefused, TransferError
 from client.s3url import S3Url
 from client.stream import Encryptor
+from client.upload_body import EncryptingBody, UploadCancelled, UploadSource, body_failures
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -98,7 +98,6 @@ __all__ = [
     "PART_ATTEMPTS",
     "PART_WINDOW",
     "SINGLE_PUT_LIMIT",
-    "WINDOW",
     "GetResult",
     "PlaintextRange",
     "PutResult",
@@ -119,8 +118,6 @@ MAX_CONCURRENCY = 16
 #: Tries per part: a part that fails with a temporary error (5xx, a dropped connection, a
 #: timeout) is sent again this many times in all, on top of botocore's own retries.
 PART_ATTEMPTS = 3
-#: Plaintext bytes encrypted per step of a single PUT (a multiple of every allowed segment size).
-WINDOW = 8 * 1024 * 1024
 #: Plaintext bytes encrypted per step of one part in flight.
 PART_WINDOW = 1024 * 1024
 _READ_CHUNK = 1024 * 1024
@@ -146,220 +143,6 @@ class UploadOptions:
             raise ValueError(f"concurrency must be 1..{MAX_CONCURRENCY}, got {self.concurrency}")
         if self.multipart_threshold < 0:
             raise ValueError("the multipart threshold cannot be negative")
-
-
-class _Source:
-    """The file being uploaded: read at absolute offsets (safe from several threads at once),
-    and remembered as it was when the upload started (inode, size, mtime, ctime)."""
-
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
-        try:
-            self._fd: int | None = raw.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            self._fd = None
-        self._lock = threading.Lock()
-        self._stamp = self._stat()
-
-    def _stat(self) -> tuple[int, ...] | None:
-        if self._fd is None:
-            return None
-        st = os.fstat(self._fd)
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    @property
-    def size(self) -> int | None:
-        return None if self._stamp is None else self._stamp[2]
-
-    def readinto(self, view: memoryview, offset: int) -> int:
-        if self._fd is not None:
-            return os.preadv(self._fd, [view], offset)
-        with self._lock:
-            self._raw.seek(offset)
-            return int(self._raw.readinto(view) or 0)
-
-    def has_byte_at(self, offset: int) -> bool:
-        return self.readinto(memoryview(bytearray(1)), offset) > 0
-
-    def check_unchanged(self) -> None:
-        """Raise :class:`SourceChanged` if the file is not as it was when the upload began."""
-        if self._stat() != self._stamp:
-            raise SourceChanged(
-                "the file was modified while it was being uploaded; nothing was stored"
-            )
-
-
-class _BodyStopped(CancelledError):
-    """Raised by a body's ``read`` to end the request it feeds; ``failure`` says why.
-
-    A :class:`CancelledError` because botocore lets those through unchanged and unretried
-    (any other exception from a body is wrapped and the request retried from the start): the
-    caller takes the body's ``failure`` and raises that instead.
-    """
-
-
-class _Cancelled(CancelledError):
-    """The upload is being abandoned (another part failed, or Ctrl-C)."""
-
-
-def _whole_object(encryptor: Encryptor) -> PartPlan:
-    header = encryptor.header
-    return PartPlan(1, 0, header.plaintext_length, 0, header.ciphertext_length)
-
-
-class _EncryptingBody(io.RawIOBase):
-    """The ciphertext of a local file, or of one part of it, as a read-only file object.
-
-    Produced window by window (``part`` defaults to the whole object; part 1 starts with the
-    header). Seekable only to its start (a rewind re-encrypts, see the module docstring), to
-    its current position, or to its end (how botocore measures a body). Memory: one plaintext
-    window and one ciphertext window. Any failure, or ``cancel`` being set, ends the request
-    with :class:`_BodyStopped`; the reason stays in :attr:`failure` and every later read
-    raises again.
-    """
-
-    def __init__(
-        self,
-        source: Any,
-        encryptor: Encryptor,
-        progress: Progress | None = None,
-        *,
-        part: PartPlan | None = None,
-        window: int = WINDOW,
-        cancel: threading.Event | None = None,
-    ) -> None:
-        self._source = source if isinstance(source, _Source) else _Source(source)
-        self._enc = encryptor
-        header = encryptor.header
-        self._part = part if part is not None else _whole_object(encryptor)
-        end = self._part.plaintext_offset + self._part.plaintext_length
-        self._last_part = end == header.plaintext_length
-        self._total = self._part.ciphertext_length
-        # Whole segments per window (every window size is a multiple of every allowed segment
-        # size), so each window is sealed on its own and a rewind repeats exactly its ranges.
-        segments = max(1, -(-self._part.plaintext_length // header.segment_size))
-        self._window = min(window, segments * header.segment_size)
-        self._plain = bytearray(self._window)
-        self._sealed = bytearray(self._window + TAG_LEN * (self._window // header.segment_size))
-        self._progress = progress
-        self._rewind_restarts = part is None
-        self._cancel = cancel
-        self.failure: BaseException | None = None
-        self._start_pass()
-
-    def _start_pass(self) -> None:
-        self._pos = 0
-        self._pending = memoryview(b"")
-        self._windows = self._generate()
-
-    def __len__(self) -> int:
-        return self._total - self._pos
-
-    def __bool__(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._total}[whence]
-        target = base + offset
-        if target == self._pos:
-            return target
-        if target == 0:
-            if self._progress is not None:
-                if self._rewind_restarts:
-                    self._progress.restart()
-                else:
-                    self._progress.update(-self._pos)
-            self._start_pass()
-        elif target == self._total:
-            self._pos, self._pending = target, memoryview(b"")
-            self._windows = iter(())
-        else:
-            raise io.UnsupportedOperation("an encrypting body can only rewind to its start")
-        return target
-
-    def _read_plain(self, offset: int, n: int) -> memoryview:
-        view = memoryview(self._plain)[:n]
-        got = 0
-        while got < n:
-            count = self._source.readinto(view[got:], offset + got)
-            if not count:
-                raise PlaintextLengthMismatch(
-                    "the file shrank while it was being uploaded; nothing was stored"
-                )
-            got += count
-        return view
-
-    def _generate(self) -> Iterator[memoryview]:
-        enc = self._enc
-        header = enc.header
-        part = self._part
-        if part.number == 1:
-            yield memoryview(enc.header_bytes)
-        out = memoryview(self._sealed)
-        if header.plaintext_length == 0:
-            written = enc.encrypt_segments_into(0, b"", out)
-            self._source.check_unchanged()
-            yield out[:written]
-            return
-        offset, end = part.plaintext_offset, part.plaintext_offset + part.plaintext_length
-        while offset < end:
-            n = min(self._window, end - offset)
-            plain = self._read_plain(offset, n)
-            final = offset + n == end
-            if final and self._last_part and self._source.has_byte_at(end):
-                raise PlaintextLengthMismatch(
-                    "the file grew while it was being uploaded; nothing was stored"
-                )
-            written = enc.encrypt_segments_into(offset >> header.seg_log2, plain, out)
-            if final:
-                # Before the part's last bytes leave: a file modified anywhere since the
-                # upload began (even in windows already sent) is not stored.
-                self._source.check_unchanged()
-            yield out[:written]
-            offset += n
-
-    def readinto(self, buffer: Any) -> int:
-        if self.failure is None and self._cancel is not None and self._cancel.is_set():
-            self.failure = _Cancelled("the upload is being aborted")
-        if self.failure is not None:
-            raise _BodyStopped(str(self.failure))
-        target = memoryview(buffer).cast("B")
-        try:
-            while not self._pending:
-                nxt = next(self._windows, None)
-                if nxt is None:
-                    return 0
-                self._pending = nxt
-        except Exception as exc:
-            self.failure = exc
-            raise _BodyStopped(str(exc)) from exc
-        n = min(len(target), len(self._pending))
-        target[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        self._pos += n
-        if self._progress is not None:
-            self._progress.update(n)
-        return n
-
-
-@contextlib.contextmanager
-def _body_failures(body: _EncryptingBody) -> Iterator[None]:
-    """Raise the body's own failure in place of whatever the request made of it."""
-    try:
-        yield
-    except BaseException:
-        if body.failure is not None:
-            raise body.failure from None
-        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +191,7 @@ def _send(
 ) -> _Sent:
     """The upload strategy: one PutObject, or a multipart upload (see the module docstring)."""
     options = options or UploadOptions()
-    source = source if isinstance(source, _Source) else _Source(source)
+    source = source if isinstance(source, UploadSource) else UploadSource(source)
     part_size = _part_size_for(encryptor, options)
     if part_size is None:
         return _Sent(
@@ -431,7 +214,7 @@ def _send(
 def _put_single(
     store: RemoteStore,
     url: S3Url,
-    source: _Source,
+    source: UploadSource,
     encryptor: Encryptor,
     metadata: Mapping[str, str],
     redundancy_class: str | None,
@@ -442,8 +225,8 @@ def _put_single(
         raise RequestRefused(
             f"{url}: {total} bytes of ciphertext exceed the 5 GiB single-PUT limit"
         )
-    body = _EncryptingBody(source, encryptor, progress)
-    with _body_failures(body):
+    body = EncryptingBody(source, encryptor, progress)
+    with body_failures(body):
         return store.put(url, body, total, metadata, redundancy_class=redundancy_class)
 
 
@@ -455,7 +238,7 @@ class _MultipartUpload:
         store: RemoteStore,
         url: S3Url,
         upload_id: str,
-        source: _Source,
+        source: UploadSource,
         encryptor: Encryptor,
         progress: Progress | None,
         options: UploadOptions,
@@ -523,7 +306,7 @@ class _MultipartUpload:
             self._active += 1
         try:
             if self.cancel.is_set():
-                raise _Cancelled("the upload is being aborted")
+                raise UploadCancelled("the upload is being aborted")
             return self._send_part(plan)
         finally:
             with self._idle:
@@ -531,7 +314,7 @@ class _MultipartUpload:
                 self._idle.notify_all()
 
     def _send_part(self, plan: PartPlan) -> tuple[int, str]:
-        body = _EncryptingBody(
+        body = EncryptingBody(
             self.source,
             self.encryptor,
             self.progress,
@@ -542,9 +325,9 @@ class _MultipartUpload:
         attempt = 1
         while True:
             if self.cancel.is_set():
-                raise _Cancelled("the upload is being aborted")
+                raise UploadCancelled("the upload is being aborted")
             try:
-                with _body_failures(body):
+                with body_failures(body):
                     etag = self.store.upload_part(
                         self.url, self.upload_id, plan.number, body, plan.ciphertext_length
                     )
@@ -554,7 +337,7 @@ class _MultipartUpload:
                     raise
             body.seek(0)
             if self.cancel.wait(_RETRY_BACKOFF_S * 2 ** (attempt - 1)):
-                raise _Cancelled("the upload is being aborted")
+                raise UploadCancelled("the upload is being aborted")
             attempt += 1
         segments = max(1, -(-plan.plaintext_length // self.encryptor.header.segment_size))
         self.encryptor.close_segments(plan.first_segment, plan.first_segment + segments)

@@ -39,8 +39,9 @@ PART = 16 * MiB
 SINGLE_PUT_BP = (
     "import sys\n"
     "import client.cli as cli\n"
-    "real = cli.UploadOptions\n"
-    "cli.UploadOptions = lambda **kw: real(multipart_threshold=5 * 1024**3, **kw)\n"
+    "import client.cli_commands_transfer as commands\n"
+    "real = commands.UploadOptions\n"
+    "commands.UploadOptions = lambda **kw: real(multipart_threshold=5 * 1024**3, **kw)\n"
     "sys.exit(cli.main())\n"
 )
 

@@ -8,22 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import (
-    EXIT_CODES,
-    EXIT_DENIED,
-    EXIT_ERROR,
-    EXIT_INTEGRITY,
-    EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    EXIT_WRONG_KEY,
-    UsageError,
-    build_parser,
-    describe_error,
-    exit_code_for,
-    main,
-)
+from client.cli import main
+from client.cli_parser import build_parser
 from client.config import (
     DEFAULT_REGION,
     ConfigError,
@@ -44,6 +30,20 @@ from client.errors import (
     WrongKey,
     WrongKeyType,
     WrongPassphrase,
+)
+from client.exit_codes import (
+    EXIT_CODES,
+    EXIT_DENIED,
+    EXIT_ERROR,
+    EXIT_INTEGRITY,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    EXIT_WRONG_KEY,
+    UsageError,
+    describe_error,
+    exit_code_for,
 )
 from client.remote import (
     AccessDenied,
@@ -435,9 +435,9 @@ def test_keygen_list_export(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_keygen_without_a_passphrase_source_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
-    import client.cli as cli
+    import client.cli_keys as cli_keys
 
-    monkeypatch.setattr(cli, "_terminal_available", lambda: False)
+    monkeypatch.setattr(cli_keys, "_terminal_available", lambda: False)
     code, _, err = run("keygen", "alice")
     assert code == EXIT_USAGE and "BP_PASSPHRASE" in err
     assert run("key", "list")[1] == ""

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 import client.cli as cli
 from client import PublicKeyRef, seal, unseal
-from client.api import RewrapItem
+from client.api_records import RewrapItem
+from client.cli_context import CommandContext
 from client.errors import DecryptionFailed
 from client.recipient import PrivateKey
 from client.remote import GatewayUnavailable, VersionInfo
@@ -263,8 +264,8 @@ def test_bp_rotate_reports_each_object_and_exits_1_on_any_failure(
     for i in range(4):
         store_object(store, f"docs/{i}", old_public)
     store_object(store, "elsewhere/0", old_public)
-    monkeypatch.setattr(cli._Context, "store", lambda self: store)
-    monkeypatch.setattr(cli._Context, "api", lambda self, connections=4: _Closing(api))
+    monkeypatch.setattr(CommandContext, "store", lambda self: store)
+    monkeypatch.setattr(CommandContext, "api", lambda self, connections=4: _Closing(api))
 
     def run(*argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()

@@ -26,7 +26,7 @@ from botocore.exceptions import (
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from client import ObjectBinding, PublicKeyRef
-from client.api import ObjectHead, Recipients, RewrapItem, RewrapResult
+from client.api_records import ObjectHead, Recipients, RewrapItem, RewrapResult
 from client.envelope import envelope_headers, parse_envelope_headers
 from client.errors import (
     BindingMismatch,
@@ -50,13 +50,8 @@ from client.remote import (
 from client.s3url import S3Url
 from client.sharing import download, share_object, upload_file
 from client.stream import Encryptor
-from client.transfer import (
-    PlaintextRange,
-    _BodyStopped,
-    _EncryptingBody,
-    atomic_output,
-    parse_range,
-)
+from client.transfer import PlaintextRange, atomic_output, parse_range
+from client.upload_body import BodyStopped, EncryptingBody
 from client.wrap import WrappedKey
 
 SEG = 64 * 1024
@@ -254,7 +249,7 @@ def test_a_second_pass_is_identical_and_a_changed_file_aborts(tmp_path: Path) ->
     src.write_bytes(os.urandom(3 * SEG + 5))
     enc = Encryptor(ObjectBinding.new(TENANT, "bkt", "k"), src.stat().st_size)
     with open(src, "rb", buffering=0) as f:
-        body = _EncryptingBody(f, enc)
+        body = EncryptingBody(f, enc)
         assert len(body) == enc.header.ciphertext_length
         first = body.read()
         assert body.read() == b"" and body.tell() == len(first)
@@ -274,12 +269,12 @@ def test_a_second_pass_is_identical_and_a_changed_file_aborts(tmp_path: Path) ->
         assert isinstance(failure_of(body), SegmentReuse)
 
 
-def failure_of(body: _EncryptingBody) -> BaseException | None:
+def failure_of(body: EncryptingBody) -> BaseException | None:
     """Read the body to its end; what stopped it. A body ends its request with a
     CancelledError (botocore passes those through unretried) and keeps the reason."""
     try:
         body.read()
-    except _BodyStopped:
+    except BodyStopped:
         return body.failure
     return None
 
@@ -292,7 +287,7 @@ def test_a_file_that_changes_length_during_upload_stores_nothing(
     src.write_bytes(b"a" * (2 * SEG))
     enc = Encryptor(ObjectBinding.new(TENANT, "bkt", "k"), 2 * SEG)
     with open(src, "rb", buffering=0) as f:
-        body = _EncryptingBody(f, enc)
+        body = EncryptingBody(f, enc)
         body.read(HEADER_LEN)
         if change == "grow":
             src.write_bytes(b"a" * (2 * SEG + 1))

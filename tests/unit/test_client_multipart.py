@@ -24,8 +24,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from client import ObjectBinding, PublicKeyRef
-from client.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, describe_error, main
+from client.cli import main
+from client.cli_context import CommandContext
 from client.errors import PlaintextLengthMismatch, SegmentReuse, SourceChanged
+from client.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, describe_error
 from client.format import HEADER_LEN, TAG_LEN, ciphertext_length
 from client.keyring import Keyring
 from client.parts import (
@@ -521,7 +523,7 @@ def test_a_gateway_without_multipart_gets_a_single_put(
 
 
 def test_put_options_parse_and_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from client.cli import build_parser
+    from client.cli_parser import build_parser
 
     args = build_parser().parse_args(["put", "f", "s3://b/k"])
     assert (args.part_size, args.concurrency) == (16 * MiB, 4)
@@ -564,8 +566,8 @@ def test_bp_put_exit_codes_for_multipart_failures(
     monkeypatch.setattr("client.transfer._RETRY_BACKOFF_S", 0.001)
     Keyring(tmp_path / "keys", scrypt_log2_n=12).generate("alice", "x25519", "pw")
     store = FakeMultipartStore()
-    monkeypatch.setattr("client.cli._Context.store", lambda self, connections=10: store)
-    monkeypatch.setattr("client.cli._Context.api", lambda self, connections=4: ClosingApi(store))
+    monkeypatch.setattr(CommandContext, "store", lambda self, connections=10: store)
+    monkeypatch.setattr(CommandContext, "api", lambda self, connections=4: ClosingApi(store))
     path, _ = source(tmp_path, 2 * PART + 7)
 
     def bp(*args: str) -> tuple[int, str]:
@@ -577,7 +579,7 @@ def test_bp_put_exit_codes_for_multipart_failures(
     # A small file, uploaded in parts: the CLI's options with the threshold at 0.
     real_options = UploadOptions
     monkeypatch.setattr(
-        "client.cli.UploadOptions",
+        "client.cli_commands_transfer.UploadOptions",
         lambda **kw: real_options(multipart_threshold=0, **kw),
     )
     code, err = bp("--part-size", "5M", "--concurrency", "2")

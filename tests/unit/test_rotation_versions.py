@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 import client.cli as cli
 from client import PublicKeyRef, seal, unseal
-from client.api import GatewayApi, ObjectHead, Recipients, RewrapItem, RewrapResult
+from client.api import GatewayApi
+from client.api_records import ObjectHead, Recipients, RewrapItem, RewrapResult
+from client.cli_context import CommandContext
 from client.envelope import envelope_headers, parse_envelope_headers
 from client.errors import DecryptionFailed
 from client.format import HEADER_LEN
@@ -475,8 +477,8 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     keyring.generate("new", "p256", "pw")
     store = VersionedStore()
     api = VersionedApi(store)
-    monkeypatch.setattr(cli._Context, "store", lambda self, **kw: store)
-    monkeypatch.setattr(cli._Context, "api", lambda self, connections=4: _Closing(api))
+    monkeypatch.setattr(CommandContext, "store", lambda self, **kw: store)
+    monkeypatch.setattr(CommandContext, "api", lambda self, connections=4: _Closing(api))
     return keyring, store, api
 
 
