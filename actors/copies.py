@@ -152,16 +152,18 @@ async def copy_version(
     (``refuse_plaintext_copy``)."""
     copied = await _share(
         ctx,
-        caller,
-        tenant_id,
-        bucket,
-        key,
-        source,
-        source_name,
-        metadata,
-        requested_class,
-        condition,
-        encryption_required=not allow_plaintext,
+        _Copy(
+            caller,
+            tenant_id,
+            bucket,
+            key,
+            source,
+            source_name,
+            metadata,
+            requested_class,
+            condition,
+            encryption_required=not allow_plaintext,
+        ),
     )
     if copied is not None:
         return copied
@@ -194,20 +196,23 @@ def _same_pieces(a: ObjectVersion, b: ObjectVersion) -> bool:
     }
 
 
-async def _share(
-    ctx: DataPath,
-    caller: Caller,
-    tenant_id: int,
-    bucket: Bucket,
-    key: str,
-    source: ObjectVersion,
-    source_name: str,
-    metadata: CopiedMetadata,
-    requested_class: str | None,
-    condition: WriteCondition | None,
-    *,
-    encryption_required: bool,
-) -> ObjectVersion | None:
+@dataclass(frozen=True)
+class _Copy:
+    """One copy as ``copy_version`` was asked for it."""
+
+    caller: Caller
+    tenant_id: int
+    bucket: Bucket
+    key: str
+    source: ObjectVersion
+    source_name: str
+    metadata: CopiedMetadata
+    requested_class: str | None
+    condition: WriteCondition | None
+    encryption_required: bool
+
+
+async def _share(ctx: DataPath, copy: _Copy) -> ObjectVersion | None:
     """Commit the copy as a new version naming the source's backend objects, or None when
     the target's rules do not allow sharing them (the caller then copies the bytes).
 
@@ -215,11 +220,12 @@ async def _share(
     quorum) are shared as ``pending`` with the copy's own replicate job, which writes the
     same bytes under the same locator: idempotent. Corrupt or missing pieces are not shared
     (the bytes are copied from the good ones instead)."""
+    bucket, source, metadata = copy.bucket, copy.source, copy.metadata
     policy = await ctx.current_policy()
     policy_version = ctx.policy_version
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
-    rc = resolve_class(policy, settings, requested_class).redundancy_class
+    rc = resolve_class(policy, settings, copy.requested_class).redundancy_class
     if rc.name != source.redundancy_class or not source.replicas:
         return None
     if any(r.status not in ("ok", "pending") for r in source.replicas):
@@ -244,9 +250,9 @@ async def _share(
         ):
             return None  # repaired, moved or found bad meanwhile: copy the bytes instead
         new = NewVersion(
-            tenant_id=tenant_id,
+            tenant_id=copy.tenant_id,
             bucket_id=bucket.id,
-            key=key,
+            key=copy.key,
             version_id=new_version_id(),
             size=source.size,
             etag=source.etag,
@@ -279,18 +285,18 @@ async def _share(
         version, dropped = await commit_written(
             ctx,
             conn,
-            caller,
+            copy.caller,
             bucket,
             new,
             replicas,
             layout,
             placed_under={placement_fingerprint(settings, policy_version)},
-            condition=condition,
-            encryption_required=encryption_required,
+            condition=copy.condition,
+            encryption_required=copy.encryption_required,
             action="CopyObject",
-            detail=f"source={source_name}@{source.version_id} shared={len(replicas)} pieces",
+            detail=f"source={copy.source_name}@{source.version_id} shared={len(replicas)} pieces",
         )
-    await ctx.meta.invalidate_object(bucket.id, key)
+    await ctx.meta.invalidate_object(bucket.id, copy.key)
     if dropped is not None:  # its objects we share stay: the collector checks references
         ctx.spawn(collect_garbage(ctx.store, ctx.registry))
     return version

@@ -37,6 +37,7 @@ from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
 from actors.writes import (
     CHANGED_WHILE_WRITTEN,
+    bp1_checked,
     placement_fingerprint,
     require_envelope,
     resolve_class,
@@ -187,22 +188,6 @@ def check_bp1_structure(head: bytes) -> bytes:
     return header
 
 
-async def _bp1_captured(body: AsyncIterator[bytes], box: list[bytes]) -> AsyncIterator[bytes]:
-    """Pass part 1 of an encrypted upload through once its first 112 bytes are a BP1 header;
-    the header lands in ``box``."""
-    head = bytearray()
-    async for chunk in body:
-        if box:
-            yield chunk
-            continue
-        head += chunk
-        if len(head) >= BP1_HEADER_SIZE:
-            box.append(check_bp1_structure(bytes(head)))
-            yield bytes(head)
-    if not box:
-        check_bp1_structure(bytes(head))
-
-
 async def _digesting(body: AsyncIterator[bytes], digest: Checksum) -> AsyncIterator[bytes]:
     """Pass the body through, feeding the upload's checksum."""
     async for chunk in body:
@@ -278,7 +263,7 @@ async def write_part(
     write = await start_write(ctx, rc, settings, length, pinned=pinned)
     header: list[bytes] = []
     if upload.encrypted and part_number == 1:
-        body = _bp1_captured(body, header)
+        body = bp1_checked(body, lambda head: header.append(check_bp1_structure(head)))
     digest = None
     if upload.checksum_algorithm:
         digest = new_checksum(upload.checksum_algorithm)

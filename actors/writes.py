@@ -30,7 +30,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 
 import asyncpg
 
@@ -59,6 +59,7 @@ from schema.records import Bucket, ObjectVersion
 
 __all__ = [
     "CHANGED_WHILE_WRITTEN",
+    "bp1_checked",
     "commit_written",
     "new_version_id",
     "placement_fingerprint",
@@ -118,8 +119,11 @@ def _place(
         raise PolicyViolation(str(exc).split("; filtered out:", 1)[0]) from exc
 
 
-async def _bp1_checked(body: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
-    """Pass the body through once its first 112 bytes parsed as a BP1 header for ``length``."""
+async def bp1_checked(
+    body: AsyncIterator[bytes], check: Callable[[bytes], object]
+) -> AsyncIterator[bytes]:
+    """Pass the body through once ``check`` accepted its first 112 bytes (the BP1 header;
+    ``check`` raises InvalidEnvelope), or all of a shorter body."""
     head = bytearray()
     checked = False
     async for chunk in body:
@@ -128,11 +132,11 @@ async def _bp1_checked(body: AsyncIterator[bytes], length: int) -> AsyncIterator
             continue
         head += chunk
         if len(head) >= BP1_HEADER_SIZE:
-            parse_bp1_header(bytes(head[:BP1_HEADER_SIZE]), length)
+            check(bytes(head[:BP1_HEADER_SIZE]))
             checked = True
             yield bytes(head)
     if not checked:
-        parse_bp1_header(bytes(head), length)
+        check(bytes(head))
         yield bytes(head)
 
 
@@ -357,7 +361,7 @@ async def store_object(
     rc = resolve_class(policy, settings, requested_class).redundancy_class
     write = await start_write(ctx, rc, settings, length)
     if envelope is not None:
-        body = _bp1_checked(body, length)
+        body = bp1_checked(body, lambda header: parse_bp1_header(header, length))
     try:
         await run_write(write, body, length)
         complete = frozenset(write.complete_backends())
