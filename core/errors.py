@@ -5,13 +5,21 @@ The tree::
     BulletproofError
     ├── NotFound                 a tenant, bucket, object, version or backend does not exist
     │   ├── NoSuchBucket
-    │   └── NoSuchKey
+    │   ├── NoSuchKey
+    │   ├── NoSuchVersion        a version named by id does not exist
+    │   └── NoSuchUpload         a multipart upload is unknown, finished or another's
     ├── Conflict                 the request contradicts current state (bucket exists, not empty)
     │   ├── BucketAlreadyExists
     │   └── BucketNotEmpty
     ├── PreconditionFailed       a conditional request's condition does not hold
     ├── InvalidInput             the caller sent something malformed; message names the field
-    │   └── InvalidEnvelope      the client-side encryption envelope is missing or malformed
+    │   ├── InvalidEnvelope      the client-side encryption envelope is missing or malformed
+    │   ├── InvalidRequest       well-formed, but not something that can be done as asked
+    │   ├── EntityTooLarge       an object or part over the size limit
+    │   ├── EntityTooSmall       a multipart part under the minimum size
+    │   ├── IncompleteBody       a body shorter or longer than its declared length
+    │   ├── InvalidPart          a listed multipart part is missing or does not match
+    │   └── BadDigest            a checksum the caller sent does not match the computed one
     ├── AccessDenied             authenticated principal may not do this
     ├── PolicyViolation          no placement can satisfy the class, region lock or jurisdiction
     ├── InsufficientCapacity     the policy is satisfiable but not enough healthy backends now
@@ -30,18 +38,26 @@ from __future__ import annotations
 __all__ = [
     "AccessDenied",
     "BackendNotFound",
+    "BadDigest",
     "BackendUnavailable",
     "BucketAlreadyExists",
     "BucketNotEmpty",
     "BulletproofError",
     "Conflict",
+    "EntityTooLarge",
+    "EntityTooSmall",
+    "IncompleteBody",
     "InsufficientCapacity",
     "IntegrityError",
     "InvalidEnvelope",
     "InvalidInput",
+    "InvalidPart",
+    "InvalidRequest",
     "MetadataUnavailable",
     "NoSuchBucket",
     "NoSuchKey",
+    "NoSuchUpload",
+    "NoSuchVersion",
     "NotFound",
     "PolicyViolation",
     "PreconditionFailed",
@@ -62,6 +78,14 @@ class NoSuchBucket(NotFound):
 
 
 class NoSuchKey(NotFound):
+    pass
+
+
+class NoSuchVersion(NotFound):
+    pass
+
+
+class NoSuchUpload(NotFound):
     pass
 
 
@@ -86,6 +110,31 @@ class InvalidInput(BulletproofError):
 
 
 class InvalidEnvelope(InvalidInput):
+    pass
+
+
+class InvalidRequest(InvalidInput):
+    """Well-formed, but not something that can be done as asked (a copy of ciphertext under
+    another name, parts stored under two schemes, a size that contradicts the parts...)."""
+
+
+class EntityTooLarge(InvalidInput):
+    pass
+
+
+class EntityTooSmall(InvalidInput):
+    pass
+
+
+class IncompleteBody(InvalidInput):
+    pass
+
+
+class InvalidPart(InvalidInput):
+    pass
+
+
+class BadDigest(InvalidInput):
     pass
 
 

@@ -14,18 +14,21 @@ from urllib.parse import parse_qsl
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from actors.reads import latest_or_404, stream_version
+from actors.writes import store_object
 from core.envelope import envelope_from_metadata
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3 import operations as ops
+from gateway.s3.body import declared_length, payload
 from gateway.s3.call import S3Call
 from gateway.s3.dispatch import Handler, handle_s3
 from gateway.s3.handlers.object_delete import delete_object
-from gateway.s3.handlers.object_put import redundancy_class_for, store_object
-from gateway.s3.handlers.object_read import latest_or_404, stream_version
 from gateway.s3.ranges import parse_range
 from gateway.s3.sigv4 import HttpRequestView
+from gateway.s3.stored_headers import stored_headers
+from gateway.s3.write_headers import requested_class
 from schema.records import ObjectVersion
 
 __all__ = ["PREFIX", "handle_objects_api"]
@@ -78,16 +81,24 @@ def _envelope_fields(headers: Mapping[str, str]) -> dict[str, str]:
 
 async def _put(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
     assert isinstance(auth.op, ops.PutObject) and auth.bucket is not None
-    envelope = envelope_from_metadata(_envelope_fields(call.headers))
+    principal, headers = auth.principal, call.headers
+    envelope = envelope_from_metadata(_envelope_fields(headers))
+    wanted = requested_class(ctx.policy, headers)
+    verified: dict[str, str] = {}
     version = await store_object(
         ctx,
-        auth,
-        call,
+        caller=auth.caller(call.request_id),
+        tenant_id=principal.tenant_id,
+        bucket=auth.bucket,
         key=auth.op.key,
+        body=payload(call.body, principal.verified, headers, checksums_out=verified),
+        length=declared_length(principal.verified, headers),
         envelope=envelope,
-        user_meta={},
-        content_type=call.headers.get("content-type"),
-        rc=redundancy_class_for(ctx, call.headers, auth.bucket),
+        allow_plaintext=principal.allow_plaintext,
+        requested_class=wanted,
+        content_type=headers.get("content-type"),
+        http_headers=stored_headers(headers),
+        verified_checksums=verified,
     )
     return Response(
         status_code=200, headers={"ETag": f'"{version.etag}"', "X-Version-Id": version.version_id}
@@ -95,8 +106,8 @@ async def _put(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
 
 
 async def _get(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
-    assert isinstance(auth.op, ops.GetObject)
-    version = await latest_or_404(ctx, auth, auth.op.key)
+    assert isinstance(auth.op, ops.GetObject) and auth.bucket is not None
+    version = await latest_or_404(ctx, auth.bucket, auth.op.key)
     rng = parse_range(auth.op.range_header, version.size)
     headers = _headers(version)
     status = 200
@@ -110,8 +121,8 @@ async def _get(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
 
 
 async def _head(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
-    assert isinstance(auth.op, ops.HeadObject)
-    version = await latest_or_404(ctx, auth, auth.op.key)
+    assert isinstance(auth.op, ops.HeadObject) and auth.bucket is not None
+    version = await latest_or_404(ctx, auth.bucket, auth.op.key)
     return Response(status_code=200, headers=_headers(version))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.writes import resolve_class
 from core.errors import Conflict, InsufficientCapacity, InvalidInput, PolicyViolation
 from core.placement import explain, place, rejection
 from core.policy import builtin_policy, diff_policies, dump_policy
@@ -19,7 +20,6 @@ from gateway.admin.fields import optional_text, text
 from gateway.admin.route import ADMIN_ACTOR, AdminCall, operation
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
-from gateway.s3.handlers.object_put import resolve_class
 from schema.policies import StoredPolicy
 
 __all__ = ["apply_policy", "explain_placement", "policy_history", "show_policy"]

@@ -20,9 +20,9 @@ from gateway.s3 import errors as s3e
 from gateway.s3.chunked import ChecksumVerifier, PayloadHashVerifier, decode_aws_chunked
 from gateway.s3.sigv4 import PayloadMode, VerifiedRequest
 
-__all__ = ["declared_length", "payload", "read_json", "read_small_body"]
+__all__ = ["CHECKSUM_HEADERS", "declared_length", "payload", "read_json", "read_small_body"]
 
-_CHECKSUM_HEADERS = (
+CHECKSUM_HEADERS = (
     "x-amz-checksum-crc32",
     "x-amz-checksum-crc32c",
     "x-amz-checksum-crc64nvme",
@@ -69,7 +69,7 @@ async def payload(
         signed = None
         source = decode_aws_chunked(raw, verified, checksums_out=checksums_out)
     checks = [
-        ChecksumVerifier(name, headers[name]) for name in _CHECKSUM_HEADERS if name in headers
+        ChecksumVerifier(name, headers[name]) for name in CHECKSUM_HEADERS if name in headers
     ]
     md5_expected: bytes | None = None
     if "content-md5" in headers:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-import zlib
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator
 
+from core import errors as domain
+from core.checksums import Checksum, new_checksum, supported_checksums
 from gateway.s3.errors import (
     BadDigest,
     IncompleteBody,
@@ -46,7 +46,6 @@ __all__ = [
     "PayloadHashVerifier",
     "chunk_signature",
     "decode_aws_chunked",
-    "supported_checksums",
     "trailer_signature",
 ]
 
@@ -65,65 +64,18 @@ _CHECKSUM_PREFIX = "x-amz-checksum-"
 # --------------------------------------------------------------------------- checksums
 
 
-class _Checksum(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-
-    def digest(self) -> bytes: ...
-
-
-class _Crc:
-    """A CRC accumulated by ``fn(data, previous)``, rendered big-endian as S3 does."""
-
-    def __init__(self, fn: Callable[[bytes, int], int], width: int) -> None:
-        self._fn = fn
-        self._width = width
-        self._value = 0
-
-    def update(self, data: bytes, /) -> None:
-        self._value = self._fn(data, self._value) & ((1 << (8 * self._width)) - 1)
-
-    def digest(self) -> bytes:
-        return self._value.to_bytes(self._width, "big")
-
-
-def _hashlib_factory(name: str) -> Callable[[], _Checksum]:
-    return lambda: hashlib.new(name)
-
-
-# Algorithm (the part after "x-amz-checksum-") -> factory. Only what we can really compute: an
-# algorithm missing here is refused, never accepted unchecked.
-_CHECKSUM_FACTORIES: dict[str, Callable[[], _Checksum]] = {
-    "crc32": lambda: _Crc(zlib.crc32, 4),
-    "sha1": _hashlib_factory("sha1"),
-    "sha256": _hashlib_factory("sha256"),
-    "sha512": _hashlib_factory("sha512"),
-}
-try:  # the AWS CRT (a pinned dependency; botocore uses it for the same algorithms)
-    from awscrt import checksums as _crt  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - an install without it verifies the others only
-    _crt = None
-if _crt is not None:
-    _CHECKSUM_FACTORIES["crc32c"] = lambda: _Crc(_crt.crc32c, 4)
-    if hasattr(_crt, "crc64nvme"):
-        _CHECKSUM_FACTORIES["crc64nvme"] = lambda: _Crc(_crt.crc64nvme, 8)
-
-
-def supported_checksums() -> frozenset[str]:
-    """The ``x-amz-checksum-*`` algorithms this gateway can verify in this environment."""
-    return frozenset(_CHECKSUM_FACTORIES)
-
-
-def _new_checksum(header_name: str) -> _Checksum:
+def _new_checksum(header_name: str) -> Checksum:
+    """The checksum an ``x-amz-checksum-*`` header or trailer names (``core.checksums``)."""
     algorithm = header_name.removeprefix(_CHECKSUM_PREFIX)
-    factory = (
-        _CHECKSUM_FACTORIES.get(algorithm) if header_name.startswith(_CHECKSUM_PREFIX) else None
-    )
-    if factory is None:
+    try:
+        if not header_name.startswith(_CHECKSUM_PREFIX):
+            raise domain.InvalidRequest(f"{header_name!r} is not a checksum")
+        return new_checksum(algorithm)
+    except domain.InvalidRequest as exc:
         raise InvalidRequest(
             f"The checksum algorithm of {header_name!r} is not supported by this gateway; "
-            f"use one of: {', '.join(sorted(_CHECKSUM_FACTORIES))}."
-        )
-    return factory()
+            f"use one of: {', '.join(sorted(supported_checksums()))}."
+        ) from exc
 
 
 def _expected_digest(header_name: str, value: str, size: int) -> bytes:

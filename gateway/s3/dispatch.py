@@ -33,15 +33,13 @@ from gateway.s3.handlers.copy import copy_object
 from gateway.s3.handlers.delete_objects import delete_objects
 from gateway.s3.handlers.keys import list_keys, list_recipients, publish_key, share_object
 from gateway.s3.handlers.list import list_objects
-from gateway.s3.handlers.multipart import (
+from gateway.s3.handlers.multipart_complete import (
     abort_multipart_upload,
     complete_multipart_upload,
-    create_multipart_upload,
-    list_multipart_uploads,
-    list_parts,
-    upload_part,
-    upload_part_copy,
 )
+from gateway.s3.handlers.multipart_create import create_multipart_upload
+from gateway.s3.handlers.multipart_list import list_multipart_uploads, list_parts
+from gateway.s3.handlers.multipart_part import upload_part, upload_part_copy
 from gateway.s3.handlers.object_delete import delete_object
 from gateway.s3.handlers.object_put import put_object
 from gateway.s3.handlers.object_read import get_object, head_object

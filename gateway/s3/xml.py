@@ -13,7 +13,9 @@ from xml.etree.ElementTree import Element
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from gateway.s3.errors import MalformedXML, S3Error
+from actors.upload_completion import ListedPart
+from actors.uploads import MAX_PARTS
+from gateway.s3.errors import InvalidPartOrder, MalformedXML, S3Error
 
 __all__ = [
     "S3_NS",
@@ -22,6 +24,7 @@ __all__ = [
     "list_buckets_document",
     "list_objects_document",
     "location_document",
+    "parse_complete_document",
     "parse_xml",
 ]
 
@@ -315,3 +318,48 @@ def list_multipart_uploads_document(
         out.append(f"<CommonPrefixes><Prefix>{enc(cp)}</Prefix></CommonPrefixes>")
     out.append("</ListMultipartUploadsResult>")
     return _doc("".join(out))
+
+
+def _checksum_algorithm_of(element_name: str) -> str | None:
+    """``ChecksumCRC32`` -> ``crc32``; None for other elements (``ChecksumType`` too)."""
+    if element_name.startswith("Checksum") and element_name != "ChecksumType":
+        return element_name.removeprefix("Checksum").lower() or None
+    return None
+
+
+def parse_complete_document(body: bytes) -> list[ListedPart]:
+    """The parts a CompleteMultipartUpload lists, in document order. MalformedXML for a
+    document that is not one (oversized, DTD/entities, wrong root, no part, bad numbers);
+    InvalidPartOrder unless the part numbers ascend strictly."""
+    root = parse_xml(body)
+    if local_name(root) != "CompleteMultipartUpload":
+        raise MalformedXML()
+    parts: list[ListedPart] = []
+    for element in root:
+        if local_name(element) != "Part":
+            continue
+        number: int | None = None
+        etag: str | None = None
+        checksums: list[tuple[str, str]] = []
+        for field in element:
+            name = local_name(field)
+            text = (field.text or "").strip()
+            if name == "PartNumber":
+                if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PARTS:
+                    raise MalformedXML("PartNumber must be an integer between 1 and 10000")
+                number = int(text)
+            elif name == "ETag":
+                etag = text.strip('"')
+            elif (algorithm := _checksum_algorithm_of(name)) is not None:
+                checksums.append((algorithm, text))
+        if number is None or etag is None:
+            raise MalformedXML("Each Part needs a PartNumber and an ETag")
+        parts.append(ListedPart(number, etag, tuple(checksums)))
+        if len(parts) > MAX_PARTS:
+            raise MalformedXML(f"A multipart upload has at most {MAX_PARTS} parts")
+    if not parts:
+        raise MalformedXML("The XML you provided did not list any part.")
+    for before, after in zip(parts, parts[1:], strict=False):
+        if after.part_number <= before.part_number:
+            raise InvalidPartOrder()
+    return parts

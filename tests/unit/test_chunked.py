@@ -25,7 +25,8 @@ from botocore.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.s3 import chunked, errors
+from core import checksums
+from gateway.s3 import errors
 from gateway.s3.chunked import (
     MAX_CHUNK_LINE,
     ChecksumVerifier,
@@ -231,7 +232,7 @@ class PyCrc32c:
 
 @pytest.fixture
 def with_py_crc32c(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(chunked._CHECKSUM_FACTORIES, "crc32c", PyCrc32c)
+    monkeypatch.setitem(checksums.CHECKSUM_FACTORIES, "crc32c", PyCrc32c)
 
 
 # --------------------------------------------------------------------------- published vectors
@@ -333,7 +334,7 @@ def test_aws_trailer_example_tampering(with_py_crc32c: None, tamper: str) -> Non
 
 
 def test_crc32c_without_an_implementation_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(chunked._CHECKSUM_FACTORIES, "crc32c", raising=False)
+    monkeypatch.delitem(checksums.CHECKSUM_FACTORIES, "crc32c", raising=False)
     verified = verify(aws_view(trailer=True), AWS_SECRET, region="us-east-1", now=AWS_NOW)
     with pytest.raises(errors.InvalidRequest, match="not supported"):
         decode(aws_body(trailer=True), verified)

@@ -13,16 +13,29 @@ from xml.etree import ElementTree
 
 import pytest
 
+from actors import upload_completion as completion
+from actors import uploads
+from core import errors as domain
+from core.checksums import composite_checksum, multipart_etag
 from core.envelope import ciphertext_length
 from core.errors import InvalidEnvelope
 from core.settings import load_settings
 from gateway.s3 import errors as s3e
 from gateway.s3 import xml
-from gateway.s3.handlers import multipart as mp
+from gateway.s3.copy_source import copy_range
+from gateway.s3.handlers.multipart_complete import object_checksums
+from gateway.s3.handlers.multipart_create import checksum_algorithm
 from schema.uploads import Chunk, Upload, UploadedPart, UploadPiece
 from tests.support.envelopes import bp1_header
 
 MIB = 1024 * 1024
+Part = completion.ListedPart
+chosen = completion.chosen_parts
+
+
+def check_sent(headers: dict[str, str], upload: Upload, composite: str | None) -> None:
+    """Complete's object checksum headers, as the handler reads them, checked."""
+    completion.check_requested_checksums(object_checksums(headers), upload, composite)
 
 
 def doc(*parts: str, root: str = "CompleteMultipartUpload") -> bytes:
@@ -41,10 +54,10 @@ def test_parse_complete_document() -> None:
         + part(3, "bb")
         + "</CompleteMultipartUpload>"
     ).encode()
-    parsed = mp.parse_complete_document(body)
+    parsed = xml.parse_complete_document(body)
     assert parsed == [
-        mp.CompletedPart(1, "aa", (("crc32", "AAAAAA=="),)),
-        mp.CompletedPart(3, "bb"),
+        Part(1, "aa", (("crc32", "AAAAAA=="),)),
+        Part(3, "bb"),
     ]
 
 
@@ -70,13 +83,13 @@ def test_parse_complete_document() -> None:
 )
 def test_malformed_complete_documents(body: bytes) -> None:
     with pytest.raises(s3e.MalformedXML):
-        mp.parse_complete_document(body)
+        xml.parse_complete_document(body)
 
 
 @pytest.mark.parametrize("numbers", [(2, 1), (1, 1), (1, 3, 2)])
 def test_part_order(numbers: tuple[int, ...]) -> None:
     with pytest.raises(s3e.InvalidPartOrder):
-        mp.parse_complete_document(doc(*(part(n) for n in numbers)))
+        xml.parse_complete_document(doc(*(part(n) for n in numbers)))
 
 
 # -- validation of the listed parts -----------------------------------------------------------
@@ -106,26 +119,24 @@ def stored_part(number: int, size: int, checksum: str | None = None) -> Uploaded
 def test_chosen_parts_checks_etag_size_and_checksum() -> None:
     parts = {1: stored_part(1, 5 * MIB, "c1"), 2: stored_part(2, MIB, "c2"), 3: stored_part(3, 9)}
     plain = upload()
-    listed = [mp.CompletedPart(1, parts[1].etag), mp.CompletedPart(3, parts[3].etag.upper())]
-    assert [p.part_number for p in mp._chosen_parts(plain, listed, parts)] == [1, 3]
-    with pytest.raises(s3e.InvalidPart):
-        mp._chosen_parts(plain, [mp.CompletedPart(4, "00")], parts)
-    with pytest.raises(s3e.InvalidPart):  # not ASCII: still only a wrong ETag
-        mp._chosen_parts(plain, [mp.CompletedPart(1, "\u00e9t\u00e9")], parts)
-    with pytest.raises(s3e.InvalidPart):
-        mp._chosen_parts(plain, [mp.CompletedPart(1, parts[2].etag)], parts)
-    with pytest.raises(s3e.EntityTooSmall):
-        mp._chosen_parts(
-            plain, [mp.CompletedPart(2, parts[2].etag), mp.CompletedPart(3, parts[3].etag)], parts
-        )
+    listed = [Part(1, parts[1].etag), Part(3, parts[3].etag.upper())]
+    assert [p.part_number for p in chosen(plain, listed, parts)] == [1, 3]
+    with pytest.raises(domain.InvalidPart):
+        chosen(plain, [Part(4, "00")], parts)
+    with pytest.raises(domain.InvalidPart):  # not ASCII: still only a wrong ETag
+        chosen(plain, [Part(1, "\u00e9t\u00e9")], parts)
+    with pytest.raises(domain.InvalidPart):
+        chosen(plain, [Part(1, parts[2].etag)], parts)
+    with pytest.raises(domain.EntityTooSmall):
+        chosen(plain, [Part(2, parts[2].etag), Part(3, parts[3].etag)], parts)
     summed = upload(checksum_algorithm="sha256")
-    good = [mp.CompletedPart(1, parts[1].etag, (("sha256", "c1"),))]
-    assert mp._chosen_parts(summed, good, parts) == [parts[1]]
+    good = [Part(1, parts[1].etag, (("sha256", "c1"),))]
+    assert chosen(summed, good, parts) == [parts[1]]
     for checksums in [(("sha256", "c2"),), (("crc32", "c1"),), (("sha256", "\u00e9"),)]:
-        with pytest.raises(s3e.InvalidPart):
-            mp._chosen_parts(summed, [mp.CompletedPart(1, parts[1].etag, checksums)], parts)
-    with pytest.raises(s3e.InvalidPart):  # the upload has no algorithm at all
-        mp._chosen_parts(plain, good, parts)
+        with pytest.raises(domain.InvalidPart):
+            chosen(summed, [Part(1, parts[1].etag, checksums)], parts)
+    with pytest.raises(domain.InvalidPart):  # the upload has no algorithm at all
+        chosen(plain, good, parts)
 
 
 def test_assemble_renumbers_chunks_across_parts() -> None:
@@ -139,7 +150,7 @@ def test_assemble_renumbers_chunks_across_parts() -> None:
         for c in range(chunks)
         for backend in (1, 2)
     ]
-    sizes, replicas, layout = mp._assemble([first, second], pieces)
+    sizes, replicas, layout = completion.assemble([first, second], pieces)
     assert sizes == [MIB, MIB, 1, 10]
     assert layout == []
     assert sorted((r.part_number, r.backend_id, r.locator, r.status) for r in replicas) == sorted(
@@ -151,13 +162,13 @@ def test_assemble_renumbers_chunks_across_parts() -> None:
 def test_assemble_erasure_layout_and_refuses_mixed_schemes() -> None:
     coded = UploadedPart(1, 8, "e", b"", (Chunk(8, b"x", 2, 1),))
     pieces = [UploadPiece(1, 0, b, b, f"l{b}", 4, b"s", "ok") for b in range(3)]
-    sizes, replicas, layout = mp._assemble([coded], pieces)
+    sizes, replicas, layout = completion.assemble([coded], pieces)
     assert layout[0].part_number == 0 and (layout[0].k, layout[0].m) == (2, 1)
     assert {r.shard_index for r in replicas} == {0, 1, 2}
     plain = UploadedPart(2, 8, "e", b"", (Chunk(8, b"y"),))
     more = [*pieces, UploadPiece(2, 0, 0, -1, "p", 8, b"s", "ok")]
-    with pytest.raises(s3e.InvalidRequest):
-        mp._assemble([coded, plain], more)
+    with pytest.raises(domain.InvalidRequest):
+        completion.assemble([coded, plain], more)
 
 
 # -- ETag and checksums -----------------------------------------------------------------------
@@ -165,7 +176,7 @@ def test_multipart_etag() -> None:
     datas = [b"a" * 10, b"b" * 3]
     md5s = [hashlib.md5(d).hexdigest() for d in datas]  # noqa: S324
     joined = b"".join(hashlib.md5(d).digest() for d in datas)  # noqa: S324
-    assert mp.multipart_etag(md5s) == hashlib.md5(joined).hexdigest() + "-2"  # noqa: S324
+    assert multipart_etag(md5s) == hashlib.md5(joined).hexdigest() + "-2"  # noqa: S324
 
 
 def test_composite_checksums() -> None:
@@ -173,63 +184,63 @@ def test_composite_checksums() -> None:
     crcs = [base64.b64encode(zlib.crc32(d).to_bytes(4, "big")).decode() for d in datas]
     raw = b"".join(zlib.crc32(d).to_bytes(4, "big") for d in datas)
     expected = base64.b64encode(zlib.crc32(raw).to_bytes(4, "big")).decode() + "-3"
-    assert mp.composite_checksum("crc32", crcs) == expected
+    assert composite_checksum("crc32", crcs) == expected
     shas = [base64.b64encode(hashlib.sha256(d).digest()).decode() for d in datas]
     joined = b"".join(hashlib.sha256(d).digest() for d in datas)
-    assert mp.composite_checksum("sha256", shas) == (
+    assert composite_checksum("sha256", shas) == (
         base64.b64encode(hashlib.sha256(joined).digest()).decode() + "-3"
     )
 
 
 def test_requested_object_checksum_on_complete() -> None:
     summed = upload(checksum_algorithm="crc32")
-    mp._check_requested_checksums({"x-amz-checksum-crc32": "abc=-2"}, summed, "abc=-2")
-    mp._check_requested_checksums({"x-amz-checksum-crc32": "abc="}, summed, "abc=-2")
-    mp._check_requested_checksums({"x-amz-checksum-algorithm": "CRC32"}, summed, "abc=-2")
-    with pytest.raises(s3e.BadDigest):
-        mp._check_requested_checksums({"x-amz-checksum-crc32": "xyz="}, summed, "abc=-2")
-    with pytest.raises(s3e.InvalidRequest):
-        mp._check_requested_checksums({"x-amz-checksum-sha1": "x"}, summed, "abc=-2")
+    check_sent({"x-amz-checksum-crc32": "abc=-2"}, summed, "abc=-2")
+    check_sent({"x-amz-checksum-crc32": "abc="}, summed, "abc=-2")
+    check_sent({"x-amz-checksum-algorithm": "CRC32"}, summed, "abc=-2")
+    with pytest.raises(domain.BadDigest):
+        check_sent({"x-amz-checksum-crc32": "xyz="}, summed, "abc=-2")
+    with pytest.raises(domain.InvalidRequest):
+        check_sent({"x-amz-checksum-sha1": "x"}, summed, "abc=-2")
 
 
 def test_checksum_algorithm_header() -> None:
-    assert mp._checksum_algorithm({}) is None
-    assert mp._checksum_algorithm({"x-amz-checksum-algorithm": "CRC32"}) == "crc32"
-    assert mp._checksum_algorithm({"x-amz-checksum-algorithm": "SHA256"}) == "sha256"
+    assert checksum_algorithm({}) is None
+    assert checksum_algorithm({"x-amz-checksum-algorithm": "CRC32"}) == "crc32"
+    assert checksum_algorithm({"x-amz-checksum-algorithm": "SHA256"}) == "sha256"
     with pytest.raises(s3e.InvalidRequest):
-        mp._checksum_algorithm({"x-amz-checksum-algorithm": "MD4"})
+        checksum_algorithm({"x-amz-checksum-algorithm": "MD4"})
     with pytest.raises(s3e.NotImplemented):
-        mp._checksum_algorithm(
+        checksum_algorithm(
             {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"}
         )
 
 
 # -- copies, BP1, ids -------------------------------------------------------------------------
 def test_copy_range() -> None:
-    assert mp._copy_range(None, 10) == (0, 9)
-    assert mp._copy_range("bytes=2-5", 10) == (2, 5)
-    assert mp._copy_range("bytes=0-9", 10) == (0, 9)
+    assert copy_range(None, 10) == (0, 9)
+    assert copy_range("bytes=2-5", 10) == (2, 5)
+    assert copy_range("bytes=0-9", 10) == (0, 9)
     for bad in ("bytes=0-10", "bytes=5-4"):
         with pytest.raises(s3e.InvalidRange):
-            mp._copy_range(bad, 10)
+            copy_range(bad, 10)
     for malformed in ("bytes=-5", "bytes=3-", "items=0-1", "bytes=0-1,3-4"):
         with pytest.raises(s3e.InvalidArgument):
-            mp._copy_range(malformed, 10)
+            copy_range(malformed, 10)
 
 
 def test_bp1_structure_is_checked_without_the_total_length() -> None:
     header = bp1_header(6 * MIB)
-    assert mp._check_bp1_structure(header + b"rest") == header
+    assert uploads.check_bp1_structure(header + b"rest") == header
     for bad in (header[:100], b"XXXX" + header[4:], bp1_header(10, seg_log2=30)):
         with pytest.raises(InvalidEnvelope):
-            mp._check_bp1_structure(bad)
+            uploads.check_bp1_structure(bad)
     assert ciphertext_length(6 * MIB, 16) == 112 + 6 * MIB + 16 * 96
 
 
 def test_upload_ids_sort_by_creation() -> None:
     ids = []
     for _ in range(5):
-        ids.append(mp.new_upload_id())
+        ids.append(uploads.new_upload_id())
         time.sleep(0.001)
     assert ids == sorted(ids) and len(set(ids)) == 5 and all(len(i) == 48 for i in ids)
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from core import errors as domain
 from gateway.s3 import errors as s3e
 from gateway.s3 import operations as ops
-from gateway.s3.handlers.list import _decode_token, _encode_token, _past_prefix
+from gateway.s3.handlers.list import _decode_token, _encode_token
+from gateway.s3.listing import past_prefix
 from gateway.s3.ranges import parse_range
 from gateway.s3.xml import error_document, parse_xml
 
@@ -162,7 +163,7 @@ def test_unsatisfiable_and_ignored_ranges() -> None:
 
 @given(st.text(min_size=1).filter(lambda s: s[-1] != "\U0010ffff"), st.text())
 def test_past_prefix_is_greater_than_everything_below_the_prefix(prefix: str, tail: str) -> None:
-    bound = _past_prefix(prefix)
+    bound = past_prefix(prefix)
     assert (prefix + tail).encode() < bound.encode()
     assert prefix.encode() < bound.encode()
 
@@ -205,6 +206,16 @@ def test_error_documents_escape_and_hide_internals() -> None:
         (domain.PolicyViolation("x"), "InvalidRequest", 400),
         (domain.InsufficientCapacity("x"), "ServiceUnavailable", 503),
         (domain.QuorumNotMet(2, 1), "ServiceUnavailable", 503),
+        # the data path's errors keep the S3 answers the handlers gave before it moved
+        (domain.NoSuchVersion(), "NoSuchVersion", 404),
+        (domain.NoSuchUpload(), "NoSuchUpload", 404),
+        (domain.InvalidRequest("x"), "InvalidRequest", 400),
+        (domain.EntityTooLarge("x"), "EntityTooLarge", 400),
+        (domain.EntityTooSmall("x"), "EntityTooSmall", 400),
+        (domain.IncompleteBody("x"), "IncompleteBody", 400),
+        (domain.InvalidPart("x"), "InvalidPart", 400),
+        (domain.BadDigest("x"), "BadDigest", 400),
+        (domain.InvalidInput("x"), "InvalidArgument", 400),
         (domain.MetadataUnavailable("x"), "ServiceUnavailable", 503),
         (domain.IntegrityError("x"), "ServiceUnavailable", 503),
     ],

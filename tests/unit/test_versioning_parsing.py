@@ -11,7 +11,6 @@ import pytest
 
 from gateway.s3 import errors as s3e
 from gateway.s3.handlers.delete_objects import has_integrity_header
-from gateway.s3.handlers.object_read import is_version_id
 from gateway.s3.preconditions import Outcome, etag_matches, evaluate, parse_http_date
 from gateway.s3.versioning_xml import (
     DeletedEntry,
@@ -22,6 +21,7 @@ from gateway.s3.versioning_xml import (
     parse_versioning_configuration,
     versioning_document,
 )
+from gateway.s3.versions import is_version_id
 from schema.objects import ListedVersion
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"

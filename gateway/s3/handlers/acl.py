@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from fastapi import Response
 
+from actors.reads import latest_or_404
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
@@ -57,9 +58,7 @@ async def _exists(ctx: GatewayContext, auth: Authorized, key: str | None) -> Non
     if key is None:
         return
     assert auth.bucket is not None
-    version = await ctx.meta.latest(auth.bucket.id, key)
-    if version is None or version.is_delete_marker:
-        raise s3e.NoSuchKey(resource=f"/{auth.bucket.name}/{key}")
+    await latest_or_404(ctx, auth.bucket, key)
 
 
 async def get_acl(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:

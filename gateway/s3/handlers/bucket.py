@@ -13,7 +13,6 @@ from gateway.s3 import xml
 from gateway.s3.body import read_small_body
 from gateway.s3.call import S3Call
 from gateway.s3.operations import CreateBucket, DeleteBucket
-from schema.audit import AuditEntry
 
 __all__ = ["create_bucket", "delete_bucket", "get_bucket_location", "head_bucket", "list_buckets"]
 
@@ -60,15 +59,7 @@ async def create_bucket(ctx: GatewayContext, auth: Authorized, call: S3Call) -> 
                 region_lock=_region_lock(call.headers.get("x-bp-region-lock")),
             )
             await ctx.store.audit.append(
-                conn,
-                AuditEntry(
-                    actor=principal.access_key_id,
-                    action="CreateBucket",
-                    resource=op.bucket,
-                    request_id=call.request_id,
-                    result="ok",
-                    tenant_id=principal.tenant_id,
-                ),
+                conn, auth.caller(call.request_id).entry("CreateBucket", op.bucket)
             )
     except BucketAlreadyExists as exc:
         raise s3e.BucketAlreadyOwnedByYou(resource=f"/{op.bucket}") from exc
@@ -92,15 +83,7 @@ async def delete_bucket(ctx: GatewayContext, auth: Authorized, call: S3Call) -> 
     async with ctx.store.db.transaction() as conn:
         await ctx.store.buckets.delete(conn, principal.tenant_id, op.bucket)
         await ctx.store.audit.append(
-            conn,
-            AuditEntry(
-                actor=principal.access_key_id,
-                action="DeleteBucket",
-                resource=op.bucket,
-                request_id=call.request_id,
-                result="ok",
-                tenant_id=principal.tenant_id,
-            ),
+            conn, auth.caller(call.request_id).entry("DeleteBucket", op.bucket)
         )
     await ctx.meta.invalidate_bucket(principal.tenant_id, op.bucket)
     # Uploads still open in the bucket were aborted in that transaction: free their pieces now.

@@ -4,7 +4,7 @@ The request must carry ``Content-MD5`` or an ``x-amz-checksum-*`` (header or tra
 requires; ``gateway/s3/body.py`` verifies whichever it carries while the (size-capped) body is
 read. The document is parsed with defusedxml (``gateway/s3/versioning_xml.py``).
 
-Each key is its own transaction (``object_delete.remove_key``: versioning-aware, ``VersionId``
+Each key is its own transaction (``actors.deletes.remove_key``: versioning-aware, ``VersionId``
 honoured, audited), so one key that fails is an ``<Error>`` entry and never fails the others;
 an unexpected failure of one key is logged and reported as that key's ``InternalError``. The
 keys run a few at a time and the answer lists them in request order. Garbage (backend objects
@@ -19,14 +19,13 @@ from collections.abc import Mapping
 
 from fastapi import Response
 
+from actors.deletes import remove_key
 from actors.garbage import collect_garbage
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
-from gateway.s3.body import _CHECKSUM_HEADERS, read_small_body
+from gateway.s3.body import CHECKSUM_HEADERS, read_small_body
 from gateway.s3.call import S3Call
-from gateway.s3.handlers.object_delete import remove_key
-from gateway.s3.handlers.object_read import is_version_id
 from gateway.s3.operations import MAX_KEY_BYTES, DeleteObjects
 from gateway.s3.versioning_xml import (
     MAX_DELETE_XML_BYTES,
@@ -35,6 +34,7 @@ from gateway.s3.versioning_xml import (
     delete_result_document,
     parse_delete_request,
 )
+from gateway.s3.versions import is_version_id
 
 __all__ = ["delete_objects", "has_integrity_header"]
 
@@ -49,10 +49,10 @@ def has_integrity_header(headers: Mapping[str, str]) -> bool:
     header, or an x-amz-checksum-* trailer announced in x-amz-trailer."""
     if "content-md5" in headers:
         return True
-    if any(name in headers for name in _CHECKSUM_HEADERS):
+    if any(name in headers for name in CHECKSUM_HEADERS):
         return True
     trailer = headers.get("x-amz-trailer", "").lower()
-    return any(name in trailer for name in _CHECKSUM_HEADERS)
+    return any(name in trailer for name in CHECKSUM_HEADERS)
 
 
 async def _delete_one(
@@ -63,8 +63,16 @@ async def _delete_one(
     if version_id is not None and not is_version_id(version_id):
         return DeleteError(key, version_id, "InvalidArgument", "Invalid version id specified")
     try:
+        assert auth.bucket is not None
         outcome = await remove_key(
-            ctx, auth, call, key, version_id, action="DeleteObjects", collect=False
+            ctx,
+            auth.caller(call.request_id),
+            auth.principal.tenant_id,
+            auth.bucket,
+            key,
+            version_id,
+            action="DeleteObjects",
+            collect=False,
         )
     except Exception as exc:
         err = s3e.to_s3_error(exc)

@@ -15,16 +15,15 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
+from actors.reads import latest_or_404
 from core.envelope import public_key_wrap_alg
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3.body import read_json
 from gateway.s3.call import S3Call
-from gateway.s3.handlers.object_read import latest_or_404
-from gateway.s3.handlers.rewrap import wrapped_key_fields
 from gateway.s3.operations import ListRecipients, ShareObject
-from schema.audit import AuditEntry
+from gateway.s3.wrapped_keys import wrapped_key_fields
 from schema.keys import KeyRepository, PublishedKey, Recipient
 
 __all__ = ["list_keys", "list_recipients", "publish_key", "share_object"]
@@ -64,13 +63,8 @@ async def publish_key(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
         await _keys.publish(conn, principal.tenant_id, published)
         await ctx.store.audit.append(
             conn,
-            AuditEntry(
-                actor=principal.access_key_id,
-                action="PublishKey",
-                resource=f"key/{key_id}/v{version}",
-                request_id=call.request_id,
-                result=f"ok {published.wrap_alg}",
-                tenant_id=principal.tenant_id,
+            auth.caller(call.request_id).entry(
+                "PublishKey", f"key/{key_id}/v{version}", f"ok {published.wrap_alg}"
             ),
         )
     return JSONResponse({"key_id": key_id, "key_version": version, "wrap_alg": published.wrap_alg})
@@ -86,7 +80,6 @@ async def share_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
     op = auth.op
     assert isinstance(op, ShareObject) and auth.bucket is not None
     envelope = wrapped_key_fields(await _json_object(call, auth))
-    principal = auth.principal
     recipient = Recipient(
         envelope.key_id, envelope.key_version, envelope.wrap_alg, envelope.wrapped_key
     )
@@ -94,13 +87,10 @@ async def share_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
         await _keys.add_recipient(conn, auth.bucket.id, op.key, recipient)
         await ctx.store.audit.append(
             conn,
-            AuditEntry(
-                actor=principal.access_key_id,
-                action="ShareObject",
-                resource=f"{auth.bucket.name}/{op.key}",
-                request_id=call.request_id,
-                result=f"ok recipient {envelope.key_id} v{envelope.key_version}",
-                tenant_id=principal.tenant_id,
+            auth.caller(call.request_id).entry(
+                "ShareObject",
+                f"{auth.bucket.name}/{op.key}",
+                f"ok recipient {envelope.key_id} v{envelope.key_version}",
             ),
         )
     return JSONResponse(
@@ -110,8 +100,8 @@ async def share_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
 
 async def list_recipients(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
     op = auth.op
-    assert isinstance(op, ListRecipients)
-    version = await latest_or_404(ctx, auth, op.key)
+    assert isinstance(op, ListRecipients) and auth.bucket is not None
+    version = await latest_or_404(ctx, auth.bucket, op.key)
     if not version.encrypted or version.wrapped_key is None:
         raise s3e.InvalidRequest("the object is not encrypted")
     async with ctx.store.db.connection() as conn:

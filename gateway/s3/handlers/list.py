@@ -1,9 +1,9 @@
 """ListObjects (v1) and ListObjectsV2 with prefix, delimiter, markers and continuation tokens.
 
 Keys are listed in UTF-8 byte order (the key column uses the C collation, as S3 does). With a
-delimiter, each common prefix is returned once and the listing then *seeks* past it instead
-of reading every key below it, so a prefix with a million keys costs one query, not a million
-rows. Continuation tokens are opaque: base64 of what was returned last (a key or a prefix).
+delimiter, each common prefix is returned once and the listing then seeks past it
+(``gateway/s3/listing.py``). Continuation tokens are opaque: base64 of what was returned
+last (a key or a prefix).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3 import xml
 from gateway.s3.call import S3Call
+from gateway.s3.listing import is_prefix_marker, past_prefix
 from gateway.s3.operations import ListObjects
 from schema.objects import ListedObject
 
@@ -40,14 +41,6 @@ def _decode_token(token: str) -> tuple[str, str]:
     return kind, value
 
 
-def _past_prefix(common_prefix: str) -> str:
-    """The smallest string greater than every string that starts with ``common_prefix``."""
-    last = ord(common_prefix[-1])
-    if last >= 0x10FFFF:
-        return common_prefix + "\U0010ffff"
-    return common_prefix[:-1] + chr(last + 1)
-
-
 async def list_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:
     op = auth.op
     assert isinstance(op, ListObjects) and auth.bucket is not None
@@ -60,16 +53,11 @@ async def list_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
         kind, value = "k", op.start_after
     else:
         kind, value = "k", op.marker
-        if (
-            delimiter
-            and value.endswith(delimiter)
-            and value.startswith(prefix)
-            and len(value) > len(prefix)
-        ):
+        if is_prefix_marker(value, prefix, delimiter):
             kind = "p"
     if value:
         if kind == "p":
-            cursor, inclusive = _past_prefix(value), True
+            cursor, inclusive = past_prefix(value), True
         else:
             cursor = value
 
@@ -96,7 +84,7 @@ async def list_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
                     common = prefix + rest[: cut + len(delimiter)]
                     prefixes.append(common)
                     last_kind, last_value = "p", common
-                    seek = _past_prefix(common)
+                    seek = past_prefix(common)
                     break
                 contents.append(item)
                 last_kind, last_value = "k", item.key

@@ -18,14 +18,14 @@ object.
 from __future__ import annotations
 
 import base64
-import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from email.utils import format_datetime
 from urllib.parse import parse_qsl
 
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
+from actors.reads import current_version, named_version, stream_version
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
@@ -35,27 +35,10 @@ from gateway.s3.operations import GetObject, HeadObject
 from gateway.s3.preconditions import Outcome, evaluate
 from gateway.s3.ranges import parse_range
 from gateway.s3.stored_headers import response_overrides
+from gateway.s3.versions import is_version_id, version_headers
 from schema.records import Bucket, ObjectVersion
 
-__all__ = [
-    "HeaderedError",
-    "get_object",
-    "head_object",
-    "is_version_id",
-    "latest_or_404",
-    "object_headers",
-    "resolve_version",
-    "stream_version",
-    "version_headers",
-]
-
-#: What ``gateway/s3/handlers/object_put.new_version_id`` makes: 32 lower-case hex digits.
-_VERSION_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def is_version_id(value: str) -> bool:
-    """Whether a client-supplied version id is well-formed (``null`` or one of ours)."""
-    return value == "null" or _VERSION_ID.match(value) is not None
+__all__ = ["HeaderedError", "get_object", "head_object", "object_headers", "resolve_version"]
 
 
 class HeaderedError(Exception):
@@ -78,13 +61,6 @@ class HeaderedError(Exception):
         )
 
 
-def version_headers(bucket: Bucket, version: ObjectVersion) -> dict[str, str]:
-    """``x-amz-version-id`` on a bucket whose versioning was ever turned on."""
-    if bucket.versioning == "Unversioned":
-        return {}
-    return {"x-amz-version-id": version.api_version_id}
-
-
 async def resolve_version(
     ctx: GatewayContext, auth: Authorized, key: str, version_id: str | None
 ) -> ObjectVersion:
@@ -94,7 +70,7 @@ async def resolve_version(
     assert bucket is not None
     resource = f"/{bucket.name}/{key}"
     if version_id is None:
-        version = await ctx.meta.latest(bucket.id, key)
+        version = await current_version(ctx, bucket, key)
         if version is None:
             raise s3e.NoSuchKey(resource=resource)
         if version.is_delete_marker:
@@ -105,8 +81,7 @@ async def resolve_version(
         return version
     if not is_version_id(version_id):
         raise s3e.NoSuchVersion(resource=resource)
-    async with ctx.store.db.connection() as conn:
-        found = await ctx.store.objects.get_version(conn, bucket.id, key, version_id)
+    found = await named_version(ctx, bucket, key, version_id)
     if found is None:
         raise s3e.NoSuchVersion(resource=resource)
     if found.is_delete_marker:
@@ -124,14 +99,6 @@ def _marker_headers(marker: ObjectVersion) -> dict[str, str]:
         "x-amz-version-id": marker.api_version_id,
         "Last-Modified": format_datetime(marker.created_at, usegmt=True),
     }
-
-
-async def latest_or_404(ctx: GatewayContext, auth: Authorized, key: str) -> ObjectVersion:
-    assert auth.bucket is not None
-    version = await ctx.meta.latest(auth.bucket.id, key)
-    if version is None or version.is_delete_marker:
-        raise s3e.NoSuchKey(resource=f"/{auth.bucket.name}/{key}")
-    return version
 
 
 def object_headers(version: ObjectVersion) -> dict[str, str]:
@@ -240,26 +207,6 @@ async def head_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
         return prepared
     _, _, status, headers = prepared
     return Response(status_code=status, headers=headers)
-
-
-async def stream_version(
-    ctx: GatewayContext, version: ObjectVersion, rng: tuple[int, int] | None
-) -> AsyncIterator[bytes]:
-    """Verified bytes, with the first chunk already fetched (errors raise here, not mid-body)."""
-    first, last = rng if rng is not None else (0, version.size - 1)
-    source = ctx.reader.stream(version, first, last)
-    try:
-        head = await source.__anext__()
-    except StopAsyncIteration:
-        head = b""
-
-    async def rest() -> AsyncIterator[bytes]:
-        if head:
-            yield head
-        async for chunk in source:
-            yield chunk
-
-    return rest()
 
 
 async def get_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Response:

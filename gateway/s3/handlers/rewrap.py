@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from core.envelope import Envelope, envelope_from_metadata
+from core.envelope import Envelope
 from core.errors import BulletproofError, NoSuchKey
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
@@ -38,11 +38,11 @@ from gateway.s3 import errors as s3e
 from gateway.s3.body import read_json
 from gateway.s3.call import S3Call
 from gateway.s3.errors import to_s3_error
-from gateway.s3.handlers.object_read import is_version_id
 from gateway.s3.operations import RewrapObject, RewrapObjects
-from schema.audit import AuditEntry
+from gateway.s3.versions import is_version_id
+from gateway.s3.wrapped_keys import wrapped_key_fields
 
-__all__ = ["rewrap_object", "rewrap_objects", "wrapped_key_fields"]
+__all__ = ["rewrap_object", "rewrap_objects"]
 
 MAX_BATCH = 1000
 _ERRORS_BY_CODE: dict[str, type[s3e.S3Error]] = {
@@ -53,26 +53,6 @@ _ERRORS_BY_CODE: dict[str, type[s3e.S3Error]] = {
 #: The longest version id a request may name (as ``versionId`` on GET/DELETE).
 MAX_VERSION_ID = 128
 MAX_BODY = 4 * 1024 * 1024
-
-
-def wrapped_key_fields(raw: dict[str, Any]) -> Envelope:
-    """The new wrapped key of a rewrap or share item, validated like a PUT's envelope."""
-    version = raw.get("key_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise s3e.InvalidRequest("'key_version' must be a JSON integer")
-    fields = {
-        "bp-wrapped-key": raw.get("wrapped_key"),
-        "bp-key-id": raw.get("key_id"),
-        "bp-key-version": str(version),
-        "bp-wrap-alg": raw.get("wrap_alg"),
-    }
-    if not all(isinstance(v, str) and v for v in fields.values()):
-        raise s3e.InvalidRequest(
-            "'wrapped_key', 'key_id', 'key_version' and 'wrap_alg' are required"
-        )
-    envelope = envelope_from_metadata(fields)  # type: ignore[arg-type]
-    assert envelope is not None
-    return envelope
 
 
 @dataclass(frozen=True)
@@ -142,7 +122,7 @@ async def _apply(
     ctx: GatewayContext, auth: Authorized, call: S3Call, items: list[_Item]
 ) -> list[dict[str, Any]]:
     """Apply every item in one transaction; per-item failures are reported, not raised."""
-    bucket, principal = auth.bucket, auth.principal
+    bucket, caller = auth.bucket, auth.caller(call.request_id)
     assert bucket is not None
     results: list[dict[str, Any]] = []
     async with ctx.store.db.transaction() as conn:
@@ -175,17 +155,12 @@ async def _apply(
             results.append({"key": item.key, "version_id": version.api_version_id, "status": "ok"})
             await ctx.store.audit.append(
                 conn,
-                AuditEntry(
-                    actor=principal.access_key_id,
-                    action="RewrapObject",
-                    resource=f"{bucket.name}/{item.key}",
-                    request_id=call.request_id,
-                    result=(
-                        f"ok {item.expect_key_id} v{item.expect_key_version}"
-                        f" -> {env.key_id} v{env.key_version}"
-                        f" (version {version.api_version_id})"
-                    ),
-                    tenant_id=principal.tenant_id,
+                caller.entry(
+                    "RewrapObject",
+                    f"{bucket.name}/{item.key}",
+                    f"ok {item.expect_key_id} v{item.expect_key_version}"
+                    f" -> {env.key_id} v{env.key_version}"
+                    f" (version {version.api_version_id})",
                 ),
             )
     for item, result in zip(items, results, strict=True):

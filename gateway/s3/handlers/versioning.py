@@ -6,9 +6,9 @@ invalidated after the commit. What versioning means for writes and deletes lives
 ``schema/objects.py`` (``commit_version``, ``delete_current``, ``delete_version``).
 
 ListObjectVersions returns versions and delete markers by key (UTF-8 byte order) and newest
-first within a key (commit order), with prefix, delimiter (common prefixes are seeked past, as
-in ``list.py``), ``key-marker`` / ``version-id-marker`` (resume after that version) and
-``max-keys``; every version and every common prefix counts towards ``max-keys``.
+first within a key (commit order), with prefix, delimiter (common prefixes are seeked past,
+``gateway/s3/listing.py``), ``key-marker`` / ``version-id-marker`` (resume after that
+version) and ``max-keys``; every version and every common prefix counts towards ``max-keys``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3.body import read_small_body
 from gateway.s3.call import S3Call
-from gateway.s3.handlers.list import _past_prefix
-from gateway.s3.handlers.object_read import is_version_id
+from gateway.s3.listing import is_prefix_marker, past_prefix
 from gateway.s3.operations import GetBucketVersioning, ListObjectVersions, PutBucketVersioning
 from gateway.s3.versioning_xml import (
     list_versions_document,
     parse_versioning_configuration,
     versioning_document,
 )
-from schema.audit import AuditEntry
+from gateway.s3.versions import is_version_id
 from schema.objects import ListedVersion
 
 __all__ = ["get_bucket_versioning", "list_object_versions", "put_bucket_versioning"]
@@ -51,13 +50,8 @@ async def put_bucket_versioning(ctx: GatewayContext, auth: Authorized, call: S3C
         )
         await ctx.store.audit.append(
             conn,
-            AuditEntry(
-                actor=principal.access_key_id,
-                action="PutBucketVersioning",
-                resource=op.bucket,
-                request_id=call.request_id,
-                result=f"ok {before.versioning} -> {after.versioning}",
-                tenant_id=principal.tenant_id,
+            auth.caller(call.request_id).entry(
+                "PutBucketVersioning", op.bucket, f"ok {before.versioning} -> {after.versioning}"
             ),
         )
     await ctx.meta.invalidate_bucket(principal.tenant_id, op.bucket)
@@ -97,13 +91,8 @@ async def list_object_versions(ctx: GatewayContext, auth: Authorized, call: S3Ca
             if before_pk is None:
                 raise s3e.InvalidArgument("Invalid version id specified")
             cursor = op.key_marker
-        elif (
-            delimiter
-            and op.key_marker.endswith(delimiter)
-            and op.key_marker.startswith(prefix)
-            and len(op.key_marker) > len(prefix)
-        ):
-            cursor, inclusive = _past_prefix(op.key_marker), True
+        elif is_prefix_marker(op.key_marker, prefix, delimiter):
+            cursor, inclusive = past_prefix(op.key_marker), True
         else:
             cursor = op.key_marker
         while not truncated:
@@ -127,7 +116,7 @@ async def list_object_versions(ctx: GatewayContext, auth: Authorized, call: S3Ca
                     common = prefix + rest[: cut + len(delimiter)]
                     prefixes.append(common)
                     last = common
-                    seek = _past_prefix(common)
+                    seek = past_prefix(common)
                     break
                 entries.append(item)
                 last = item
