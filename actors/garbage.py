@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from actors.backend_pool import BackendPool
 from actors.registry import BackendRegistry
 from core.errors import BackendNotFound
-from schema.orphans import OrphanRepository
 from schema.store import MetadataStore
 
 __all__ = ["collect_garbage", "collect_garbage_through", "discard_write"]
@@ -34,10 +33,10 @@ async def collect_garbage(
 ) -> int:
     """Delete one batch of garbage; returns how many rows were resolved."""
     async with store.db.connection() as conn:
-        rows = await store.objects.take_garbage(conn, limit)
+        rows = await store.garbage.take(conn, limit)
         if not rows:
             return 0
-        still_used = await store.objects.referenced(conn, [(b, loc) for _, b, loc in rows])
+        still_used = await store.garbage.referenced(conn, [(b, loc) for _, b, loc in rows])
     await registry.current()
 
     async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
@@ -58,7 +57,7 @@ async def collect_garbage(
     done = [gid for gid in results if gid is not None]
     if done:
         async with store.db.transaction() as conn:
-            await store.objects.forget_garbage(conn, done)
+            await store.garbage.forget(conn, done)
     return len(done)
 
 
@@ -70,7 +69,7 @@ async def discard_write(
         return
     try:
         async with store.db.transaction() as conn:
-            await store.objects.add_garbage(conn, items, reason)
+            await store.garbage.add(conn, items, reason)
     except Exception:  # the vacuumer's backend listing finds these orphans later
         log.exception("could not record %d orphaned backend objects", len(items))
         return
@@ -85,10 +84,10 @@ async def collect_garbage_through(
     left for a later pass)."""
     healthy = [h.id for h in await pool.current() if h.healthy]
     async with store.db.connection() as conn:
-        rows = await OrphanRepository().take_garbage_on(conn, healthy, limit)
+        rows = await store.garbage.take_on(conn, healthy, limit)
         if not rows:
             return 0, 0
-        still_used = await store.objects.referenced(conn, [(b, loc) for _, b, loc in rows])
+        still_used = await store.garbage.referenced(conn, [(b, loc) for _, b, loc in rows])
 
     async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
         if (backend_id, locator) in still_used:
@@ -109,5 +108,5 @@ async def collect_garbage_through(
     done = [gid for gid in results if gid is not None]
     if done:
         async with store.db.transaction() as conn:
-            await store.objects.forget_garbage(conn, done)
+            await store.garbage.forget(conn, done)
     return len(done), len(rows) - len(done)

@@ -1,22 +1,10 @@
 """What every self-healing process holds: the metadata store, byte access to the backends,
-the Redis cache (to invalidate what a repair changes), the policy in force, and the job kinds.
+the Redis cache (to invalidate what a repair changes) and the policy in force.
 
 Built once per agent, scheduler or CLI run (``HealingContext.connect``), never per job. With
 Ray it reaches backends through the named ``BackendActor``s; without it (``use_ray=False``)
 through clients built in this process from the sealed credentials and the master key file.
-
-Job kinds and their idempotency keys (the write path and the gateway's read path already use
-the first two; the keys are part of the contract, so re-enqueueing the same work is a no-op):
-
-==============  =========================================  ======================================
-kind            payload                                    key
-==============  =========================================  ======================================
-replicate       version_pk, target_backend_id, ...         ``replicate:<pk>:<backend>``
-repair          version_pk, backend_id, part_number, ...   ``repair:<pk>:<backend>:<part>``
-move            version_pk, backend_id, reason             ``move:<pk>:<backend>``
-add_replica     version_pk, reason                         ``add_replica:<pk>``
-placement_check version_pk, reason                         ``placement_check:<pk>``
-==============  =========================================  ======================================
+Job kinds, their idempotency keys and priorities are ``schema/jobs.py``'s.
 """
 
 from __future__ import annotations
@@ -34,44 +22,18 @@ from core.placement import PlacementConstraints
 from core.policy import PolicyDocument
 from core.settings import Settings
 from schema.cache import CachedReader
-from schema.jobs import Backoff, JobQueue
+from schema.jobs import PRIORITY, Backoff, JobKind, JobQueue, repair_key
 from schema.orphans import OrphanRepository
 from schema.policies import PlacementSettings, PolicyRepository
 from schema.records import ObjectVersion, Replica
-from schema.replicas import ReplicaRepository, ScrubTarget
+from schema.replicas import ScrubTarget
 from schema.snapshots import SnapshotRepository
 from schema.store import MetadataStore
 from schema.worker_state import WorkerStateRepository
 
-__all__ = [
-    "ADD_REPLICA",
-    "DATA_KINDS",
-    "MOVE",
-    "PLACEMENT_CHECK",
-    "REPAIR",
-    "REPLICATE",
-    "HealingContext",
-    "add_replica_key",
-    "constraints_of",
-    "move_key",
-    "repair_key",
-    "replicate_key",
-]
+__all__ = ["HealingContext", "constraints_of"]
 
 log = logging.getLogger(__name__)
-
-REPLICATE = "replicate"
-REPAIR = "repair"
-MOVE = "move"
-ADD_REPLICA = "add_replica"
-PLACEMENT_CHECK = "placement_check"
-#: The kinds replication agents run: each copies bytes between backends.
-DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
-
-#: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
-#: or an extra copy keeps a durable object compliant.
-PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
-
 
 #: Seconds a loaded policy is trusted before the version in force is read again.
 POLICY_REFRESH_S = 2.0
@@ -91,22 +53,6 @@ def constraints_of(settings: PlacementSettings) -> PlacementConstraints:
     )
 
 
-def replicate_key(version_pk: int, backend_id: int) -> str:
-    return f"{REPLICATE}:{version_pk}:{backend_id}"
-
-
-def repair_key(version_pk: int, backend_id: int, part_number: int) -> str:
-    return f"{REPAIR}:{version_pk}:{backend_id}:{part_number}"
-
-
-def move_key(version_pk: int, backend_id: int) -> str:
-    return f"{MOVE}:{version_pk}:{backend_id}"
-
-
-def add_replica_key(version_pk: int) -> str:
-    return f"{ADD_REPLICA}:{version_pk}"
-
-
 @dataclass
 class HealingContext:
     settings: Settings
@@ -114,7 +60,6 @@ class HealingContext:
     pool: BackendPool
     cache: CachedReader | None = None
     queue: JobQueue = field(default_factory=JobQueue)
-    replicas: ReplicaRepository = field(default_factory=ReplicaRepository)
     orphans: OrphanRepository = field(default_factory=OrphanRepository)
     snapshots: SnapshotRepository = field(default_factory=SnapshotRepository)
     worker_state: WorkerStateRepository = field(default_factory=WorkerStateRepository)
@@ -214,11 +159,11 @@ class HealingContext:
     ) -> bool:
         """``report_bad`` from plain fields; True if the replica's status changed."""
         async with self.store.db.transaction() as conn:
-            changed = await self.store.objects.set_replica_status(conn, [replica_id], status)
+            changed = await self.store.replicas.set_status(conn, [replica_id], status)
             if changed:
                 await self.queue.enqueue(
                     conn,
-                    REPAIR,
+                    JobKind.REPAIR,
                     {
                         "version_pk": version_pk,
                         "backend_id": backend_id,
@@ -227,7 +172,7 @@ class HealingContext:
                         "reason": status,
                     },
                     idempotency_key=repair_key(version_pk, backend_id, part_number),
-                    priority=PRIORITY[REPAIR],
+                    priority=PRIORITY[JobKind.REPAIR],
                 )
         if changed:
             await self.invalidate(bucket_id, key)
@@ -240,7 +185,7 @@ class HealingContext:
         queued: set[tuple[int, int]] = set()
         async with self.store.db.transaction() as conn:
             for t in sorted(targets, key=lambda t: (t.version_pk, t.backend_id, t.part_number)):
-                if not await self.store.objects.set_replica_status(conn, [t.replica_id], status):
+                if not await self.store.replicas.set_status(conn, [t.replica_id], status):
                     continue
                 changed_rows.append(t)
                 # One job per replica (version, backend): it repairs every bad part of it.
@@ -248,7 +193,7 @@ class HealingContext:
                     queued.add((t.version_pk, t.backend_id))
                     await self.queue.enqueue(
                         conn,
-                        REPAIR,
+                        JobKind.REPAIR,
                         {
                             "version_pk": t.version_pk,
                             "backend_id": t.backend_id,
@@ -257,7 +202,7 @@ class HealingContext:
                             "reason": status,
                         },
                         idempotency_key=repair_key(t.version_pk, t.backend_id, t.part_number),
-                        priority=PRIORITY[REPAIR],
+                        priority=PRIORITY[JobKind.REPAIR],
                     )
         for key in {(t.bucket_id, t.key) for t in changed_rows}:
             await self.invalidate(*key)

@@ -48,7 +48,7 @@ import asyncpg
 
 from actors.backend_client import new_locator
 from actors.backend_pool import Fetched, RayBackendPool
-from actors.healing import ADD_REPLICA, MOVE, REPAIR, REPLICATE, HealingContext
+from actors.healing import HealingContext
 from actors.registry import BackendHandle
 from actors.verified_reader import VerifiedReader, is_erasure_coded
 from core.errors import (
@@ -60,7 +60,7 @@ from core.errors import (
 )
 from core.placement import BackendView, PlacementConstraints, place, preference_key
 from core.policy import RedundancyClass
-from schema.jobs import Job
+from schema.jobs import Job, JobKind
 from schema.parts import ErasurePart, PartRepository
 from schema.records import ObjectVersion, Replica
 
@@ -130,15 +130,15 @@ def request_for(job: Job) -> HealRequest:
     p = job.payload
     try:
         version_pk = int(p["version_pk"])
-        if job.kind == REPLICATE:
+        if job.kind == JobKind.REPLICATE:
             return HealRequest(version_pk, int(p["target_backend_id"]), "fix", "pending")
-        if job.kind == REPAIR:
+        if job.kind == JobKind.REPAIR:
             return HealRequest(
                 version_pk, int(p["backend_id"]), "fix", str(p.get("reason", "repair"))
             )
-        if job.kind == MOVE:
+        if job.kind == JobKind.MOVE:
             return HealRequest(version_pk, int(p["backend_id"]), "move", str(p.get("reason", "")))
-        if job.kind == ADD_REPLICA:
+        if job.kind == JobKind.ADD_REPLICA:
             return HealRequest(version_pk, None, "add", str(p.get("reason", "")))
     except (KeyError, TypeError, ValueError) as exc:
         raise HealImpossible(f"malformed {job.kind} payload: {exc!r}") from exc
@@ -252,7 +252,7 @@ class ReplicaHealer:
         started = time.perf_counter()
         async with ctx.store.db.connection() as conn:
             if request.mode == "fix" and request.backend_id is not None:
-                state = await ctx.replicas.replica_state(
+                state = await ctx.store.replicas.replica_state(
                     conn, request.version_pk, request.backend_id
                 )
                 if state is None:
@@ -260,7 +260,7 @@ class ReplicaHealer:
                 parts, rows, bad = state
                 if bad == 0 and rows == max(parts, 1):
                     return await self._finish_noop(request, finish, "replica already ok")
-            version = await ctx.store.objects.get_by_pk(conn, request.version_pk)
+            version = await ctx.store.versions.get_by_pk(conn, request.version_pk)
         if version is None or version.is_delete_marker:
             return await self._finish_noop(request, finish, "version no longer stored")
         policy = await ctx.policy()
@@ -567,11 +567,11 @@ class ReplicaHealer:
         ctx = self.ctx
         leftovers: list[str] = []
         async with ctx.store.db.transaction() as conn:
-            if not await ctx.replicas.lock_version(conn, version.id):
+            if not await ctx.store.replicas.lock_version(conn, version.id):
                 # Dropped meanwhile: what we wrote is garbage, in place too (the drop may have
                 # collected that locator before our write recreated it).
                 if plan.target is not None and plan.locators:
-                    await ctx.store.objects.add_garbage(
+                    await ctx.store.garbage.add(
                         conn, [(plan.target, loc) for loc in plan.locators.values()], "repair"
                     )
                 if not await finish(conn):
@@ -580,18 +580,18 @@ class ReplicaHealer:
             if plan.in_place:
                 assert plan.target is not None
                 locators = list(plan.locators.values())
-                found = await ctx.replicas.mark_ok(conn, version.id, plan.target, locators)
+                found = await ctx.store.replicas.mark_ok(conn, version.id, plan.target, locators)
                 leftovers = [loc for loc in locators if loc not in found]
                 if leftovers:  # moved or dropped meanwhile: what we wrote is garbage
-                    await ctx.store.objects.add_garbage(
+                    await ctx.store.garbage.add(
                         conn, [(plan.target, loc) for loc in leftovers], "repair raced"
                     )
                 action = "rewritten"
             else:
                 if plan.target is not None:
-                    if await ctx.replicas.holds(conn, version.id, plan.target):
+                    if await ctx.store.replicas.holds(conn, version.id, plan.target):
                         raise _Conflict(f"backend {plan.target} already holds version {version.id}")
-                    await ctx.replicas.add_verified(
+                    await ctx.store.replicas.add_verified(
                         conn,
                         version.id,
                         plan.target,
@@ -601,7 +601,7 @@ class ReplicaHealer:
                         ],
                     )
                 if plan.drop is not None:
-                    await ctx.replicas.drop_holder(
+                    await ctx.store.replicas.drop_holder(
                         conn, version.id, plan.drop, reason=f"moved: {request.reason}"[:200]
                     )
                 action = (
@@ -640,7 +640,7 @@ class ReplicaHealer:
             return
         try:
             async with self.ctx.store.db.transaction() as conn:
-                await self.ctx.store.objects.add_garbage(
+                await self.ctx.store.garbage.add(
                     conn, [(backend_id, loc) for loc in locators], reason
                 )
         except Exception:  # the vacuumer's listing finds these orphans later

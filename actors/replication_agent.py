@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from actors.backend_actor import ACTOR_NAMESPACE
-from actors.healing import DATA_KINDS, HealingContext
+from actors.healing import HealingContext
 from actors.replica_repair import (
     HealDeferred,
     HealImpossible,
@@ -50,7 +50,7 @@ from actors.replica_repair import (
 )
 from core.errors import MetadataUnavailable
 from core.settings import Settings
-from schema.jobs import Job
+from schema.jobs import DATA_KINDS, Job
 
 __all__ = [
     "AgentLoop",

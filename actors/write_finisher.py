@@ -11,13 +11,10 @@ import asyncio
 from collections.abc import Collection
 
 from actors.quorum_writer import QuorumWrite
+from schema.jobs import replicate_key
 from schema.store import MetadataStore
 
-__all__ = ["finish_stragglers", "replicate_job_key"]
-
-
-def replicate_job_key(version_pk: int, backend_id: int) -> str:
-    return f"replicate:{version_pk}:{backend_id}"
+__all__ = ["finish_stragglers"]
 
 
 async def finish_stragglers(
@@ -34,6 +31,6 @@ async def finish_stragglers(
     if finished:
         async with store.db.transaction() as conn:
             for backend_id in finished:
-                await store.objects.pending_replicas_done(conn, version_pk, backend_id)
-                await store.jobs.complete_by_key(conn, replicate_job_key(version_pk, backend_id))
+                await store.replicas.pending_done(conn, version_pk, backend_id)
+                await store.jobs.complete_by_key(conn, replicate_key(version_pk, backend_id))
     return finished

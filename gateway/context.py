@@ -28,6 +28,7 @@ from core.policy import PolicyDocument, builtin_policy
 from core.sealing import MasterKey
 from core.settings import Settings
 from schema.cache import CachedReader
+from schema.jobs import PRIORITY, JobKind, repair_key
 from schema.parts import ErasurePart, PartRepository
 from schema.policies import PolicyRepository
 from schema.records import ObjectVersion, Replica
@@ -169,11 +170,11 @@ class GatewayContext:
     ) -> None:
         """Mark a replica that failed verification and queue its repair, in one transaction."""
         async with self.store.db.transaction() as conn:
-            changed = await self.store.objects.set_replica_status(conn, [replica.id], status)
+            changed = await self.store.replicas.set_status(conn, [replica.id], status)
             if changed:
                 await self.store.jobs.enqueue(
                     conn,
-                    "repair",
+                    JobKind.REPAIR,
                     {
                         "version_pk": version.id,
                         "backend_id": replica.backend_id,
@@ -181,8 +182,8 @@ class GatewayContext:
                         "shard_index": replica.shard_index,
                         "reason": status,
                     },
-                    idempotency_key=f"repair:{version.id}:{replica.backend_id}:{replica.part_number}",
-                    priority=50,
+                    idempotency_key=repair_key(version.id, replica.backend_id, replica.part_number),
+                    priority=PRIORITY[JobKind.REPAIR],
                 )
         await self.meta.invalidate_object(version.bucket_id, version.key)
 

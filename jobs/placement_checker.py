@@ -33,18 +33,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from actors.healing import (
-    DATA_KINDS,
-    MOVE,
-    PLACEMENT_CHECK,
-    PRIORITY,
-    HealingContext,
-    constraints_of,
-    move_key,
-)
+from actors.healing import HealingContext, constraints_of
 from actors.replica_repair import misplaced
 from core.placement import PlacementConstraints
 from jobs.worker import Worker
+from schema.jobs import DATA_KINDS, PRIORITY, JobKind, move_key
 
 __all__ = ["PlacementChecker"]
 
@@ -81,7 +74,11 @@ class PlacementChecker(Worker):
         while report["checked"] < self.max_versions:
             async with ctx.store.db.connection() as conn:
                 jobs = await ctx.queue.lease(
-                    conn, self._owner, kinds=(PLACEMENT_CHECK,), lease_s=300, limit=self.page
+                    conn,
+                    self._owner,
+                    kinds=(JobKind.PLACEMENT_CHECK,),
+                    lease_s=300,
+                    limit=self.page,
                 )
             if not jobs:
                 return
@@ -103,19 +100,12 @@ class PlacementChecker(Worker):
             cursor = await ctx.worker_state.cursor(conn, self.name)
         while report["checked"] < self.max_versions:
             async with ctx.store.db.connection() as conn:
-                rows = await conn.fetch(
-                    "SELECT c.seq, v.id FROM changelog c LEFT JOIN object_versions v"
-                    " ON v.bucket_id = c.bucket_id AND v.key = c.key"
-                    " AND v.version_id = c.version_id"
-                    " WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
-                    cursor,
-                    self.page,
-                )
-            if not rows:
+                changes = await ctx.store.changelog.since(conn, cursor, self.page)
+            if not changes:
                 return
-            await self._check([r["id"] for r in rows if r["id"] is not None], report)
-            cursor = rows[-1]["seq"]
-            report["changelog"] += len(rows)
+            await self._check([c.version_pk for c in changes if c.version_pk is not None], report)
+            cursor = changes[-1].seq
+            report["changelog"] += len(changes)
             async with ctx.store.db.connection() as conn:
                 await ctx.worker_state.set_cursor(conn, self.name, cursor)
 
@@ -147,7 +137,7 @@ class PlacementChecker(Worker):
             report["sweeps_started"] += 1
         while report["checked"] < self.max_versions:
             async with ctx.store.db.connection() as conn:
-                pks = await ctx.replicas.version_pks(conn, after_pk=after, limit=self.page)
+                pks = await ctx.store.replicas.version_pks(conn, after_pk=after, limit=self.page)
             if not pks:
                 after = 0
                 state.update(topology=topology, swept_at=time.time())
@@ -171,7 +161,7 @@ class PlacementChecker(Worker):
         constraints_by_bucket: dict[int, PlacementConstraints] = {}
         async with ctx.store.db.connection() as conn:
             for pk in version_pks:
-                version = await ctx.store.objects.get_by_pk(conn, pk)
+                version = await ctx.store.versions.get_by_pk(conn, pk)
                 report["checked"] += 1
                 if version is None or version.is_delete_marker:
                     continue
@@ -202,9 +192,9 @@ class PlacementChecker(Worker):
                     continue
                 job = await ctx.queue.enqueue(
                     conn,
-                    MOVE,
+                    JobKind.MOVE,
                     {"version_pk": pk, "backend_id": backend_id, "reason": reason},
                     idempotency_key=move_key(pk, backend_id),
-                    priority=PRIORITY[MOVE],
+                    priority=PRIORITY[JobKind.MOVE],
                 )
                 report["moves_enqueued"] += job is not None

@@ -22,17 +22,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from actors.healing import (
-    ADD_REPLICA,
+from jobs.worker import Worker
+from schema.jobs import (
     DATA_KINDS,
     PRIORITY,
-    REPAIR,
-    REPLICATE,
+    JobKind,
     add_replica_key,
     repair_key,
     replicate_key,
 )
-from jobs.worker import Worker
 from schema.replicas import NotOkReplica
 
 __all__ = ["Repairer"]
@@ -57,7 +55,7 @@ class Repairer(Worker):
         after = 0
         while report["enqueued"] < self.max_enqueue:
             async with ctx.store.db.connection() as conn:
-                rows = await ctx.replicas.not_ok(conn, after_id=after, limit=self.page)
+                rows = await ctx.store.replicas.not_ok(conn, after_id=after, limit=self.page)
             if not rows:
                 return
             after = rows[-1].id
@@ -72,14 +70,14 @@ class Repairer(Worker):
         self, groups: dict[tuple[int, int], list[NotOkReplica]], report: dict[str, int]
     ) -> None:
         ctx = self.ctx
-        work: list[tuple[str, str, dict[str, Any]]] = []
+        work: list[tuple[JobKind, str, dict[str, Any]]] = []
         for (pk, backend), rows in sorted(groups.items()):
             bad = sorted((r for r in rows if r.status != "pending"), key=lambda r: r.part_number)
             if bad:
                 first = bad[0]
                 work.append(
                     (
-                        REPAIR,
+                        JobKind.REPAIR,
                         repair_key(pk, backend, first.part_number),
                         {
                             "version_pk": pk,
@@ -93,7 +91,7 @@ class Repairer(Worker):
             else:
                 work.append(
                     (
-                        REPLICATE,
+                        JobKind.REPLICATE,
                         replicate_key(pk, backend),
                         {"version_pk": pk, "target_backend_id": backend, "reason": "pending"},
                     )
@@ -125,7 +123,7 @@ class Repairer(Worker):
         after = 0
         while report["enqueued"] < self.max_enqueue:
             async with ctx.store.db.connection() as conn:
-                short = await ctx.replicas.short_versions(
+                short = await ctx.store.replicas.short_versions(
                     conn, widths, after_pk=after, limit=self.page
                 )
             if not short:
@@ -148,14 +146,14 @@ class Repairer(Worker):
                         continue
                     job = await ctx.queue.enqueue(
                         conn,
-                        ADD_REPLICA,
+                        JobKind.ADD_REPLICA,
                         {
                             "version_pk": s.version_pk,
                             "reason": f"{s.backends} of {widths[s.redundancy_class]} backends",
                         },
                         idempotency_key=add_replica_key(s.version_pk),
-                        priority=PRIORITY[ADD_REPLICA],
+                        priority=PRIORITY[JobKind.ADD_REPLICA],
                     )
                     if job is not None:
                         report["enqueued"] += 1
-                        report[f"enqueued_{ADD_REPLICA}"] += 1
+                        report[f"enqueued_{JobKind.ADD_REPLICA}"] += 1

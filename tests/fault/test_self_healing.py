@@ -28,12 +28,13 @@ import pytest
 import ray
 
 from actors.backend_client import new_locator
-from actors.healing import DATA_KINDS, HealingContext
+from actors.healing import HealingContext
 from actors.replication_agent import AgentLoop, start_agents, stop_agents
 from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
 from jobs.scrubber import Scrubber
 from jobs.vacuumer import Vacuumer
+from schema.jobs import DATA_KINDS
 from tests.support.cluster import MOTO_KEY, MOTO_SECRET, Federation
 from tests.support.processes import MotoServer
 

@@ -52,8 +52,7 @@ from gateway.s3.handlers.object_put import (
 from gateway.s3.operations import CopyObject, CopySource
 from gateway.s3.preconditions import Outcome, evaluate
 from gateway.s3.stored_headers import stored_headers
-from schema.objects import NewReplica, NewVersion, WriteCondition
-from schema.records import Bucket, ObjectVersion
+from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
 
 __all__ = [
     "MAX_COPY_BYTES",
@@ -82,7 +81,7 @@ async def copy_source_version(
             raise s3e.NoSuchKey(resource=resource)
         return version
     async with ctx.store.db.connection() as conn:
-        version = await ctx.store.objects.get_version(
+        version = await ctx.store.versions.get_version(
             conn, bucket.id, source.key, source.version_id
         )
     if version is None:
@@ -262,10 +261,7 @@ async def _share(
         return None
     envelope = _envelope(source)
     async with ctx.store.db.transaction() as conn:
-        locked = await conn.fetchval(
-            "SELECT id FROM object_versions WHERE id = $1 FOR SHARE", source.id
-        )
-        current = await ctx.store.objects.get_by_pk(conn, source.id) if locked else None
+        current = await ctx.store.versions.lock_shared(conn, source.id)
         if current is None:
             raise s3e.NoSuchKey(resource=f"/{op.source.bucket}/{op.source.key}")
         if {(r.backend_id, r.locator, r.part_number, r.shard_index) for r in current.replicas} != {

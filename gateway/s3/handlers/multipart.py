@@ -107,8 +107,8 @@ from gateway.s3.operations import (
 )
 from gateway.s3.stored_headers import stored_headers
 from schema.audit import AuditEntry
-from schema.objects import NewReplica, NewVersion
 from schema.parts import ErasurePart
+from schema.records import NewReplica, NewVersion
 from schema.uploads import Chunk, NewUpload, Upload, UploadedPart, UploadPiece
 
 __all__ = [

@@ -24,7 +24,7 @@ from gateway.s3.handlers.object_put import new_version_id
 from gateway.s3.handlers.object_read import is_version_id
 from gateway.s3.operations import DeleteObject
 from schema.audit import AuditEntry
-from schema.objects import DeleteOutcome
+from schema.records import DeleteOutcome
 
 __all__ = ["delete_object", "outcome_headers", "remove_key", "remove_object"]
 
@@ -50,11 +50,11 @@ async def remove_key(
     assert bucket is not None
     async with ctx.store.db.transaction() as conn:
         if version_id is None:
-            outcome = await ctx.store.objects.delete_current(
+            outcome = await ctx.store.versions.delete_current(
                 conn, principal.tenant_id, bucket.id, key, marker_version_id=new_version_id()
             )
         else:
-            removed = await ctx.store.objects.delete_version(
+            removed = await ctx.store.versions.delete_version(
                 conn, principal.tenant_id, bucket.id, key, version_id
             )
             outcome = DeleteOutcome(

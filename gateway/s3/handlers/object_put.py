@@ -44,7 +44,7 @@ from fastapi import Response
 from actors.garbage import collect_garbage, discard_write
 from actors.quorum_writer import QuorumWrite
 from actors.replica_repair import misplaced
-from actors.write_finisher import finish_stragglers, replicate_job_key
+from actors.write_finisher import finish_stragglers
 from core.envelope import (
     BP1_HEADER_SIZE,
     ENVELOPE_METADATA,
@@ -64,10 +64,10 @@ from gateway.s3.call import S3Call, user_metadata
 from gateway.s3.conditions import write_condition
 from gateway.s3.stored_headers import stored_headers
 from schema.audit import AuditEntry
-from schema.objects import NewReplica, NewVersion, WriteCondition
+from schema.jobs import PRIORITY, JobKind, replicate_key
 from schema.parts import ErasurePart
 from schema.policies import PlacementSettings
-from schema.records import Bucket, ObjectVersion
+from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
 
 __all__ = [
     "CHANGED_WHILE_WRITTEN",
@@ -356,7 +356,7 @@ async def commit_written(
     # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
     # their placement settings lands wholly before (seen here) or after (it marks us).
     settings_now = await ctx.policies.placement_settings(conn, bucket.id, lock=True)
-    version, superseded = await ctx.store.objects.commit_version(
+    version, superseded = await ctx.store.versions.commit_version(
         conn, new, replicas, condition=condition
     )
     if layout:
@@ -384,10 +384,10 @@ async def commit_written(
                 job["erasure"] = {"k": layout[0].k, "m": layout[0].m}
         await ctx.store.jobs.enqueue(
             conn,
-            "replicate",
+            JobKind.REPLICATE,
             job,
-            idempotency_key=replicate_job_key(version.id, backend_id),
-            priority=100,
+            idempotency_key=replicate_key(version.id, backend_id),
+            priority=PRIORITY[JobKind.REPLICATE],
         )
     now = placement_fingerprint(settings_now, await ctx.policies.current_version(conn))
     stale = {fp for fp in placed_under if fp != now}

@@ -106,7 +106,7 @@ async def resolve_version(
     if not is_version_id(version_id):
         raise s3e.NoSuchVersion(resource=resource)
     async with ctx.store.db.connection() as conn:
-        found = await ctx.store.objects.get_version(conn, bucket.id, key, version_id)
+        found = await ctx.store.versions.get_version(conn, bucket.id, key, version_id)
     if found is None:
         raise s3e.NoSuchVersion(resource=resource)
     if found.is_delete_marker:
