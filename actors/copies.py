@@ -39,8 +39,7 @@ from core.compliance import misplaced
 from core.envelope import Envelope, envelope_columns
 from core.errors import InvalidEnvelope, InvalidRequest, NoSuchKey, NoSuchVersion
 from schema.audit import Caller
-from schema.objects import NewReplica, NewVersion, WriteCondition
-from schema.records import Bucket, ObjectVersion
+from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
 
 __all__ = [
     "MAX_COPY_BYTES",
@@ -85,7 +84,7 @@ async def source_version(
             raise NoSuchKey()
         return version
     async with ctx.store.db.connection() as conn:
-        version = await ctx.store.objects.get_version(conn, bucket.id, key, version_id)
+        version = await ctx.store.versions.get_version(conn, bucket.id, key, version_id)
     if version is None:
         raise NoSuchVersion()
     if version.is_delete_marker:
@@ -242,7 +241,7 @@ async def _share(ctx: DataPath, copy: _Copy) -> ObjectVersion | None:
         locked = await conn.fetchval(
             "SELECT id FROM object_versions WHERE id = $1 FOR SHARE", source.id
         )
-        current = await ctx.store.objects.get_by_pk(conn, source.id) if locked else None
+        current = await ctx.store.versions.get_by_pk(conn, source.id) if locked else None
         if current is None:
             raise NoSuchKey()
         if not _same_pieces(current, source) or any(

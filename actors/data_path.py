@@ -31,7 +31,7 @@ from core.errors import MetadataUnavailable
 from core.policy import PolicyDocument, builtin_policy
 from core.settings import Settings
 from schema.cache import CachedReader
-from schema.jobs import PRIORITY, REPAIR, repair_key
+from schema.jobs import PRIORITY, JobKind, repair_key
 from schema.parts import ErasurePart, PartRepository
 from schema.policies import PolicyRepository
 from schema.records import ObjectVersion, Replica
@@ -249,7 +249,7 @@ class DataPath:
         queued: set[tuple[int, int]] = set()
         async with self.store.db.transaction() as conn:
             for t in sorted(targets, key=lambda t: (t.version_pk, t.backend_id, t.part_number)):
-                if not await self.store.objects.set_replica_status(conn, [t.replica_id], status):
+                if not await self.store.replicas.set_status(conn, [t.replica_id], status):
                     continue
                 changed_rows.append(t)
                 # One job per replica (version, backend): it repairs every bad part of it.
@@ -257,7 +257,7 @@ class DataPath:
                     queued.add((t.version_pk, t.backend_id))
                     await self.store.jobs.enqueue(
                         conn,
-                        REPAIR,
+                        JobKind.REPAIR,
                         {
                             "version_pk": t.version_pk,
                             "backend_id": t.backend_id,
@@ -266,7 +266,7 @@ class DataPath:
                             "reason": status,
                         },
                         idempotency_key=repair_key(t.version_pk, t.backend_id, t.part_number),
-                        priority=PRIORITY[REPAIR],
+                        priority=PRIORITY[JobKind.REPAIR],
                     )
         for key in {(t.bucket_id, t.key) for t in changed_rows}:
             await self.invalidate(*key)

@@ -1,5 +1,5 @@
 """Deleting a key or one version of it: one transaction changes the key's versions, with its
-audit entry and changelog (``schema/objects.py`` decides what versioning means).
+audit entry and changelog (``schema/versions.py`` decides what versioning means).
 
 - Unversioned bucket: the current version is dropped, its backend objects go to ``garbage``.
 - Versioning enabled: a delete marker becomes the latest version (a new version id).
@@ -17,8 +17,7 @@ from actors.data_path import DataPath
 from actors.garbage import collect_garbage
 from actors.writes import new_version_id
 from schema.audit import Caller
-from schema.objects import DeleteOutcome
-from schema.records import Bucket
+from schema.records import Bucket, DeleteOutcome
 
 __all__ = ["remove_key"]
 
@@ -42,11 +41,11 @@ async def remove_key(
     """
     async with ctx.store.db.transaction() as conn:
         if version_id is None:
-            outcome = await ctx.store.objects.delete_current(
+            outcome = await ctx.store.versions.delete_current(
                 conn, tenant_id, bucket.id, key, marker_version_id=new_version_id()
             )
         else:
-            removed = await ctx.store.objects.delete_version(
+            removed = await ctx.store.versions.delete_version(
                 conn, tenant_id, bucket.id, key, version_id
             )
             outcome = DeleteOutcome(

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 from actors.registry import BackendRegistry
 from core.errors import BackendNotFound
-from schema.orphans import OrphanRepository
 from schema.store import MetadataStore
 
 __all__ = ["collect_garbage", "discard_write"]
@@ -37,10 +36,10 @@ async def collect_garbage(
     (nothing can delete there now)."""
     healthy = [h.id for h in await registry.current() if h.healthy]
     async with store.db.connection() as conn:
-        rows = await OrphanRepository().take_garbage_on(conn, healthy, limit)
+        rows = await store.garbage.take_on(conn, healthy, limit)
         if not rows:
             return 0, 0
-        still_used = await store.objects.referenced(conn, [(b, loc) for _, b, loc in rows])
+        still_used = await store.garbage.referenced(conn, [(b, loc) for _, b, loc in rows])
 
     async def delete(garbage_id: int, backend_id: int, locator: str) -> int | None:
         if (backend_id, locator) in still_used:
@@ -61,7 +60,7 @@ async def collect_garbage(
     done = [gid for gid in results if gid is not None]
     if done:
         async with store.db.transaction() as conn:
-            await store.objects.forget_garbage(conn, done)
+            await store.garbage.forget(conn, done)
     return len(done), len(rows) - len(done)
 
 
@@ -73,7 +72,7 @@ async def discard_write(
         return
     try:
         async with store.db.transaction() as conn:
-            await store.objects.add_garbage(conn, items, reason)
+            await store.garbage.add(conn, items, reason)
     except Exception:  # the vacuumer's backend listing finds these orphans later
         log.exception("could not record %d orphaned backend objects", len(items))
         return

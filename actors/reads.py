@@ -36,7 +36,7 @@ async def named_version(
 ) -> ObjectVersion | None:
     """The version (or delete marker) ``version_id`` names (``null``: the null version)."""
     async with ctx.store.db.connection() as conn:
-        return await ctx.store.objects.get_version(conn, bucket.id, key, version_id)
+        return await ctx.store.versions.get_version(conn, bucket.id, key, version_id)
 
 
 async def stream_version(

@@ -60,7 +60,7 @@ from core.errors import (
 )
 from core.placement import BackendView, PlacementConstraints, place
 from core.policy import RedundancyClass
-from schema.jobs import ADD_REPLICA, MOVE, REPAIR, REPLICATE, Job
+from schema.jobs import Job, JobKind
 from schema.records import ObjectVersion, Replica
 
 __all__ = [
@@ -126,15 +126,15 @@ def request_for(job: Job) -> HealRequest:
     p = job.payload
     try:
         version_pk = int(p["version_pk"])
-        if job.kind == REPLICATE:
+        if job.kind == JobKind.REPLICATE:
             return HealRequest(version_pk, int(p["target_backend_id"]), "fix", "pending")
-        if job.kind == REPAIR:
+        if job.kind == JobKind.REPAIR:
             return HealRequest(
                 version_pk, int(p["backend_id"]), "fix", str(p.get("reason", "repair"))
             )
-        if job.kind == MOVE:
+        if job.kind == JobKind.MOVE:
             return HealRequest(version_pk, int(p["backend_id"]), "move", str(p.get("reason", "")))
-        if job.kind == ADD_REPLICA:
+        if job.kind == JobKind.ADD_REPLICA:
             return HealRequest(version_pk, None, "add", str(p.get("reason", "")))
     except (KeyError, TypeError, ValueError) as exc:
         raise HealImpossible(f"malformed {job.kind} payload: {exc!r}") from exc
@@ -184,7 +184,7 @@ class ReplicaHealer:
                 parts, rows, bad = state
                 if bad == 0 and rows == max(parts, 1):
                     return await self._finish_noop(request, finish, "replica already ok")
-            version = await ctx.store.objects.get_by_pk(conn, request.version_pk)
+            version = await ctx.store.versions.get_by_pk(conn, request.version_pk)
         if version is None or version.is_delete_marker:
             return await self._finish_noop(request, finish, "version no longer stored")
         policy = await ctx.current_policy()
@@ -482,7 +482,7 @@ class ReplicaHealer:
                 # Dropped meanwhile: what we wrote is garbage, in place too (the drop may have
                 # collected that locator before our write recreated it).
                 if plan.target is not None and plan.locators:
-                    await ctx.store.objects.add_garbage(
+                    await ctx.store.garbage.add(
                         conn, [(plan.target, loc) for loc in plan.locators.values()], "repair"
                     )
                 if not await finish(conn):
@@ -494,7 +494,7 @@ class ReplicaHealer:
                 found = await ctx.replicas.mark_ok(conn, version.id, plan.target, locators)
                 leftovers = [loc for loc in locators if loc not in found]
                 if leftovers:  # moved or dropped meanwhile: what we wrote is garbage
-                    await ctx.store.objects.add_garbage(
+                    await ctx.store.garbage.add(
                         conn, [(plan.target, loc) for loc in leftovers], "repair raced"
                     )
                 action = "rewritten"
@@ -551,7 +551,7 @@ class ReplicaHealer:
             return
         try:
             async with self.ctx.store.db.transaction() as conn:
-                await self.ctx.store.objects.add_garbage(
+                await self.ctx.store.garbage.add(
                     conn, [(backend_id, loc) for loc in locators], reason
                 )
         except Exception:  # the vacuumer's listing finds these orphans later

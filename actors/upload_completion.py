@@ -45,9 +45,8 @@ from core.errors import (
     InvalidRequest,
 )
 from schema.audit import Caller
-from schema.objects import NewReplica, NewVersion, WriteCondition
 from schema.parts import ErasurePart
-from schema.records import Bucket, ObjectVersion
+from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
 from schema.uploads import Upload, UploadedPart, UploadPiece
 
 __all__ = [

@@ -31,6 +31,6 @@ async def finish_stragglers(
     if finished:
         async with store.db.transaction() as conn:
             for backend_id in finished:
-                await store.objects.pending_replicas_done(conn, version_pk, backend_id)
+                await store.replicas.pending_done(conn, version_pk, backend_id)
                 await store.jobs.complete_by_key(conn, replicate_key(version_pk, backend_id))
     return finished

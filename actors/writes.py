@@ -52,11 +52,10 @@ from core.errors import (
 from core.placement import BackendView, Placement, PlacementConstraints, place_for_write
 from core.policy import ClassChoice, PolicyDocument, RedundancyClass, choose_class
 from schema.audit import Caller
-from schema.jobs import PRIORITY, REPLICATE, replicate_key
-from schema.objects import NewReplica, NewVersion, WriteCondition
+from schema.jobs import PRIORITY, JobKind, replicate_key
 from schema.parts import ErasurePart
 from schema.policies import PlacementSettings
-from schema.records import Bucket, ObjectVersion
+from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
 
 __all__ = [
     "CHANGED_WHILE_WRITTEN",
@@ -266,7 +265,7 @@ async def commit_written(
     # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
     # their placement settings lands wholly before (seen here) or after (it marks us).
     settings_now = await ctx.policies.placement_settings(conn, bucket.id, lock=True)
-    version, superseded = await ctx.store.objects.commit_version(
+    version, superseded = await ctx.store.versions.commit_version(
         conn, new, replicas, condition=condition
     )
     if layout:
@@ -294,10 +293,10 @@ async def commit_written(
                 job["erasure"] = {"k": layout[0].k, "m": layout[0].m}
         await ctx.store.jobs.enqueue(
             conn,
-            REPLICATE,
+            JobKind.REPLICATE,
             job,
             idempotency_key=replicate_key(version.id, backend_id),
-            priority=PRIORITY[REPLICATE],
+            priority=PRIORITY[JobKind.REPLICATE],
         )
     now = placement_fingerprint(settings_now, await ctx.policies.current_version(conn))
     stale = {fp for fp in placed_under if fp != now}

@@ -67,8 +67,7 @@ class GatewayDeployment:
     async def health(self) -> Response:
         try:
             ctx = await self.ctx()
-            async with ctx.store.db.connection() as conn:
-                await conn.fetchval("SELECT 1")
+            await ctx.store.db.ping()
             backends = ctx.registry.all()
         except Exception as exc:
             return JSONResponse(

@@ -37,7 +37,7 @@ from actors.healing import HealingContext
 from core.compliance import misplaced
 from core.placement import PlacementConstraints
 from jobs.worker import Worker
-from schema.jobs import DATA_KINDS, MOVE, PLACEMENT_CHECK, PRIORITY, move_key
+from schema.jobs import DATA_KINDS, PRIORITY, JobKind, move_key
 
 __all__ = ["PlacementChecker"]
 
@@ -74,7 +74,11 @@ class PlacementChecker(Worker):
         while report["checked"] < self.max_versions:
             async with ctx.store.db.connection() as conn:
                 jobs = await ctx.queue.lease(
-                    conn, self._owner, kinds=(PLACEMENT_CHECK,), lease_s=300, limit=self.page
+                    conn,
+                    self._owner,
+                    kinds=(JobKind.PLACEMENT_CHECK,),
+                    lease_s=300,
+                    limit=self.page,
                 )
             if not jobs:
                 return
@@ -164,7 +168,7 @@ class PlacementChecker(Worker):
         constraints_by_bucket: dict[int, PlacementConstraints] = {}
         async with ctx.store.db.connection() as conn:
             for pk in version_pks:
-                version = await ctx.store.objects.get_by_pk(conn, pk)
+                version = await ctx.store.versions.get_by_pk(conn, pk)
                 report["checked"] += 1
                 if version is None or version.is_delete_marker:
                     continue
@@ -195,9 +199,9 @@ class PlacementChecker(Worker):
                     continue
                 job = await ctx.queue.enqueue(
                     conn,
-                    MOVE,
+                    JobKind.MOVE,
                     {"version_pk": pk, "backend_id": backend_id, "reason": reason},
                     idempotency_key=move_key(pk, backend_id),
-                    priority=PRIORITY[MOVE],
+                    priority=PRIORITY[JobKind.MOVE],
                 )
                 report["moves_enqueued"] += job is not None

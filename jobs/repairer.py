@@ -24,11 +24,9 @@ from typing import Any
 
 from jobs.worker import Worker
 from schema.jobs import (
-    ADD_REPLICA,
     DATA_KINDS,
     PRIORITY,
-    REPAIR,
-    REPLICATE,
+    JobKind,
     add_replica_key,
     repair_key,
     replicate_key,
@@ -72,14 +70,14 @@ class Repairer(Worker):
         self, groups: dict[tuple[int, int], list[NotOkReplica]], report: dict[str, int]
     ) -> None:
         ctx = self.ctx
-        work: list[tuple[str, str, dict[str, Any]]] = []
+        work: list[tuple[JobKind, str, dict[str, Any]]] = []
         for (pk, backend), rows in sorted(groups.items()):
             bad = sorted((r for r in rows if r.status != "pending"), key=lambda r: r.part_number)
             if bad:
                 first = bad[0]
                 work.append(
                     (
-                        REPAIR,
+                        JobKind.REPAIR,
                         repair_key(pk, backend, first.part_number),
                         {
                             "version_pk": pk,
@@ -93,7 +91,7 @@ class Repairer(Worker):
             else:
                 work.append(
                     (
-                        REPLICATE,
+                        JobKind.REPLICATE,
                         replicate_key(pk, backend),
                         {"version_pk": pk, "target_backend_id": backend, "reason": "pending"},
                     )
@@ -148,14 +146,14 @@ class Repairer(Worker):
                         continue
                     job = await ctx.queue.enqueue(
                         conn,
-                        ADD_REPLICA,
+                        JobKind.ADD_REPLICA,
                         {
                             "version_pk": s.version_pk,
                             "reason": f"{s.backends} of {widths[s.redundancy_class]} backends",
                         },
                         idempotency_key=add_replica_key(s.version_pk),
-                        priority=PRIORITY[ADD_REPLICA],
+                        priority=PRIORITY[JobKind.ADD_REPLICA],
                     )
                     if job is not None:
                         report["enqueued"] += 1
-                        report[f"enqueued_{ADD_REPLICA}"] += 1
+                        report[f"enqueued_{JobKind.ADD_REPLICA}"] += 1

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -39,7 +38,7 @@ from client.recipient import PrivateKey
 from core.settings import Settings
 from jobs.snapshot_format import SnapshotFormatError, iter_file, read_descriptor
 from jobs.snapshotter import manifest_of, run_tool
-from schema.db import ensure_database
+from schema.db import count_tables, ensure_database
 
 __all__ = [
     "RestoreError",
@@ -165,14 +164,7 @@ def decrypt_snapshot(snapshot: Path, key: PrivateKey, out: Path) -> dict[str, An
 
 async def _ensure_empty(target_url: str) -> None:
     await ensure_database(target_url)
-    conn = await asyncpg.connect(target_url)
-    try:
-        tables = await conn.fetchval(
-            "SELECT count(*) FROM information_schema.tables"
-            " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
-        )
-    finally:
-        await conn.close()
+    tables = await count_tables(target_url)
     if tables:
         raise RestoreError(
             f"target database is not empty ({tables} tables); restore into a fresh database"

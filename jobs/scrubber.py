@@ -80,8 +80,7 @@ class Scrubber(Worker):
                 continue
             if now - listed.get(str(handle.id), 0.0) < self.listing_interval_s:
                 continue
-            async with ctx.store.db.connection() as conn:
-                started = await conn.fetchval("SELECT now()")
+            started = await ctx.store.db.now()
             try:
                 present = set(await ctx.registry.list(handle.id))
             except BackendUnavailable as exc:
@@ -92,7 +91,7 @@ class Scrubber(Worker):
             after = 0
             while True:
                 async with ctx.store.db.connection() as conn:
-                    rows = await ctx.replicas.ok_on_backend(
+                    rows = await ctx.store.replicas.ok_on_backend(
                         conn, handle.id, before=started, after_id=after, limit=5000
                     )
                 if not rows:
@@ -135,7 +134,7 @@ class Scrubber(Worker):
         handles = {h.id: h for h in await ctx.registry.current()}
         reachable = [h.id for h in handles.values() if h.healthy]
         async with ctx.store.db.connection() as conn:
-            targets = await ctx.replicas.least_recently_verified(
+            targets = await ctx.store.replicas.least_recently_verified(
                 conn, limit=self.batch, backend_ids=reachable
             )
         verified: list[int] = []
@@ -176,7 +175,7 @@ class Scrubber(Worker):
     async def _touch(self, replica_ids: list[int]) -> None:
         if replica_ids:
             async with self.ctx.store.db.connection() as conn:
-                await self.ctx.replicas.touch_verified(conn, replica_ids)
+                await self.ctx.store.replicas.touch_verified(conn, replica_ids)
 
     async def _mark(self, target: ScrubTarget, status: str) -> int:
         log.warning(

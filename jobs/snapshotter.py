@@ -214,7 +214,7 @@ class Snapshotter(Worker):
             if not committed and written:
                 try:
                     async with ctx.store.db.transaction() as conn:
-                        await ctx.store.objects.add_garbage(conn, written, "failed snapshot")
+                        await ctx.store.garbage.add(conn, written, "failed snapshot")
                 except Exception:  # the vacuumer's listing finds them
                     log.exception("could not record the parts of a failed snapshot")
         manifest = await self.manifest(name)

@@ -79,8 +79,7 @@ class Vacuumer(Worker):
         for handle in await ctx.registry.current():
             if not handle.healthy or handle.record.state == "removed":
                 continue
-            async with ctx.store.db.connection() as conn:
-                started = await conn.fetchval("SELECT now()")
+            started = await ctx.store.db.now()
             try:
                 listing = await ctx.registry.list(handle.id)
             except BackendUnavailable as exc:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from core.errors import MetadataUnavailable
 
-__all__ = ["Database", "ensure_database", "jsonb_dict", "translate_errors"]
+__all__ = ["Database", "count_tables", "ensure_database", "jsonb_dict", "translate_errors"]
 
 
 def jsonb_dict(value: object) -> dict[str, str]:
@@ -80,6 +81,18 @@ class Database:
         async with translate_errors(), self.pool.acquire() as conn:
             yield conn
 
+    async def now(self) -> datetime:
+        """The database's clock (a start time comparable with the rows' own timestamps: a
+        process's clock is not)."""
+        async with self.connection() as conn:
+            value: datetime = await conn.fetchval("SELECT now()")
+        return value
+
+    async def ping(self) -> None:
+        """One round trip; raises (``MetadataUnavailable``) if the database does not answer."""
+        async with self.connection() as conn:
+            await conn.fetchval("SELECT 1")
+
     async def close(self) -> None:
         await self.pool.close()
 
@@ -99,3 +112,16 @@ async def ensure_database(url: str) -> None:
                     await conn.execute(f"CREATE DATABASE {quoted}")
         finally:
             await conn.close()
+
+
+async def count_tables(url: str) -> int:
+    """How many tables the database at ``url`` has outside the system schemas."""
+    conn = await asyncpg.connect(url)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        )
+    finally:
+        await conn.close()
+    return count

@@ -22,43 +22,111 @@ of invariant 5), so follow-up work is never lost. The queue then guarantees:
   the same work again while it is pending is a no-op; once it is done or dead the same key can
   be enqueued again (a replica can go bad twice).
 
+The kinds of job, their idempotency keys and their priorities are defined here and nowhere
+else (``JobKind``, the ``*_key`` functions, ``PRIORITY``); the keys are part of the contract,
+since whoever enqueues the same work again must spell the same key:
+
+===============  ==========================================  =================================
+kind             payload                                     key
+===============  ==========================================  =================================
+replicate        version_pk, target_backend_id, ...          ``replicate:<pk>:<backend>``
+repair           version_pk, backend_id, part_number, ...    ``repair:<pk>:<backend>:<part>``
+move             version_pk, backend_id, reason              ``move:<pk>:<backend>``
+add_replica      version_pk, reason                          ``add_replica:<pk>``
+placement_check  version_pk, reason                          ``placement_check:<pk>``
+===============  ==========================================  =================================
+
 Portable to CockroachDB: plain UPDATE/INSERT, ``SKIP LOCKED``, no LISTEN/NOTIFY, no advisory
 locks; intervals are written ``$n * interval '1 second'``.
 
-What it does not do: know what a job means (``actors/replication_agent.py`` and the workers do),
-or sleep: pollers choose their own idle interval.
+What it does not do: know what a job does (``actors/replication_agent.py`` and the workers
+do), or sleep: pollers choose their own idle interval.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final
 
 import asyncpg
 
 __all__ = [
-    "ADD_REPLICA",
-    "DATA_KINDS",
-    "MOVE",
-    "PLACEMENT_CHECK",
-    "PRIORITY",
-    "REPAIR",
-    "REPLICATE",
-    "add_replica_key",
-    "move_key",
-    "repair_key",
-    "replicate_key",
     "ACTIVE_STATES",
+    "DATA_KINDS",
     "MAX_ERROR_CHARS",
+    "PRIORITY",
     "Backoff",
     "Job",
+    "JobKind",
     "JobQueue",
+    "add_replica_key",
     "backoff_delay",
+    "move_key",
+    "placement_check_key",
+    "repair_key",
+    "replicate_key",
 ]
+
+
+class JobKind(StrEnum):
+    """What a job asks for (the ``kind`` column: stored, so a value never changes)."""
+
+    #: Copy a version's parts to a backend its write left pending.
+    REPLICATE = "replicate"
+    #: Rewrite a replica found corrupt or missing.
+    REPAIR = "repair"
+    #: Move a replica off a backend where the placement rules no longer allow it.
+    MOVE = "move"
+    #: Add a replica to a version short of its class's width.
+    ADD_REPLICA = "add_replica"
+    #: Check a version's placement after the rules that place it changed.
+    PLACEMENT_CHECK = "placement_check"
+
+
+#: The kinds replication agents run: each copies bytes between backends.
+DATA_KINDS: Final[tuple[JobKind, ...]] = (
+    JobKind.REPAIR,
+    JobKind.REPLICATE,
+    JobKind.MOVE,
+    JobKind.ADD_REPLICA,
+)
+
+#: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
+#: or an extra copy keeps a durable object compliant, and a placement check comes last (a
+#: misplaced object is still durable).
+PRIORITY: Final[Mapping[JobKind, int]] = {
+    JobKind.REPAIR: 50,
+    JobKind.REPLICATE: 100,
+    JobKind.ADD_REPLICA: 100,
+    JobKind.MOVE: 120,
+    JobKind.PLACEMENT_CHECK: 150,
+}
+
+
+def replicate_key(version_pk: int, backend_id: int) -> str:
+    return f"{JobKind.REPLICATE}:{version_pk}:{backend_id}"
+
+
+def repair_key(version_pk: int, backend_id: int, part_number: int) -> str:
+    return f"{JobKind.REPAIR}:{version_pk}:{backend_id}:{part_number}"
+
+
+def move_key(version_pk: int, backend_id: int) -> str:
+    return f"{JobKind.MOVE}:{version_pk}:{backend_id}"
+
+
+def add_replica_key(version_pk: int) -> str:
+    return f"{JobKind.ADD_REPLICA}:{version_pk}"
+
+
+def placement_check_key(version_pk: int) -> str:
+    return f"{JobKind.PLACEMENT_CHECK}:{version_pk}"
+
 
 #: States in which an idempotency key is taken.
 ACTIVE_STATES = ("queued", "leased")
@@ -127,47 +195,6 @@ def _error_text(error: str) -> str:
 
 
 _FENCE = "id = $1 AND status = 'leased' AND lease_owner = $2 AND attempts = $3"
-
-
-# -- job kinds, their idempotency keys and priorities ------------------------------------------
-# The keys are part of the contract: re-enqueueing the same work while it is queued is a no-op.
-#
-# ==============  =========================================  ====================================
-# kind            payload                                    key
-# ==============  =========================================  ====================================
-# replicate       version_pk, target_backend_id, ...         ``replicate:<pk>:<backend>``
-# repair          version_pk, backend_id, part_number, ...   ``repair:<pk>:<backend>:<part>``
-# move            version_pk, backend_id, reason             ``move:<pk>:<backend>``
-# add_replica     version_pk, reason                         ``add_replica:<pk>``
-# placement_check version_pk, reason                         ``placement_check:<pk>``
-# ==============  =========================================  ====================================
-REPLICATE = "replicate"
-REPAIR = "repair"
-MOVE = "move"
-ADD_REPLICA = "add_replica"
-PLACEMENT_CHECK = "placement_check"
-#: The kinds replication agents run: each copies bytes between backends.
-DATA_KINDS = (REPAIR, REPLICATE, MOVE, ADD_REPLICA)
-
-#: Priorities (lower first): a bad replica is a lost copy, a pending one was never made, a move
-#: or an extra copy keeps a durable object compliant.
-PRIORITY = {REPAIR: 50, REPLICATE: 100, ADD_REPLICA: 100, MOVE: 120}
-
-
-def replicate_key(version_pk: int, backend_id: int) -> str:
-    return f"{REPLICATE}:{version_pk}:{backend_id}"
-
-
-def repair_key(version_pk: int, backend_id: int, part_number: int) -> str:
-    return f"{REPAIR}:{version_pk}:{backend_id}:{part_number}"
-
-
-def move_key(version_pk: int, backend_id: int) -> str:
-    return f"{MOVE}:{version_pk}:{backend_id}"
-
-
-def add_replica_key(version_pk: int) -> str:
-    return f"{ADD_REPLICA}:{version_pk}"
 
 
 class JobQueue:
@@ -282,6 +309,15 @@ class JobQueue:
             job.attempts,
         )
         return row is not None
+
+    async def supersede(self, conn: asyncpg.Connection, version_pk: int) -> None:
+        """The version is being dropped: its queued and leased jobs are done (nothing left to
+        copy, repair or move); a holder's fenced complete then fails."""
+        await conn.execute(
+            "UPDATE jobs SET status = 'done', last_error = 'version superseded', updated_at = now()"
+            " WHERE status IN ('queued', 'leased') AND (payload->>'version_pk')::bigint = $1",
+            version_pk,
+        )
 
     async def complete_by_key(self, conn: asyncpg.Connection, idempotency_key: str) -> None:
         """Mark the active job with this key done (the work was finished by someone else,

@@ -8,8 +8,10 @@ period whose object is *still* unreferenced moves to ``garbage``, in one transac
 garbage collector deletes it (re-checking the replica reference once more).
 
 "Referenced" means named by a replica row (any status), a garbage row (already on its way
-out) or a snapshot part. The grace period must exceed the longest write in flight: a write
-puts its parts before it commits, and until the commit its objects look exactly like orphans.
+out), a snapshot part or an upload piece (``schema.garbage.unreferenced_sql``, beside the
+collector's own reference rule). The grace period must exceed the longest write in flight: a
+write puts its parts before it commits, and until the commit its objects look exactly like
+orphans.
 """
 
 from __future__ import annotations
@@ -18,19 +20,15 @@ from collections.abc import Sequence
 
 import asyncpg
 
-__all__ = ["OrphanRepository"]
+from schema.garbage import GarbageRepository, unreferenced_sql
 
-_UNREFERENCED = (
-    " NOT EXISTS (SELECT 1 FROM replicas r WHERE r.backend_id = {b} AND r.locator = {loc})"
-    " AND NOT EXISTS (SELECT 1 FROM garbage g WHERE g.backend_id = {b} AND g.locator = {loc})"
-    " AND NOT EXISTS (SELECT 1 FROM snapshot_parts p WHERE p.backend_id = {b}"
-    " AND p.locator = {loc})"
-    " AND NOT EXISTS (SELECT 1 FROM upload_pieces u WHERE u.backend_id = {b}"
-    " AND u.locator = {loc})"
-)
+__all__ = ["OrphanRepository"]
 
 
 class OrphanRepository:
+    def __init__(self) -> None:
+        self._garbage = GarbageRepository()
+
     async def unreferenced(
         self, conn: asyncpg.Connection, backend_id: int, locators: Sequence[str]
     ) -> list[str]:
@@ -39,7 +37,7 @@ class OrphanRepository:
             return []
         rows = await conn.fetch(
             "SELECT c.locator FROM unnest($2::text[]) AS c(locator) WHERE"
-            + _UNREFERENCED.format(b="$1", loc="c.locator"),
+            + unreferenced_sql("$1", "c.locator"),
             backend_id,
             list(locators),
         )
@@ -84,28 +82,9 @@ class OrphanRepository:
         )
         if not ripe:
             return []
-        rows = await conn.fetch(
-            "INSERT INTO garbage (backend_id, locator, reason)"
-            " SELECT $1, c.locator, 'orphan' FROM unnest($2::text[]) AS c(locator) WHERE"
-            + _UNREFERENCED.format(b="$1", loc="c.locator")
-            + " ON CONFLICT (backend_id, locator) DO NOTHING RETURNING locator",
-            backend_id,
-            [r["locator"] for r in ripe],
+        return await self._garbage.add_unreferenced(
+            conn, backend_id, [r["locator"] for r in ripe], "orphan"
         )
-        return [r["locator"] for r in rows]
-
-    async def take_garbage_on(
-        self, conn: asyncpg.Connection, backend_ids: Sequence[int], limit: int
-    ) -> list[tuple[int, int, str]]:
-        """(garbage id, backend id, locator) of garbage rows on these backends only, so rows of
-        an unreachable backend do not fill every batch."""
-        rows = await conn.fetch(
-            "SELECT id, backend_id, locator FROM garbage WHERE backend_id = ANY($1::bigint[])"
-            " ORDER BY id LIMIT $2",
-            list(backend_ids),
-            limit,
-        )
-        return [(r["id"], r["backend_id"], r["locator"]) for r in rows]
 
     async def count(self, conn: asyncpg.Connection) -> int:
         value: int = await conn.fetchval("SELECT count(*) FROM orphan_sightings")

@@ -33,26 +33,11 @@ from core.errors import Conflict, NoSuchBucket, NotFound
 from core.placement import PlacementConstraints
 from core.policy import PolicyDocument, builtin_policy, dump_policy, load_policy
 from schema.backends import BackendRepository
-from schema.jobs import JobQueue
+from schema.jobs import PRIORITY, JobKind, JobQueue, placement_check_key
 from schema.records import BackendRecord
 from schema.tenants import TENANT_PLACEMENT_COLUMNS, TenantPlacement, tenant_placement
 
-__all__ = [
-    "PLACEMENT_CHECK",
-    "PlacementSettings",
-    "PolicyRepository",
-    "StoredPolicy",
-    "placement_check_key",
-]
-
-#: Job kind consumed by the placement checker.
-PLACEMENT_CHECK = "placement_check"
-#: Below repairs (50) and replication (100): a misplaced object is still durable.
-_CHECK_PRIORITY = 150
-
-
-def placement_check_key(version_pk: int) -> str:
-    return f"{PLACEMENT_CHECK}:{version_pk}"
+__all__ = ["PlacementSettings", "PolicyRepository", "StoredPolicy"]
 
 
 @dataclass(frozen=True)
@@ -234,10 +219,10 @@ class PolicyRepository:
         for row in await conn.fetch(query, *args):
             job = await self._jobs.enqueue(
                 conn,
-                PLACEMENT_CHECK,
+                JobKind.PLACEMENT_CHECK,
                 {"version_pk": row["id"], "reason": reason},
                 idempotency_key=placement_check_key(row["id"]),
-                priority=_CHECK_PRIORITY,
+                priority=PRIORITY[JobKind.PLACEMENT_CHECK],
             )
             marked += job is not None
         return marked

@@ -1,28 +1,45 @@
-"""Frozen records of the metadata store: what a repository returns, what the cache stores.
+"""Frozen records of the metadata store: what a repository returns, what the cache stores, and
+what a write hands to ``schema/versions.py`` (``NewVersion``, ``NewReplica``, ``WriteCondition``).
 
 Records convert to and from plain JSON-able dicts (``to_json`` / ``from_json``) so the Redis
-cache and Ray boundaries carry them without pickling asyncpg types.
+cache and Ray boundaries carry them without pickling asyncpg types; ``version_of_row`` and its
+siblings are the one mapping from a row to a record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
+
+from core.envelope import EnvelopeColumns
+from core.errors import NoSuchKey, PreconditionFailed
+from core.etags import etag_matches
+from schema.db import jsonb_dict
 
 __all__ = [
     "AccessKey",
     "BackendRecord",
     "Bucket",
+    "DeleteOutcome",
+    "NewReplica",
+    "NewVersion",
     "ObjectVersion",
     "Replica",
     "Tenant",
+    "WriteCondition",
+    "envelope_of_row",
     "from_json",
+    "replica_of_row",
     "to_json",
+    "version_of_row",
 ]
 
 T = TypeVar("T")
+#: A database row as a repository gets it (an ``asyncpg.Record``): columns by name.
+Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,147 @@ class ObjectVersion:
             if offset < end:
                 return number
         raise ValueError(f"offset {offset} is past the end of version {self.id}")
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    tenant_id: int
+    bucket_id: int
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    #: SHA-256 of the whole object; None when it is not known (a completed multipart upload:
+    #: its parts were hashed separately and nothing reads the whole object at Complete).
+    sha256: bytes | None
+    content_type: str | None
+    user_metadata: dict[str, str]
+    redundancy_class: str
+    part_size: int
+    part_count: int
+    encrypted: bool
+    wrapped_key: bytes | None = None
+    key_id: str | None = None
+    key_version: int | None = None
+    wrap_alg: str | None = None
+    content_id: str | None = None
+    part_sizes: tuple[int, ...] | None = None
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+    checksum_type: str | None = None
+    http_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """A conditional write (PUT, CompleteMultipartUpload, CopyObject): checked against the
+    current version under its row lock in the commit transaction, so two racing conditional
+    creates cannot both succeed.
+
+    ``if_none_match="*"``: only if no current object (a delete marker counts as none).
+    ``if_match``: only if the current object's ETag is this one (``*``: any current object).
+    """
+
+    if_match: str | None = None
+    if_none_match: str | None = None
+
+    def check(self, current_etag: str | None) -> None:
+        """Raise PreconditionFailed (or NoSuchKey for If-Match on a missing object)."""
+        if self.if_none_match is not None:
+            if self.if_none_match.strip() != "*":
+                raise PreconditionFailed("If-None-Match on a write only takes *")
+            if current_etag is not None:
+                raise PreconditionFailed("the object already exists (If-None-Match: *)")
+        if self.if_match is not None:
+            if current_etag is None:
+                raise NoSuchKey("If-Match: the object does not exist")
+            if not etag_matches(self.if_match, current_etag):
+                raise PreconditionFailed("the object's ETag does not match If-Match")
+
+
+@dataclass(frozen=True)
+class NewReplica:
+    backend_id: int
+    locator: str
+    part_number: int
+    size: int
+    sha256: bytes
+    status: str
+    shard_index: int = -1
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What a DeleteObject did, as its response tells it.
+
+    ``version_id``: the (API) id of the delete marker it created or of the version it removed
+    permanently; None for a delete in an unversioned bucket. ``delete_marker``: a marker was
+    created, or the version removed was one. ``removed``: the version whose row is gone (its
+    backend objects went to ``garbage`` in the transaction), if any.
+    """
+
+    version_id: str | None
+    delete_marker: bool
+    removed: ObjectVersion | None = None
+
+    @property
+    def garbage(self) -> bool:
+        return self.removed is not None and bool(self.removed.replicas)
+
+
+def replica_of_row(row: Row) -> Replica:
+    return Replica(
+        id=row["id"],
+        backend_id=row["backend_id"],
+        locator=row["locator"],
+        part_number=row["part_number"],
+        shard_index=row["shard_index"],
+        size=row["size"],
+        sha256=bytes(row["sha256"]),
+        status=row["status"],
+    )
+
+
+def envelope_of_row(row: Row) -> EnvelopeColumns:
+    """The envelope columns of an ``object_versions`` or ``uploads`` row."""
+    wrapped = row["wrapped_key"]
+    return EnvelopeColumns(
+        encrypted=row["encrypted"],
+        wrapped_key=bytes(wrapped) if wrapped is not None else None,
+        key_id=row["key_id"],
+        key_version=row["key_version"],
+        wrap_alg=row["wrap_alg"],
+        content_id=row["content_id"],
+    )
+
+
+def version_of_row(row: Row, replicas: Sequence[Replica]) -> ObjectVersion:
+    return ObjectVersion(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        bucket_id=row["bucket_id"],
+        key=row["key"],
+        version_id=row["version_id"],
+        is_latest=row["is_latest"],
+        is_delete_marker=row["is_delete_marker"],
+        size=row["size"],
+        etag=row["etag"],
+        sha256=bytes(row["sha256"]) if row["sha256"] is not None else None,
+        content_type=row["content_type"],
+        user_metadata=jsonb_dict(row["user_metadata"]),
+        redundancy_class=row["redundancy_class"],
+        part_size=row["part_size"],
+        part_count=row["part_count"],
+        **envelope_of_row(row),
+        created_at=row["created_at"],
+        replicas=tuple(replicas),
+        part_sizes=tuple(row["part_sizes"]) if row["part_sizes"] is not None else None,
+        null_version=row["null_version"],
+        checksum_algorithm=row["checksum_algorithm"],
+        checksum_value=row["checksum_value"],
+        checksum_type=row["checksum_type"],
+        http_headers=jsonb_dict(row["http_headers"]),
+    )
 
 
 def _encode(value: Any) -> Any:

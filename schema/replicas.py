@@ -1,11 +1,13 @@
-"""The replica side of the object aggregate, as self-healing needs it.
+"""Replica rows after their version's commit: their states, and what self-healing changes.
 
-``schema/objects.py`` commits versions and answers the data path; this module holds what the
-agents and workers read and change afterwards: replicas that need work, versions short of their
-class, the scrubber's order, and the three ways a repair ends (rows back to ``ok`` in place, a
-replica moved to another backend, a replica added). Each change is one statement set that
-the caller runs in the transaction that also completes the job (fenced), so a repair is applied
-exactly once even when it ran twice.
+``schema/versions.py`` writes a version's replica rows in its commit; this module holds every
+later change to them and what the agents and workers read: a replica's status (found bad by a
+reader or the scrubber, ``ok`` once a straggling write finished), replicas that need work,
+versions short of their class, the scrubber's order, and the three ways a repair ends (rows
+back to ``ok`` in place, a replica moved to another backend, a replica added). Each repair's
+change is one statement set that the caller runs in the transaction that also completes the job
+(fenced), so a repair is applied exactly once even when it ran twice. A replica moved away
+hands its backend objects to ``garbage`` (``schema/garbage.py``) in that transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from schema.garbage import GarbageRepository
 
 __all__ = [
     "NotOkReplica",
@@ -70,6 +74,35 @@ def _target(row: asyncpg.Record) -> ScrubTarget:
 
 
 class ReplicaRepository:
+    def __init__(self) -> None:
+        self._garbage = GarbageRepository()
+
+    # -- states ------------------------------------------------------------------------------
+    async def set_status(
+        self, conn: asyncpg.Connection, replica_ids: Sequence[int], status: str
+    ) -> int:
+        """Set these replicas' status (``ok`` also stamps ``verified_at``), except rows being
+        deleted; returns how many changed."""
+        result = await conn.execute(
+            "UPDATE replicas SET status = $2,"
+            " verified_at = CASE WHEN $2 = 'ok' THEN now() ELSE verified_at END"
+            " WHERE id = ANY($1::bigint[]) AND status <> 'deleting'",
+            list(replica_ids),
+            status,
+        )
+        return int(result.split()[-1])
+
+    async def pending_done(
+        self, conn: asyncpg.Connection, version_pk: int, backend_id: int
+    ) -> None:
+        """Every pending part of this version on this backend was acknowledged."""
+        await conn.execute(
+            "UPDATE replicas SET status = 'ok', verified_at = now()"
+            " WHERE version_pk = $1 AND backend_id = $2 AND status = 'pending'",
+            version_pk,
+            backend_id,
+        )
+
     # -- what needs work -------------------------------------------------------------------
     async def not_ok(
         self, conn: asyncpg.Connection, *, after_id: int, limit: int
@@ -244,12 +277,5 @@ class ReplicaRepository:
         )
         locators = [r["locator"] for r in rows]
         if locators:
-            await conn.execute(
-                "INSERT INTO garbage (backend_id, locator, reason)"
-                " SELECT $1, c.locator, $3 FROM unnest($2::text[]) AS c(locator)"
-                " ON CONFLICT (backend_id, locator) DO NOTHING",
-                backend_id,
-                locators,
-                reason,
-            )
+            await self._garbage.add_on(conn, backend_id, locators, reason)
         return locators

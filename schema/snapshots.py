@@ -13,6 +13,8 @@ from datetime import datetime
 
 import asyncpg
 
+from schema.garbage import GarbageRepository
+
 __all__ = ["NewSnapshot", "SnapshotPart", "SnapshotRecord", "SnapshotRepository"]
 
 
@@ -53,6 +55,9 @@ class SnapshotRecord:
 
 
 class SnapshotRepository:
+    def __init__(self) -> None:
+        self._garbage = GarbageRepository()
+
     async def add(
         self, conn: asyncpg.Connection, new: NewSnapshot, parts: Sequence[SnapshotPart]
     ) -> int:
@@ -129,11 +134,6 @@ class SnapshotRepository:
         if not rows:
             return []
         ids = [r["id"] for r in rows]
-        await conn.execute(
-            "INSERT INTO garbage (backend_id, locator, reason)"
-            " SELECT backend_id, locator, 'snapshot expired' FROM snapshot_parts"
-            " WHERE snapshot_id = ANY($1::bigint[]) ON CONFLICT (backend_id, locator) DO NOTHING",
-            ids,
-        )
+        await self._garbage.add_snapshot_parts(conn, ids, "snapshot expired")
         await conn.execute("DELETE FROM snapshots WHERE id = ANY($1::bigint[])", ids)
         return [r["name"] for r in rows]

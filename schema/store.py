@@ -1,5 +1,9 @@
 """The metadata store: one Database plus one repository per aggregate, and the read interface
-the data path uses (``MetadataReader``), which the Redis cache wraps with the same methods."""
+the data path uses (``MetadataReader``), which the Redis cache wraps with the same methods.
+
+Repositories are stateless; each method takes the connection to run on, so a caller composes
+several in one transaction: ``store.versions.commit_version(conn, ...)`` beside
+``store.jobs.enqueue(conn, ...)`` and ``store.audit.append(conn, ...)``."""
 
 from __future__ import annotations
 
@@ -8,12 +12,17 @@ from typing import Protocol
 from schema.audit import AuditLog
 from schema.backends import BackendRepository
 from schema.buckets import BucketRepository
+from schema.changelog import ChangelogRepository
 from schema.db import Database
+from schema.garbage import GarbageRepository
 from schema.jobs import JobQueue
-from schema.objects import ObjectRepository
+from schema.listing import ListingRepository
 from schema.records import AccessKey, Bucket, ObjectVersion
+from schema.replicas import ReplicaRepository
 from schema.tenants import TenantRepository
 from schema.uploads import UploadRepository
+from schema.versions import VersionRepository
+from schema.wrapped_keys import WrappedKeyRepository
 
 __all__ = ["MetadataReader", "MetadataStore"]
 
@@ -38,7 +47,12 @@ class MetadataStore:
         self.tenants = TenantRepository()
         self.buckets = BucketRepository()
         self.backends = BackendRepository()
-        self.objects = ObjectRepository()
+        self.versions = VersionRepository()
+        self.listing = ListingRepository()
+        self.replicas = ReplicaRepository()
+        self.wrapped_keys = WrappedKeyRepository()
+        self.changelog = ChangelogRepository()
+        self.garbage = GarbageRepository()
         self.jobs = JobQueue()
         self.audit = AuditLog()
         self.uploads = UploadRepository()
@@ -61,7 +75,7 @@ class MetadataStore:
 
     async def latest(self, bucket_id: int, key: str) -> ObjectVersion | None:
         async with self.db.connection() as conn:
-            return await self.objects.get_latest(conn, bucket_id, key)
+            return await self.versions.get_latest(conn, bucket_id, key)
 
     async def invalidate_object(self, bucket_id: int, key: str) -> None:
         return None

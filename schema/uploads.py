@@ -32,7 +32,8 @@ from typing import Any
 import asyncpg
 
 from schema.db import jsonb_dict
-from schema.objects import envelope_of_row
+from schema.garbage import queue_sql
+from schema.records import envelope_of_row
 
 __all__ = ["Chunk", "NewUpload", "Upload", "UploadPiece", "UploadRepository", "UploadedPart"]
 
@@ -296,10 +297,9 @@ class UploadRepository:
         replaced = await conn.fetchval(
             "WITH gone AS (DELETE FROM upload_pieces WHERE upload_pk = $1 AND part_number = $2"
             " RETURNING backend_id, locator),"
-            " queued AS (INSERT INTO garbage (backend_id, locator, reason)"
-            " SELECT backend_id, locator, 'multipart part replaced' FROM gone"
-            " ON CONFLICT (backend_id, locator) DO NOTHING RETURNING 1)"
-            " SELECT count(*) FROM gone",
+            " queued AS ("
+            + queue_sql("SELECT backend_id, locator, 'multipart part replaced' FROM gone")
+            + " RETURNING 1) SELECT count(*) FROM gone",
             upload_pk,
             part.part_number,
         )
@@ -374,10 +374,9 @@ class UploadRepository:
         count = await conn.fetchval(
             "WITH gone AS (DELETE FROM upload_pieces WHERE upload_pk = $1"
             " AND NOT (part_number = ANY($3::int[])) RETURNING backend_id, locator),"
-            " queued AS (INSERT INTO garbage (backend_id, locator, reason)"
-            " SELECT backend_id, locator, $2 FROM gone"
-            " ON CONFLICT (backend_id, locator) DO NOTHING RETURNING 1)"
-            " SELECT count(*) FROM gone",
+            " queued AS ("
+            + queue_sql("SELECT backend_id, locator, $2 FROM gone")
+            + " RETURNING 1) SELECT count(*) FROM gone",
             upload_pk,
             reason,
             list(keep_parts),

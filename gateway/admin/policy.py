@@ -171,7 +171,7 @@ async def explain_placement(call: AdminCall) -> dict[str, Any]:
     async with ctx.store.db.connection() as conn:
         bucket = await bucket_of(ctx, conn, tenant_name, bucket_name)
         settings = await ctx.policies.placement_settings(conn, bucket.id)
-        version = await ctx.store.objects.get_latest(conn, bucket.id, key)
+        version = await ctx.store.versions.get_latest(conn, bucket.id, key)
     if version is not None and version.is_delete_marker:
         version = None
     if requested is None and version is not None:

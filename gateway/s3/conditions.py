@@ -2,7 +2,7 @@
 
 Writes (PutObject, CompleteMultipartUpload, CopyObject's target) take ``If-Match`` /
 ``If-None-Match: *``; the check itself runs in the commit transaction under the key's row
-lock (``schema.objects.WriteCondition``), so racing conditional writes cannot both win.
+lock (``schema.records.WriteCondition``), so racing conditional writes cannot both win.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.s3 import errors as s3e
-from schema.objects import WriteCondition
+from schema.records import WriteCondition
 
 __all__ = ["write_condition"]
 

@@ -18,7 +18,7 @@ from defusedxml import DefusedXmlException
 
 from gateway.s3 import errors as s3e
 from gateway.s3.xml import S3_NS, _doc, _esc, iso8601, local_name, parse_xml
-from schema.objects import ListedVersion
+from schema.listing import ListedVersion
 
 __all__ = [
     "MAX_DELETE_OBJECTS",

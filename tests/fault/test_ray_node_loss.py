@@ -42,8 +42,9 @@ async def _prepare(url: str, workdir: Path) -> list[tuple[int, bytes]]:
     from schema.db import Database, ensure_database
     from schema.jobs import JobQueue
     from schema.migrate import apply_migrations
-    from schema.objects import NewReplica, NewVersion, ObjectRepository
+    from schema.records import NewReplica, NewVersion
     from schema.tenants import TenantRepository
+    from schema.versions import VersionRepository
 
     await ensure_database(url)
     await apply_migrations(url)
@@ -80,7 +81,7 @@ async def _prepare(url: str, workdir: Path) -> list[tuple[int, bytes]]:
             for n, client in clients.items():
                 client.put(locators[n], data)
             async with db.transaction() as conn:
-                version, _ = await ObjectRepository().commit_version(
+                version, _ = await VersionRepository().commit_version(
                     conn,
                     NewVersion(
                         tenant_id=tenant.id,

@@ -535,14 +535,15 @@ def test_latest_slot_under_contention(
     import time
 
     from schema.db import Database
-    from schema.objects import NewVersion, ObjectRepository
+    from schema.records import NewVersion
+    from schema.versions import VersionRepository
 
     t.s3.create_bucket(Bucket=bucket_name)
     if status != "Unversioned":
         enable(t.s3, bucket_name, status)
     (row,) = cluster.sql("SELECT id, tenant_id FROM buckets WHERE name = $1", bucket_name)
     bucket_id, tenant_id = row["id"], row["tenant_id"]
-    repo = ObjectRepository()
+    repo = VersionRepository()
     failures: list[str] = []
 
     def new_id() -> str:

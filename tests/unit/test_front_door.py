@@ -61,7 +61,7 @@ def test_write_condition_headers() -> None:
 
 def test_write_condition_check() -> None:
     from core.errors import NoSuchKey, PreconditionFailed
-    from schema.objects import WriteCondition
+    from schema.records import WriteCondition
 
     create = WriteCondition(if_none_match="*")
     create.check(None)

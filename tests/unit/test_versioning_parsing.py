@@ -22,7 +22,7 @@ from gateway.s3.versioning_xml import (
     versioning_document,
 )
 from gateway.s3.versions import is_version_id
-from schema.objects import ListedVersion
+from schema.listing import ListedVersion
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 MODIFIED = datetime(2026, 11, 28, 12, 0, 30, 500_000, tzinfo=UTC)

@@ -20,7 +20,7 @@ from gateway.s3 import xml
 from gateway.s3.call import S3Call
 from gateway.s3.listing import is_prefix_marker, past_prefix
 from gateway.s3.operations import ListObjects
-from schema.objects import ListedObject
+from schema.listing import ListedObject
 
 __all__ = ["list_objects"]
 
@@ -68,7 +68,7 @@ async def list_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
     exhausted = False
     async with ctx.store.db.connection() as conn:
         while not exhausted and not truncated:
-            batch = await ctx.store.objects.list_latest(
+            batch = await ctx.store.listing.list_latest(
                 conn, auth.bucket.id, prefix=prefix, after=cursor, limit=_BATCH, inclusive=inclusive
             )
             if len(batch) < _BATCH:

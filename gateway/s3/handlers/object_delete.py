@@ -15,7 +15,7 @@ from gateway.s3 import errors as s3e
 from gateway.s3.call import S3Call
 from gateway.s3.operations import DeleteObject
 from gateway.s3.versions import is_version_id
-from schema.objects import DeleteOutcome
+from schema.records import DeleteOutcome
 
 __all__ = ["delete_object", "outcome_headers"]
 

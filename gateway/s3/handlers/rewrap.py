@@ -133,7 +133,7 @@ async def _apply(
                 if item.version_id is not None and not is_version_id(item.version_id):
                     raise NoSuchKey(f"no version {item.version_id!r} of {item.key!r}")
                 async with conn.transaction():  # a savepoint per item
-                    version = await ctx.store.objects.rewrap(
+                    version = await ctx.store.wrapped_keys.rewrap(
                         conn,
                         bucket.id,
                         item.key,

@@ -3,7 +3,7 @@
 A bucket starts ``Unversioned``; PutBucketVersioning moves it to ``Enabled`` or ``Suspended``
 (never back), audited in the transaction that changes it, and the cached bucket record is
 invalidated after the commit. What versioning means for writes and deletes lives in
-``schema/objects.py`` (``commit_version``, ``delete_current``, ``delete_version``).
+``schema/versions.py`` (``commit_version``, ``delete_current``, ``delete_version``).
 
 ListObjectVersions returns versions and delete markers by key (UTF-8 byte order) and newest
 first within a key (commit order), with prefix, delimiter (common prefixes are seeked past,
@@ -28,7 +28,7 @@ from gateway.s3.versioning_xml import (
     versioning_document,
 )
 from gateway.s3.versions import is_version_id
-from schema.objects import ListedVersion
+from schema.listing import ListedVersion
 
 __all__ = ["get_bucket_versioning", "list_object_versions", "put_bucket_versioning"]
 
@@ -85,7 +85,7 @@ async def list_object_versions(ctx: GatewayContext, auth: Authorized, call: S3Ca
         # Where to start: after a key, after one version of a key, or past a common prefix.
         cursor, inclusive, before_pk = "", False, None
         if op.key_marker and op.version_id_marker:
-            before_pk = await ctx.store.objects.version_position(
+            before_pk = await ctx.store.listing.version_position(
                 conn, bucket.id, op.key_marker, op.version_id_marker
             )
             if before_pk is None:
@@ -96,7 +96,7 @@ async def list_object_versions(ctx: GatewayContext, auth: Authorized, call: S3Ca
         else:
             cursor = op.key_marker
         while not truncated:
-            batch = await ctx.store.objects.list_versions(
+            batch = await ctx.store.listing.list_versions(
                 conn,
                 bucket.id,
                 prefix=prefix,
