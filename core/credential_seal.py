@@ -60,6 +60,7 @@ __all__ = [
     "MIN_SALT_BYTES",
     "SOURCE_AAD",
     "SealOpenFailed",
+    "check_sealed",
     "open_sealed",
     "seal",
 ]
@@ -210,6 +211,12 @@ def _parse(blob: str, aad: str) -> tuple[int, bytes, bytes, bytes]:
     if len(ct) <= _TAG_BYTES:
         raise SealOpenFailed("sealed credentials: 'ct' is too short")
     return iterations, salt, iv, ct
+
+
+def check_sealed(blob: str, *, aad: str = SOURCE_AAD) -> None:
+    """``SealOpenFailed`` unless ``blob`` is well formed and sealed for ``aad`` (every bound,
+    no key derived): what a server can check of a blob it cannot open."""
+    _parse(blob, aad)
 
 
 def open_sealed(blob: str, passphrase: str, *, aad: str = SOURCE_AAD) -> dict[str, str]:

@@ -20,6 +20,7 @@ from core.credential_seal import (
     MAX_BLOB_CHARS,
     SOURCE_AAD,
     SealOpenFailed,
+    check_sealed,
     open_sealed,
     seal,
 )
@@ -235,3 +236,11 @@ def test_webcrypto_and_python_open_each_others_blobs() -> None:
     assert json.loads(vector.stdout) == CREDS
     wrong = node({"op": "open", "blob": seal(creds, PASS), "passphrase": "wrong passphrase"})
     assert wrong.returncode == 3
+
+
+def test_the_server_checks_a_blob_it_cannot_open() -> None:
+    check_sealed(doc_block("test-vector", "json"))
+    with pytest.raises(SealOpenFailed, match="iter"):
+        check_sealed(json.dumps(dict(json.loads(seal(CREDS, PASS)), iter=1)))
+    with pytest.raises(SealOpenFailed, match="aad"):
+        check_sealed(seal(CREDS, PASS, aad="other:v1"))
