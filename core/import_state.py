@@ -53,7 +53,6 @@ __all__ = [
     "import_status",
     "may_enter",
     "measure_progress",
-    "progress_line",
 ]
 
 RUN_STATES = ("pending", "listing", "running", "verifying", "done", "failed", "cancelled")
@@ -243,46 +242,3 @@ class ProgressMeter:
             bytes_total=bytes_total,
             window_s=self.window_s,
         )
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    hours, rest = divmod(s, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def progress_line(
-    *,
-    objects_done: int,
-    objects_total: int,
-    bytes_done: int,
-    bytes_total: int,
-    progress: Progress,
-    width: int = 20,
-) -> str:
-    """One line for a terminal or a log: bar (by bytes, or by objects when the import holds no
-    bytes), counts, rate and ETA."""
-    if bytes_total > 0:
-        fraction = bytes_done / bytes_total
-    else:
-        fraction = objects_done / objects_total if objects_total else 1.0
-    fraction = min(1.0, max(0.0, fraction))
-    filled = int(fraction * width)
-    eta = "ETA ?" if progress.eta_s is None else f"ETA {_duration(progress.eta_s)}"
-    return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:3.0f}%"
-        f" {objects_done}/{objects_total} objects"
-        f" {_size(bytes_done)}/{_size(bytes_total)}"
-        f" {progress.objects_per_s:.1f} obj/s {_size(progress.bytes_per_s)}/s {eta}"
-    )

@@ -20,8 +20,8 @@ from core.import_state import (
     destination_key,
     import_status,
     measure_progress,
-    progress_line,
 )
+from jobs.import_progress import format_duration, progress_line
 
 
 def facts(
@@ -214,6 +214,7 @@ def test_progress_line() -> None:
         objects_done=3, objects_total=3, bytes_done=0, bytes_total=0, progress=Progress(0, 0, 0)
     )
     assert empty.startswith("[" + "#" * 20 + "] 100% 3/3 objects 0 B/0 B") and "ETA 0s" in empty
+    assert [format_duration(s) for s in (0, 42.4, 187, 3725)] == ["0s", "42s", "3m07s", "1h02m"]
     assert "ETA ?" in progress_line(
         objects_done=0, objects_total=0, bytes_done=0, bytes_total=5, progress=Progress(0, 0, None)
     )
