@@ -5,7 +5,6 @@ backoff, the dead letter, priorities, idempotency, deferral and housekeeping."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -13,32 +12,18 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from schema.db import Database, ensure_database
+from schema.db import Database
 from schema.jobs import Backoff, JobQueue
-from schema.migrate import apply_migrations
 from schema.worker_state import WorkerStateRepository
+from tests.support.database import private_database
 
 pytestmark = pytest.mark.integration
-
-BASE = os.environ.get("BP_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
 @pytest.fixture(scope="module")
 async def db() -> AsyncIterator[Database]:
-    name = f"bp_queue_{os.getpid()}_{secrets.token_hex(3)}"
-    url = f"{BASE}/{name}"
-    await ensure_database(url)
-    await apply_migrations(url)
-    database = await Database.connect(url, max_size=12)
-    try:
+    async with private_database("bp_queue") as database:
         yield database
-    finally:
-        await database.close()
-        conn = await asyncpg.connect(f"{BASE}/postgres")
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 @pytest.fixture
@@ -281,3 +266,41 @@ async def test_many_agents_random_outcomes_settle_every_job(db: Database, kind: 
     assert set(states.values()) <= {"done", "dead"}
     assert all(n == 1 for n in completions.values())
     assert {i for i, s in states.items() if s == "done"} == set(completions)
+
+
+async def test_enqueue_many_is_one_statement_and_respects_idempotency(
+    db: Database, kind: str
+) -> None:
+    async with db.transaction() as conn:
+        taken = await Q.enqueue(conn, kind, {"i": -1}, idempotency_key=f"{kind}:3")
+    assert taken is not None
+    batch = [({"i": i, "k": "ü/ %2F"}, f"{kind}:{i}") for i in range(5000)]
+    batch += [({"i": 7, "dup": True}, f"{kind}:7"), ({"i": "no key"}, None)]
+    async with db.connection() as conn:
+        statements = []
+        conn.add_query_logger(lambda q: statements.append(q.query))
+        async with conn.transaction():
+            ids = await Q.enqueue_many(conn, kind, batch, priority=40, max_attempts=3)
+        assert await Q.enqueue_many(conn, kind, []) == []
+    assert len([s for s in statements if "INSERT INTO jobs" in s]) == 1
+    # 5,000 keys less the one already queued, the repeat within the batch is a no-op, plus the
+    # job without a key
+    assert len(ids) == 5000 and ids == sorted(ids)
+    async with db.connection() as conn:
+        pending = await Q.pending(conn, kind)
+    assert len(pending) == 5001
+    by_key = {j.idempotency_key: j for j in pending}
+    assert by_key[f"{kind}:3"].id == taken and by_key[f"{kind}:3"].payload == {"i": -1}
+    assert by_key[f"{kind}:7"].payload == {"i": 7, "k": "ü/ %2F"}
+    assert by_key[None].payload == {"i": "no key"}
+    assert {(j.priority, j.max_attempts) for j in pending if j.id != taken} == {(40, 3)}
+    # batch order is queue order among equals
+    first = [j for j in pending if j.id != taken][:3]
+    assert [j.payload["i"] for j in first] == [0, 1, 2]
+    # once done, the same keys can be enqueued again
+    async with db.connection() as conn:
+        jobs = await Q.lease(conn, "w", kinds=(kind,), lease_s=30, limit=10)
+        for job in jobs:
+            assert await Q.complete(conn, job, "w")
+        again = await Q.enqueue_many(conn, kind, [({}, j.idempotency_key) for j in jobs])
+    assert len(again) == len([j for j in jobs if j.idempotency_key is not None])
