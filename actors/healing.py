@@ -10,7 +10,10 @@ through clients built in this process from the sealed credentials and the master
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -24,7 +27,7 @@ from schema.replicas import ReplicaRepository
 from schema.snapshots import SnapshotRepository
 from schema.worker_state import WorkerStateRepository
 
-__all__ = ["HealingContext"]
+__all__ = ["HealingContext", "HealingThread"]
 
 
 @dataclass
@@ -65,3 +68,48 @@ class HealingContext(DataPath):
 
     def describe(self) -> dict[str, Any]:
         return {"transport": type(self.registry.transport).__name__}
+
+
+class HealingThread(ABC):
+    """The body of a long-lived healing actor (agents, the scheduler): its own thread and event
+    loop, so the actor's methods (stats, stop) answer while it works; a context connected
+    (retrying with backoff while the database is down, the last error kept in ``_error``) and
+    closed around ``serve``; and a thread-safe ``stop``. Subclasses set their fields, then
+    call ``super().__init__``, which starts the thread."""
+
+    def __init__(self, settings: Settings, thread_name: str) -> None:
+        self._settings = settings
+        self._stop: asyncio.Event | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._main, name=thread_name, daemon=True)
+        self._thread.start()
+
+    @abstractmethod
+    async def serve(self, ctx: HealingContext, stop: asyncio.Event) -> None:
+        """Work with ``ctx`` until ``stop`` is set."""
+
+    def _main(self) -> None:
+        asyncio.run(self._amain())
+
+    async def _amain(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        self._stop = stop = asyncio.Event()
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                ctx = await HealingContext.connect(self._settings, use_ray=True)
+            except Exception as exc:  # the database may be down: keep trying
+                self._error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                await self.serve(ctx, stop)
+            finally:
+                await ctx.close()
+
+    def stop(self) -> None:
+        if self._event_loop is not None and self._stop is not None:
+            self._event_loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)

@@ -32,14 +32,13 @@ import os
 import random
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from actors.backend_actor import ACTOR_NAMESPACE
-from actors.healing import HealingContext
+from actors.healing import HealingContext, HealingThread
 from actors.replica_repair import (
     HealDeferred,
     HealImpossible,
@@ -307,41 +306,19 @@ class AgentLoop:
         }
 
 
-class ReplicationAgent:
+class ReplicationAgent(HealingThread):
     """Ray actor around ``AgentLoop``; the loop runs in its own thread and event loop."""
 
     def __init__(self, settings: Settings, name: str, options: dict[str, Any] | None = None):
-        self._settings = settings
         self._name = name
         self._options = options or {}
         self._loop: AgentLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._event_loop: asyncio.AbstractEventLoop | None = None
-        self._error: str | None = None
         self._started = time.time()
-        self._thread = threading.Thread(target=self._main, name=f"agent-{name}", daemon=True)
-        self._thread.start()
+        super().__init__(settings, f"agent-{name}")
 
-    def _main(self) -> None:
-        asyncio.run(self._amain())
-
-    async def _amain(self) -> None:
-        self._event_loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        delay = 1.0
-        while not self._stop.is_set():
-            try:
-                ctx = await HealingContext.connect(self._settings, use_ray=True)
-            except Exception as exc:  # the database may be down: keep trying
-                self._error = f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            try:
-                self._loop = AgentLoop(ctx, self._name, **self._options)
-                await self._loop.run_forever(self._stop)
-            finally:
-                await ctx.close()
+    async def serve(self, ctx: HealingContext, stop: asyncio.Event) -> None:
+        self._loop = AgentLoop(ctx, self._name, **self._options)
+        await self._loop.run_forever(stop)
 
     def stats(self) -> dict[str, Any]:
         if self._loop is None:
@@ -360,11 +337,6 @@ class ReplicationAgent:
         import ray
 
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
-
-    def stop(self) -> None:
-        if self._event_loop is not None and self._stop is not None:
-            self._event_loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
 
 
 def start_agents(

@@ -20,14 +20,13 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.backend_actor import ACTOR_NAMESPACE
-from actors.healing import HealingContext
+from actors.healing import HealingContext, HealingThread
 from core.settings import Settings
 
 __all__ = [
@@ -106,7 +105,7 @@ async def run_exclusive(
     return RunResult(work.name, True, report, error, owner, time.monotonic() - start)
 
 
-class Scheduler:
+class Scheduler(HealingThread):
     """Ray actor: each worker of ``schedules`` (name -> interval in seconds) runs periodically."""
 
     def __init__(
@@ -117,43 +116,23 @@ class Scheduler:
         *,
         first_delay_s: float = 5.0,
     ) -> None:
-        self._settings = settings
         self._schedules = dict(schedules)
         self._factory = factory
         self._first_delay = first_delay_s
         self._owner = _owner(SCHEDULER_NAME)
         self._results: dict[str, dict[str, Any]] = {}
-        self._stop: asyncio.Event | None = None
-        self._event_loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._main, name="scheduler", daemon=True)
-        self._thread.start()
+        super().__init__(settings, "scheduler")
 
-    def _main(self) -> None:
-        asyncio.run(self._amain())
-
-    async def _amain(self) -> None:
-        self._event_loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        delay = 1.0
-        while not self._stop.is_set():
-            try:
-                ctx = await HealingContext.connect(self._settings, use_ray=True)
-            except Exception:  # the database may be down: keep trying
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            try:
-                tasks = [
-                    asyncio.ensure_future(self._every(ctx, name, interval))
-                    for name, interval in self._schedules.items()
-                    if interval > 0
-                ]
-                await self._stop.wait()
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            finally:
-                await ctx.close()
+    async def serve(self, ctx: HealingContext, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.ensure_future(self._every(ctx, name, interval))
+            for name, interval in self._schedules.items()
+            if interval > 0
+        ]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _every(self, ctx: HealingContext, name: str, interval: float) -> None:
         assert self._stop is not None
@@ -179,11 +158,6 @@ class Scheduler:
 
     def status(self) -> dict[str, Any]:
         return {"owner": self._owner, "schedules": self._schedules, "last": self._results}
-
-    def stop(self) -> None:
-        if self._event_loop is not None and self._stop is not None:
-            self._event_loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
 
 
 def start_scheduler(

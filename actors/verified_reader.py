@@ -72,21 +72,29 @@ class VerifiedReader:
         self._chunk = stream_chunk
         self._load_layout = load_layout
 
-    def candidates(self, version: ObjectVersion, part: int) -> list[tuple[Replica, BackendHandle]]:
+    def _live(
+        self, version: ObjectVersion, part: int, *, shards: bool
+    ) -> tuple[list[tuple[Replica, BackendHandle]], float]:
+        """The replicas (or shards) of one part worth trying - ``ok`` or ``pending``, on a
+        backend still registered - and the upper edge of the near-RTT band (the best healthy
+        ``ok`` replica's RTT x 1.5 + 10 ms)."""
         found = []
         for replica in version.parts(part):
-            if replica.status not in ("ok", "pending"):
+            if replica.status not in ("ok", "pending") or (shards and replica.shard_index < 0):
                 continue
             handle = self._registry.get(replica.backend_id)
             if handle is None or handle.record.state == "removed":
                 continue
             found.append((replica, handle))
+        healthy_ok = [h.rtt_ms for r, h in found if r.status == "ok" and h.healthy]
+        return found, (min(healthy_ok) * 1.5 + _NEAR_MS) if healthy_ok else 0.0
+
+    def candidates(self, version: ObjectVersion, part: int) -> list[tuple[Replica, BackendHandle]]:
+        found, near = self._live(version, part, shards=False)
         # Intact-looking replicas on healthy backends first. Among those, the ones whose RTT is
         # near the best (within 1.5x + 10 ms) come in random order: that spreads reads over
         # replicas, and lets ordinary reads exercise every replica's checksum, not only the
         # scrubber. Farther ones follow by RTT.
-        healthy_ok = [h.rtt_ms for r, h in found if r.status == "ok" and h.healthy]
-        near = (min(healthy_ok) * 1.5 + _NEAR_MS) if healthy_ok else 0.0
         found.sort(
             key=lambda rh: (
                 rh[0].status != "ok",
@@ -144,16 +152,7 @@ class VerifiedReader:
         """Shard replicas of one part, best first: ``ok`` before ``pending``, healthy before
         not, backends within the near-RTT band before farther ones; inside the band, data
         shards before parity (no decoding when all ``k`` data shards arrive), then RTT."""
-        found = []
-        for replica in version.parts(part):
-            if replica.status not in ("ok", "pending") or replica.shard_index < 0:
-                continue
-            handle = self._registry.get(replica.backend_id)
-            if handle is None or handle.record.state == "removed":
-                continue
-            found.append((replica, handle))
-        healthy_ok = [h.rtt_ms for r, h in found if r.status == "ok" and h.healthy]
-        near = (min(healthy_ok) * 1.5 + _NEAR_MS) if healthy_ok else 0.0
+        found, near = self._live(version, part, shards=True)
         found.sort(
             key=lambda rh: (
                 rh[0].status != "ok",
