@@ -1,8 +1,10 @@
 """The composition root: the one place that wires PostgreSQL, Ray, Serve and the actors.
 
 ``run_gateway`` prepares the state directory (master key, admin token), the database
-(created if missing, migrated), starts or joins Ray, deploys the Serve application and waits
-until ``/health`` answers. ``serve_forever`` does that and then holds the process (and so the
+(created if missing, migrated), starts or joins Ray (with its dashboard on 127.0.0.1 unless
+``Settings.dashboard`` is off: imports are submitted through its Job Submission API), deploys
+the Serve application, waits until ``/health`` answers and starts the import keyholder
+(``actors/import_keyholder.py``). ``serve_forever`` does that and then holds the process (and so the
 local Ray head it owns) until SIGTERM or Ctrl-C. The CLI's ``up`` runs ``serve_forever`` in a
 detached child and records its PID; ``down`` stops that PID.
 
@@ -25,6 +27,7 @@ import httpx
 import ray
 from ray import serve
 
+from actors.import_keyholder import keyholder
 from actors.replication_agent import start_agents
 from actors.scheduler import start_scheduler
 from cluster.cli_base import admin_token
@@ -104,6 +107,7 @@ def run_gateway(settings: Settings) -> None:
         init_args: dict[str, object] = {
             "namespace": "bulletproof",
             "include_dashboard": settings.dashboard,
+            "dashboard_host": "127.0.0.1",
             "log_to_driver": False,
         }
         if settings.ray_address:
@@ -114,6 +118,7 @@ def run_gateway(settings: Settings) -> None:
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
     wait_healthy(settings)
+    keyholder(settings)  # imports hand their passphrase to their Ray job through it
 
 
 def start_self_healing(settings: Settings) -> None:

@@ -53,6 +53,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "cluster.cli"]
     if args.config:
         cmd += ["--config", args.config]
+    if args.no_dashboard:
+        cmd.append("--no-dashboard")
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             [*cmd, "serve"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -274,6 +276,11 @@ Ctrl-C (or 'make stop' from another shell) stops the gateway.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bulletproof", description=__doc__)
     parser.add_argument("--config", help="YAML settings file (BP_* variables override it)")
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="start Ray without its dashboard (BP_DASHBOARD=false); imports need it",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the gateway in the background")
     up.add_argument("--timeout", type=float, default=180.0)

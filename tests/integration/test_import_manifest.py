@@ -23,6 +23,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
+from actors.source_bucket import SourceBucket, open_source
 from core.credential_seal import SealOpenFailed, seal
 from core.errors import Conflict
 from core.import_source import (
@@ -34,7 +35,6 @@ from core.import_source import (
 )
 from core.import_state import Color
 from jobs.import_manifest import ManifestLister, read_segment
-from jobs.source_bucket import SourceBucket, open_source
 from schema.db import Database
 from schema.imports import ImportRepository, ImportRun, ImportSource, KeyRef, ManifestEntry
 from schema.tenants import TenantRepository
@@ -308,7 +308,7 @@ async def test_a_cancelled_run_stops_its_lister(
 _KILLABLE_LISTER = """
 import asyncio, sys, time
 from jobs.import_manifest import ManifestLister
-from jobs.source_bucket import open_source
+from actors.source_bucket import open_source
 from schema.db import Database
 from schema.imports import ImportRepository
 
