@@ -15,13 +15,17 @@ commands that start a gateway, so ``bulletproof status`` and friends stay quick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ray
@@ -99,6 +103,45 @@ def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
     )
 
 
+@contextlib.contextmanager
+def _free_agent_port() -> Iterator[None]:
+    """Start a local head whose dashboard agent listens on a free port.
+
+    The agent serves the Job Submission API's node side on a fixed port (52365) whether or not
+    the dashboard is on, and ``ray.init`` has no option to change it (``ray start`` has
+    ``--dashboard-agent-listen-port``). When another Ray cluster on this machine holds that
+    port (a second gateway, or tests running side by side), the agent runs without its HTTP
+    service and every job submission fails with "No available agent". So when the default is
+    taken, the ``RayParams`` that ``ray.init`` builds get a free port instead; otherwise
+    nothing changes.
+    """
+    from ray._private import parameter, ray_constants
+
+    default = ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", default))
+            yield
+            return
+        except OSError:
+            pass
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    original = parameter.RayParams
+
+    class _RayParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("dashboard_agent_listen_port", port)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = _RayParams  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        parameter.RayParams = original  # type: ignore[misc]
+
+
 def run_gateway(settings: Settings) -> None:
     """Prepare everything and deploy the gateway on the Ray cluster (started if needed)."""
     prepare_state(settings)
@@ -114,7 +157,8 @@ def run_gateway(settings: Settings) -> None:
             init_args["address"] = settings.ray_address
         elif settings.ray_num_cpus:
             init_args["num_cpus"] = settings.ray_num_cpus
-        ray.init(**init_args)  # type: ignore[arg-type]
+        with _free_agent_port():
+            ray.init(**init_args)  # type: ignore[arg-type]
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
     wait_healthy(settings)

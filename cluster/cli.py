@@ -2,8 +2,8 @@
 
 Commands: ``up`` (start a gateway in the background and return once /health answers),
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
-``backend add``, ``tenant create``; ``policy ...`` (cluster/cli_policy.py) and ``agent``,
-``worker ...``, ``restore`` (cluster/cli_workers.py). Settings: ``BP_*`` variables or ``--config``.
+``backend add``, ``tenant create``; ``policy ...`` (cluster/cli_policy.py), ``import ...``
+(cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py). Settings: ``BP_*`` variables or ``--config``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import cli_policy, cli_workers
+from cluster import cli_import, cli_policy, cli_workers
 from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
 from core.settings import Settings
 
@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_tenant_create)
 
     cli_policy.register(sub)
+    cli_import.register(sub)
     cli_workers.register(sub)
     return parser
 
