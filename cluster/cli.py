@@ -3,7 +3,8 @@
 Commands: ``up`` (start a gateway in the background and return once /health answers),
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
 ``backend add``, ``tenant create``; ``policy ...`` (cluster/cli_policy.py), ``import ...``
-(cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py). Settings: ``BP_*`` variables or ``--config``.
+(cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
+Settings: ``BP_*`` variables or ``--config``.
 """
 
 from __future__ import annotations
