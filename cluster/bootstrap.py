@@ -107,26 +107,18 @@ def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
 def _free_agent_port() -> Iterator[None]:
     """Start a local head whose dashboard agent listens on a free port.
 
-    The agent serves the Job Submission API's node side on a fixed port (52365) whether or not
-    the dashboard is on, and ``ray.init`` has no option to change it (``ray start`` has
-    ``--dashboard-agent-listen-port``). When another Ray cluster on this machine holds that
-    port (a second gateway, or tests running side by side), the agent runs without its HTTP
-    service and every job submission fails with "No available agent". So when the default is
-    taken, the ``RayParams`` that ``ray.init`` builds get a free port instead; otherwise
-    nothing changes.
+    The agent serves the node side of the Job Submission API (imports are submitted through
+    it) on a fixed port, 52365, whether or not the dashboard is on, and ``ray.init`` has no
+    option to change it (``ray start`` has ``--dashboard-agent-listen-port``). When another Ray
+    cluster on this machine holds that port (a second gateway, tests running side by side) the
+    agent runs without its HTTP service and every submission fails with "No available agent".
+    So the ``RayParams`` that ``ray.init`` builds get a port that is free now; nothing outside
+    the cluster uses it (clients talk to the dashboard, which finds the agent through the GCS).
     """
-    from ray._private import parameter, ray_constants
+    from ray._private import parameter
 
-    default = ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT
     with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", default))
-            yield
-            return
-        except OSError:
-            pass
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("", 0))
         port = int(probe.getsockname()[1])
     original = parameter.RayParams
 

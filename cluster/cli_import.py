@@ -48,7 +48,7 @@ _FINAL = ("done", "failed", "cancelled")
 class _ApiError(SystemExit):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"error {status} {code}: {message}")
-        self.status, self.code = status, code
+        self.status, self.error_code = status, code
 
 
 def _error_of(status: int, body: str) -> _ApiError:
@@ -234,7 +234,7 @@ def _resubmit(args: argparse.Namespace, action: str) -> int:
     try:
         result = _call(args, "POST", f"/admin/imports/{args.id}/{action}", payload)
     except _ApiError as exc:
-        if exc.code != "PassphraseRequired" or "passphrase" in payload:
+        if exc.error_code != "PassphraseRequired" or "passphrase" in payload:
             raise
         print("the cluster no longer holds this import's passphrase", file=sys.stderr)
         payload["passphrase"] = _passphrase()

@@ -145,7 +145,7 @@ class GatewayDeployment:
 
     # -- imports (gateway/imports/, docs/import.md): the tenant's JSON API under SigV4, and
     # the admin's over the same service.
-    @fastapi_app.api_route("/import/{path:path}", methods=["GET", "POST"])
+    @fastapi_app.api_route("/import/{path:path}", methods=_METHODS)
     async def imports(self, request: Request, path: str) -> Response:
         return await self._imports.tenant(request, self.ctx)
 
