@@ -22,7 +22,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 import ray
@@ -35,6 +34,7 @@ from actors.import_keyholder import keyholder
 from core.credential_seal import seal
 from tests.support.cluster import Federation
 from tests.support.processes import MotoServer, free_port
+from tests.support.source_moto import iam_source
 
 pytestmark = pytest.mark.integration
 
@@ -75,53 +75,9 @@ class Api:
 
 @pytest.fixture(scope="module")
 def source_moto() -> Iterator[tuple[MotoServer, dict[str, str]]]:
-    """A moto server that checks credentials (IAM): an importer who may read ``legacy``
-    (three objects) and a user with no permission."""
-    server = MotoServer()
-    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "5"
-    try:
-        server.start()
-    finally:
-        del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
-    try:
-        iam = boto3.client(
-            "iam",
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="bootstrap",
-            aws_secret_access_key="bootstrap",
-        )
-        iam.create_user(UserName="importer")
-        key = iam.create_access_key(UserName="importer")["AccessKey"]
-        iam.put_user_policy(
-            UserName="importer",
-            PolicyName="all",
-            PolicyDocument='{"Version": "2012-10-17", "Statement":'
-            ' [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}',
-        )
-        iam.create_user(UserName="nobody")
-        nobody = iam.create_access_key(UserName="nobody")["AccessKey"]
-        owner = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=key["AccessKeyId"],
-            aws_secret_access_key=key["SecretAccessKey"],
-        )
-        owner.create_bucket(Bucket=BUCKET)
-        for name in KEYS:
-            owner.put_object(Bucket=BUCKET, Key=name, Body=name.encode() * 10)
-        yield (
-            server,
-            {
-                "access_key": key["AccessKeyId"],
-                "secret_key": key["SecretAccessKey"],
-                "nobody_access_key": nobody["AccessKeyId"],
-                "nobody_secret_key": nobody["SecretAccessKey"],
-            },
-        )
-    finally:
-        server.stop()
+    """A moto source that checks credentials, with ``legacy`` holding three objects."""
+    with iam_source(BUCKET, {name: name.encode() * 10 for name in KEYS}) as source:
+        yield source
 
 
 def _tenant(cluster: Federation, *, publish: bool = True) -> tuple[str, Api, str]:
