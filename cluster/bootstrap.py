@@ -1,8 +1,10 @@
 """The composition root: the one place that wires PostgreSQL, Ray, Serve and the actors.
 
 ``run_gateway`` prepares the state directory (master key, admin token), the database
-(created if missing, migrated), starts or joins Ray, deploys the Serve application and waits
-until ``/health`` answers. ``serve_forever`` does that and then holds the process (and so the
+(created if missing, migrated), starts or joins Ray (with its dashboard on 127.0.0.1 unless
+``Settings.dashboard`` is off: imports are submitted through its Job Submission API), deploys
+the Serve application, waits until ``/health`` answers and starts the import keyholder
+(``actors/import_keyholder.py``). ``serve_forever`` does that and then holds the process (and so the
 local Ray head it owns) until SIGTERM or Ctrl-C. The CLI's ``up`` runs ``serve_forever`` in a
 detached child and records its PID; ``down`` stops that PID.
 
@@ -13,18 +15,23 @@ commands that start a gateway, so ``bulletproof status`` and friends stay quick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ray
 from ray import serve
 
+from actors.import_keyholder import keyholder
 from actors.replication_agent import start_agents
 from actors.scheduler import start_scheduler
 from cluster.cli_base import admin_token
@@ -96,6 +103,37 @@ def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
     )
 
 
+@contextlib.contextmanager
+def _free_agent_port() -> Iterator[None]:
+    """Start a local head whose dashboard agent listens on a free port.
+
+    The agent serves the node side of the Job Submission API (imports are submitted through
+    it) on a fixed port, 52365, whether or not the dashboard is on, and ``ray.init`` has no
+    option to change it (``ray start`` has ``--dashboard-agent-listen-port``). When another Ray
+    cluster on this machine holds that port (a second gateway, tests running side by side) the
+    agent runs without its HTTP service and every submission fails with "No available agent".
+    So the ``RayParams`` that ``ray.init`` builds get a port that is free now; nothing outside
+    the cluster uses it (clients talk to the dashboard, which finds the agent through the GCS).
+    """
+    from ray._private import parameter
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = int(probe.getsockname()[1])
+    original = parameter.RayParams
+
+    class _RayParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("dashboard_agent_listen_port", port)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = _RayParams  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        parameter.RayParams = original  # type: ignore[misc]
+
+
 def run_gateway(settings: Settings) -> None:
     """Prepare everything and deploy the gateway on the Ray cluster (started if needed)."""
     prepare_state(settings)
@@ -104,16 +142,19 @@ def run_gateway(settings: Settings) -> None:
         init_args: dict[str, object] = {
             "namespace": "bulletproof",
             "include_dashboard": settings.dashboard,
+            "dashboard_host": "127.0.0.1",
             "log_to_driver": False,
         }
         if settings.ray_address:
             init_args["address"] = settings.ray_address
         elif settings.ray_num_cpus:
             init_args["num_cpus"] = settings.ray_num_cpus
-        ray.init(**init_args)  # type: ignore[arg-type]
+        with _free_agent_port():
+            ray.init(**init_args)  # type: ignore[arg-type]
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
     wait_healthy(settings)
+    keyholder(settings)  # imports hand their passphrase to their Ray job through it
 
 
 def start_self_healing(settings: Settings) -> None:

@@ -2,8 +2,9 @@
 
 Commands: ``up`` (start a gateway in the background and return once /health answers),
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
-``backend add``, ``tenant create``; ``policy ...`` (cluster/cli_policy.py) and ``agent``,
-``worker ...``, ``restore`` (cluster/cli_workers.py). Settings: ``BP_*`` variables or ``--config``.
+``backend add``, ``tenant create``; ``policy ...`` (cluster/cli_policy.py), ``import ...``
+(cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
+Settings: ``BP_*`` variables or ``--config``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import cli_policy, cli_workers
+from cluster import cli_import, cli_policy, cli_workers
 from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
 from core.settings import Settings
 
@@ -53,6 +54,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "cluster.cli"]
     if args.config:
         cmd += ["--config", args.config]
+    if args.no_dashboard:
+        cmd.append("--no-dashboard")
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             [*cmd, "serve"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -274,6 +277,11 @@ Ctrl-C (or 'make stop' from another shell) stops the gateway.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bulletproof", description=__doc__)
     parser.add_argument("--config", help="YAML settings file (BP_* variables override it)")
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="start Ray without its dashboard (BP_DASHBOARD=false); imports need it",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the gateway in the background")
     up.add_argument("--timeout", type=float, default=180.0)
@@ -311,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_tenant_create)
 
     cli_policy.register(sub)
+    cli_import.register(sub)
     cli_workers.register(sub)
     return parser
 

@@ -9,6 +9,7 @@ so the gateway stays the one writer of what it serves.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ __all__ = ["admin_call", "admin_response", "admin_token", "pid_file", "settings_
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    """The settings a command runs with: ``--config`` (if the command has one) under ``BP_*``."""
+    """The settings a command runs with: ``--config`` (if the command has one) under ``BP_*``,
+    and ``--no-dashboard`` over both."""
     file_values: dict[str, Any] = {}
     config = getattr(args, "config", None)
     if config:
@@ -29,7 +31,10 @@ def settings_of(args: argparse.Namespace) -> Settings:
         if not isinstance(loaded, dict):
             raise SystemExit(f"{config}: expected a mapping of settings")
         file_values = loaded
-    return load_settings(file_values=file_values)
+    settings = load_settings(file_values=file_values)
+    if getattr(args, "no_dashboard", False):
+        settings = dataclasses.replace(settings, dashboard=False)
+    return settings
 
 
 def pid_file(settings: Settings) -> Path:

@@ -7,7 +7,7 @@ and the Ray dashboard otherwise); it is built from the dictionary
 that opened it. The errors (``SourceError`` and its three kinds) are what an operator or a
 tenant can act on: the source cannot be reached (endpoint, network, timeout), refuses these
 credentials, or has no such bucket. The code that talks to a source
-(``jobs/source_bucket.py``) translates vendor errors into them; nothing here does I/O.
+(``actors/source_bucket.py``) translates vendor errors into them; nothing here does I/O.
 """
 
 from __future__ import annotations

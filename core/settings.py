@@ -40,7 +40,9 @@ class Settings:
     cache_ttl_s: int = 60
     ray_address: str = ""  # join this cluster instead of starting a local head
     ray_num_cpus: int = 0  # 0 = let Ray detect
-    dashboard: bool = False
+    # The Ray dashboard (bound to 127.0.0.1): imports are submitted through its Job Submission
+    # API and show on its Jobs page. BP_DASHBOARD=false / --no-dashboard turn it off.
+    dashboard: bool = True
     redundancy_class: str = "StandardClass"
     # -- self-healing (docs/self-healing.md) --------------------------------------------------
     agent_count: int = 2  # ReplicationAgent actors started by `bulletproof up`/`serve`

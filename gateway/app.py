@@ -1,5 +1,5 @@
-"""The Ray Serve deployment: a FastAPI ingress serving the S3 API, ``/objects``, ``/admin``
-and ``/health``.
+"""The Ray Serve deployment: a FastAPI ingress serving the S3 API, ``/objects``, ``/import``
+(the import API, ``gateway/imports/``), ``/admin`` and ``/health``.
 
 Each replica builds its ``GatewayContext`` (pool, cache, registry) once, on first use, and
 keeps it. S3 routes are a catch-all below the fixed prefixes; the fixed names are reserved
@@ -22,6 +22,7 @@ from core.settings import Settings
 from gateway import admin
 from gateway.context import GatewayContext
 from gateway.front_door import FrontDoor
+from gateway.imports import ImportApi
 from gateway.objects_api import handle_objects_api
 from gateway.s3.dispatch import error_response, handle_s3
 from gateway.s3.errors import to_s3_error
@@ -51,6 +52,7 @@ class GatewayDeployment:
         _front_settings["origins"] = self._settings.ui_origins
         self._ctx: GatewayContext | None = None
         self._lock = asyncio.Lock()
+        self._imports = ImportApi()
 
     async def ctx(self) -> GatewayContext:
         if self._ctx is None:
@@ -140,6 +142,28 @@ class GatewayDeployment:
     @fastapi_app.put("/admin/backends/{name}/location")
     async def relocate_backend(self, request: Request) -> Response:
         return await admin.respond(request, self.ctx, admin.relocate_backend)
+
+    # -- imports (gateway/imports/, docs/import.md): the tenant's JSON API under SigV4, and
+    # the admin's over the same service.
+    @fastapi_app.api_route("/import/{path:path}", methods=_METHODS)
+    async def imports(self, request: Request, path: str) -> Response:
+        return await self._imports.tenant(request, self.ctx)
+
+    @fastapi_app.api_route("/admin/imports", methods=["GET"])
+    async def admin_imports(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
+
+    @fastapi_app.api_route("/admin/imports/{rest:path}", methods=["GET", "POST"])
+    async def admin_import(self, request: Request, rest: str) -> Response:
+        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
+
+    @fastapi_app.api_route("/admin/import-sources/{rest:path}", methods=["GET", "POST"])
+    async def admin_import_source(self, request: Request, rest: str) -> Response:
+        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
+
+    @fastapi_app.api_route("/admin/tenants/{tenant}/import/{rest:path}", methods=["GET", "POST"])
+    async def admin_tenant_import(self, request: Request, tenant: str, rest: str) -> Response:
+        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
 
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from actors.source_bucket import SourceBucket
 from core.errors import Conflict, InvalidInput
-from jobs.source_bucket import SourceBucket
 from schema.db import Database
 from schema.imports import ImportRepository, ManifestEntry
 

@@ -23,6 +23,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
+from actors.source_bucket import SourceBucket, open_source
 from core.credential_seal import SealOpenFailed, seal
 from core.errors import Conflict
 from core.import_source import (
@@ -34,13 +35,13 @@ from core.import_source import (
 )
 from core.import_state import Color
 from jobs.import_manifest import ManifestLister, read_segment
-from jobs.source_bucket import SourceBucket, open_source
 from schema.db import Database
 from schema.imports import ImportRepository, ImportRun, ImportSource, KeyRef, ManifestEntry
 from schema.tenants import TenantRepository
 from tests.support.database import private_database_url
 from tests.support.import_rows import destination, stored_version
 from tests.support.processes import MotoServer, free_port
+from tests.support.source_moto import iam_source
 
 pytestmark = pytest.mark.integration
 
@@ -308,7 +309,7 @@ async def test_a_cancelled_run_stops_its_lister(
 _KILLABLE_LISTER = """
 import asyncio, sys, time
 from jobs.import_manifest import ManifestLister
-from jobs.source_bucket import open_source
+from actors.source_bucket import open_source
 from schema.db import Database
 from schema.imports import ImportRepository
 
@@ -458,44 +459,8 @@ async def test_a_wrong_passphrase_opens_nothing(db: Database, tenant_id: int) ->
 def auth_moto() -> Iterator[tuple[MotoServer, dict[str, str]]]:
     """A moto server that checks credentials (IAM): a user who may do anything with a bucket
     holding one object, and a user with no permission."""
-    server = MotoServer()
-    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "5"
-    try:
-        server.start()
-    finally:
-        del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
-    try:
-        iam = boto3.client(
-            "iam",
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="bootstrap",
-            aws_secret_access_key="bootstrap",
-        )
-        iam.create_user(UserName="importer")
-        key = iam.create_access_key(UserName="importer")["AccessKey"]
-        iam.put_user_policy(
-            UserName="importer",
-            PolicyName="all",
-            PolicyDocument='{"Version": "2012-10-17", "Statement":'
-            ' [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}',
-        )
-        iam.create_user(UserName="nobody")
-        nobody = iam.create_access_key(UserName="nobody")["AccessKey"]
-        owner = s3(server.endpoint, key["AccessKeyId"], key["SecretAccessKey"])
-        owner.create_bucket(Bucket=BUCKET)
-        owner.put_object(Bucket=BUCKET, Key="one", Body=b"1")
-        yield (
-            server,
-            {
-                "access_key": key["AccessKeyId"],
-                "secret_key": key["SecretAccessKey"],
-                "nobody_access_key": nobody["AccessKeyId"],
-                "nobody_secret_key": nobody["SecretAccessKey"],
-            },
-        )
-    finally:
-        server.stop()
+    with iam_source(BUCKET, {"one": b"1"}) as source:
+        yield source
 
 
 def test_bad_credentials_and_a_missing_bucket_are_clear_errors(

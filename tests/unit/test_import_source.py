@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pyarrow.parquet as pq
 import pytest
 
+from actors.source_bucket import entry_of
 from core.errors import AccessDenied, InvalidInput, NotFound
 from core.import_source import (
     SourceAccessDenied,
@@ -20,7 +21,6 @@ from core.import_source import (
     parse_source_url,
 )
 from jobs.import_manifest import MANIFEST_SCHEMA, ManifestLister, read_segment, segment_bytes
-from jobs.source_bucket import entry_of
 from schema.imports import ManifestEntry
 
 

@@ -12,7 +12,10 @@ Listing is ``list_objects_v2`` page by page (``pages``), from the start or after
 (``StartAfter``), so a lister that restarts continues where its last stored page ended; keys
 arrive decoded (botocore asks for ``EncodingType=url`` and decodes), in UTF-8 binary order.
 
-It reads; it never writes or deletes at the source. Reading object bodies for the transfer
+It lives in ``actors/`` because both sides of an import use it: the gateway's "test connection"
+(``probe`` and the first page, ``gateway/imports/``) and the job's lister and transfers
+(``jobs/``), which may not import each other. It reads; it never writes or deletes at the
+source. Reading object bodies for the transfer
 belongs here too when the transfer lands.
 """
 

@@ -1,0 +1,297 @@
+"""The import API's routes: ``/import/...`` for tenants (SigV4, JSON) and
+``/admin/imports/...``, ``/admin/tenants/{tenant}/import/...`` for the operator (bearer token).
+
+Tenant requests authenticate exactly as S3 requests do (``gateway.auth.authenticate`` over the
+request as signed, ``gateway.s3.dispatch.request_view``), before anything is parsed or run.
+A request with a body (a sealed blob, a passphrase) must sign it: ``x-amz-content-sha256`` is
+the body's SHA-256 (``UNSIGNED-PAYLOAD`` is refused), so the passphrase travels only in a
+request whose every byte the tenant's key vouched for. Answers and errors are JSON:
+``{"error": CODE, "message": ..., "request_id": ...}`` with the error's status; an unexpected
+exception is logged here and leaves as a message-less 500.
+
+Admin requests go through ``gateway.admin.respond`` like every ``/admin`` route (token first,
+S3 XML errors) and reach the same ``ImportService`` operations with no tenant restriction.
+
+Routes (``N`` an import id, ``S`` a source id; POST bodies are JSON objects):
+
+| tenant | admin | operation |
+|---|---|---|
+| POST /import/sources | POST /admin/tenants/T/import/sources | create source |
+| GET /import/sources | GET /admin/tenants/T/import/sources | list sources |
+| GET /import/sources/S | GET /admin/import-sources/S | show source |
+| POST /import/sources/S/test | POST /admin/import-sources/S/test | test connection |
+| POST /import/runs | POST /admin/tenants/T/import/runs | create import |
+| GET /import/runs | GET /admin/imports[?tenant=T] | list imports |
+| GET /import/runs/N | GET /admin/imports/N | status |
+| GET /import/runs/N/errors | GET /admin/imports/N/errors | failed keys, paged |
+| POST /import/runs/N/start | POST /admin/imports/N/start | start (passphrase) |
+| POST /import/runs/N/cancel | POST /admin/imports/N/cancel | cancel |
+| POST /import/runs/N/resume | POST /admin/imports/N/resume | resume |
+| POST /import/runs/N/verify | POST /admin/imports/N/verify | verify again |
+| POST /import/runs/N/mark-source | POST /admin/imports/N/mark-source | deletion manifest |
+| GET /import/runs/N/deletion-manifest | GET /admin/imports/N/deletion-manifest | download |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from core import errors as domain
+from gateway.admin.route import ADMIN_ACTOR, AdminCall, AdminOperation, operation
+from gateway.auth import authenticate
+from gateway.context import GatewayContext
+from gateway.imports.service import ImportService
+from gateway.s3 import errors as s3e
+from gateway.s3.body import read_json
+from gateway.s3.dispatch import request_view
+from gateway.s3.sigv4 import PayloadMode
+from schema.audit import Caller
+
+__all__ = ["ImportApi"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One import request as an operation sees it, whoever made it."""
+
+    ctx: GatewayContext
+    caller: Caller
+    #: The tenant acted for; None for the admin's operations on any tenant's import.
+    tenant_id: int | None
+    data: dict[str, Any]
+    ids: tuple[int, ...]
+    query: Mapping[str, str]
+
+
+_Op = Callable[[ImportService, _Call], Awaitable[Any]]
+
+
+def _tenant(call: _Call) -> int:
+    assert call.tenant_id is not None
+    return call.tenant_id
+
+
+# (method, path below the prefix, operation). ``\d+`` groups become ``_Call.ids``.
+_SOURCE_OPS: tuple[tuple[str, str, _Op], ...] = (
+    ("GET", r"(\d+)", lambda s, c: s.show_source(c.ctx, c.tenant_id, c.ids[0])),
+    (
+        "POST",
+        r"(\d+)/test",
+        lambda s, c: s.test_source(c.ctx, c.tenant_id, c.caller, c.ids[0], c.data),
+    ),
+)
+_TENANT_SCOPED: tuple[tuple[str, str, _Op], ...] = (
+    ("POST", r"sources", lambda s, c: s.create_source(c.ctx, _tenant(c), c.caller, c.data)),
+    ("GET", r"sources", lambda s, c: s.list_sources(c.ctx, _tenant(c))),
+    ("POST", r"runs", lambda s, c: s.create_import(c.ctx, _tenant(c), c.caller, c.data)),
+)
+_RUN_OPS: tuple[tuple[str, str, _Op], ...] = (
+    ("GET", r"(\d+)", lambda s, c: s.status(c.ctx, c.tenant_id, c.ids[0])),
+    (
+        "GET",
+        r"(\d+)/errors",
+        lambda s, c: s.errors(
+            c.ctx, c.tenant_id, c.ids[0], after=c.query.get("after"), limit=c.query.get("limit")
+        ),
+    ),
+    ("POST", r"(\d+)/start", lambda s, c: s.start(c.ctx, c.tenant_id, c.caller, c.ids[0], c.data)),
+    ("POST", r"(\d+)/cancel", lambda s, c: s.cancel(c.ctx, c.tenant_id, c.caller, c.ids[0])),
+    (
+        "POST",
+        r"(\d+)/resume",
+        lambda s, c: s.resume(c.ctx, c.tenant_id, c.caller, c.ids[0], c.data),
+    ),
+    (
+        "POST",
+        r"(\d+)/verify",
+        lambda s, c: s.verify(c.ctx, c.tenant_id, c.caller, c.ids[0], c.data),
+    ),
+    (
+        "POST",
+        r"(\d+)/mark-source",
+        lambda s, c: s.mark_source(c.ctx, c.tenant_id, c.caller, c.ids[0]),
+    ),
+    (
+        "GET",
+        r"(\d+)/deletion-manifest",
+        lambda s, c: s.deletion_manifest(c.ctx, c.tenant_id, c.ids[0]),
+    ),
+)
+_LIST_RUNS: _Op = lambda s, c: s.list_imports(  # noqa: E731
+    c.ctx, c.tenant_id, before=c.query.get("before"), limit=c.query.get("limit")
+)
+
+
+def _table(prefix: str, ops: tuple[tuple[str, str, _Op], ...]) -> list[tuple[str, Any, _Op]]:
+    return [(method, re.compile(f"^{prefix}{path}$"), op) for method, path, op in ops]
+
+
+_TENANT_ROUTES = [
+    *_table("", _TENANT_SCOPED),
+    ("GET", re.compile(r"^runs$"), _LIST_RUNS),
+    *_table("sources/", _SOURCE_OPS),
+    *_table("runs/", _RUN_OPS),
+]
+
+
+def _match(
+    routes: list[tuple[str, Any, _Op]], method: str, path: str
+) -> tuple[_Op, tuple[int, ...]]:
+    allowed = False
+    for route_method, pattern, op in routes:
+        found = pattern.match(path)
+        if found is None:
+            continue
+        if route_method == method:
+            try:
+                return op, tuple(int(g) for g in found.groups())
+            except ValueError:
+                break
+        allowed = True
+    if allowed:
+        raise s3e.MethodNotAllowed(f"{method} is not allowed on this import resource")
+    raise _NoRoute(f"no import API resource {path!r}")
+
+
+class _NoRoute(s3e.S3Error):
+    status = 404
+    code = "NotFound"
+    default_message = "No such import API resource."
+
+
+# Domain errors the JSON API names by their kind (the S3 codes, e.g. NoSuchKey, would mislead).
+_JSON_CODES: tuple[tuple[type[Exception], int, str], ...] = (
+    (domain.NoSuchBucket, 404, "NoSuchBucket"),
+    (domain.NotFound, 404, "NotFound"),
+    (domain.Conflict, 409, "Conflict"),
+    (domain.InvalidInput, 400, "InvalidArgument"),
+)
+
+
+def json_error(exc: BaseException, request_id: str, resource: str) -> Response:
+    """The JSON error document and status for ``exc``."""
+    status, code, message = 500, "InternalError", "We encountered an internal error."
+    for kind, kind_status, kind_code in _JSON_CODES:
+        if isinstance(exc, kind):
+            status, code, message = kind_status, kind_code, str(exc)
+            break
+    else:
+        err = s3e.to_s3_error(exc, resource=resource)
+        status, code, message = err.status, err.code, err.message
+    if code == "InternalError":
+        log.error("import request %s failed", request_id, exc_info=exc)
+    return JSONResponse(
+        {"error": code, "message": message, "request_id": request_id},
+        status_code=status,
+        headers={"x-amz-request-id": request_id},
+    )
+
+
+def _render(result: Any, request_id: str) -> Response:
+    headers = {"x-amz-request-id": request_id}
+    if isinstance(result, AsyncIterator):
+        headers["Content-Disposition"] = 'attachment; filename="deletion-manifest.json"'
+        return StreamingResponse(result, media_type="application/json", headers=headers)
+    return JSONResponse(result, headers=headers)
+
+
+class ImportApi:
+    """The import routes of one gateway replica, over its ``ImportService``."""
+
+    PREFIX = "/import/"
+
+    def __init__(self, service: ImportService | None = None) -> None:
+        self.service = service or ImportService()
+
+    async def tenant(
+        self, request: Request, ctx_of: Callable[[], Awaitable[GatewayContext]]
+    ) -> Response:
+        """Serve one ``/import/...`` request of a tenant (module docstring)."""
+        request_id = secrets.token_hex(8).upper()
+        resource = request.url.path
+        try:
+            ctx = await ctx_of()
+            view = request_view(request)
+            principal = await authenticate(ctx, view)
+            op, ids = _match(_TENANT_ROUTES, request.method, resource[len(self.PREFIX) :])
+            data: dict[str, Any] = {}
+            if request.method == "POST" and view.headers.get("content-length", "1") != "0":
+                if principal.verified.payload_mode is PayloadMode.UNSIGNED:
+                    raise s3e.InvalidRequest(
+                        "the import API needs a signed body: send x-amz-content-sha256 with"
+                        " the body's SHA-256, not UNSIGNED-PAYLOAD"
+                    )
+                body = await read_json(
+                    request.stream(), principal.verified, view.headers, _MAX_BODY
+                )
+                if not isinstance(body, dict):
+                    raise s3e.InvalidRequest("the request body must be a JSON object")
+                data = body
+            call = _Call(
+                ctx=ctx,
+                caller=Caller(principal.access_key_id, request_id, principal.tenant_id),
+                tenant_id=principal.tenant_id,
+                data=data,
+                ids=ids,
+                query=request.query_params,
+            )
+            result = await op(self.service, call)
+        except Exception as exc:
+            return json_error(exc, request_id, resource)
+        return _render(result, request_id)
+
+    def admin_operation(self, request: Request) -> AdminOperation:
+        """The admin operation a ``/admin/imports/...``, ``/admin/import-sources/...`` or
+        ``/admin/tenants/{tenant}/import/...`` request names (run by ``admin.respond`` after
+        the token is checked)."""
+        service = self.service
+        path = request.url.path
+        method = request.method
+
+        @operation(body=method == "POST")
+        async def run(admin: AdminCall) -> Any:
+            tenant_id: int | None = None
+            if path.startswith("/admin/tenants/"):
+                tenant_name = admin.path.get("tenant", "")
+                async with admin.ctx.store.db.connection() as conn:
+                    tenant_id = (await admin.ctx.store.tenants.get_by_name(conn, tenant_name)).id
+                op, ids = _match(_table("", _TENANT_SCOPED), method, admin.path.get("rest", ""))
+            elif path.startswith("/admin/import-sources/"):
+                op, ids = _match(_table("", _SOURCE_OPS), method, admin.path.get("rest", ""))
+            else:
+                rest = admin.path.get("rest", "")
+                if rest == "" and method == "GET":
+                    name = admin.query.get("tenant")
+                    if name:
+                        async with admin.ctx.store.db.connection() as conn:
+                            tenant_id = (await admin.ctx.store.tenants.get_by_name(conn, name)).id
+                    op, ids = _LIST_RUNS, ()
+                else:
+                    op, ids = _match(_table("", _RUN_OPS), method, rest)
+            call = _Call(
+                ctx=admin.ctx,
+                caller=Caller(ADMIN_ACTOR, admin.request_id, tenant_id),
+                tenant_id=tenant_id,
+                data=admin.data,
+                ids=ids,
+                query=admin.query,
+            )
+            result = await op(service, call)
+            if isinstance(result, AsyncIterator):  # the deletion manifest, whole, for the CLI
+                return json.loads(b"".join([chunk async for chunk in result]))
+            return result
+
+        return run
