@@ -461,6 +461,18 @@ class JobQueue:
         )
         return {(r["kind"], r["status"]): r["n"] for r in rows}
 
+    async def active_count(
+        self, conn: asyncpg.Connection, kind: str, *, match: Mapping[str, Any] | None = None
+    ) -> int:
+        """Queued or leased jobs of ``kind`` (whose payload contains ``match``): work left."""
+        count = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE kind = $1 AND status IN ('queued', 'leased')"
+            " AND ($2::text IS NULL OR payload @> ($2::text)::jsonb)",
+            kind,
+            None if match is None else json.dumps(dict(match)),
+        )
+        return int(count)
+
     async def pending(self, conn: asyncpg.Connection, kind: str) -> list[Job]:
         rows = await conn.fetch(
             "SELECT * FROM jobs WHERE kind = $1 AND status IN ('queued', 'leased') ORDER BY id",
