@@ -47,7 +47,7 @@ from core.import_state import FINAL_RUN_STATES, ProgressMeter, ProgressSample
 from core.settings import Settings
 from jobs.import_manifest import ManifestLister
 from jobs.import_progress import progress_line
-from jobs.import_workers import ImportWorker
+from jobs.import_workers import LEASE_S, ImportWorker
 from jobs.metrics import import_metrics
 from jobs.source_bucket import SourceBucket, open_source
 from schema.db import Database
@@ -81,6 +81,8 @@ class DriverOptions:
     concurrency: int = 16
     node_bytes: int = 256 * 1024 * 1024
     progress_every_s: float = 5.0
+    #: Seconds a worker's job lease lasts unrenewed: how long a killed worker's jobs wait.
+    lease_s: float = LEASE_S
 
 
 def batches(rows: Sequence[tuple[str, int]]) -> list[list[str]]:
@@ -220,6 +222,7 @@ class _Driver:
                         submission_id,
                         budget_bytes=budget,
                         concurrency=self.options.concurrency,
+                        lease_s=self.options.lease_s,
                     )
                 )
         log.info("import %s: %d workers on %d nodes", self.run.id, len(workers), len(nodes))
@@ -276,7 +279,16 @@ async def run_import(
     """Run (or continue) import ``run_id`` to its end; returns a process exit code (0 when the
     run is done, whatever its colour; 1 when it failed or could not run). Needs ``ray.init``."""
     options = options or DriverOptions()
-    holder = holder or keyholder()
+    if holder is None:
+        try:
+            holder = keyholder()
+        except ValueError:  # no keyholder: nobody gave this cluster a passphrase (or settings)
+            print(
+                f"import {run_id} cannot start: this Ray cluster has no import keyholder, so no"
+                " passphrase is held; start or resume the import through the gateway",
+                flush=True,
+            )
+            return 1
     settings: Settings = await holder.settings.remote()
     passphrase: str | None = await holder.get.remote(run_id)
     db = await Database.connect(settings.database_url, max_size=4)
@@ -393,12 +405,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-id", type=int, required=True)
     parser.add_argument("--workers-per-node", type=int, default=DriverOptions.workers_per_node)
     parser.add_argument("--concurrency", type=int, default=DriverOptions.concurrency)
+    parser.add_argument("--lease-s", type=float, default=DriverOptions.lease_s)
+    parser.add_argument("--progress-every-s", type=float, default=DriverOptions.progress_every_s)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     ray.init(address="auto", namespace="bulletproof", log_to_driver=False)
-    options = DriverOptions(workers_per_node=args.workers_per_node, concurrency=args.concurrency)
+    options = DriverOptions(
+        workers_per_node=args.workers_per_node,
+        concurrency=args.concurrency,
+        lease_s=args.lease_s,
+        progress_every_s=args.progress_every_s,
+    )
     try:
         return asyncio.run(run_import(args.run_id, options))
     finally:
