@@ -241,12 +241,13 @@ class SourceBucket:
 
     def first_part_size(self, key: str, etag: str) -> int:
         """The size of part 1 of a multipart object (as uploaded): what the multipart ETag
-        rule cuts the object by."""
-        kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": key, "PartNumber": 1}
-        if etag:
-            kwargs["IfMatch"] = f'"{etag}"'
+        rule cuts the object by. (Not ``If-Match``: some servers compare it with the part's
+        own ETag; the whole object's ETag in the answer is compared instead.)"""
         with self._translate(key):
-            response = self._s3.head_object(**kwargs)
+            response = self._s3.head_object(Bucket=self.location.bucket, Key=key, PartNumber=1)
+        answered = str(response.get("ETag", "")).strip('"')
+        if etag and "-" in answered and answered != etag:
+            raise SourceObjectChanged("source object changed since it was listed (ETag)")
         return int(response["ContentLength"])
 
 
