@@ -120,7 +120,9 @@ def _fill(endpoint: str, bucket: str, count: int, size: int) -> int:
 
 def _rclone(source: str, bucket: str, targets: list[str], dest_bucket: str) -> float:
     """``rclone copy`` of the source bucket to each target at once; wall seconds."""
-    env = dict(os.environ)
+    # A minimal environment: nothing of the machine's AWS/rclone setup (a CA bundle, a
+    # config file) leaks in.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tempfile.gettempdir()}
     for name, endpoint in (("src", source), *((f"dst{i}", t) for i, t in enumerate(targets))):
         prefix = f"RCLONE_CONFIG_{name.upper()}_"
         env.update(

@@ -86,6 +86,33 @@ def _safely(record: Any, value: float, tags: dict[str, str]) -> None:
         log.debug("import metric not recorded", exc_info=True)
 
 
+#: (field, kind, name, description) of every import metric.
+_SPECS = (
+    ("objects", "counter", "copied_objects", "Objects copied, verified and committed by workers."),
+    ("bytes", "counter", "copied_bytes", "Plaintext bytes copied by import workers."),
+    ("errors", "counter", "failed_objects", "Objects an import gave up on (failed, with reason)."),
+    ("object_seconds", "histogram", "object_seconds", "Seconds per copied object (batch mean)."),
+    ("bytes_in_flight", "gauge", "bytes_in_flight", "Bytes of objects one worker is copying."),
+    ("objects_done", "gauge", "done_objects", "Objects of the run verified or skipped."),
+    ("objects_total", "gauge", "listed_objects", "Objects listed in the run's manifest so far."),
+    ("bytes_done", "gauge", "done_bytes", "Bytes of the run verified or skipped."),
+    ("bytes_total", "gauge", "listed_bytes", "Bytes listed in the run's manifest so far."),
+    ("eta_seconds", "gauge", "eta_seconds", "Estimated seconds to finish the run (-1: unknown)."),
+)
+_SECONDS = [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600]
+
+
+def _metric(kind: str, name: str, description: str) -> Any:
+    full = f"bulletproof_import_{name}"
+    if kind == "counter":
+        return metrics.Counter(full, description=description, tag_keys=TAG_KEYS)
+    if kind == "histogram":
+        return metrics.Histogram(
+            full, description=description, boundaries=_SECONDS, tag_keys=TAG_KEYS
+        )
+    return metrics.Gauge(full, description=description, tag_keys=TAG_KEYS)
+
+
 _lock = threading.Lock()
 _metrics: ImportMetrics | None = None
 
@@ -96,56 +123,6 @@ def import_metrics() -> ImportMetrics:
     with _lock:
         if _metrics is None:
             _metrics = ImportMetrics(
-                objects=metrics.Counter(
-                    "bulletproof_import_copied_objects",
-                    description="Objects copied, verified and committed by import workers.",
-                    tag_keys=TAG_KEYS,
-                ),
-                bytes=metrics.Counter(
-                    "bulletproof_import_copied_bytes",
-                    description="Plaintext bytes copied by import workers.",
-                    tag_keys=TAG_KEYS,
-                ),
-                errors=metrics.Counter(
-                    "bulletproof_import_failed_objects",
-                    description="Objects an import gave up on (failed with a reason).",
-                    tag_keys=TAG_KEYS,
-                ),
-                object_seconds=metrics.Histogram(
-                    "bulletproof_import_object_seconds",
-                    description="Seconds per copied object (batch average).",
-                    boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600],
-                    tag_keys=TAG_KEYS,
-                ),
-                bytes_in_flight=metrics.Gauge(
-                    "bulletproof_import_bytes_in_flight",
-                    description="Plaintext bytes of objects being copied by one worker.",
-                    tag_keys=TAG_KEYS,
-                ),
-                objects_done=metrics.Gauge(
-                    "bulletproof_import_done_objects",
-                    description="Objects of the run verified or skipped.",
-                    tag_keys=TAG_KEYS,
-                ),
-                objects_total=metrics.Gauge(
-                    "bulletproof_import_listed_objects",
-                    description="Objects listed in the run's manifest so far.",
-                    tag_keys=TAG_KEYS,
-                ),
-                bytes_done=metrics.Gauge(
-                    "bulletproof_import_done_bytes",
-                    description="Bytes of the run verified or skipped.",
-                    tag_keys=TAG_KEYS,
-                ),
-                bytes_total=metrics.Gauge(
-                    "bulletproof_import_listed_bytes",
-                    description="Bytes listed in the run's manifest so far.",
-                    tag_keys=TAG_KEYS,
-                ),
-                eta_seconds=metrics.Gauge(
-                    "bulletproof_import_eta_seconds",
-                    description="Estimated seconds to finish the run (-1: unknown).",
-                    tag_keys=TAG_KEYS,
-                ),
+                **{field: _metric(kind, name, text) for field, kind, name, text in _SPECS}
             )
         return _metrics

@@ -41,6 +41,7 @@ from core.import_state import Color
 from schema.db import Database
 from schema.imports import ImportRepository, KeyRef
 from tests.support.cluster import Federation, start_cluster
+from tests.support.import_rows import SPECIAL_KEYS as ALL_SPECIAL_KEYS
 from tests.support.processes import MotoServer
 
 pytestmark = pytest.mark.integration
@@ -52,20 +53,9 @@ PASS = "import passphrase " + secrets.token_hex(8)
 SOURCE_SECRET = "srcSecret" + secrets.token_hex(12)
 MARKER = b"PLAINTEXT-MARKER-" + secrets.token_hex(8).encode()
 SOURCE_BUCKET = "legacy"
-SPECIAL_KEYS = [
-    "dir with space/ä ö ü.txt",
-    "plus+sign&amp=1;x,y",
-    "percent%2Fencoded%20%",
-    "question?mark#hash",
-    "unicode/日本語/ファイル.txt",
-    "emoji/😀.bin",
-    "tilde~star*'quote\"",
-    "tab\tchar",
-    "<xml>&entities;</xml>",
-    "trailing/",
-    "  leading spaces",
-    "back\\slash",
-]
+# Every URL-hostile key the lister's test uses, but those with dot segments or a leading
+# "//", which an S3 client (boto3) normalises on the way to the gateway when reading back.
+SPECIAL_KEYS = [k for k in ALL_SPECIAL_KEYS if "./" not in k and not k.startswith("//")]
 EMPTY_KEYS = [f"empty/{i}" for i in range(10)]
 BIG_KEY = "big/over-100MiB.bin"
 MEDIUM_KEY = "medium/3MiB.bin"
