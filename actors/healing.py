@@ -42,9 +42,7 @@ class HealingContext(DataPath):
     @classmethod
     async def connect(cls, settings: Settings, *, use_ray: bool, db_pool_size: int = 5) -> Self:
         """Connect to PostgreSQL and Redis and set up backend access (see the module doc)."""
-        return await cls.open(
-            settings, use_ray=use_ray, serving=False, db_pool_size=db_pool_size
-        )
+        return await cls.open(settings, use_ray=use_ray, serving=False, db_pool_size=db_pool_size)
 
     @property
     def backoff(self) -> Backoff:

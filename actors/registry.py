@@ -227,9 +227,7 @@ class BackendRegistry:
 
     async def list(self, backend_id: int) -> list[str]:
         conn = self._handle(backend_id).actor
-        return await self._guard(
-            backend_id, lambda: self.transport.list(conn), self._list_timeout
-        )
+        return await self._guard(backend_id, lambda: self.transport.list(conn), self._list_timeout)
 
     async def close(self) -> None:
         """Forget the connections (actors live on; clients are dropped with this process)."""

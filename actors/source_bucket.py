@@ -14,18 +14,25 @@ arrive decoded (botocore asks for ``EncodingType=url`` and decodes), in UTF-8 bi
 
 It lives in ``actors/`` because both sides of an import use it: the gateway's "test connection"
 (``probe`` and the first page, ``gateway/imports/``) and the job's lister and transfers
-(``jobs/``), which may not import each other. It reads; it never writes or deletes at the
-source. Reading object bodies for the transfer
-belongs here too when the transfer lands.
+(``jobs/``), which may not import each other.
+
+Reading an object for the transfer (``open_object``, ``read``) asks for the ETag the listing
+saw (``If-Match``): an object replaced or deleted since is ``SourceObjectChanged``, never a
+silent copy of other bytes. ``first_part_size`` learns a multipart object's part size (a
+``HEAD`` of part 1) for the multipart ETag rule. Bodies are read in bounded chunks.
+
+It reads; it never writes or deletes at the source.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import urllib3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -44,11 +51,12 @@ from core.import_source import (
     SourceCredentials,
     SourceError,
     SourceLocation,
+    SourceObjectChanged,
     SourceUnreachable,
 )
 from schema.imports import ImportSource, ManifestEntry
 
-__all__ = ["SourceBucket", "entry_of", "open_source"]
+__all__ = ["SourceBucket", "SourceObject", "entry_of", "open_source"]
 
 #: Provider error codes that mean "these credentials may not do this".
 _DENIED = frozenset(
@@ -65,7 +73,38 @@ _DENIED = frozenset(
     }
 )
 _MISSING = frozenset({"NoSuchBucket"})
-_UNREACHABLE = (BotoConnectionError, ReadTimeoutError, ConnectionClosedError, OSError)
+#: Codes of a conditional read whose object is no longer the one listed.
+_CHANGED = frozenset({"PreconditionFailed", "412", "NoSuchKey", "404"})
+_UNREACHABLE = (
+    BotoConnectionError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+    OSError,
+    urllib3.exceptions.HTTPError,
+)
+#: The checksum response fields of a GetObject, by the algorithm's manifest name.
+_CHECKSUM_FIELDS = {
+    "CRC32": "ChecksumCRC32",
+    "CRC32C": "ChecksumCRC32C",
+    "CRC64NVME": "ChecksumCRC64NVME",
+    "SHA1": "ChecksumSHA1",
+    "SHA256": "ChecksumSHA256",
+}
+
+
+@dataclass
+class SourceObject:
+    """An open source object: its body (read with ``SourceBucket.read``), its length and, when
+    the source has one, its full-object checksum (``ALG``, base64 value)."""
+
+    key: str
+    body: Any = field(repr=False)
+    length: int
+    checksum: tuple[str, str] | None = None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.body.close()
 
 
 def entry_of(item: dict[str, Any]) -> ManifestEntry:
@@ -92,6 +131,7 @@ class SourceBucket:
         timeout_s: float = 30.0,
         max_attempts: int = 3,
         addressing_style: str = "path",
+        max_connections: int = 10,
     ) -> None:
         self.location = location
         self._s3 = boto3.session.Session().client(
@@ -106,6 +146,7 @@ class SourceBucket:
                 read_timeout=timeout_s,
                 retries={"max_attempts": max_attempts, "mode": "standard"},
                 s3={"addressing_style": addressing_style},
+                max_pool_connections=max_connections,
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),
@@ -119,11 +160,15 @@ class SourceBucket:
         return f"{self.location.endpoint} bucket {self.location.bucket!r}"
 
     @contextlib.contextmanager
-    def _translate(self) -> Iterator[None]:
+    def _translate(self, key: str | None = None) -> Iterator[None]:
         try:
             yield
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "")) or "unknown"
+            if key is not None and code in _CHANGED:
+                raise SourceObjectChanged(
+                    f"source object changed or deleted since it was listed ({code})"
+                ) from None
             if code in _DENIED:
                 raise SourceAccessDenied(f"source {self._where} refused access: {code}") from None
             if code in _MISSING:
@@ -165,6 +210,49 @@ class SourceBucket:
             contents = page.get("Contents") or []
             if contents:
                 yield [entry_of(item) for item in contents]
+
+    def open_object(self, key: str, etag: str, *, checksum: str | None = None) -> SourceObject:
+        """GET the object as listed (``If-Match`` its ETag). ``checksum``: the manifest's
+        ``ALG:`` when the source has one; its full-object value is then asked for too (a
+        composite value of a multipart object, ``...-N``, is not returned as one)."""
+        kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": key}
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        algorithm = (checksum or "").split(":", 1)[0].upper()
+        if algorithm in _CHECKSUM_FIELDS:
+            kwargs["ChecksumMode"] = "ENABLED"
+        with self._translate(key):
+            response = self._s3.get_object(**kwargs)
+        value = response.get(_CHECKSUM_FIELDS.get(algorithm, ""), None)
+        full = None
+        whole = response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+        if isinstance(value, str) and "-" not in value and whole:
+            full = (algorithm, value)
+        return SourceObject(key, response["Body"], int(response["ContentLength"]), full)
+
+    def read(self, source: SourceObject, size: int) -> bytes:
+        """Exactly ``size`` bytes of the body, or fewer only where it ends."""
+        chunks: list[bytes] = []
+        got = 0
+        with self._translate(source.key):
+            while got < size:
+                chunk = source.body.read(size - got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def first_part_size(self, key: str, etag: str) -> int:
+        """The size of part 1 of a multipart object (as uploaded): what the multipart ETag
+        rule cuts the object by. (Not ``If-Match``: some servers compare it with the part's
+        own ETag; the whole object's ETag in the answer is compared instead.)"""
+        with self._translate(key):
+            response = self._s3.head_object(Bucket=self.location.bucket, Key=key, PartNumber=1)
+        answered = str(response.get("ETag", "")).strip('"')
+        if etag and "-" in answered and answered != etag:
+            raise SourceObjectChanged("source object changed since it was listed (ETag)")
+        return int(response["ContentLength"])
 
 
 def open_source(source: ImportSource, passphrase: str, **options: Any) -> SourceBucket:

@@ -45,6 +45,7 @@ from core.errors import (
     InvalidRequest,
 )
 from schema.audit import Caller
+from schema.keys import Recipient
 from schema.parts import ErasurePart
 from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
 from schema.uploads import Upload, UploadedPart, UploadPiece
@@ -195,10 +196,13 @@ async def complete_upload(
     condition: WriteCondition | None = None,
     declared_size: str | None = None,
     requested_checksums: Mapping[str, str] | None = None,
+    recipients: Sequence[Recipient] = (),
+    action: str = "CompleteMultipartUpload",
 ) -> CompletedUpload:
     """Turn the listed parts of the upload into the new version of ``key`` (see the module
     docstring). ``declared_size``: the object size the client expects (as it sent it);
-    ``requested_checksums``: object checksums it sent (algorithm -> value)."""
+    ``requested_checksums``: object checksums it sent (algorithm -> value); ``recipients``:
+    further wraps of the data key, committed with the version (an import's)."""
     async with ctx.store.db.transaction() as conn:
         # Bucket and tenant rows FOR SHARE, then the upload row FOR UPDATE: a concurrent
         # Complete, Abort, part commit or expiry of this upload waits, and then finds it gone.
@@ -269,8 +273,9 @@ async def complete_upload(
             placed_under={p.placement for p in chosen},
             condition=condition,
             encryption_required=not allow_plaintext,
-            action="CompleteMultipartUpload",
+            action=action,
             detail=f"upload={upload.upload_id} parts={len(chosen)} unlisted_pieces={unlisted}",
+            recipients=recipients,
         )
     await ctx.meta.invalidate_object(bucket.id, key)
     if superseded is not None or unlisted:

@@ -27,7 +27,7 @@ import base64
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import replace
 
 import asyncpg
@@ -140,15 +140,17 @@ async def create_upload(
     user_metadata: Mapping[str, str] | None = None,
     content_type: str | None = None,
     http_headers: Mapping[str, str] | None = None,
+    region_lock: Collection[str] = (),
 ) -> Upload:
     """Start an upload of ``key``: its class is chosen and placed now, so an impossible class
-    or region lock fails here, not at the first part. Audited."""
+    or region lock fails here, not at the first part. Audited. ``region_lock``: an import's
+    lock on top of the bucket's rules (give it to every ``write_part`` too)."""
     require_envelope(allow_plaintext, envelope)
     policy = await ctx.current_policy()
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
     rc = resolve_class(policy, settings, requested_class).redundancy_class
-    await start_write(ctx, rc, settings, 0)
+    await start_write(ctx, rc, settings, 0, region_lock=region_lock)
     new = NewUpload(
         upload_id=new_upload_id(),
         tenant_id=tenant_id,
@@ -247,8 +249,10 @@ async def write_part(
     part_number: int,
     body: AsyncIterator[bytes],
     length: int,
+    region_lock: Collection[str] = (),
 ) -> UploadedPart:
-    """Place, quorum-write and record one part (see the module docstring)."""
+    """Place, quorum-write and record one part (see the module docstring); ``region_lock``
+    as given to ``create_upload``."""
     policy = await ctx.current_policy()
     policy_version = ctx.policy_version
     rc = policy.classes.get(upload.redundancy_class)
@@ -260,7 +264,7 @@ async def write_part(
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
         pinned = await ctx.store.uploads.first_targets(conn, upload.id)
-    write = await start_write(ctx, rc, settings, length, pinned=pinned)
+    write = await start_write(ctx, rc, settings, length, pinned=pinned, region_lock=region_lock)
     header: list[bytes] = []
     if upload.encrypted and part_number == 1:
         body = bp1_checked(body, lambda head: header.append(check_bp1_structure(head)))

@@ -31,6 +31,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 
 import asyncpg
 
@@ -53,6 +54,7 @@ from core.placement import BackendView, Placement, PlacementConstraints, place_f
 from core.policy import ClassChoice, PolicyDocument, RedundancyClass, choose_class
 from schema.audit import Caller
 from schema.jobs import PRIORITY, JobKind, replicate_key
+from schema.keys import Recipient
 from schema.parts import ErasurePart
 from schema.policies import PlacementSettings
 from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
@@ -159,6 +161,7 @@ async def start_write(
     length: int,
     *,
     pinned: Sequence[int] = (),
+    region_lock: Collection[str] = (),
 ) -> QuorumWrite:
     """Place ``length`` bytes of class ``rc`` under the bucket's constraints and prepare
     their quorum write (unhealthy targets are skipped and end pending).
@@ -167,9 +170,14 @@ async def start_write(
     went to. They are reused while they still form a valid placement of the class under
     today's constraints and enough of them are healthy for the write quorum, so every part
     of the object lives on one backend set (repair and erasure layouts count on a backend
-    holding every part, with one shard index); otherwise the part is placed afresh."""
+    holding every part, with one shard index); otherwise the part is placed afresh.
+
+    ``region_lock``: an import run's lock, added to the bucket's and tenant's rules (it only
+    narrows; a placement it makes impossible is ``PolicyViolation`` naming it)."""
     handles = await ctx.registry.current()
     constraints = settings.constraints
+    if region_lock:
+        constraints = replace(constraints, import_region_lock=frozenset(region_lock))
     erasure = (rc.k, rc.m) if rc.kind == "erasure" else None
     by_id = {h.id: h for h in handles}
     if pinned and all(b in by_id for b in pinned) and len(pinned) == rc.width:
@@ -254,13 +262,15 @@ async def commit_written(
     encryption_required: bool,
     action: str,
     detail: str = "",
+    recipients: Sequence[Recipient] = (),
 ) -> tuple[ObjectVersion, int | None]:
     """Make a written object visible, in the caller's transaction: the version and its replica
     rows (``commit_version``, checking ``condition`` under the key's row lock), the ``parts``
     rows of an erasure-coded object, one ``replicate`` job per backend holding a ``pending``
     piece, the placement-checker mark when the rules changed since the pieces were placed
-    (``placed_under``: their ``placement_fingerprint``s) and the audit entry. Shared by
-    every writer (``store_object``, copies, completed multipart uploads).
+    (``placed_under``: their ``placement_fingerprint``s), the data key's further
+    ``recipients`` (wrapped for other public keys, as ``?share`` adds them) and the audit
+    entry. Shared by every writer (``store_object``, copies, completed multipart uploads).
     Returns the version and the primary key of a version it dropped (garbage to collect)."""
     # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
     # their placement settings lands wholly before (seen here) or after (it marks us).
@@ -270,6 +280,8 @@ async def commit_written(
     )
     if layout:
         await ctx.parts.add(conn, version.id, layout)
+    if recipients:
+        await ctx.store.keys.add_recipients(conn, version.id, recipients)
     coded = any(r.shard_index >= 0 for r in replicas)
     pending = sorted({r.backend_id for r in replicas if r.status != "ok"})
     sources = sorted({r.backend_id for r in replicas} - set(pending))
@@ -339,6 +351,8 @@ async def store_object(
     condition: WriteCondition | None = None,
     verified_checksums: Mapping[str, str] | None = None,
     action: str = "PutObject",
+    region_lock: Collection[str] = (),
+    recipients: Sequence[Recipient] = (),
 ) -> ObjectVersion:
     """Write ``length`` bytes of ``body`` as the new version of ``key`` and commit it; the
     write path of PutObject, the plain /objects API, CopyObject's byte copy and the importer.
@@ -347,7 +361,9 @@ async def store_object(
     whether the tenant may store an object without ``envelope``. ``verified_checksums``: the
     ``x-amz-checksum-*`` values the body was verified against (algorithm -> base64), read once
     the body is consumed (the verifying reader fills it as it ends); one is stored with the
-    version (type ``FULL_OBJECT``). ``condition`` is checked in the commit transaction."""
+    version (type ``FULL_OBJECT``). ``condition`` is checked in the commit transaction.
+    ``region_lock``: an import's lock on top of the bucket's rules (``start_write``);
+    ``recipients``: further wraps of the data key, committed with the version."""
     if length > ctx.settings.max_object_size:
         raise EntityTooLarge(
             f"Your proposed upload of {length} bytes exceeds the maximum of "
@@ -359,7 +375,7 @@ async def store_object(
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
     rc = resolve_class(policy, settings, requested_class).redundancy_class
-    write = await start_write(ctx, rc, settings, length)
+    write = await start_write(ctx, rc, settings, length, region_lock=region_lock)
     if envelope is not None:
         body = bp1_checked(body, lambda header: parse_bp1_header(header, length))
     try:
@@ -398,6 +414,7 @@ async def store_object(
                 condition=condition,
                 encryption_required=not allow_plaintext,
                 action=action,
+                recipients=recipients,
             )
     except BaseException:
         ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))

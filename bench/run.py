@@ -10,6 +10,9 @@ Workloads (full / ``--quick``): 4 KiB PUT and GET on 8 threads (400 / 80 ops per
 64 MiB PUT and GET with 1 stream (6 / 2 objects) and 4 streams (8 / 4 objects). While each side
 runs, ``bench/rss.py`` samples the memory and CPU of the gateway's processes and of the moto
 servers. ``--profile`` adds a separate, gateway-only pass under py-spy (``bench/pyspy.py``).
+Last, the bucket importer against ``rclone copy`` (``bench/bench_import.py``: 10,000 x 4 KiB
+and 4 x 256 MiB, ``--quick`` 1,000 and 2 x 128 MiB; ``--no-import`` skips it,
+``--import-only`` runs only it).
 
 The result is one JSON document (all raw figures, every latency, the environment) and a short
 Markdown summary beside it; the Markdown is also printed. Exit status 1 when any GET returned
@@ -34,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.bench_import import import_case
+from bench.bench_import import render as render_import
 from bench.pyspy import PySpyRecorder
 from bench.report import environment, render_markdown, workload_label
 from bench.rss import FootprintSampler, pids_by_role
@@ -408,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/DATE.json)")
     parser.add_argument("--multipart-only", action="store_true",
                         help="only the multipart case (64 MiB via s3transfer, 8 MiB x10)")
+    parser.add_argument("--no-import", action="store_true", help="skip the import case")
+    parser.add_argument("--import-only", action="store_true", help="only the import case")
     args = parser.parse_args(argv)
     plan = Plan.quick_plan() if args.quick else Plan.full()
     started = datetime.now(UTC)
@@ -440,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(federation, plan)
             try:
                 workloads: list[dict[str, Any]] = []
+                if args.import_only:
+                    doc["import"] = import_case(federation, quick=plan.quick)
+                    raise _MultipartOnly
                 doc["multipart"] = bench.multipart(
                     plan.large_size, 8 * MIB, 10, 2 if plan.quick else 4
                 )
@@ -457,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
                     workloads += bench.pair(plan.large_size, streams, objects, cleanup=True)
                 doc["workloads"] = workloads
                 doc["metadata_check"] = bench.metadata_check()
+                if not args.no_import:
+                    doc["import"] = import_case(federation, quick=plan.quick)
                 if args.profile:
                     doc["profile"] = bench.profile(out.parent / f"{stamp}-pyspy", stamp)
                 doc["environment"]["loadavg_end"] = list(os.getloadavg())
@@ -477,11 +489,15 @@ def main(argv: list[str] | None = None) -> int:
             f" {multipart['ratio_mb_per_s']} ({multipart['gateway']['mismatches']} wrong bodies,"
             f" {multipart['gateway']['errors'] + multipart['direct']['errors']} errors)"
         )
+    if "import" in doc:
+        verdict += "; " + render_import(doc["import"]).replace("\n", ";")
     doc["verdict"] = verdict
     doc["ok"] = ok
     doc["duration_s"] = round(time.monotonic() - t0, 1)
     out.write_text(json.dumps(doc, indent=1) + "\n")
-    if args.multipart_only:  # the full report needs the other workloads
+    if args.import_only:
+        markdown = f"## Import ({doc['started_at']})\n\n{render_import(doc['import'])}\n"
+    elif args.multipart_only:  # the full report needs the other workloads
         markdown = f"## Multipart upload ({doc['started_at']})\n\n{verdict}.\n"
     else:
         markdown = render_markdown(doc)

@@ -4,10 +4,11 @@ wrong with it, as plain values any layer can hold and catch.
 ``SourceCredentials`` never shows its secret in a ``repr`` (it ends up in logs, tracebacks
 and the Ray dashboard otherwise); it is built from the dictionary
 ``core.credential_seal.open_sealed`` returns and lives only in the memory of the process
-that opened it. The errors (``SourceError`` and its three kinds) are what an operator or a
-tenant can act on: the source cannot be reached (endpoint, network, timeout), refuses these
-credentials, or has no such bucket. The code that talks to a source
-(``actors/source_bucket.py``) translates vendor errors into them; nothing here does I/O.
+that opened it. The errors (``SourceError`` and its kinds) are what an operator or a tenant
+can act on: the source cannot be reached (endpoint, network, timeout), refuses these
+credentials, has no such bucket, or one object changed since it was listed. The code that
+talks to a source (``actors/source_bucket.py``) translates vendor errors into them; nothing
+here does I/O.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "SourceCredentials",
     "SourceError",
     "SourceLocation",
+    "SourceObjectChanged",
     "SourceUnreachable",
     "parse_source_url",
 ]
@@ -43,6 +45,11 @@ class SourceAccessDenied(SourceError, AccessDenied):
 
 class SourceBucketMissing(SourceError, NotFound):
     """The source has no such bucket."""
+
+
+class SourceObjectChanged(SourceError):
+    """A listed source object was replaced or deleted before it was copied (its ETag no longer
+    matches): a later run of the import copies what is there then."""
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,9 @@ class PlacementConstraints:
     ``eu-west`` and any backend of jurisdiction ``EU``); it is the bucket's lock.
     ``tenant_region_lock`` is the tenant's, with the same syntax: a backend must satisfy both
     (each lock is a disjunction of its entries, the two locks a conjunction, so a tenant lock
-    cannot be widened by a bucket). ``allowed_backends=None`` means no tenant allow-list.
+    cannot be widened by a bucket). ``import_region_lock`` is a third lock of the same syntax,
+    an import run's ``--region-lock``, added to its writes: it narrows, never
+    widens. ``allowed_backends=None`` means no tenant allow-list.
     ``exclude`` names backends never to choose. Sets given as lists or sets are frozen; a bare
     string is refused (it would be read as a set of letters).
     """
@@ -170,6 +172,7 @@ class PlacementConstraints:
     allowed_backends: frozenset[str] | None = None
     exclude: frozenset[str] = frozenset()
     tenant_region_lock: frozenset[str] = frozenset()
+    import_region_lock: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in (
@@ -178,6 +181,7 @@ class PlacementConstraints:
             "jurisdiction_deny",
             "exclude",
             "tenant_region_lock",
+            "import_region_lock",
         ):
             object.__setattr__(self, name, _names(name, getattr(self, name)))
         object.__setattr__(
@@ -192,6 +196,8 @@ class PlacementConstraints:
             parts.append(f"tenant region lock {_join_sorted(self.tenant_region_lock)}")
         if self.region_lock:
             parts.append(f"region lock {_join_sorted(self.region_lock)}")
+        if self.import_region_lock:
+            parts.append(f"import region lock {_join_sorted(self.import_region_lock)}")
         if self.jurisdiction_allow:
             parts.append(f"jurisdiction allow {_join_sorted(self.jurisdiction_allow)}")
         if self.jurisdiction_deny:
@@ -313,6 +319,9 @@ def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
         )
     if c.region_lock:
         stages.append(_lock_stage(f"region lock {_join_sorted(c.region_lock)}", c.region_lock))
+    if c.import_region_lock:
+        label = f"import region lock {_join_sorted(c.import_region_lock)}"
+        stages.append(_lock_stage(label, c.import_region_lock))
     if c.jurisdiction_allow:
         allow = frozenset(x.upper() for x in c.jurisdiction_allow)
         label = f"jurisdiction allow {_join_sorted(c.jurisdiction_allow)}"

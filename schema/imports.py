@@ -50,6 +50,8 @@ from core.import_state import (
 from schema.jobs import MAX_ERROR_CHARS
 
 __all__ = [
+    "MARKER_ETAG",
+    "MARKER_RUN",
     "ImportObject",
     "ImportRepository",
     "ImportRun",
@@ -59,6 +61,12 @@ __all__ = [
     "ManifestSegment",
     "MarkedObject",
 ]
+
+
+#: User metadata an imported version carries: the run that wrote it and the source object's
+#: ETag (so a transfer that is retried after its commit finds its version: ``written_by_run``).
+MARKER_RUN = "bp-import-run"
+MARKER_ETAG = "bp-import-etag"
 
 
 @dataclass(frozen=True)
@@ -576,6 +584,47 @@ class ImportRepository:
         )
         return [_object(r) for r in rows]
 
+    async def objects_named(
+        self, conn: asyncpg.Connection, run_id: int, keys: Sequence[str]
+    ) -> list[ImportObject]:
+        """The run's objects with these source keys (a transfer job's batch), in key order."""
+        rows = await conn.fetch(
+            f"SELECT {_OBJECT_COLUMNS} FROM import_objects WHERE run_id = $1"
+            " AND key = ANY($2::text[]) ORDER BY key",
+            run_id,
+            list(keys),
+        )
+        return [_object(r) for r in rows]
+
+    async def written_by_run(
+        self,
+        conn: asyncpg.Connection,
+        run_id: int,
+        bucket_id: int,
+        wanted: Sequence[tuple[str, str, str]],
+    ) -> dict[str, int]:
+        """Of (source key, destination key, source ETag) triples, those whose destination's
+        latest version this run already wrote from that very source object (its user
+        metadata ``MARKER_RUN`` and ``MARKER_ETAG`` name the run and the ETag): source key ->
+        version. A transfer killed after its commit but before its object row moved finds
+        its version here instead of writing a duplicate."""
+        if not wanted:
+            return {}
+        rows = await conn.fetch(
+            "SELECT u.src, v.id"
+            " FROM unnest($3::text[], $4::text[], $5::text[]) AS u(src, dst, etag)"
+            " JOIN object_versions v ON v.bucket_id = $2 AND v.key = u.dst AND v.is_latest"
+            "   AND NOT v.is_delete_marker"
+            f" WHERE v.user_metadata->>'{MARKER_RUN}' = $1::bigint::text"
+            f"   AND v.user_metadata->>'{MARKER_ETAG}' = u.etag",
+            run_id,
+            bucket_id,
+            [w[0] for w in wanted],
+            [w[1] for w in wanted],
+            [w[2] for w in wanted],
+        )
+        return {r["src"]: int(r["id"]) for r in rows}
+
     async def pending_objects(
         self, conn: asyncpg.Connection, run_id: int, *, after: str = "", limit: int = 1000
     ) -> list[ImportObject]:
@@ -638,6 +687,35 @@ class ImportRepository:
             attempts=1,
             version_pks=[v for _, v in copied],
         )
+
+    async def mark_done(
+        self,
+        conn: asyncpg.Connection,
+        run_id: int,
+        stored: Sequence[tuple[str, int]],
+    ) -> int:
+        """(key, version) of pending or copied objects stored and verified in one step (the
+        transfer checked them against the source before its commit): ``copied`` (spending
+        an attempt), then ``verified``, in the caller's transaction. Returns how many became
+        verified."""
+        async with conn.transaction():
+            await self._move(
+                conn,
+                run_id,
+                [k for k, _ in stored],
+                from_states=("pending",),
+                to_state="copied",
+                attempts=1,
+                version_pks=[v for _, v in stored],
+            )
+            return await self._move(
+                conn,
+                run_id,
+                [k for k, _ in stored],
+                from_states=("copied",),
+                to_state="verified",
+                version_pks=[v for _, v in stored],
+            )
 
     async def mark_verified(
         self, conn: asyncpg.Connection, run_id: int, keys: Sequence[str]

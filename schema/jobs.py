@@ -34,7 +34,12 @@ repair           version_pk, backend_id, part_number, ...    ``repair:<pk>:<back
 move             version_pk, backend_id, reason              ``move:<pk>:<backend>``
 add_replica      version_pk, reason                          ``add_replica:<pk>``
 placement_check  version_pk, reason                          ``placement_check:<pk>``
+import_copy      run_id, keys (a batch of one import run's)  ``import_copy:<run>:<sha1 key1>``
 ===============  ==========================================  =================================
+
+``import_copy`` jobs are run only by an import's own workers (they hold the run's source
+credentials in memory): they lease with ``match={"run_id": N}``, and replication agents never
+lease this kind (it is not in ``DATA_KINDS``).
 
 Portable to CockroachDB: plain UPDATE/INSERT, ``SKIP LOCKED``, no LISTEN/NOTIFY, no advisory
 locks; intervals are written ``$n * interval '1 second'``.
@@ -45,6 +50,7 @@ do), or sleep: pollers choose their own idle interval.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -66,6 +72,7 @@ __all__ = [
     "JobQueue",
     "add_replica_key",
     "backoff_delay",
+    "import_copy_key",
     "move_key",
     "placement_check_key",
     "repair_key",
@@ -86,6 +93,8 @@ class JobKind(StrEnum):
     ADD_REPLICA = "add_replica"
     #: Check a version's placement after the rules that place it changed.
     PLACEMENT_CHECK = "placement_check"
+    #: Copy a batch of an import run's source objects into the federation.
+    IMPORT_COPY = "import_copy"
 
 
 #: The kinds replication agents run: each copies bytes between backends.
@@ -105,6 +114,7 @@ PRIORITY: Final[Mapping[JobKind, int]] = {
     JobKind.ADD_REPLICA: 100,
     JobKind.MOVE: 120,
     JobKind.PLACEMENT_CHECK: 150,
+    JobKind.IMPORT_COPY: 200,
 }
 
 
@@ -126,6 +136,12 @@ def add_replica_key(version_pk: int) -> str:
 
 def placement_check_key(version_pk: int) -> str:
     return f"{JobKind.PLACEMENT_CHECK}:{version_pk}"
+
+
+def import_copy_key(run_id: int, first_key: str) -> str:
+    """One batch of a run, named by its first source key (hashed: keys may be 1 KiB long)."""
+    digest = hashlib.sha1(first_key.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return f"{JobKind.IMPORT_COPY}:{run_id}:{digest}"
 
 
 #: States in which an idempotency key is taken.
@@ -265,11 +281,13 @@ class JobQueue:
         lease_s: float,
         limit: int = 1,
         reap: bool = True,
+        match: Mapping[str, Any] | None = None,
     ) -> list[Job]:
         """Lease up to ``limit`` ready jobs of ``kinds`` (queued, or leased with an expired
         lease) for ``lease_s`` seconds. Expired leases on their last attempt are dead-lettered
-        first (``reap``; a busy poller may do that only now and then). Run it outside an
-        explicit transaction (each statement commits on its own)."""
+        first (``reap``; a busy poller may do that only now and then). ``match``: only jobs
+        whose payload contains these fields (an import's workers take their run's jobs only).
+        Run it outside an explicit transaction (each statement commits on its own)."""
         if reap:
             await self.reap(conn, kinds)
         rows = await conn.fetch(
@@ -278,12 +296,14 @@ class JobQueue:
             " attempts = attempts + 1, updated_at = now()"
             " WHERE id IN (SELECT id FROM jobs WHERE kind = ANY($3::text[]) AND run_after <= now()"
             "   AND (status = 'queued' OR (status = 'leased' AND lease_expires_at < now()))"
+            "   AND ($5::text IS NULL OR payload @> ($5::text)::jsonb)"
             "   ORDER BY priority, run_after, id LIMIT $4 FOR UPDATE SKIP LOCKED)"
             " RETURNING *",
             owner,
             lease_s,
             list(kinds),
             limit,
+            None if match is None else json.dumps(dict(match)),
         )
         jobs = [_job(r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.run_after or datetime.min, j.id))
@@ -440,6 +460,18 @@ class JobQueue:
             "SELECT kind, status, count(*) AS n FROM jobs GROUP BY kind, status"
         )
         return {(r["kind"], r["status"]): r["n"] for r in rows}
+
+    async def active_count(
+        self, conn: asyncpg.Connection, kind: str, *, match: Mapping[str, Any] | None = None
+    ) -> int:
+        """Queued or leased jobs of ``kind`` (whose payload contains ``match``): work left."""
+        count = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE kind = $1 AND status IN ('queued', 'leased')"
+            " AND ($2::text IS NULL OR payload @> ($2::text)::jsonb)",
+            kind,
+            None if match is None else json.dumps(dict(match)),
+        )
+        return int(count)
 
     async def pending(self, conn: asyncpg.Connection, kind: str) -> list[Job]:
         rows = await conn.fetch(

@@ -6,6 +6,7 @@ that could unwrap them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -78,6 +79,18 @@ class KeyRepository:
             recipient.wrapped_key,
         )
         return int(version_pk)
+
+    async def add_recipients(
+        self, conn: asyncpg.Connection, version_pk: int, recipients: Sequence[Recipient]
+    ) -> None:
+        """Further recipients of a version being committed (in its transaction: an imported
+        object is readable by every recipient from the moment it is visible)."""
+        await conn.executemany(
+            "INSERT INTO object_recipients (version_pk, key_id, key_version, wrap_alg, wrapped_key)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version_pk, key_id, key_version)"
+            " DO UPDATE SET wrap_alg = EXCLUDED.wrap_alg, wrapped_key = EXCLUDED.wrapped_key",
+            [(version_pk, r.key_id, r.key_version, r.wrap_alg, r.wrapped_key) for r in recipients],
+        )
 
     async def recipients(self, conn: asyncpg.Connection, version_pk: int) -> list[Recipient]:
         rows = await conn.fetch(

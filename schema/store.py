@@ -16,6 +16,7 @@ from schema.changelog import ChangelogRepository
 from schema.db import Database
 from schema.garbage import GarbageRepository
 from schema.jobs import JobQueue
+from schema.keys import KeyRepository
 from schema.listing import ListingRepository
 from schema.records import AccessKey, Bucket, ObjectVersion
 from schema.replicas import ReplicaRepository
@@ -56,6 +57,7 @@ class MetadataStore:
         self.jobs = JobQueue()
         self.audit = AuditLog()
         self.uploads = UploadRepository()
+        self.keys = KeyRepository()
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 10) -> MetadataStore:
