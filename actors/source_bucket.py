@@ -54,7 +54,7 @@ from core.import_source import (
     SourceObjectChanged,
     SourceUnreachable,
 )
-from schema.imports import ImportSource, ManifestEntry
+from schema.import_records import ImportSource, ManifestEntry
 
 __all__ = ["SourceBucket", "SourceObject", "entry_of", "open_source"]
 

@@ -41,7 +41,8 @@ from actors.import_keyholder import keyholder
 from client.recipient import key_id, wrap_alg_for
 from core.credential_seal import seal
 from schema.db import Database
-from schema.imports import ImportRepository, KeyRef
+from schema.import_records import KeyRef
+from schema.imports import ImportRepository
 
 __all__ = ["import_case", "main"]
 

@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 from actors.source_bucket import SourceBucket
 from core.errors import Conflict, InvalidInput
 from schema.db import Database
-from schema.imports import ImportRepository, ManifestEntry
+from schema.import_records import ManifestEntry
+from schema.imports import ImportRepository
 
 __all__ = [
     "MANIFEST_SCHEMA",

@@ -55,7 +55,7 @@ from core.envelope import Envelope
 from core.errors import BulletproofError, InvalidInput
 from core.import_state import destination_key
 from schema.audit import Caller
-from schema.imports import MARKER_ETAG, MARKER_RUN, ImportObject, ImportRun
+from schema.import_records import MARKER_ETAG, MARKER_RUN, ImportObject, ImportRun
 from schema.keys import KeyRepository, Recipient
 from schema.records import Bucket
 

@@ -44,7 +44,8 @@ from core.errors import InvalidInput, PolicyViolation
 from core.import_source import SourceAccessDenied, SourceBucketMissing, SourceObjectChanged
 from jobs.import_transfer import WINDOW, ImportTarget, load_target, transfer_object
 from jobs.metrics import import_metrics
-from schema.imports import ImportObject, ImportRepository
+from schema.import_records import ImportObject
+from schema.imports import ImportRepository
 from schema.jobs import Backoff, Job, JobKind
 
 __all__ = [

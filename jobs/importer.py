@@ -51,7 +51,8 @@ from jobs.import_progress import progress_line
 from jobs.import_workers import LEASE_S, ImportWorker
 from jobs.metrics import import_metrics
 from schema.db import Database
-from schema.imports import ImportRepository, ImportRun, ManifestSegment
+from schema.import_records import ImportRun, ManifestSegment
+from schema.imports import ImportRepository
 from schema.jobs import PRIORITY, JobKind, JobQueue, import_copy_key
 
 __all__ = [

@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -47,144 +44,23 @@ from core.import_state import (
     check_transition,
     import_status,
 )
-from schema.jobs import MAX_ERROR_CHARS
+from schema.import_records import (
+    MARKER_ETAG,
+    MARKER_RUN,
+    ImportObject,
+    ImportRun,
+    ImportSource,
+    KeyRef,
+    ManifestEntry,
+    ManifestSegment,
+    MarkedObject,
+    error_of,
+    object_of,
+    run_of,
+    source_of,
+)
 
-__all__ = [
-    "MARKER_ETAG",
-    "MARKER_RUN",
-    "ImportObject",
-    "ImportRepository",
-    "ImportRun",
-    "ImportSource",
-    "KeyRef",
-    "ManifestEntry",
-    "ManifestSegment",
-    "MarkedObject",
-]
-
-
-#: User metadata an imported version carries: the run that wrote it and the source object's
-#: ETag (so a transfer that is retried after its commit finds its version: ``written_by_run``).
-MARKER_RUN = "bp-import-run"
-MARKER_ETAG = "bp-import-etag"
-
-
-@dataclass(frozen=True)
-class ImportSource:
-    id: int
-    tenant_id: int
-    name: str
-    endpoint: str
-    region: str
-    bucket: str
-    prefix: str
-    sealed: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class KeyRef:
-    """A published public key an import encrypts to."""
-
-    key_id: str
-    key_version: int
-
-
-@dataclass(frozen=True)
-class ImportRun:
-    id: int
-    tenant_id: int
-    source_id: int
-    dest_bucket: str
-    dest_prefix: str
-    redundancy_class: str | None
-    region_lock: tuple[str, ...]
-    recipients: tuple[KeyRef, ...]
-    state: str
-    objects_total: int
-    objects_done: int
-    bytes_total: int
-    bytes_done: int
-    errors: int
-    manifest_complete: bool
-    submission_id: str | None
-    source_marked_at: datetime | None
-    last_error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One source object as listed. ``etag`` without quotes; ``checksum`` is ``ALG:value``, or
-    ``ALG:`` when the listing names the algorithm only (the value comes with the object)."""
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime | None = None
-    checksum: str | None = None
-
-
-@dataclass(frozen=True)
-class ImportObject:
-    run_id: int
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime | None
-    checksum: str | None
-    state: str
-    attempts: int
-    error: str | None
-    version_pk: int | None
-
-
-@dataclass(frozen=True)
-class ManifestSegment:
-    run_id: int
-    seq: int
-    keys: int
-    bytes: int
-    first_key: str
-    last_key: str
-
-
-@dataclass(frozen=True)
-class MarkedObject:
-    """A deletion-manifest entry: the tenant may delete this source object."""
-
-    key: str
-    size: int
-    etag: str
-    version_pk: int | None
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _source(row: asyncpg.Record) -> ImportSource:
-    return ImportSource(**dict(row))
-
-
-def _run(row: asyncpg.Record) -> ImportRun:
-    values = dict(row)
-    values["region_lock"] = tuple(values["region_lock"] or ())
-    values["recipients"] = tuple(
-        KeyRef(str(r["key_id"]), int(r["key_version"])) for r in _json(values["recipients"]) or ()
-    )
-    return ImportRun(**values)
-
-
-def _object(row: asyncpg.Record) -> ImportObject:
-    return ImportObject(**dict(row))
-
-
-def _error(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+__all__ = ["ImportRepository"]
 
 
 def _tenant_filter(tenant_id: int | None, column: str = "tenant_id", n: int = 2) -> str:
@@ -295,7 +171,7 @@ class ImportRepository:
         except asyncpg.CheckViolationError as exc:
             raise InvalidInput(f"import source refused: {exc.constraint_name}") from None
         assert row is not None
-        return _source(row)
+        return source_of(row)
 
     async def get_source(
         self, conn: asyncpg.Connection, source_id: int, *, tenant_id: int | None = None
@@ -307,7 +183,7 @@ class ImportRepository:
         )
         if row is None:
             raise NotFound(f"no import source {source_id}")
-        return _source(row)
+        return source_of(row)
 
     async def source_by_name(
         self, conn: asyncpg.Connection, tenant_id: int, name: str
@@ -317,7 +193,7 @@ class ImportRepository:
         )
         if row is None:
             raise NotFound(f"no import source {name!r}")
-        return _source(row)
+        return source_of(row)
 
     async def list_sources(
         self, conn: asyncpg.Connection, *, tenant_id: int | None = None
@@ -328,7 +204,7 @@ class ImportRepository:
             rows = await conn.fetch(
                 "SELECT * FROM import_sources WHERE tenant_id = $1 ORDER BY id", tenant_id
             )
-        return [_source(r) for r in rows]
+        return [source_of(r) for r in rows]
 
     async def replace_sealed(
         self, conn: asyncpg.Connection, source_id: int, tenant_id: int, sealed: str
@@ -376,7 +252,7 @@ class ImportRepository:
         )
         if row is None:
             raise NotFound(f"no import source {source_id}")
-        return _run(row)
+        return run_of(row)
 
     async def get_run(
         self, conn: asyncpg.Connection, run_id: int, *, tenant_id: int | None = None
@@ -388,7 +264,7 @@ class ImportRepository:
         )
         if row is None:
             raise NotFound(f"no import {run_id}")
-        return _run(row)
+        return run_of(row)
 
     async def list_runs(
         self,
@@ -406,7 +282,7 @@ class ImportRepository:
             before_id,
             limit,
         )
-        return [_run(r) for r in rows]
+        return [run_of(r) for r in rows]
 
     async def set_state(
         self,
@@ -442,11 +318,11 @@ class ImportRepository:
                 " updated_at = now() WHERE id = $1 RETURNING *",
                 run_id,
                 state,
-                None if error is None else _error(error),
+                None if error is None else error_of(error),
                 list(FINAL_RUN_STATES),
             )
         assert row is not None
-        return _run(row)
+        return run_of(row)
 
     async def set_submission(
         self, conn: asyncpg.Connection, run_id: int, submission_id: str
@@ -582,7 +458,7 @@ class ImportRepository:
             after,
             limit,
         )
-        return [_object(r) for r in rows]
+        return [object_of(r) for r in rows]
 
     async def objects_named(
         self, conn: asyncpg.Connection, run_id: int, keys: Sequence[str]
@@ -594,7 +470,7 @@ class ImportRepository:
             run_id,
             list(keys),
         )
-        return [_object(r) for r in rows]
+        return [object_of(r) for r in rows]
 
     async def written_by_run(
         self,
@@ -652,7 +528,7 @@ class ImportRepository:
                 run_id,
                 list(keys),
                 list(version_pks) if version_pks is not None else [None] * len(keys),
-                [None if e is None else _error(e) for e in errors]
+                [None if e is None else error_of(e) for e in errors]
                 if errors is not None
                 else [None] * len(keys),
                 list(from_states),
@@ -776,7 +652,7 @@ class ImportRepository:
         )
         if row is None:
             raise NotFound(f"no import {run_id}")
-        return _run(row)
+        return run_of(row)
 
     # -- status ------------------------------------------------------------------------------
     async def facts(

@@ -44,14 +44,11 @@ from actors.import_jobs import (
 )
 from actors.import_keyholder import keyholder
 from actors.source_bucket import open_source
-from core.credential_seal import SealOpenFailed, check_sealed, open_sealed
+from core.credential_seal import SealOpenFailed, open_sealed
 from core.errors import InvalidInput, NoSuchBucket
 from core.import_source import (
-    SourceAccessDenied,
-    SourceBucketMissing,
     SourceError,
     SourceLocation,
-    SourceUnreachable,
 )
 from core.import_state import (
     ACTIVE_RUN_STATES,
@@ -62,185 +59,34 @@ from core.import_state import (
 )
 from gateway.admin.fields import names_list, optional_class, text
 from gateway.context import GatewayContext
+from gateway.imports.errors import (
+    JobApiUnavailable,
+    PassphraseRequired,
+    WrongPassphrase,
+    source_failed,
+)
+from gateway.imports.wire import (
+    iso_time,
+    optional_text,
+    page_limit,
+    passphrase_of,
+    run_json,
+    sealed_blob,
+    source_json,
+    split_destination,
+)
 from gateway.s3 import errors as s3e
 from schema.audit import Caller
-from schema.imports import ImportRepository, ImportRun, ImportSource, KeyRef
+from schema.import_records import ImportRun, ImportSource, KeyRef
+from schema.imports import ImportRepository
 from schema.keys import KeyRepository
 
-__all__ = [
-    "ImportService",
-    "InvalidSealedCredentials",
-    "JobApiUnavailable",
-    "PassphraseRequired",
-    "SourceFailed",
-    "WrongPassphrase",
-]
+__all__ = ["ImportService"]
 
 _REPO = ImportRepository()
 _KEYS = KeyRepository()
-#: Fields that would carry plaintext credentials: refused, whatever else the body holds.
-_PLAINTEXT_FIELDS = ("access_key", "secret_key", "session_token", "credentials", "secret")
-_MAX_PAGE = 1000
 #: Runs whose progress samples a replica keeps (least recently asked dropped first).
 _METERS = 1024
-
-
-class WrongPassphrase(s3e.S3Error):
-    status = 403
-    code = "WrongPassphrase"
-    default_message = "The passphrase does not open this source's sealed credentials."
-
-
-class PassphraseRequired(s3e.S3Error):
-    status = 400
-    code = "PassphraseRequired"
-    default_message = (
-        "The cluster no longer holds this import's passphrase (it restarted, or the passphrase"
-        " expired): send it again."
-    )
-
-
-class InvalidSealedCredentials(s3e.S3Error):
-    status = 400
-    code = "InvalidSealedCredentials"
-    default_message = "The sealed credentials are malformed."
-
-
-class SourceFailed(s3e.S3Error):
-    """The source answered badly (the ``code`` says how)."""
-
-    status = 502
-    code = "SourceError"
-    default_message = "The source failed."
-
-
-class _SourceUnreachable(SourceFailed):
-    status = 502
-    code = "SourceUnreachable"
-
-
-class _SourceAccessDenied(SourceFailed):
-    status = 403
-    code = "SourceAccessDenied"
-
-
-class _SourceBucketMissing(SourceFailed):
-    status = 404
-    code = "SourceBucketMissing"
-
-
-class JobApiUnavailable(s3e.S3Error):
-    status = 503
-    code = "JobApiUnavailable"
-    default_message = "Ray's Job Submission API is unavailable."
-
-
-def _source_failed(exc: SourceError) -> SourceFailed:
-    for kind, error in (
-        (SourceUnreachable, _SourceUnreachable),
-        (SourceAccessDenied, _SourceAccessDenied),
-        (SourceBucketMissing, _SourceBucketMissing),
-    ):
-        if isinstance(exc, kind):
-            return error(str(exc))
-    return SourceFailed(str(exc))
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.astimezone(UTC).isoformat()
-
-
-def _source_json(source: ImportSource) -> dict[str, Any]:
-    return {
-        "id": source.id,
-        "name": source.name,
-        "endpoint": source.endpoint,
-        "region": source.region,
-        "bucket": source.bucket,
-        "prefix": source.prefix,
-        "sealed": True,
-        "created_at": _iso(source.created_at),
-    }
-
-
-def _run_json(run: ImportRun) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "source_id": run.source_id,
-        "destination": {"bucket": run.dest_bucket, "prefix": run.dest_prefix},
-        "class": run.redundancy_class,
-        "region_lock": list(run.region_lock),
-        "recipients": [{"key_id": k.key_id, "key_version": k.key_version} for k in run.recipients],
-        "run_state": run.state,
-        "objects_total": run.objects_total,
-        "objects_done": run.objects_done,
-        "bytes_total": run.bytes_total,
-        "bytes_done": run.bytes_done,
-        "errors": run.errors,
-        "manifest_complete": run.manifest_complete,
-        "submission_id": run.submission_id,
-        "last_error": run.last_error,
-        "source_marked_at": _iso(run.source_marked_at),
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-    }
-
-
-def _passphrase(data: dict[str, Any], *, required: bool = True) -> str | None:
-    value = data.get("passphrase")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise s3e.InvalidArgument("field 'passphrase' must be a non-empty string")
-    return value
-
-
-def _optional_text(data: dict[str, Any], name: str, default: str) -> str:
-    value = data.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, str) or len(value) > 1024:
-        raise s3e.InvalidArgument(f"field {name!r} must be a string of at most 1024 characters")
-    return value
-
-
-def _sealed(data: dict[str, Any]) -> str:
-    present = [name for name in _PLAINTEXT_FIELDS if name in data]
-    if present:
-        raise InvalidSealedCredentials(
-            f"plaintext credentials are refused (field {present[0]!r}): seal them under a"
-            " passphrase first (bulletproof import seal-credentials, or the console)"
-        )
-    blob = data.get("sealed")
-    if isinstance(blob, dict):
-        blob = json.dumps(blob, separators=(",", ":"))
-    if not isinstance(blob, str) or not blob:
-        raise InvalidSealedCredentials("field 'sealed' (the sealed credentials) is required")
-    try:
-        check_sealed(blob)
-    except SealOpenFailed as exc:
-        raise InvalidSealedCredentials(str(exc)) from None
-    return blob
-
-
-def _split_destination(value: str) -> tuple[str, str]:
-    bucket, _, prefix = value.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise s3e.InvalidArgument("field 'destination' must be BUCKET[/PREFIX]")
-    return bucket, prefix
-
-
-def _page_limit(value: str | None) -> int:
-    if value is None:
-        return 100
-    try:
-        limit = int(value)
-    except ValueError:
-        raise s3e.InvalidArgument("limit must be an integer") from None
-    if not 1 <= limit <= _MAX_PAGE:
-        raise s3e.InvalidArgument(f"limit must be in 1..{_MAX_PAGE}")
-    return limit
 
 
 class ImportService:
@@ -254,11 +100,11 @@ class ImportService:
     async def create_source(
         self, ctx: GatewayContext, tenant_id: int, caller: Caller, data: dict[str, Any]
     ) -> dict[str, Any]:
-        sealed = _sealed(data)
+        sealed = sealed_blob(data)
         name = text(data, "name")
         endpoint, bucket = text(data, "endpoint"), text(data, "bucket")
-        prefix = _optional_text(data, "prefix", "")
-        region = _optional_text(data, "region", "us-east-1") or "us-east-1"
+        prefix = optional_text(data, "prefix", "")
+        region = optional_text(data, "region", "us-east-1") or "us-east-1"
         SourceLocation(endpoint, bucket, prefix, region)  # InvalidInput names what is wrong
         async with ctx.store.db.transaction() as conn:
             source = await _REPO.create_source(
@@ -274,17 +120,17 @@ class ImportService:
             await ctx.store.audit.append(
                 conn, caller.entry("ImportCreateSource", f"import-source/{source.id}")
             )
-        return _source_json(source)
+        return source_json(source)
 
     async def list_sources(self, ctx: GatewayContext, tenant_id: int) -> list[dict[str, Any]]:
         async with ctx.store.db.connection() as conn:
-            return [_source_json(s) for s in await _REPO.list_sources(conn, tenant_id=tenant_id)]
+            return [source_json(s) for s in await _REPO.list_sources(conn, tenant_id=tenant_id)]
 
     async def show_source(
         self, ctx: GatewayContext, tenant_id: int | None, source_id: int
     ) -> dict[str, Any]:
         async with ctx.store.db.connection() as conn:
-            return _source_json(await _REPO.get_source(conn, source_id, tenant_id=tenant_id))
+            return source_json(await _REPO.get_source(conn, source_id, tenant_id=tenant_id))
 
     async def test_source(
         self,
@@ -295,7 +141,7 @@ class ImportService:
         data: dict[str, Any],
     ) -> dict[str, Any]:
         """Open the source with the passphrase and list one page of it (at most 10 keys)."""
-        passphrase = _passphrase(data)
+        passphrase = passphrase_of(data)
         assert passphrase is not None
         async with ctx.store.db.connection() as conn:
             source = await _REPO.get_source(conn, source_id, tenant_id=tenant_id)
@@ -310,10 +156,10 @@ class ImportService:
         try:
             page = await asyncio.to_thread(first_page)
         except SourceError as exc:
-            raise _source_failed(exc) from None
+            raise source_failed(exc) from None
         return {
             "ok": True,
-            "source": _source_json(source),
+            "source": source_json(source),
             "sample": [{"key": e.key, "size": e.size, "etag": e.etag} for e in page],
         }
 
@@ -321,7 +167,7 @@ class ImportService:
     async def create_import(
         self, ctx: GatewayContext, tenant_id: int, caller: Caller, data: dict[str, Any]
     ) -> dict[str, Any]:
-        dest_bucket, dest_prefix = _split_destination(text(data, "destination"))
+        dest_bucket, dest_prefix = split_destination(text(data, "destination"))
         redundancy_class = optional_class(ctx, data, "class") if "class" in data else None
         region_lock = names_list(data, "region_lock") if data.get("region_lock") else []
         wanted = names_list(data, "recipients") if data.get("recipients") else []
@@ -351,7 +197,7 @@ class ImportService:
                 region_lock=region_lock,
             )
             await ctx.store.audit.append(conn, caller.entry("ImportCreate", f"import/{run.id}"))
-        return _run_json(run)
+        return run_json(run)
 
     async def _recipients(
         self, ctx: GatewayContext, conn: Any, tenant_id: int, wanted: list[str]
@@ -383,7 +229,7 @@ class ImportService:
             before_id = None if before is None else int(before)
         except ValueError:
             raise s3e.InvalidArgument("before must be an import id") from None
-        page = _page_limit(limit)
+        page = page_limit(limit)
         async with ctx.store.db.connection() as conn:
             runs = await _REPO.list_runs(
                 conn, tenant_id=tenant_id, before_id=before_id, limit=page
@@ -394,7 +240,7 @@ class ImportService:
                 status = await _REPO.status(conn, run.id)
                 out.append(
                     {
-                        **_run_json(run),
+                        **run_json(run),
                         "tenant": names.get(run.tenant_id),
                         "state": status.color.value,
                         "reason": status.reason,
@@ -416,11 +262,11 @@ class ImportService:
         progress = self._progress(run)
         job = await self._job(run.submission_id)
         return {
-            **_run_json(run),
+            **run_json(run),
             "tenant": tenant.name,
             "state": status.color.value,
             "reason": status.reason,
-            "source": _source_json(source),
+            "source": source_json(source),
             "objects_per_s": round(progress.objects_per_s, 3),
             "bytes_per_s": round(progress.bytes_per_s, 1),
             "eta_s": None if progress.eta_s is None else round(progress.eta_s, 1),
@@ -436,7 +282,7 @@ class ImportService:
         after: str | None = None,
         limit: str | None = None,
     ) -> dict[str, Any]:
-        page = _page_limit(limit)
+        page = page_limit(limit)
         async with ctx.store.db.connection() as conn:
             run = await _REPO.get_run(conn, run_id, tenant_id=tenant_id)
             failed = await _REPO.objects(
@@ -460,7 +306,7 @@ class ImportService:
         run_id: int,
         data: dict[str, Any],
     ) -> dict[str, Any]:
-        passphrase = _passphrase(data)
+        passphrase = passphrase_of(data)
         assert passphrase is not None
         async with ctx.store.db.connection() as conn:
             run = await _REPO.get_run(conn, run_id, tenant_id=tenant_id)
@@ -563,7 +409,7 @@ class ImportService:
                     f"ok job={run.submission_id} stopped={stopped}",
                 ),
             )
-        return {**_run_json(run), "job_stopped": stopped}
+        return {**run_json(run), "job_stopped": stopped}
 
     async def mark_source(
         self, ctx: GatewayContext, tenant_id: int | None, caller: Caller, run_id: int
@@ -594,7 +440,7 @@ class ImportService:
                     "bucket": source.bucket,
                     "prefix": source.prefix,
                 },
-                "marked_at": _iso(run.source_marked_at),
+                "marked_at": iso_time(run.source_marked_at),
             }
             yield (json.dumps(head)[:-1] + ', "objects": [').encode()
             after, first = "", True
@@ -654,7 +500,7 @@ class ImportService:
     ) -> None:
         """A passphrase sent now is checked and handed over; else the keyholder must still
         hold the run's (``PassphraseRequired`` otherwise)."""
-        passphrase = _passphrase(data, required=False)
+        passphrase = passphrase_of(data, required=False)
         if passphrase is not None:
             await self._check_passphrase(
                 ctx, caller, source, passphrase, f"import/{run.id}", run.tenant_id

@@ -36,7 +36,8 @@ from core.import_source import (
 from core.import_state import Color
 from jobs.import_manifest import ManifestLister, read_segment
 from schema.db import Database
-from schema.imports import ImportRepository, ImportRun, ImportSource, KeyRef, ManifestEntry
+from schema.import_records import ImportRun, ImportSource, KeyRef, ManifestEntry
+from schema.imports import ImportRepository
 from schema.tenants import TenantRepository
 from tests.support.database import private_database_url
 from tests.support.import_rows import SPECIAL_KEYS, destination, stored_version

@@ -18,7 +18,8 @@ from core.credential_seal import SealOpenFailed, seal
 from core.errors import Conflict, InvalidInput, NotFound
 from core.import_state import Color
 from schema.db import Database
-from schema.imports import ImportRepository, ImportRun, KeyRef, ManifestEntry
+from schema.import_records import ImportRun, KeyRef, ManifestEntry
+from schema.imports import ImportRepository
 from schema.tenants import TenantRepository
 from tests.support.database import private_database
 from tests.support.import_rows import destination, stored_version

@@ -39,7 +39,8 @@ from client.wrap import WrappedKey
 from core.credential_seal import seal
 from core.import_state import Color
 from schema.db import Database
-from schema.imports import ImportRepository, KeyRef
+from schema.import_records import KeyRef
+from schema.imports import ImportRepository
 from tests.support.cluster import Federation, start_cluster
 from tests.support.import_rows import SPECIAL_KEYS as ALL_SPECIAL_KEYS
 from tests.support.processes import MotoServer

@@ -21,7 +21,7 @@ from core.import_source import (
     parse_source_url,
 )
 from jobs.import_manifest import MANIFEST_SCHEMA, ManifestLister, read_segment, segment_bytes
-from schema.imports import ManifestEntry
+from schema.import_records import ManifestEntry
 
 
 def test_source_urls() -> None:
