@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install services clients demo stop test test-unit test-integration test-clients test-fault bench lint clean
+.PHONY: install services clients demo stop test test-unit test-integration test-clients test-fault test-import bench lint clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,7 @@ stop:
 
 test: install services clients lint
 	$(PYTEST) -q tests/unit tests/integration tests/clients tests/fault
+	$(PYTEST) -q tests/import_engine
 
 test-unit: install
 	$(PYTEST) -q tests/unit
@@ -42,6 +43,9 @@ test-clients: install services clients
 
 test-fault: install services
 	$(PYTEST) -q tests/fault
+
+test-import: install services
+	$(PYTEST) -q tests/import_engine
 
 bench: install services
 	$(PY) -m bench.run
