@@ -258,6 +258,14 @@ def status(fed: Federation, run_id: int) -> Any:
     return db_call(fed, lambda conn: R.status(conn, run_id))
 
 
+def wait_green(fed: Federation, run_id: int, timeout_s: float = 300) -> None:
+    """Wait for GREEN; on time-out fail with the run's last colour and reason."""
+    deadline = time.monotonic() + timeout_s
+    while (last := status(fed, run_id)).color is not Color.GREEN:
+        assert time.monotonic() < deadline, f"not GREEN after {timeout_s}s: {last}"
+        time.sleep(0.5)
+
+
 def hold_passphrase(fed: Federation, run_id: int) -> None:
     ray.get(keyholder(fed.settings).put.remote(run_id, PASS))
 
@@ -318,7 +326,7 @@ def test_import_ends_green_with_every_key_once(
     fed: Federation, imported: tuple[int, Path], bodies: dict[str, bytes]
 ) -> None:
     run_id, logs = imported
-    fed.wait_for(lambda: status(fed, run_id).color is Color.GREEN, 180, "GREEN")
+    wait_green(fed, run_id)
     run = db_call(fed, lambda conn: R.get_run(conn, run_id))
     assert (run.state, run.objects_total, run.objects_done, run.errors) == (
         "done",
@@ -441,7 +449,7 @@ def test_second_run_copies_only_changed_and_new(
     second = rerun(fed, run_id)
     hold_passphrase(fed, second)
     assert run_driver(second, tmp_path / "driver.log") == 0, (tmp_path / "driver.log").read_text()
-    fed.wait_for(lambda: status(fed, second).color is Color.GREEN, 180, "GREEN")
+    wait_green(fed, second)
     states = fed.sql(
         "SELECT state, count(*) AS n FROM import_objects WHERE run_id = $1 GROUP BY state",
         second,
