@@ -204,8 +204,10 @@ class WriteCondition:
     current version under its row lock in the commit transaction, so two racing conditional
     creates cannot both succeed.
 
-    ``if_none_match="*"``: only if no current object (a delete marker counts as none).
-    ``if_match``: only if the current object's ETag is this one (``*``: any current object).
+    Both hold ``*`` or a comma-separated ETag list, as RFC 9110 section 13.1 defines them:
+    ``if_none_match``: only if no current object has one of these ETags (``*``: only if there
+    is no current object; a delete marker counts as none). ``if_match``: only if the current
+    object's ETag is one of these (``*``: any current object); on a missing object NoSuchKey.
     """
 
     if_match: str | None = None
@@ -213,11 +215,12 @@ class WriteCondition:
 
     def check(self, current_etag: str | None) -> None:
         """Raise PreconditionFailed (or NoSuchKey for If-Match on a missing object)."""
-        if self.if_none_match is not None:
-            if self.if_none_match.strip() != "*":
-                raise PreconditionFailed("If-None-Match on a write only takes *")
-            if current_etag is not None:
-                raise PreconditionFailed("the object already exists (If-None-Match: *)")
+        if (
+            self.if_none_match is not None
+            and current_etag is not None
+            and etag_matches(self.if_none_match, current_etag)
+        ):
+            raise PreconditionFailed("the object's ETag matches If-None-Match")
         if self.if_match is not None:
             if current_etag is None:
                 raise NoSuchKey("If-Match: the object does not exist")

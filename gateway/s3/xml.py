@@ -120,7 +120,7 @@ def list_objects_document(
     for key, modified, etag, size in contents:
         owner_xml = (
             f"<Owner><ID>{_esc(owner)}</ID><DisplayName>{_esc(owner)}</DisplayName></Owner>"
-            if owner and not v2
+            if owner
             else ""
         )
         parts.append(

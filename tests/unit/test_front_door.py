@@ -53,10 +53,12 @@ def test_write_condition_headers() -> None:
     assert cond is not None and cond.if_none_match == "*"
     cond = write_condition({"if-match": '"abc"'})
     assert cond is not None and cond.if_match == '"abc"'
-    with pytest.raises(s3e.NotImplemented):
-        write_condition({"if-none-match": '"abc"'})
+    cond = write_condition({"if-none-match": '"abc", "def"'})
+    assert cond is not None and cond.if_none_match == '"abc", "def"'
     with pytest.raises(s3e.InvalidArgument):
         write_condition({"if-match": " "})
+    with pytest.raises(s3e.InvalidArgument):
+        write_condition({"if-none-match": " , "})
 
 
 def test_write_condition_check() -> None:
@@ -77,6 +79,10 @@ def test_write_condition_check() -> None:
     WriteCondition(if_match="*").check("anything")
     with pytest.raises(NoSuchKey):
         WriteCondition(if_match="*").check(None)
+    WriteCondition(if_none_match='"abc"').check(None)
+    WriteCondition(if_none_match='"abc"').check("def")
+    with pytest.raises(PreconditionFailed):
+        WriteCondition(if_none_match='"x", "abc"').check("abc")
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from gateway.s3.body import read_small_body
 from gateway.s3.call import S3Call
 from gateway.s3.conditions import write_condition
 from gateway.s3.operations import AbortMultipartUpload, CompleteMultipartUpload
-from gateway.s3.versions import version_headers
+from gateway.s3.versions import written_version_headers
 
 __all__ = ["abort_multipart_upload", "complete_multipart_upload", "object_checksums"]
 
@@ -81,7 +81,7 @@ async def complete_multipart_upload(
             checksum_type="COMPOSITE" if completed.checksum else None,
         ),
         media_type="application/xml",
-        headers=version_headers(bucket, version),
+        headers=written_version_headers(version),
     )
 
 

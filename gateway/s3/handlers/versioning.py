@@ -95,7 +95,7 @@ async def list_object_versions(ctx: GatewayContext, auth: Authorized, call: S3Ca
             cursor, inclusive = past_prefix(op.key_marker), True
         else:
             cursor = op.key_marker
-        while not truncated:
+        while op.max_keys and not truncated:  # max-keys=0: nothing, not truncated
             batch = await ctx.store.listing.list_versions(
                 conn,
                 bucket.id,
