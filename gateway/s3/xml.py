@@ -32,11 +32,18 @@ S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_XML_BYTES = 1024 * 1024
 
 
+_CONTROL = {c: f"&#{c};" for c in (*range(0x09), 0x0B, 0x0C, 0x0D, *range(0x0E, 0x20))}
+
+
 def _esc(value: object) -> str:
+    """Escape text for an element or attribute. Keys may hold control characters: a carriage
+    return is sent as ``&#13;`` (a parser would turn a raw one into a newline), the others
+    XML 1.0 cannot carry raw as character references, as S3 sends them."""
     text = str(value)
-    return (
+    text = (
         text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     )
+    return text.translate(_CONTROL) if any(c < " " for c in text) else text
 
 
 def iso8601(moment: datetime) -> str:

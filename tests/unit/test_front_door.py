@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.front_door import virtual_host_bucket
+from gateway.front_door import routable, virtual_host_bucket
 from gateway.s3 import errors as s3e
 from gateway.s3.conditions import write_condition
 from gateway.s3.handlers.acl import check_canned_acl
@@ -30,6 +30,12 @@ from gateway.s3.handlers.acl import check_canned_acl
 )
 def test_virtual_host_bucket(host: str, domain: str, bucket: str | None) -> None:
     assert virtual_host_bucket(host, domain) == bucket
+
+
+def test_routable_path_has_no_newline() -> None:
+    # Route patterns are ``.*``: a newline in a key must not make the request miss its route.
+    assert routable("/bkt/line\nbreak\n") == "/bkt/line%0Abreak%0A"
+    assert routable("/bkt/tab\tcr\r") == "/bkt/tab\tcr\r"
 
 
 def test_canned_acl_rule() -> None:
