@@ -25,9 +25,9 @@ Invariants kept here:
 
 Deliberately not done here: looking up secrets or raising ``InvalidAccessKeyId`` (the caller does
 that between the two steps), checking the body (``PayloadHashVerifier`` and ``decode_aws_chunked``
-in ``gateway.s3.chunked``), SigV2, SigV4a, browser POST policies, and session tokens
-(``X-Amz-Security-Token`` is covered by the signature like any other ``x-amz-*`` value, but this
-gateway issues none, so nothing here validates it).
+in ``gateway.s3.chunked``), SigV2 (``gateway.s3.sigv2``), SigV4a, browser POST policies, and
+session tokens (``X-Amz-Security-Token`` is covered by the signature like any other ``x-amz-*``
+value, but this gateway issues none, so nothing here validates it).
 """
 
 from __future__ import annotations
@@ -137,6 +137,9 @@ class HttpRequestView:
     raw_path: str  # still percent-encoded, e.g. "/bucket/a%20b/c"
     query_string: str  # raw, without the leading "?", may be ""
     headers: Mapping[str, str]  # lower-cased names; a repeated header's values joined by ","
+    #: The path-style raw path the router saw (``/bucket/key``, also for a virtual-hosted
+    #: request); SigV2 signs this one. Empty: the same as ``raw_path``.
+    routed_path: str = ""
 
 
 @dataclass(frozen=True)
