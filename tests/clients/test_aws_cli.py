@@ -165,6 +165,39 @@ def test_s3_presign_sigv4(
     assert client_tenant.keys(bucket) == {}
 
 
+def test_s3_presign_default_sigv2(
+    aws: Aws, client_tenant: ClientTenant, bucket: str, small_files: LocalFiles, tmp_path: Path
+) -> None:
+    """`aws s3 presign` without a signature_version setting makes a SigV2 URL for us-east-1
+    (issue 17); the gateway accepts it."""
+    aws("s3", "mb", f"s3://{bucket}")
+    aws("s3", "cp", small_files.root / "100k.bin", f"s3://{bucket}/v2.bin")
+    home = tmp_path / "aws-v2-home"
+    env = base_env(home)
+    (home / "config").write_text("[default]\nregion = us-east-1\n")
+    env.update(
+        AWS_ACCESS_KEY_ID=client_tenant.access_key,
+        AWS_SECRET_ACCESS_KEY=client_tenant.secret_key,
+        AWS_CONFIG_FILE=str(home / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    done = run(
+        [client_binary("aws"), "--endpoint-url", client_tenant.endpoint, "s3", "presign"]
+        + [f"s3://{bucket}/v2.bin", "--expires-in", "300"],
+        env=env,
+        timeout=180,
+        check=True,
+        cwd=tmp_path,
+    )
+    url = done.stdout.strip()
+    assert "AWSAccessKeyId=" in url and "Signature=" in url, url
+    response = httpx.get(url, timeout=60)
+    assert response.status_code == 200, response.text
+    assert hashlib.sha256(response.content).hexdigest() == small_files.sha["100k.bin"]
+    aws("s3", "rm", f"s3://{bucket}/v2.bin")
+
+
 def test_s3_sync_nested_tree(
     aws: Aws, client_tenant: ClientTenant, bucket: str, tree: LocalFiles, tmp_path: Path
 ) -> None:

@@ -114,7 +114,8 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
     for name, value in version.http_headers.items():
         headers["-".join(part.capitalize() for part in name.split("-"))] = value
     for name, value in version.user_metadata.items():
-        headers[f"x-amz-meta-{name}"] = value
+        # Sent as UTF-8 bytes (the response encodes header text as latin-1, one byte each).
+        headers[f"x-amz-meta-{name}"] = value.encode("utf-8").decode("latin-1")
     if version.encrypted:
         assert version.wrapped_key is not None
         headers["x-amz-meta-bp-wrapped-key"] = base64.b64encode(version.wrapped_key).decode()
