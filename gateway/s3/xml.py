@@ -103,7 +103,10 @@ def list_objects_document(
         return _esc(quote(value, safe="/") if encoding_type == "url" else value)
 
     parts = [f'<ListBucketResult xmlns="{S3_NS}"><Name>{_esc(bucket)}</Name>']
-    parts.append(f"<Prefix>{enc(prefix)}</Prefix>")
+    # With encoding-type=url S3 encodes Delimiter, Marker, NextMarker, Key and the common
+    # prefixes in v1, and Delimiter, Prefix, StartAfter, Key and the common prefixes in v2:
+    # v1's own Prefix stays as sent (the SDKs decode exactly these fields, no others).
+    parts.append(f"<Prefix>{enc(prefix) if v2 else _esc(prefix)}</Prefix>")
     if v2:
         parts.append(f"<KeyCount>{len(contents) + len(common_prefixes)}</KeyCount>")
         if continuation_token is not None:

@@ -54,6 +54,7 @@ def _complete(s3: Any, bucket: str, key: str, upload_id: str, parts: list[dict[s
 
 
 # -- 1. a retried Complete ----------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="issue 17 item 1: not done yet")
 def test_retried_complete_answers_the_same_version(who: Tenant, bucket: str) -> None:
     s3 = who.s3
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -202,6 +203,7 @@ def test_utf8_metadata_signs_and_round_trips(cluster: Federation, who: Tenant, b
 
 
 # -- 5. a part re-sent while its first upload still runs -----------------------------------------
+@pytest.mark.xfail(strict=True, reason="issue 17 item 5: not done yet")
 def test_resent_part_finishing_first_wins(cluster: Federation, who: Tenant, bucket: str) -> None:
     s3 = who.s3
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
@@ -263,6 +265,7 @@ def test_keys_with_control_characters(who: Tenant, bucket: str) -> None:
 
 
 # -- 7. GET/HEAD by partNumber --------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="issue 17 item 7: not done yet")
 def test_part_number_reads(who: Tenant, bucket: str) -> None:
     s3 = who.s3
     data = [b"1" * PART, b"2" * (PART + 7), b"3" * 1000]
@@ -431,7 +434,7 @@ def test_encoding_type_url_round_trips(who: Tenant, bucket: str) -> None:
     v1 = s3.list_objects(Bucket=bucket, Prefix="nl\n", Delimiter="/", Marker="nl\n")
     assert v1["Prefix"] == "nl\n" and v1["Delimiter"] == "/" and v1["Marker"] == "nl\n"
     assert [p["Prefix"] for p in v1["CommonPrefixes"]] == ["nl\nprefix/"]
-    v1 = s3.list_objects(Bucket=bucket, MaxKeys=1, Delimiter="|")
+    v1 = s3.list_objects(Bucket=bucket, MaxKeys=1, Delimiter="~~")
     assert v1["Contents"][0]["Key"] == PRINTABLE_KEY and v1["NextMarker"] == PRINTABLE_KEY
     v2 = s3.list_objects_v2(Bucket=bucket, Prefix="nl\nprefix/", StartAfter="nl\nprefix/a")
     assert v2["Prefix"] == "nl\nprefix/" and v2["StartAfter"] == "nl\nprefix/a"
