@@ -12,6 +12,7 @@ the commit every writer uses.
 What the completed version records:
 
 - ETag: ``hex(MD5(MD5(part 1) || ... || MD5(part N)))-N``, as S3 (``core.checksums``).
+- ``upload_part_sizes``: each listed part's length, so GET ``?partNumber=N`` serves it.
 - ``sha256``: NULL. The object's SHA-256 would need every byte read back at completion (parts
   arrive in any order, concurrently; SHA-256 does not combine). Nothing reads the column for
   verification: readers and repairs check each stored piece against its replica row's
@@ -253,6 +254,7 @@ async def complete_upload(
             wrap_alg=upload.wrap_alg,
             content_id=upload.content_id,
             part_sizes=tuple(sizes),
+            upload_part_sizes=tuple(p.size for p in chosen),
             checksum_algorithm=upload.checksum_algorithm if composite else None,
             checksum_value=composite,
             checksum_type="COMPOSITE" if composite else None,

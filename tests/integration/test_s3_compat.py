@@ -265,7 +265,6 @@ def test_keys_with_control_characters(who: Tenant, bucket: str) -> None:
 
 
 # -- 7. GET/HEAD by partNumber --------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17 item 7: not done yet")
 def test_part_number_reads(who: Tenant, bucket: str) -> None:
     s3 = who.s3
     data = [b"1" * PART, b"2" * (PART + 7), b"3" * 1000]
