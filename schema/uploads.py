@@ -19,6 +19,10 @@ So no piece is ever forgotten on a backend, and none is deleted while a row name
 garbage collector and the vacuumer's orphan check both treat ``upload_pieces`` as references.
 Callers serialise the changes of one upload by locking its row (``get(..., lock=True)``): part
 commits, Complete, Abort and expiry, so of a concurrent Complete and Abort exactly one wins.
+
+A completed upload is remembered (``completed_uploads``, migration 0011: the part list's digest,
+the ETag and version answered) until it would have expired, so a retried Complete gets the
+same answer (``remember_completed`` / ``completed``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ from schema.db import jsonb_dict
 from schema.garbage import queue_sql
 from schema.records import envelope_of_row
 
-__all__ = ["Chunk", "NewUpload", "Upload", "UploadPiece", "UploadRepository", "UploadedPart"]
+__all__ = [
+    "Chunk",
+    "CompletedRecord",
+    "NewUpload",
+    "Upload",
+    "UploadPiece",
+    "UploadRepository",
+    "UploadedPart",
+]
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,21 @@ class UploadPiece:
     size: int
     sha256: bytes
     status: str
+
+
+@dataclass(frozen=True)
+class CompletedRecord:
+    """What a completed upload answered: kept for a retried Complete."""
+
+    upload_id: str
+    tenant_id: int
+    bucket_id: int
+    key: str
+    parts_digest: str
+    etag: str
+    version_id: str | None  # None: the null version (the answer named none)
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
 
 
 def _upload(row: asyncpg.Record) -> Upload:
@@ -387,6 +414,61 @@ class UploadRepository:
         """Remove the upload with its parts and pieces (cascade). Its pieces must already be
         replica rows or garbage (``discard``)."""
         await conn.execute("DELETE FROM uploads WHERE id = $1", upload_pk)
+
+    async def remember_completed(
+        self,
+        conn: asyncpg.Connection,
+        record: CompletedRecord,
+        initiated_at: datetime,
+        keep_s: float,
+    ) -> None:
+        """Remember a completion (in its transaction) and forget those whose upload would
+        have expired ``keep_s`` after it was initiated."""
+        await conn.execute(
+            "DELETE FROM completed_uploads"
+            " WHERE initiated_at <= now() - $1::float8 * interval '1 second'",
+            keep_s,
+        )
+        await conn.execute(
+            "INSERT INTO completed_uploads (upload_id, tenant_id, bucket_id, key, parts_digest,"
+            " etag, version_id, checksum_algorithm, checksum_value, initiated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            record.upload_id,
+            record.tenant_id,
+            record.bucket_id,
+            record.key,
+            record.parts_digest,
+            record.etag,
+            record.version_id,
+            record.checksum_algorithm,
+            record.checksum_value,
+            initiated_at,
+        )
+
+    async def completed(
+        self, conn: asyncpg.Connection, upload_id: str, keep_s: float
+    ) -> CompletedRecord | None:
+        """The remembered completion of ``upload_id``, if it is younger than ``keep_s``
+        (counted from the upload's initiation)."""
+        row = await conn.fetchrow(
+            "SELECT * FROM completed_uploads WHERE upload_id = $1"
+            " AND initiated_at > now() - $2::float8 * interval '1 second'",
+            upload_id,
+            keep_s,
+        )
+        if row is None:
+            return None
+        return CompletedRecord(
+            upload_id=row["upload_id"],
+            tenant_id=row["tenant_id"],
+            bucket_id=row["bucket_id"],
+            key=row["key"],
+            parts_digest=row["parts_digest"],
+            etag=row["etag"],
+            version_id=row["version_id"],
+            checksum_algorithm=row["checksum_algorithm"],
+            checksum_value=row["checksum_value"],
+        )
 
     async def abort(self, conn: asyncpg.Connection, upload_pk: int, reason: str) -> int:
         """Abort or expiry: every piece to ``garbage``, the upload gone; returns the piece

@@ -54,7 +54,6 @@ def _complete(s3: Any, bucket: str, key: str, upload_id: str, parts: list[dict[s
 
 
 # -- 1. a retried Complete ----------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17 item 1: not done yet")
 def test_retried_complete_answers_the_same_version(who: Tenant, bucket: str) -> None:
     s3 = who.s3
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
