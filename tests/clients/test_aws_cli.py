@@ -14,6 +14,8 @@ import pytest
 
 from tests.clients.conftest import (
     BIG_TIMEOUT_S,
+    NEWLINE_PREFIX,
+    ODD_KEYS,
     BigFile,
     ClientTenant,
     LocalFiles,
@@ -477,3 +479,42 @@ def test_s3api_multipart_upload_and_abort(
     aws("s3api", "delete-object", "--bucket", bucket, "--key", "mp/obj")
     assert client_tenant.keys(bucket) == {}
     aws("s3api", "delete-bucket", "--bucket", bucket)
+
+
+def test_odd_keys_list_as_sent(aws: Aws, client_tenant: ClientTenant, bucket: str) -> None:
+    """Issue 17: every printable ASCII character, and a prefix holding a newline, through
+    ListObjects v1, v2 and ListObjectVersions (the CLI asks for encoding-type=url)."""
+    client_tenant.put_odd_keys(bucket)
+    for command in ("list-objects", "list-objects-v2"):
+        every = aws("s3api", command, "--bucket", bucket, parse=True)
+        assert sorted(o["Key"] for o in every["Contents"]) == sorted(ODD_KEYS)
+        page = aws(
+            "s3api",
+            command,
+            "--bucket",
+            bucket,
+            "--prefix",
+            "nl\n",
+            "--delimiter",
+            "/",
+            "--no-paginate",
+            parse=True,
+        )
+        assert page["Prefix"] == "nl\n" and page["Delimiter"] == "/"
+        assert [p["Prefix"] for p in page["CommonPrefixes"]] == [NEWLINE_PREFIX]
+    versions = aws(
+        "s3api",
+        "list-object-versions",
+        "--bucket",
+        bucket,
+        "--prefix",
+        NEWLINE_PREFIX,
+        parse=True,
+    )
+    assert versions["Prefix"] == NEWLINE_PREFIX
+    assert sorted(v["Key"] for v in versions["Versions"]) == sorted(ODD_KEYS[1:])
+    listed = aws("s3", "ls", "--recursive", f"s3://{bucket}").stdout
+    assert PRINTABLE_KEY_TAIL in listed
+
+
+PRINTABLE_KEY_TAIL = ODD_KEYS[0].rsplit("/", 1)[-1]
