@@ -12,6 +12,11 @@ the commit every writer uses.
 What the completed version records:
 
 - ETag: ``hex(MD5(MD5(part 1) || ... || MD5(part N)))-N``, as S3 (``core.checksums``).
+- ``upload_part_sizes``: each listed part's length, so GET ``?partNumber=N`` serves it.
+
+A retried completion (its first answer was lost) finds the upload gone but its completion
+remembered (``completed_uploads``, kept until the upload would have expired): with the same
+part list it gets the same answer, and nothing is written again.
 - ``sha256``: NULL. The object's SHA-256 would need every byte read back at completion (parts
   arrive in any order, concurrently; SHA-256 does not combine). Nothing reads the column for
   verification: readers and repairs check each stored piece against its replica row's
@@ -27,8 +32,11 @@ What the completed version records:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import asyncpg
 
 from actors.data_path import DataPath
 from actors.garbage import collect_garbage
@@ -43,20 +51,23 @@ from core.errors import (
     InvalidEnvelope,
     InvalidPart,
     InvalidRequest,
+    NoSuchUpload,
 )
 from schema.audit import Caller
 from schema.keys import Recipient
 from schema.parts import ErasurePart
-from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteCondition
-from schema.uploads import Upload, UploadedPart, UploadPiece
+from schema.records import Bucket, NewReplica, NewVersion, WriteCondition
+from schema.uploads import CompletedRecord, Upload, UploadedPart, UploadPiece
 
 __all__ = [
     "CompletedUpload",
     "ListedPart",
     "assemble",
+    "check_completable",
     "check_requested_checksums",
     "chosen_parts",
     "complete_upload",
+    "parts_digest",
 ]
 
 
@@ -72,9 +83,70 @@ class ListedPart:
 
 @dataclass(frozen=True)
 class CompletedUpload:
-    version: ObjectVersion
+    """What a completion answers (the first one, or a retry of it)."""
+
+    etag: str
+    #: The new version's id; None for a null version (the answer names none).
+    version_id: str | None
     #: (algorithm, COMPOSITE value) when the upload has an algorithm and every part its value.
     checksum: tuple[str, str] | None
+
+
+def _bare_etag(etag: str) -> str:
+    return etag.strip().strip('"').lower()
+
+
+def parts_digest(listed: Sequence[ListedPart]) -> str:
+    """SHA-256 of a completion's part list (numbers and ETags, in order): a retried Complete
+    is the same completion only if it names the same parts."""
+    text = "\n".join(f"{p.part_number}:{_bare_etag(p.etag)}" for p in listed)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def check_completable(
+    ctx: DataPath, tenant_id: int, bucket: Bucket, key: str, upload_id: str
+) -> None:
+    """NoSuchUpload unless ``upload_id`` is an open upload of ``key`` or one whose completion
+    is remembered (a retried Complete): checked before the completion document is read."""
+    try:
+        await upload_of(ctx, tenant_id, bucket, key, upload_id)
+    except NoSuchUpload:
+        async with ctx.store.db.connection() as conn:
+            done = await ctx.store.uploads.completed(conn, upload_id, ctx.settings.upload_expiry_s)
+        if done is None or (done.tenant_id, done.bucket_id, done.key) != (
+            tenant_id,
+            bucket.id,
+            key,
+        ):
+            raise
+
+
+async def _retried(
+    ctx: DataPath,
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    bucket: Bucket,
+    key: str,
+    upload_id: str,
+    listed: Sequence[ListedPart],
+) -> CompletedUpload | None:
+    """The answer of an earlier completion of this upload with the same parts, if it is
+    remembered (``completed_uploads``), else None (the upload is then unknown)."""
+    done = await ctx.store.uploads.completed(conn, upload_id, ctx.settings.upload_expiry_s)
+    if (
+        done is None
+        or done.tenant_id != tenant_id
+        or done.bucket_id != bucket.id
+        or done.key != key
+        or done.parts_digest != parts_digest(listed)
+    ):
+        return None
+    checksum = (
+        (done.checksum_algorithm, done.checksum_value)
+        if done.checksum_algorithm and done.checksum_value
+        else None
+    )
+    return CompletedUpload(done.etag, done.version_id, checksum)
 
 
 def chosen_parts(
@@ -207,7 +279,13 @@ async def complete_upload(
         # Bucket and tenant rows FOR SHARE, then the upload row FOR UPDATE: a concurrent
         # Complete, Abort, part commit or expiry of this upload waits, and then finds it gone.
         await ctx.policies.placement_settings(conn, bucket.id, lock=True)
-        upload = await upload_of(ctx, tenant_id, bucket, key, upload_id, conn=conn, lock=True)
+        try:
+            upload = await upload_of(ctx, tenant_id, bucket, key, upload_id, conn=conn, lock=True)
+        except NoSuchUpload:
+            retried = await _retried(ctx, conn, tenant_id, bucket, key, upload_id, listed)
+            if retried is None:
+                raise
+            return retried
         stored = {p.part_number: p for p in await ctx.store.uploads.parts(conn, upload.id)}
         chosen = chosen_parts(upload, listed, stored)
         size = sum(p.size for p in chosen)
@@ -257,6 +335,7 @@ async def complete_upload(
             wrap_alg=upload.wrap_alg,
             content_id=upload.content_id,
             part_sizes=tuple(sizes),
+            upload_part_sizes=tuple(p.size for p in chosen),
             checksum_algorithm=upload.checksum_algorithm if composite else None,
             checksum_value=composite,
             checksum_type="COMPOSITE" if composite else None,
@@ -277,10 +356,31 @@ async def complete_upload(
             detail=f"upload={upload.upload_id} parts={len(chosen)} unlisted_pieces={unlisted}",
             recipients=recipients,
         )
+        checksum = (
+            (upload.checksum_algorithm, composite)
+            if upload.checksum_algorithm and composite
+            else None
+        )
+        answer = CompletedUpload(
+            version.etag, None if version.null_version else version.version_id, checksum
+        )
+        await ctx.store.uploads.remember_completed(
+            conn,
+            CompletedRecord(
+                upload_id=upload.upload_id,
+                tenant_id=tenant_id,
+                bucket_id=bucket.id,
+                key=key,
+                parts_digest=parts_digest(listed),
+                etag=answer.etag,
+                version_id=answer.version_id,
+                checksum_algorithm=checksum[0] if checksum else None,
+                checksum_value=checksum[1] if checksum else None,
+            ),
+            upload.created_at or version.created_at,
+            ctx.settings.upload_expiry_s,
+        )
     await ctx.meta.invalidate_object(bucket.id, key)
     if superseded is not None or unlisted:
         ctx.spawn(collect_garbage(ctx.store, ctx.registry))
-    checksum = (
-        (upload.checksum_algorithm, composite) if upload.checksum_algorithm and composite else None
-    )
-    return CompletedUpload(version, checksum)
+    return answer

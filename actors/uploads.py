@@ -5,9 +5,13 @@ A part is written exactly like an object (``actors/writes.py``): placed by the u
 under the bucket's and tenant's rules, streamed into ``QuorumWrite``, cut into chunks of the
 ``part_size`` setting, every stored piece with its own SHA-256. One transaction then records
 it (``schema/uploads.py``: ``upload_parts`` + ``upload_pieces``, replacing an earlier part with
-the same number, whose pieces go to ``garbage``). Pieces of targets that were skipped or still
-in flight are recorded ``pending``; stragglers that finish become ``ok``. The part's ETag is
-its MD5; its checksum in the upload's algorithm (chosen at create) is computed here.
+the same number, whose pieces go to ``garbage``). Parts are ordered by when their write
+started, not when it finished: a part re-sent while its first attempt still runs (a client
+retry after a timeout) is kept even if the first attempt finishes later, since the client
+completes with the ETag of the retry it saw acknowledged. Pieces of targets that were
+skipped or still in flight are recorded ``pending``; stragglers that finish become ``ok``.
+The part's ETag is its MD5; its checksum in the upload's algorithm (chosen at create) is
+computed here.
 
 Every part after the first goes to the backends of the first while they still form a valid
 placement (``start_write``'s ``pinned``), so one backend set holds the whole object.
@@ -262,6 +266,7 @@ async def write_part(
             " abort the upload and start a new one"
         )
     async with ctx.store.db.connection() as conn:
+        started_at = await ctx.store.uploads.clock(conn)
         settings = await ctx.policies.placement_settings(conn, bucket.id)
         pinned = await ctx.store.uploads.first_targets(conn, upload.id)
     write = await start_write(ctx, rc, settings, length, pinned=pinned, region_lock=region_lock)
@@ -297,6 +302,7 @@ async def write_part(
             chunks=tuple(Chunk(p.size, p.sha256, k, m) for p in write.parts),
             checksum_value=base64.b64encode(digest.digest()).decode() if digest else None,
             bp1_header=header[0] if header else None,
+            started_at=started_at,
         )
         placed = placement_fingerprint(settings, policy_version)
         async with ctx.store.db.transaction() as conn:

@@ -29,6 +29,7 @@ class Settings:
     master_key_file: str = ""  # default: <state_dir>/master.key
     admin_token: str = ""  # default: generated into <state_dir>/admin.token
     region: str = "us-east-1"  # the SigV4 region clients sign for
+    sigv2: bool = True  # accept SigV2 (HMAC-SHA1) header and presigned-URL auth; off: SigV4 only
     virtual_host_domain: str = ""  # "s3.example.net": bucket.s3.example.net is virtual-hosted
     ui_origins: str = ""  # comma-separated browser origins allowed by CORS (the gateway's UI)
     part_size: int = 8 * 1024 * 1024  # bytes per stored part; bounds memory per request

@@ -1,6 +1,6 @@
 """Authentication and authorization: runs once, before any handler (invariant 7).
 
-``authenticate`` turns a SigV4-signed request into a ``Principal`` (one tenant).
+``authenticate`` turns a SigV4- (or SigV2-) signed request into a ``Principal`` (one tenant).
 ``authorize`` resolves the operation's bucket *within that tenant's namespace*: a handler
 receives the bucket record and never looks buckets up itself, so no handler can reach another
 tenant's data, and a foreign bucket is indistinguishable from a missing one.
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from core.sealing import SealBroken, hash_token
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
-from gateway.s3 import sigv4
+from gateway.s3 import sigv2, sigv4
 from gateway.s3.operations import BucketOp, ObjectOp, Operation
 from schema.audit import Caller
 from schema.records import Bucket
@@ -46,15 +46,26 @@ class Authorized:
 
 
 async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Principal:
-    credential = sigv4.parse_credential(view)
-    key = await ctx.meta.access_key(credential.access_key_id)
+    """The principal a signed request names: SigV4, or SigV2 (``gateway/s3/sigv2.py``)
+    unless ``BP_SIGV2=off``, which leaves SigV2 an unsupported mechanism (InvalidRequest)."""
+    v2 = ctx.settings.sigv2 and sigv2.is_sigv2(view)
+    access_key_id = (
+        sigv2.parse_access_key(view) if v2 else sigv4.parse_credential(view).access_key_id
+    )
+    key = await ctx.meta.access_key(access_key_id)
     if key is None:
         raise s3e.InvalidAccessKeyId()
     try:
         secret = ctx.master_key.open(key.sealed_secret).decode()
     except SealBroken as exc:
         raise s3e.InternalError() from exc
-    verified = sigv4.verify(view, secret, region=ctx.settings.region, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    if v2:
+        verified = sigv2.verify(
+            view, secret, now=now, resource_path=view.routed_path or view.raw_path
+        )
+    else:
+        verified = sigv4.verify(view, secret, region=ctx.settings.region, now=now)
     return Principal(
         tenant_id=key.tenant_id,
         tenant_name=key.tenant_name,

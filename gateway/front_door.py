@@ -17,6 +17,12 @@ a 403 ``AccessForbidden`` S3 error. Responses to allowed origins carry
 ``Access-Control-Allow-Origin`` and expose the headers S3 clients read (ETag, version id,
 request id, checksums). Credentials still come from SigV4 on the real request: CORS only
 lets the browser read responses, it authorizes nothing.
+
+Keys. An S3 key is any UTF-8 up to 1,024 bytes, control characters included (a newline,
+a carriage return, a bell). Route patterns are regular expressions whose ``.*`` stops at a
+newline, so a key holding one would miss every route and answer 404 before any handler ran.
+The path used for *routing* therefore has its newlines written ``%0A`` (``routable``); the
+raw path, which the S3 parser reads the key from and SigV4 verifies, is left as sent.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["FrontDoor", "SIGNED_PATH_KEY", "virtual_host_bucket"]
+__all__ = ["FrontDoor", "SIGNED_PATH_KEY", "routable", "virtual_host_bucket"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,6 +63,11 @@ def virtual_host_bucket(host: str, domain: str) -> str | None:
         return None
     bucket = name[: -len(suffix)]
     return bucket if _LABEL.match(bucket) else None
+
+
+def routable(path: str) -> str:
+    """The decoded request path as the router matches it: newlines as ``%0A``."""
+    return path.replace("\n", "%0A")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -95,6 +106,9 @@ class FrontDoor:
             scope[SIGNED_PATH_KEY] = bytes(raw).decode("latin-1")
             scope["raw_path"] = b"/" + bucket.encode() + bytes(raw)
             scope["path"] = "/" + bucket + scope["path"]
+        if "\n" in scope["path"]:
+            scope = dict(scope)
+            scope["path"] = routable(scope["path"])
         origin = _header(scope, b"origin")
         if scope["method"] == "OPTIONS" and origin is not None:
             await self._preflight(scope, origin, send)

@@ -66,14 +66,27 @@ class ListingRepository:
 
     async def version_position(
         self, conn: asyncpg.Connection, bucket_id: int, key: str, version_id: str
-    ) -> int | None:
-        """The primary key of a version by its API id (a ListObjectVersions marker)."""
+    ) -> int:
+        """Where a ListObjectVersions marker (key, API version id) stands: the listing goes
+        on with the versions of ``key`` whose primary key is below the returned one.
+
+        The marker's version may be gone (the usual empty-a-bucket loop deletes each page
+        before asking for the next); S3 then continues after the position it had. Our
+        version ids are time-ordered like the primary keys, so that is just below the newest
+        remaining version with a smaller id. A deleted null version leaves no trace of its
+        position: the listing then goes on with every remaining version of the key."""
         if version_id == "null":
             pk = await conn.fetchval(
                 "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2 AND null_version",
                 bucket_id,
                 key,
             )
+            if pk is None:
+                pk = await conn.fetchval(
+                    "SELECT max(id) + 1 FROM object_versions WHERE bucket_id = $1 AND key = $2",
+                    bucket_id,
+                    key,
+                )
         else:
             pk = await conn.fetchval(
                 "SELECT id FROM object_versions WHERE bucket_id = $1 AND key = $2"
@@ -82,7 +95,15 @@ class ListingRepository:
                 key,
                 version_id,
             )
-        return int(pk) if pk is not None else None
+            if pk is None:
+                pk = await conn.fetchval(
+                    "SELECT max(id) + 1 FROM object_versions WHERE bucket_id = $1 AND key = $2"
+                    " AND version_id < $3",
+                    bucket_id,
+                    key,
+                    version_id,
+                )
+        return int(pk) if pk is not None else 0
 
     async def list_versions(
         self,

@@ -140,6 +140,23 @@ class ObjectVersion:
     checksum_type: str | None = None
     #: Cache-Control, Content-Disposition, Content-Encoding, Content-Language, Expires.
     http_headers: dict[str, str] = field(default_factory=dict)
+    #: A completed multipart upload: each uploaded part's length (migration 0010).
+    upload_part_sizes: tuple[int, ...] | None = None
+
+    @property
+    def upload_part_count(self) -> int:
+        """How many parts the client uploaded: 1 for an object written in one request."""
+        return len(self.upload_part_sizes) if self.upload_part_sizes else 1
+
+    def upload_part_range(self, part_number: int) -> tuple[int, int] | None:
+        """Inclusive (first, last) bytes of uploaded part ``part_number`` (GET ?partNumber);
+        part 1 of a one-part object is the whole object. None past the last part; an empty
+        part has ``last = first - 1``."""
+        sizes = self.upload_part_sizes or (self.size,)
+        if not 1 <= part_number <= len(sizes):
+            return None
+        first = sum(sizes[: part_number - 1])
+        return first, first + sizes[part_number - 1] - 1
 
     def parts(self, part_number: int) -> list[Replica]:
         return [r for r in self.replicas if r.part_number == part_number]
@@ -196,6 +213,7 @@ class NewVersion:
     checksum_value: str | None = None
     checksum_type: str | None = None
     http_headers: dict[str, str] = field(default_factory=dict)
+    upload_part_sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -204,8 +222,10 @@ class WriteCondition:
     current version under its row lock in the commit transaction, so two racing conditional
     creates cannot both succeed.
 
-    ``if_none_match="*"``: only if no current object (a delete marker counts as none).
-    ``if_match``: only if the current object's ETag is this one (``*``: any current object).
+    Both hold ``*`` or a comma-separated ETag list, as RFC 9110 section 13.1 defines them:
+    ``if_none_match``: only if no current object has one of these ETags (``*``: only if there
+    is no current object; a delete marker counts as none). ``if_match``: only if the current
+    object's ETag is one of these (``*``: any current object); on a missing object NoSuchKey.
     """
 
     if_match: str | None = None
@@ -213,11 +233,12 @@ class WriteCondition:
 
     def check(self, current_etag: str | None) -> None:
         """Raise PreconditionFailed (or NoSuchKey for If-Match on a missing object)."""
-        if self.if_none_match is not None:
-            if self.if_none_match.strip() != "*":
-                raise PreconditionFailed("If-None-Match on a write only takes *")
-            if current_etag is not None:
-                raise PreconditionFailed("the object already exists (If-None-Match: *)")
+        if (
+            self.if_none_match is not None
+            and current_etag is not None
+            and etag_matches(self.if_none_match, current_etag)
+        ):
+            raise PreconditionFailed("the object's ETag matches If-None-Match")
         if self.if_match is not None:
             if current_etag is None:
                 raise NoSuchKey("If-Match: the object does not exist")
@@ -307,6 +328,9 @@ def version_of_row(row: Row, replicas: Sequence[Replica]) -> ObjectVersion:
         checksum_value=row["checksum_value"],
         checksum_type=row["checksum_type"],
         http_headers=jsonb_dict(row["http_headers"]),
+        upload_part_sizes=(
+            tuple(row["upload_part_sizes"]) if row.get("upload_part_sizes") is not None else None
+        ),
     )
 
 
@@ -349,7 +373,7 @@ def from_json(cls: type[T], data: dict[str, Any]) -> T:
         value = decoded[f.name]
         if f.name == "replicas":
             value = tuple(Replica(**r) for r in value)
-        elif f.name in ("part_sizes", "region_lock") and value is not None:
+        elif f.name in ("part_sizes", "upload_part_sizes", "region_lock") and value is not None:
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)

@@ -10,7 +10,8 @@ Every backend object an upload holds is named by an ``upload_pieces`` row until,
 transaction each:
 
 - a newer upload of the same part number replaces it (``put_part``: the old pieces go to
-  ``garbage``),
+  ``garbage``; "newer" by when the write started, so an older attempt that finishes last
+  goes to ``garbage`` itself),
 - Complete turns it into a replica row (the listed parts) or hands it to ``garbage`` (the
   uploaded but unlisted parts), and deletes the upload,
 - Abort or expiry hands every piece to ``garbage`` and deletes the upload (``discard``).
@@ -19,6 +20,10 @@ So no piece is ever forgotten on a backend, and none is deleted while a row name
 garbage collector and the vacuumer's orphan check both treat ``upload_pieces`` as references.
 Callers serialise the changes of one upload by locking its row (``get(..., lock=True)``): part
 commits, Complete, Abort and expiry, so of a concurrent Complete and Abort exactly one wins.
+
+A completed upload is remembered (``completed_uploads``, migration 0011: the part list's digest,
+the ETag and version answered) until it would have expired, so a retried Complete gets the
+same answer (``remember_completed`` / ``completed``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,15 @@ from schema.db import jsonb_dict
 from schema.garbage import queue_sql
 from schema.records import envelope_of_row
 
-__all__ = ["Chunk", "NewUpload", "Upload", "UploadPiece", "UploadRepository", "UploadedPart"]
+__all__ = [
+    "Chunk",
+    "CompletedRecord",
+    "NewUpload",
+    "Upload",
+    "UploadPiece",
+    "UploadRepository",
+    "UploadedPart",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,9 @@ class UploadedPart:
     #: ``placement_fingerprint`` of the rules the pieces were placed under.
     placement: str = "changed"
     created_at: datetime | None = None
+    #: When its write started (``UploadRepository.clock``): of two uploads of one part number,
+    #: the one started later is kept, whichever finishes last (migration 0012).
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,21 @@ class UploadPiece:
     size: int
     sha256: bytes
     status: str
+
+
+@dataclass(frozen=True)
+class CompletedRecord:
+    """What a completed upload answered: kept for a retried Complete."""
+
+    upload_id: str
+    tenant_id: int
+    bucket_id: int
+    key: str
+    parts_digest: str
+    etag: str
+    version_id: str | None  # None: the null version (the answer named none)
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
 
 
 def _upload(row: asyncpg.Record) -> Upload:
@@ -141,6 +172,7 @@ def _part(row: asyncpg.Record) -> UploadedPart:
         bp1_header=bytes(row["bp1_header"]) if row["bp1_header"] is not None else None,
         placement=row["placement"],
         created_at=row["created_at"],
+        started_at=row.get("started_at"),
     )
 
 
@@ -284,6 +316,12 @@ class UploadRepository:
             for r in rows
         ]
 
+    async def clock(self, conn: asyncpg.Connection) -> datetime:
+        """The database's clock: when a part's write starts (one clock for every gateway)."""
+        now = await conn.fetchval("SELECT clock_timestamp()")
+        assert isinstance(now, datetime)
+        return now
+
     async def put_part(
         self,
         conn: asyncpg.Connection,
@@ -291,9 +329,27 @@ class UploadRepository:
         part: UploadedPart,
         pieces: Sequence[UploadPiece],
     ) -> int:
-        """Record a part and its pieces, replacing an earlier part with the same number (its
-        pieces go to ``garbage``). Run it in a transaction holding the upload's row lock.
-        Returns how many replaced pieces were handed to garbage."""
+        """Record a part and its pieces, replacing the part with the same number (its pieces
+        go to ``garbage``) unless that one started later: a re-sent part that finished first
+        stays, and the pieces of the older attempt go to ``garbage`` instead. Run it in a
+        transaction holding the upload's row lock. Returns how many pieces were handed to
+        garbage."""
+        recorded = await conn.fetchrow(
+            "SELECT started_at FROM upload_parts WHERE upload_pk = $1 AND part_number = $2",
+            upload_pk,
+            part.part_number,
+        )
+        if (
+            recorded is not None
+            and recorded["started_at"] is not None
+            and part.started_at is not None
+            and recorded["started_at"] > part.started_at
+        ):
+            await conn.executemany(
+                queue_sql("VALUES ($1::bigint, $2::text, 'multipart part superseded')"),
+                [(p.backend_id, p.locator) for p in pieces],
+            )
+            return len(pieces)
         replaced = await conn.fetchval(
             "WITH gone AS (DELETE FROM upload_pieces WHERE upload_pk = $1 AND part_number = $2"
             " RETURNING backend_id, locator),"
@@ -305,12 +361,13 @@ class UploadRepository:
         )
         await conn.execute(
             "INSERT INTO upload_parts (upload_pk, part_number, size, etag, sha256, checksum_value,"
-            " chunks, bp1_header, placement) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " chunks, bp1_header, placement, started_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             " ON CONFLICT (upload_pk, part_number) DO UPDATE SET size = EXCLUDED.size,"
             " etag = EXCLUDED.etag, sha256 = EXCLUDED.sha256,"
             " checksum_value = EXCLUDED.checksum_value, chunks = EXCLUDED.chunks,"
             " bp1_header = EXCLUDED.bp1_header, placement = EXCLUDED.placement,"
-            " created_at = now()",
+            " started_at = EXCLUDED.started_at, created_at = now()",
             upload_pk,
             part.part_number,
             part.size,
@@ -320,6 +377,7 @@ class UploadRepository:
             [{"size": c.size, "sha256": c.sha256.hex(), "k": c.k, "m": c.m} for c in part.chunks],
             part.bp1_header,
             part.placement,
+            part.started_at,
         )
         await conn.executemany(
             "INSERT INTO upload_pieces (upload_pk, part_number, chunk, backend_id, shard_index,"
@@ -387,6 +445,61 @@ class UploadRepository:
         """Remove the upload with its parts and pieces (cascade). Its pieces must already be
         replica rows or garbage (``discard``)."""
         await conn.execute("DELETE FROM uploads WHERE id = $1", upload_pk)
+
+    async def remember_completed(
+        self,
+        conn: asyncpg.Connection,
+        record: CompletedRecord,
+        initiated_at: datetime,
+        keep_s: float,
+    ) -> None:
+        """Remember a completion (in its transaction) and forget those whose upload would
+        have expired ``keep_s`` after it was initiated."""
+        await conn.execute(
+            "DELETE FROM completed_uploads"
+            " WHERE initiated_at <= now() - $1::float8 * interval '1 second'",
+            keep_s,
+        )
+        await conn.execute(
+            "INSERT INTO completed_uploads (upload_id, tenant_id, bucket_id, key, parts_digest,"
+            " etag, version_id, checksum_algorithm, checksum_value, initiated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            record.upload_id,
+            record.tenant_id,
+            record.bucket_id,
+            record.key,
+            record.parts_digest,
+            record.etag,
+            record.version_id,
+            record.checksum_algorithm,
+            record.checksum_value,
+            initiated_at,
+        )
+
+    async def completed(
+        self, conn: asyncpg.Connection, upload_id: str, keep_s: float
+    ) -> CompletedRecord | None:
+        """The remembered completion of ``upload_id``, if it is younger than ``keep_s``
+        (counted from the upload's initiation)."""
+        row = await conn.fetchrow(
+            "SELECT * FROM completed_uploads WHERE upload_id = $1"
+            " AND initiated_at > now() - $2::float8 * interval '1 second'",
+            upload_id,
+            keep_s,
+        )
+        if row is None:
+            return None
+        return CompletedRecord(
+            upload_id=row["upload_id"],
+            tenant_id=row["tenant_id"],
+            bucket_id=row["bucket_id"],
+            key=row["key"],
+            parts_digest=row["parts_digest"],
+            etag=row["etag"],
+            version_id=row["version_id"],
+            checksum_algorithm=row["checksum_algorithm"],
+            checksum_value=row["checksum_value"],
+        )
 
     async def abort(self, conn: asyncpg.Connection, upload_pk: int, reason: str) -> int:
         """Abort or expiry: every piece to ``garbage``, the upload gone; returns the piece

@@ -68,9 +68,7 @@ async def payload(
     else:
         signed = None
         source = decode_aws_chunked(raw, verified, checksums_out=checksums_out)
-    checks = [
-        ChecksumVerifier(name, headers[name]) for name in CHECKSUM_HEADERS if name in headers
-    ]
+    checks = [ChecksumVerifier(name, headers[name]) for name in CHECKSUM_HEADERS if name in headers]
     md5_expected: bytes | None = None
     if "content-md5" in headers:
         try:

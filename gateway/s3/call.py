@@ -29,10 +29,22 @@ class S3Call:
         return self.view.raw_path
 
 
+def _text(value: str) -> str:
+    """A header value (its bytes, one character each) as the text the client meant: UTF-8
+    when the bytes are UTF-8 (the AWS SDKs send non-ASCII metadata so), else as read."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
-    """``x-amz-meta-*`` headers (names lower-cased, prefix removed), at most 2 KiB in all."""
+    """``x-amz-meta-*`` headers (names lower-cased, prefix removed, values decoded as UTF-8
+    where they are), at most 2 KiB in all."""
     meta = {
-        name[len(_META_PREFIX) :]: value
+        name[len(_META_PREFIX) :]: _text(value)
         for name, value in headers.items()
         if name.startswith(_META_PREFIX)
     }

@@ -98,9 +98,8 @@ def request_view(request: Request) -> HttpRequestView:
     """The request as the client signed it: for a virtual-hosted request, the path it sent
     (``gateway/front_door.py`` rewrote the routed path to path-style)."""
     scope = request.scope
-    raw_path = scope.get(SIGNED_PATH_KEY, "").encode("latin-1") or (
-        scope.get("raw_path") or scope["path"].encode()
-    )
+    routed = bytes(scope.get("raw_path") or scope["path"].encode())
+    raw_path = scope.get(SIGNED_PATH_KEY, "").encode("latin-1") or routed
     headers: dict[str, str] = {}
     total = 0
     for name_b, value_b in scope["headers"]:
@@ -117,6 +116,7 @@ def request_view(request: Request) -> HttpRequestView:
         raw_path=raw_path.decode("latin-1"),
         query_string=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
+        routed_path=routed.decode("latin-1"),
     )
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidBucketName",
     "InvalidDigest",
+    "InvalidPartNumber",
     "InvalidRange",
     "InvalidRequest",
     "InvalidStorageClass",
@@ -96,6 +97,7 @@ InvalidArgument = _error("InvalidArgument", 400, "Invalid Argument")
 InvalidBucketName = _error("InvalidBucketName", 400, "The specified bucket is not valid.")
 InvalidDigest = _error("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
 InvalidRange = _error("InvalidRange", 416, "The requested range is not satisfiable")
+InvalidPartNumber = _error("InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
 InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
 InvalidStorageClass = _error(
     "InvalidStorageClass", 400, "The storage class you specified is not valid."

@@ -151,12 +151,15 @@ class PutObject(ObjectOp):
 class GetObject(ObjectOp):
     range_header: str | None
     version_id: str | None = None
+    #: ``?partNumber=N``: that uploaded part of the object (not with a Range).
+    part_number: int | None = None
 
 
 @dataclass(frozen=True)
 class HeadObject(ObjectOp):
     range_header: str | None
     version_id: str | None = None
+    part_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -554,9 +557,16 @@ def parse_operation(
                 int(marker),
             )
         raise s3e.MethodNotAllowed()
-    if "partNumber" in query:
-        raise s3e.NotImplemented("GET/HEAD by partNumber is not supported; use a Range")
     version_id = _version_id(query)
+    part_number = None
+    if "partNumber" in query:
+        if method not in ("GET", "HEAD"):
+            raise s3e.InvalidArgument("partNumber is valid on GET and HEAD, or with an uploadId")
+        part_number = _part_number(query)
+        if "range" in headers:
+            raise s3e.InvalidRequest(
+                "Cannot specify both Range header and partNumber query parameter"
+            )
     if method == "PUT":
         if "x-amz-copy-source" in headers:
             return CopyObject(bucket, key, parse_copy_source(headers["x-amz-copy-source"]))
@@ -564,9 +574,9 @@ def parse_operation(
             raise s3e.InvalidArgument("versionId is not valid on PutObject")
         return PutObject(bucket, key)
     if method == "GET":
-        return GetObject(bucket, key, headers.get("range"), version_id)
+        return GetObject(bucket, key, headers.get("range"), version_id, part_number)
     if method == "HEAD":
-        return HeadObject(bucket, key, headers.get("range"), version_id)
+        return HeadObject(bucket, key, headers.get("range"), version_id, part_number)
     if method == "DELETE":
         return DeleteObject(bucket, key, version_id)
     raise s3e.MethodNotAllowed()

@@ -22,12 +22,14 @@ Invariants kept here:
   covers anyway: ``x-amz-content-sha256`` is the payload-hash line of the canonical request, and in
   header mode ``x-amz-date`` is a line of the string to sign.
 - Signatures are compared with ``hmac.compare_digest``.
+- Header values are canonicalised from the bytes the client sent (``_canonical_bytes``), so a
+  UTF-8 ``x-amz-meta-*`` value verifies as the AWS SDKs sign it.
 
 Deliberately not done here: looking up secrets or raising ``InvalidAccessKeyId`` (the caller does
 that between the two steps), checking the body (``PayloadHashVerifier`` and ``decode_aws_chunked``
-in ``gateway.s3.chunked``), SigV2, SigV4a, browser POST policies, and session tokens
-(``X-Amz-Security-Token`` is covered by the signature like any other ``x-amz-*`` value, but this
-gateway issues none, so nothing here validates it).
+in ``gateway.s3.chunked``), SigV2 (``gateway.s3.sigv2``), SigV4a, browser POST policies, and
+session tokens (``X-Amz-Security-Token`` is covered by the signature like any other ``x-amz-*``
+value, but this gateway issues none, so nothing here validates it).
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ class HttpRequestView:
     raw_path: str  # still percent-encoded, e.g. "/bucket/a%20b/c"
     query_string: str  # raw, without the leading "?", may be ""
     headers: Mapping[str, str]  # lower-cased names; a repeated header's values joined by ","
+    #: The path-style raw path the router saw (``/bucket/key``, also for a virtual-hosted
+    #: request); SigV2 signs this one. Empty: the same as ``raw_path``.
+    routed_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,9 +288,14 @@ def _canonical_query(pairs: tuple[tuple[str, str], ...], *, presigned: bool) -> 
     return "&".join(f"{name}={value}" for name, value in encoded)
 
 
+_ASCII_SPACE = re.compile(r"[ \t\n\r\x0b\x0c]+")
+
+
 def _canonical_header_value(value: str) -> str:
-    """Trim and collapse runs of whitespace, as botocore and the SigV4 spec do."""
-    return " ".join(value.split())
+    """Trim and collapse runs of whitespace, as botocore and the SigV4 spec do. Only ASCII
+    whitespace: the value holds the header's raw bytes one character each (latin-1), and a
+    byte like 0xA0 is part of a UTF-8 character, not a space."""
+    return _ASCII_SPACE.sub(" ", value).strip(" ")
 
 
 # --------------------------------------------------------------------------- keys
@@ -587,6 +597,19 @@ def _canonical_headers(req: HttpRequestView, auth: _Auth) -> str:
     return "".join(lines)
 
 
+def _canonical_bytes(canonical_request: str) -> list[bytes]:
+    """The canonical request as the client hashed it. Everything but header values is ASCII;
+    header values hold the bytes sent, one character each (latin-1). The AWS SDKs sign the
+    UTF-8 they send (a non-ASCII ``x-amz-meta-*`` value), so the bytes as sent come first.
+    A Python client handing ``http.client`` a latin-1 value (``Content-Disposition`` with an
+    ``é``) sends one byte but signs its UTF-8: that reading is tried second, for non-ASCII
+    requests only. Both readings name the same header bytes, so neither admits another
+    request."""
+    if canonical_request.isascii():
+        return [canonical_request.encode("ascii")]
+    return [canonical_request.encode("latin-1"), canonical_request.encode("utf-8")]
+
+
 def verify(
     req: HttpRequestView, secret_access_key: str, *, region: str, now: datetime
 ) -> VerifiedRequest:
@@ -641,12 +664,15 @@ def verify(
         )
     )
     scope = f"{cred.date}/{cred.region}/{cred.service}/aws4_request"
-    string_to_sign = "\n".join(
-        (ALGORITHM, amz_date, scope, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest())
-    )
     key = signing_key(secret_access_key, cred.date, cred.region, cred.service)
-    expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, auth.signature):
+    matched = False
+    for encoded in _canonical_bytes(canonical_request):
+        string_to_sign = "\n".join(
+            (ALGORITHM, amz_date, scope, hashlib.sha256(encoded).hexdigest())
+        )
+        expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        matched |= hmac.compare_digest(expected, auth.signature)
+    if not matched:
         raise SignatureDoesNotMatch()
 
     return VerifiedRequest(

@@ -12,7 +12,7 @@ import re
 
 from schema.records import Bucket, ObjectVersion
 
-__all__ = ["is_version_id", "version_headers"]
+__all__ = ["is_version_id", "version_headers", "written_version_headers"]
 
 _VERSION_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -26,5 +26,13 @@ def version_headers(bucket: Bucket, version: ObjectVersion) -> dict[str, str]:
     """``x-amz-version-id`` of a response when the bucket's versioning was ever turned on
     (enabled or suspended: then it may be ``null``)."""
     if bucket.versioning == "Unversioned":
+        return {}
+    return {"x-amz-version-id": version.api_version_id}
+
+
+def written_version_headers(version: ObjectVersion) -> dict[str, str]:
+    """``x-amz-version-id`` of a write's answer: the new version's id, none for the null
+    version (unversioned and suspended buckets)."""
+    if version.api_version_id == "null":
         return {}
     return {"x-amz-version-id": version.api_version_id}

@@ -32,11 +32,18 @@ S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_XML_BYTES = 1024 * 1024
 
 
+_CONTROL = {c: f"&#{c};" for c in (*range(0x09), 0x0B, 0x0C, 0x0D, *range(0x0E, 0x20))}
+
+
 def _esc(value: object) -> str:
+    """Escape text for an element or attribute. Keys may hold control characters: a carriage
+    return is sent as ``&#13;`` (a parser would turn a raw one into a newline), the others
+    XML 1.0 cannot carry raw as character references, as S3 sends them."""
     text = str(value)
-    return (
+    text = (
         text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     )
+    return text.translate(_CONTROL) if any(c < " " for c in text) else text
 
 
 def iso8601(moment: datetime) -> str:
@@ -96,7 +103,10 @@ def list_objects_document(
         return _esc(quote(value, safe="/") if encoding_type == "url" else value)
 
     parts = [f'<ListBucketResult xmlns="{S3_NS}"><Name>{_esc(bucket)}</Name>']
-    parts.append(f"<Prefix>{enc(prefix)}</Prefix>")
+    # With encoding-type=url S3 encodes Delimiter, Marker, NextMarker, Key and the common
+    # prefixes in v1, and Delimiter, Prefix, StartAfter, Key and the common prefixes in v2:
+    # v1's own Prefix stays as sent (the SDKs decode exactly these fields, no others).
+    parts.append(f"<Prefix>{enc(prefix) if v2 else _esc(prefix)}</Prefix>")
     if v2:
         parts.append(f"<KeyCount>{len(contents) + len(common_prefixes)}</KeyCount>")
         if continuation_token is not None:
@@ -120,7 +130,7 @@ def list_objects_document(
     for key, modified, etag, size in contents:
         owner_xml = (
             f"<Owner><ID>{_esc(owner)}</ID><DisplayName>{_esc(owner)}</DisplayName></Owner>"
-            if owner and not v2
+            if owner
             else ""
         )
         parts.append(

@@ -53,6 +53,13 @@ TREE_FILES = {
 }
 
 
+# Issue 17 (EncodingType=url): a key holding every printable ASCII character, and keys under a
+# prefix holding a newline; every client must hand back the keys and prefixes that were sent.
+PRINTABLE_KEY = "all/" + "".join(chr(c) for c in range(0x20, 0x7F))
+NEWLINE_PREFIX = "nl\nprefix/"
+ODD_KEYS = (PRINTABLE_KEY, NEWLINE_PREFIX + "a+b c", NEWLINE_PREFIX + "x%y")
+
+
 @dataclass(frozen=True)
 class ClientTenant:
     """A --allow-plaintext tenant with its credentials, for clients configured from outside."""
@@ -76,6 +83,12 @@ class ClientTenant:
             for item in page.get("Contents", []):
                 found[item["Key"]] = item["Size"]
         return found
+
+    def put_odd_keys(self, bucket: str) -> None:
+        """Create ``bucket`` holding ``ODD_KEYS`` (one byte each), written with boto3."""
+        self.s3.create_bucket(Bucket=bucket)
+        for key in ODD_KEYS:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=b"x")
 
     def bucket_exists(self, bucket: str) -> bool:
         from botocore.exceptions import ClientError

@@ -14,6 +14,8 @@ import pytest
 
 from tests.clients.conftest import (
     BIG_TIMEOUT_S,
+    NEWLINE_PREFIX,
+    ODD_KEYS,
     BigFile,
     ClientTenant,
     LocalFiles,
@@ -163,6 +165,39 @@ def test_s3_presign_sigv4(
     assert hashlib.sha256(response.content).hexdigest() == small_files.sha["100k.bin"]
     aws("s3", "rm", f"s3://{bucket}/shared.bin")
     assert client_tenant.keys(bucket) == {}
+
+
+def test_s3_presign_default_sigv2(
+    aws: Aws, client_tenant: ClientTenant, bucket: str, small_files: LocalFiles, tmp_path: Path
+) -> None:
+    """`aws s3 presign` without a signature_version setting makes a SigV2 URL for us-east-1
+    (issue 17); the gateway accepts it."""
+    aws("s3", "mb", f"s3://{bucket}")
+    aws("s3", "cp", small_files.root / "100k.bin", f"s3://{bucket}/v2.bin")
+    home = tmp_path / "aws-v2-home"
+    env = base_env(home)
+    (home / "config").write_text("[default]\nregion = us-east-1\n")
+    env.update(
+        AWS_ACCESS_KEY_ID=client_tenant.access_key,
+        AWS_SECRET_ACCESS_KEY=client_tenant.secret_key,
+        AWS_CONFIG_FILE=str(home / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    done = run(
+        [client_binary("aws"), "--endpoint-url", client_tenant.endpoint, "s3", "presign"]
+        + [f"s3://{bucket}/v2.bin", "--expires-in", "300"],
+        env=env,
+        timeout=180,
+        check=True,
+        cwd=tmp_path,
+    )
+    url = done.stdout.strip()
+    assert "AWSAccessKeyId=" in url and "Signature=" in url, url
+    response = httpx.get(url, timeout=60)
+    assert response.status_code == 200, response.text
+    assert hashlib.sha256(response.content).hexdigest() == small_files.sha["100k.bin"]
+    aws("s3", "rm", f"s3://{bucket}/v2.bin")
 
 
 def test_s3_sync_nested_tree(
@@ -444,3 +479,42 @@ def test_s3api_multipart_upload_and_abort(
     aws("s3api", "delete-object", "--bucket", bucket, "--key", "mp/obj")
     assert client_tenant.keys(bucket) == {}
     aws("s3api", "delete-bucket", "--bucket", bucket)
+
+
+def test_odd_keys_list_as_sent(aws: Aws, client_tenant: ClientTenant, bucket: str) -> None:
+    """Issue 17: every printable ASCII character, and a prefix holding a newline, through
+    ListObjects v1, v2 and ListObjectVersions (the CLI asks for encoding-type=url)."""
+    client_tenant.put_odd_keys(bucket)
+    for command in ("list-objects", "list-objects-v2"):
+        every = aws("s3api", command, "--bucket", bucket, parse=True)
+        assert sorted(o["Key"] for o in every["Contents"]) == sorted(ODD_KEYS)
+        page = aws(
+            "s3api",
+            command,
+            "--bucket",
+            bucket,
+            "--prefix",
+            "nl\n",
+            "--delimiter",
+            "/",
+            "--no-paginate",
+            parse=True,
+        )
+        assert page["Prefix"] == "nl\n" and page["Delimiter"] == "/"
+        assert [p["Prefix"] for p in page["CommonPrefixes"]] == [NEWLINE_PREFIX]
+    versions = aws(
+        "s3api",
+        "list-object-versions",
+        "--bucket",
+        bucket,
+        "--prefix",
+        NEWLINE_PREFIX,
+        parse=True,
+    )
+    assert versions["Prefix"] == NEWLINE_PREFIX
+    assert sorted(v["Key"] for v in versions["Versions"]) == sorted(ODD_KEYS[1:])
+    listed = aws("s3", "ls", "--recursive", f"s3://{bucket}").stdout
+    assert PRINTABLE_KEY_TAIL in listed
+
+
+PRINTABLE_KEY_TAIL = ODD_KEYS[0].rsplit("/", 1)[-1]

@@ -4,6 +4,7 @@ tmp_path: `mkdir/copy/copyto/sync/ls/lsl/cat/check/delete/deletefile/purge`, and
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 from tests.clients.conftest import (
     BIG_TIMEOUT_S,
+    NEWLINE_PREFIX,
+    ODD_KEYS,
     BigFile,
     ClientTenant,
     LocalFiles,
@@ -197,3 +200,15 @@ def test_big_file_multipart_8m_chunks(
     assert client_tenant.keys(bucket) == {}
     rclone("purge", remote)
     assert not client_tenant.bucket_exists(bucket)
+
+
+def test_odd_keys_list_as_sent(rclone: Rclone, client_tenant: ClientTenant, bucket: str) -> None:
+    """Issue 17: every printable ASCII character, and a prefix holding a newline."""
+    client_tenant.put_odd_keys(bucket)
+    # rclone shows a control character as its Unicode picture (a newline as U+240A).
+    shown = [key.replace("\n", "\u240a") for key in ODD_KEYS]
+    listed = json.loads(rclone("lsjson", "-R", "--files-only", f"{REMOTE}:{bucket}").stdout)
+    assert sorted(e["Path"] for e in listed) == sorted(shown)
+    prefix = NEWLINE_PREFIX.replace("\n", "\u240a")
+    under = json.loads(rclone("lsjson", f"{REMOTE}:{bucket}/{prefix}").stdout)
+    assert sorted(e["Name"] for e in under) == ["a+b c", "x%y"]

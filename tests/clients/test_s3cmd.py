@@ -11,6 +11,8 @@ import pytest
 
 from tests.clients.conftest import (
     BIG_TIMEOUT_S,
+    NEWLINE_PREFIX,
+    ODD_KEYS,
     BigFile,
     ClientTenant,
     LocalFiles,
@@ -166,3 +168,15 @@ def test_big_file_multipart_8mib_chunks(
     s3cmd("del", f"s3://{bucket}/big.bin")
     assert client_tenant.keys(bucket) == {}
     s3cmd("rb", f"s3://{bucket}")
+
+
+def test_odd_keys_list_as_sent(s3cmd: S3cmd, client_tenant: ClientTenant, bucket: str) -> None:
+    """Issue 17: every printable ASCII character, and a prefix holding a newline."""
+    client_tenant.put_odd_keys(bucket)
+    listed = s3cmd("ls", "-r", f"s3://{bucket}").stdout
+    for key in ODD_KEYS:
+        assert f"s3://{bucket}/{key}\n" in listed, (key, listed)
+    # s3cmd's URI parser stops at a newline, so the prefix it can name is "nl": the common
+    # prefix holding the newline comes back intact.
+    under = s3cmd("ls", f"s3://{bucket}/nl").stdout
+    assert f"DIR  s3://{bucket}/{NEWLINE_PREFIX}\n" in under, under

@@ -274,13 +274,19 @@ def test_no_such_upload(cluster: Federation, plain: Client, bucket: str) -> None
     s3 = plain.s3
     upload_id, listed = upload(s3, bucket, "k", [b"data"])
 
-    def refused(client: Any, upload_id: str, key: str = "k", bucket: str = bucket) -> None:
+    def refused(
+        client: Any,
+        upload_id: str,
+        key: str = "k",
+        bucket: str = bucket,
+        parts: list[dict[str, Any]] = listed,
+    ) -> None:
         calls = [
             lambda: client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x"
             ),
             lambda: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id),
-            lambda: complete(client, bucket, key, upload_id, listed),
+            lambda: complete(client, bucket, key, upload_id, parts),
             lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
         ]
         for call in calls:
@@ -296,9 +302,12 @@ def test_no_such_upload(cluster: Federation, plain: Client, bucket: str) -> None
     foreign.create_bucket(Bucket=bucket)
     refused(foreign, upload_id)
     assert foreign.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    # Still intact for its owner; once completed, the id is gone for good.
-    complete(s3, bucket, "k", upload_id, listed)
-    refused(s3, upload_id)
+    # Still intact for its owner; once completed, the id is gone for good, except that a
+    # retried Complete naming the same parts gets the first answer again (issue 17): another
+    # part list is NoSuchUpload, as is every other call.
+    first = complete(s3, bucket, "k", upload_id, listed)
+    assert complete(s3, bucket, "k", upload_id, listed)["ETag"] == first["ETag"]
+    refused(s3, upload_id, parts=[{"PartNumber": 1, "ETag": '"' + "0" * 32 + '"'}])
     aborted, _ = upload(s3, bucket, "k2", [b"x"])
     s3.abort_multipart_upload(Bucket=bucket, Key="k2", UploadId=aborted)
     refused(s3, aborted, key="k2")

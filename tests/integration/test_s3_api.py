@@ -23,9 +23,9 @@ def test_bucket_lifecycle(plain_tenant: tuple[str, Any], bucket_name: str) -> No
     s3.create_bucket(Bucket=bucket_name)
     assert bucket_name in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     s3.head_bucket(Bucket=bucket_name)
-    with pytest.raises(ClientError) as exc:
-        s3.create_bucket(Bucket=bucket_name)
-    assert error_of(exc) == (409, "BucketAlreadyOwnedByYou")
+    # Issue 17: in us-east-1 S3 answers 200 to creating a bucket the caller owns (409
+    # BucketAlreadyOwnedByYou elsewhere); test_s3_compat.py checks the bucket stays untouched.
+    assert s3.create_bucket(Bucket=bucket_name)["ResponseMetadata"]["HTTPStatusCode"] == 200
     s3.put_object(Bucket=bucket_name, Key="k", Body=b"x")
     with pytest.raises(ClientError) as exc:
         s3.delete_bucket(Bucket=bucket_name)

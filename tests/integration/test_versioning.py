@@ -433,8 +433,13 @@ def test_list_versions_pagination_prefixes_and_encoding(t: Tenant, bucket_name: 
     with pytest.raises(ClientError) as exc:
         s3.list_object_versions(Bucket=bucket_name, VersionIdMarker="null")
     assert error_of(exc) == (400, "InvalidArgument")
+    # Issue 17: a well-formed version-id marker naming no version (deleted meanwhile) is a
+    # position, as in S3: "0" * 32 sorts below every version of "a", so the listing goes on
+    # after "a" (an ill-formed id is still InvalidArgument).
+    after_a = s3.list_object_versions(Bucket=bucket_name, KeyMarker="a", VersionIdMarker="0" * 32)
+    assert min(v["Key"] for v in after_a["Versions"]) > "a"
     with pytest.raises(ClientError) as exc:
-        s3.list_object_versions(Bucket=bucket_name, KeyMarker="a", VersionIdMarker="0" * 32)
+        s3.list_object_versions(Bucket=bucket_name, KeyMarker="a", VersionIdMarker="xyz")
     assert error_of(exc) == (400, "InvalidArgument")
     # ListObjects sees one current object per key, and not the key whose latest is a marker.
     current = s3.list_objects_v2(Bucket=bucket_name)["Contents"]

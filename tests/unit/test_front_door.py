@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.front_door import virtual_host_bucket
+from gateway.front_door import routable, virtual_host_bucket
 from gateway.s3 import errors as s3e
 from gateway.s3.conditions import write_condition
 from gateway.s3.handlers.acl import check_canned_acl
@@ -32,6 +32,12 @@ def test_virtual_host_bucket(host: str, domain: str, bucket: str | None) -> None
     assert virtual_host_bucket(host, domain) == bucket
 
 
+def test_routable_path_has_no_newline() -> None:
+    # Route patterns are ``.*``: a newline in a key must not make the request miss its route.
+    assert routable("/bkt/line\nbreak\n") == "/bkt/line%0Abreak%0A"
+    assert routable("/bkt/tab\tcr\r") == "/bkt/tab\tcr\r"
+
+
 def test_canned_acl_rule() -> None:
     check_canned_acl({})
     check_canned_acl({"x-amz-acl": "private"})
@@ -53,10 +59,12 @@ def test_write_condition_headers() -> None:
     assert cond is not None and cond.if_none_match == "*"
     cond = write_condition({"if-match": '"abc"'})
     assert cond is not None and cond.if_match == '"abc"'
-    with pytest.raises(s3e.NotImplemented):
-        write_condition({"if-none-match": '"abc"'})
+    cond = write_condition({"if-none-match": '"abc", "def"'})
+    assert cond is not None and cond.if_none_match == '"abc", "def"'
     with pytest.raises(s3e.InvalidArgument):
         write_condition({"if-match": " "})
+    with pytest.raises(s3e.InvalidArgument):
+        write_condition({"if-none-match": " , "})
 
 
 def test_write_condition_check() -> None:
@@ -77,6 +85,10 @@ def test_write_condition_check() -> None:
     WriteCondition(if_match="*").check("anything")
     with pytest.raises(NoSuchKey):
         WriteCondition(if_match="*").check(None)
+    WriteCondition(if_none_match='"abc"').check(None)
+    WriteCondition(if_none_match='"abc"').check("def")
+    with pytest.raises(PreconditionFailed):
+        WriteCondition(if_none_match='"x", "abc"').check("abc")
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,9 @@ def test_s3_compatibility_operations_parse() -> None:
     [
         ("GET", "/bkt/k", [("tagging", "")], {}, s3e.NotImplemented),
         ("GET", "/bkt", [("lifecycle", "")], {}, s3e.NotImplemented),
-        ("GET", "/bkt/k", [("partNumber", "1")], {}, s3e.NotImplemented),
+        ("GET", "/bkt/k", [("partNumber", "0")], {}, s3e.InvalidArgument),
+        ("DELETE", "/bkt/k", [("partNumber", "1")], {}, s3e.InvalidArgument),
+        ("GET", "/bkt/k", [("partNumber", "1")], {"range": "bytes=0-1"}, s3e.InvalidRequest),
         ("PUT", "/bkt/k", [], {"x-amz-copy-source": "/a"}, s3e.InvalidArgument),
         ("PUT", "/bkt/k", [], {"x-amz-copy-source": "/Bad_B/k"}, s3e.InvalidBucketName),
         ("PUT", "/bkt/k", [("uploadId", "u"), ("partNumber", "0")], {}, s3e.InvalidArgument),
@@ -223,3 +225,13 @@ def test_error_documents_escape_and_hide_internals() -> None:
 def test_domain_errors_map_to_s3(exc: Exception, code: str, status: int) -> None:
     err = s3e.to_s3_error(exc)
     assert (err.code, err.status) == (code, status)
+
+
+def test_part_number_reads_parse() -> None:
+    """Issue 17: GET/HEAD ?partNumber=N reads one uploaded part (it was NotImplemented)."""
+    assert parse("GET", "/bkt/k", [("partNumber", "2")], {}) == ops.GetObject(
+        "bkt", "k", None, None, 2
+    )
+    assert parse("HEAD", "/bkt/k", [("partNumber", "1"), ("versionId", "v")], {}) == (
+        ops.HeadObject("bkt", "k", None, "v", 1)
+    )

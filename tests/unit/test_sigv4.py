@@ -681,3 +681,17 @@ def test_boto3_client_requests_verify() -> None:
     client.delete_object(Bucket="bkt", Key="ünï ☃")
     for view in captured:
         check(view)
+
+
+def test_utf8_header_values_verify_from_the_bytes_sent() -> None:
+    """Issue 17: the AWS SDKs sign a non-ASCII x-amz-meta-* value as UTF-8 and send those
+    bytes; the ASGI layer hands them over one character per byte (latin-1)."""
+    value = "café 日本 ✓ à"
+    view = sign("PUT", "/bkt/k", headers={"x-amz-meta-word": value})
+    wire = value.encode("utf-8").decode("latin-1")
+    check(with_headers(view, x_amz_meta_word=wire))
+    with pytest.raises(errors.SignatureDoesNotMatch):
+        check(with_headers(view, x_amz_meta_word=wire.replace("\xa0", " ")))
+    # A client sending one latin-1 byte for "é" while signing its UTF-8 still verifies.
+    latin = sign("PUT", "/bkt/k", headers={"content-disposition": 'inline; filename="é"'})
+    check(latin)

@@ -1,4 +1,9 @@
-"""Bucket operations: create, head, delete (empty only), list buckets, location."""
+"""Bucket operations: create, head, delete (empty only), list buckets, location.
+
+Creating a bucket the caller already owns answers as S3 does: 200 with the bucket untouched
+in us-east-1 (S3's legacy behaviour there), ``BucketAlreadyOwnedByYou`` (409) in any other
+region. Bucket names are per tenant, so no other tenant's bucket is ever in the way.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +67,10 @@ async def create_bucket(ctx: GatewayContext, auth: Authorized, call: S3Call) -> 
                 conn, auth.caller(call.request_id).entry("CreateBucket", op.bucket)
             )
     except BucketAlreadyExists as exc:
-        raise s3e.BucketAlreadyOwnedByYou(resource=f"/{op.bucket}") from exc
+        if ctx.settings.region != "us-east-1":
+            raise s3e.BucketAlreadyOwnedByYou(resource=f"/{op.bucket}") from exc
+        # S3's legacy us-east-1 answer: 200, and the bucket stays exactly as it was.
+        return Response(status_code=200, headers={"Location": f"/{op.bucket}"})
     await ctx.meta.invalidate_bucket(principal.tenant_id, op.bucket)
     return Response(status_code=200, headers={"Location": f"/{op.bucket}"})
 

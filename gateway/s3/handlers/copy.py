@@ -31,6 +31,7 @@ from gateway.s3.conditions import write_condition
 from gateway.s3.copy_source import check_copy_source_conditions
 from gateway.s3.operations import CopyObject
 from gateway.s3.stored_headers import stored_headers
+from gateway.s3.versions import written_version_headers
 from gateway.s3.write_headers import requested_class
 from schema.records import ObjectVersion
 
@@ -90,9 +91,10 @@ async def copy_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Re
         requested_class=wanted,
         condition=write_condition(call.headers),
     )
-    headers = {"x-amz-copy-source-version-id": source.api_version_id}
-    if bucket.versioning != "Unversioned":
-        headers["x-amz-version-id"] = copied.api_version_id
+    headers = {
+        "x-amz-copy-source-version-id": source.api_version_id,
+        **written_version_headers(copied),
+    }
     return Response(
         xml.copy_result_document("CopyObjectResult", copied.etag, copied.created_at),
         media_type="application/xml",

@@ -67,7 +67,8 @@ async def list_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
     last_kind, last_value = "k", ""
     exhausted = False
     async with ctx.store.db.connection() as conn:
-        while not exhausted and not truncated:
+        # max-keys=0 lists nothing and is not truncated, as S3 answers it.
+        while op.max_keys and not exhausted and not truncated:
             batch = await ctx.store.listing.list_latest(
                 conn, auth.bucket.id, prefix=prefix, after=cursor, limit=_BATCH, inclusive=inclusive
             )
@@ -92,8 +93,6 @@ async def list_objects(ctx: GatewayContext, auth: Authorized, call: S3Call) -> R
             if seek is not None:
                 cursor, inclusive = seek, True
                 exhausted = False
-            if op.max_keys == 0:
-                break
     next_token = _encode_token(last_kind, last_value) if truncated and op.v2 else None
     body = xml.list_objects_document(
         bucket=auth.bucket.name,

@@ -6,7 +6,8 @@ Complete reads the (size-capped, verified) document listing the parts; its
 against the body but handed to the data path as the object checksum the client expects.
 ``x-amz-mp-object-size`` and ``If-Match`` / ``If-None-Match: *`` are honoured. The answer is
 ``CompleteMultipartUploadResult`` with the multipart ETag and, with an algorithm, the
-COMPOSITE checksum; on a versioned bucket ``x-amz-version-id``.
+COMPOSITE checksum; on a versioning-enabled bucket ``x-amz-version-id``. A retried Complete
+of a completed upload (same parts) gets the first answer again (the data path remembers it).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from urllib.parse import quote
 
 from fastapi import Response
 
-from actors.upload_completion import complete_upload
-from actors.uploads import abort_upload, upload_of
+from actors.upload_completion import check_completable, complete_upload
+from actors.uploads import abort_upload
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
 from gateway.s3 import xml
@@ -25,7 +26,6 @@ from gateway.s3.body import read_small_body
 from gateway.s3.call import S3Call
 from gateway.s3.conditions import write_condition
 from gateway.s3.operations import AbortMultipartUpload, CompleteMultipartUpload
-from gateway.s3.versions import version_headers
 
 __all__ = ["abort_multipart_upload", "complete_multipart_upload", "object_checksums"]
 
@@ -52,7 +52,7 @@ async def complete_multipart_upload(
     op = auth.op
     assert isinstance(op, CompleteMultipartUpload) and auth.bucket is not None
     bucket, principal = auth.bucket, auth.principal
-    await upload_of(ctx, principal.tenant_id, bucket, op.key, op.upload_id)
+    await check_completable(ctx, principal.tenant_id, bucket, op.key, op.upload_id)
     document = await read_small_body(
         call.body, principal.verified, _without_checksums(call.headers), xml.MAX_XML_BYTES
     )
@@ -70,18 +70,17 @@ async def complete_multipart_upload(
         declared_size=call.headers.get("x-amz-mp-object-size"),
         requested_checksums=object_checksums(call.headers),
     )
-    version = completed.version
     return Response(
         xml.complete_multipart_upload_document(
             location=f"{ctx.settings.endpoint}/{bucket.name}/{quote(op.key)}",
             bucket=bucket.name,
             key=op.key,
-            etag=version.etag,
+            etag=completed.etag,
             checksum=completed.checksum,
             checksum_type="COMPOSITE" if completed.checksum else None,
         ),
         media_type="application/xml",
-        headers=version_headers(bucket, version),
+        headers={"x-amz-version-id": completed.version_id} if completed.version_id else {},
     )
 
 

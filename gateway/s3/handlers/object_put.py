@@ -20,7 +20,7 @@ from gateway.s3.call import S3Call
 from gateway.s3.conditions import write_condition
 from gateway.s3.operations import PutObject
 from gateway.s3.stored_headers import stored_headers
-from gateway.s3.versions import version_headers
+from gateway.s3.versions import written_version_headers
 from gateway.s3.write_headers import object_metadata, requested_class
 
 __all__ = ["put_object"]
@@ -52,7 +52,7 @@ async def put_object(ctx: GatewayContext, auth: Authorized, call: S3Call) -> Res
         condition=condition,
         verified_checksums=verified,
     )
-    answer = {"ETag": f'"{version.etag}"', **version_headers(auth.bucket, version)}
+    answer = {"ETag": f'"{version.etag}"', **written_version_headers(version)}
     if version.checksum_algorithm and version.checksum_value:
         answer[f"x-amz-checksum-{version.checksum_algorithm}"] = version.checksum_value
     return Response(status_code=200, headers=answer)

@@ -12,7 +12,9 @@ is ``NoSuchVersion``, a delete marker a 405 ``MethodNotAllowed``. On a bucket wh
 was ever turned on every answer names the version (``x-amz-version-id``).
 Conditional headers (``gateway/s3/preconditions.py``) are evaluated on the version found,
 before the Range. ``x-amz-checksum-mode: ENABLED`` returns the stored checksum of a whole
-object.
+object. ``?partNumber=N`` serves one uploaded part of a multipart object (206, ``Content-Range``,
+``x-amz-mp-parts-count``; part 1 of a one-part object is all of it; past the last: 416
+``InvalidPartNumber``), as the SDKs' parallel downloads read them.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
     for name, value in version.http_headers.items():
         headers["-".join(part.capitalize() for part in name.split("-"))] = value
     for name, value in version.user_metadata.items():
-        headers[f"x-amz-meta-{name}"] = value
+        # Sent as UTF-8 bytes (the response encodes header text as latin-1, one byte each).
+        headers[f"x-amz-meta-{name}"] = value.encode("utf-8").decode("latin-1")
     if version.encrypted:
         assert version.wrapped_key is not None
         headers["x-amz-meta-bp-wrapped-key"] = base64.b64encode(version.wrapped_key).decode()
@@ -136,6 +139,27 @@ def _range_headers(
         "Content-Length": str(last - first + 1),
         "Content-Range": f"bytes {first}-{last}/{version.size}",
     }
+
+
+def _part_headers(
+    version: ObjectVersion, part_number: int
+) -> tuple[tuple[int, int] | None, int, dict[str, str]]:
+    """(range, status, headers) of ``?partNumber=N``: the uploaded part as a 206 with its
+    ``Content-Range`` and the object's ``x-amz-mp-parts-count``; InvalidPartNumber (416)
+    past the last part. An empty part (an empty object's part 1) is a 200 without a body."""
+    span = version.upload_part_range(part_number)
+    if span is None:
+        raise s3e.InvalidPartNumber(
+            f"The object has {version.upload_part_count} part(s); part {part_number} is not one"
+        )
+    count = {"x-amz-mp-parts-count": str(version.upload_part_count)}
+    if version.upload_part_sizes is None:
+        count = {}
+    first, last = span
+    if last < first:
+        return (0, -1), 200, {"Content-Length": "0", **count}
+    status, headers = _range_headers(version, span)
+    return span, status, {**headers, **count}
 
 
 def _checksum_headers(
@@ -187,13 +211,17 @@ async def _prepare(
     early = _conditional(bucket, version, call.headers)
     if early is not None:
         return early
-    rng = parse_range(op.range_header, version.size)
-    status, extra = _range_headers(version, rng)
+    if op.part_number is None:
+        rng = parse_range(op.range_header, version.size)
+        status, extra = _range_headers(version, rng)
+    else:
+        rng, status, extra = _part_headers(version, op.part_number)
+    whole = op.range_header is None and op.part_number is None
     headers = {
         **object_headers(version),
         **extra,
         **version_headers(bucket, version),
-        **_checksum_headers(version, call.headers, op.range_header is None),
+        **_checksum_headers(version, call.headers, whole),
         **response_overrides(dict(parse_qsl(call.view.query_string, keep_blank_values=True))),
     }
     return version, rng, status, headers

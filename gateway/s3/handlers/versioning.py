@@ -88,14 +88,12 @@ async def list_object_versions(ctx: GatewayContext, auth: Authorized, call: S3Ca
             before_pk = await ctx.store.listing.version_position(
                 conn, bucket.id, op.key_marker, op.version_id_marker
             )
-            if before_pk is None:
-                raise s3e.InvalidArgument("Invalid version id specified")
             cursor = op.key_marker
         elif is_prefix_marker(op.key_marker, prefix, delimiter):
             cursor, inclusive = past_prefix(op.key_marker), True
         else:
             cursor = op.key_marker
-        while not truncated:
+        while op.max_keys and not truncated:  # max-keys=0: nothing, not truncated
             batch = await ctx.store.listing.list_versions(
                 conn,
                 bucket.id,
