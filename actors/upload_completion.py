@@ -90,6 +90,9 @@ class CompletedUpload:
     version_id: str | None
     #: (algorithm, COMPOSITE value) when the upload has an algorithm and every part its value.
     checksum: tuple[str, str] | None
+    #: The committed version's row id; known to the first completion only (a retried one
+    #: answers from what was remembered, which names the version by its id).
+    version_pk: int | None = None
 
 
 def _bare_etag(etag: str) -> str:
@@ -362,7 +365,10 @@ async def complete_upload(
             else None
         )
         answer = CompletedUpload(
-            version.etag, None if version.null_version else version.version_id, checksum
+            version.etag,
+            None if version.null_version else version.version_id,
+            checksum,
+            version_pk=version.id,
         )
         await ctx.store.uploads.remember_completed(
             conn,

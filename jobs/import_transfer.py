@@ -52,7 +52,7 @@ from client.stream import Encryptor
 from client.wrap import WrappedKey, wrap_for_all
 from core.checksums import Checksum, new_checksum
 from core.envelope import Envelope
-from core.errors import BulletproofError, InvalidInput
+from core.errors import BulletproofError, IntegrityError, InvalidInput
 from core.import_state import destination_key
 from schema.audit import Caller
 from schema.import_records import MARKER_ETAG, MARKER_RUN, ImportObject, ImportRun
@@ -409,4 +409,6 @@ async def _multipart(
                 ctx, target.caller, target.tenant_id, target.bucket, key, upload.upload_id
             )
         raise
-    return completed.version.id
+    if completed.version_pk is None:  # only a retried completion lacks it; this is the first
+        raise IntegrityError(f"completing the upload of {key!r} named no new version")
+    return completed.version_pk
