@@ -72,10 +72,25 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     # Objects whose ciphertext exceeds 48 MiB go through the multipart data path. Replication
     # agents run, as in production: a replica a busy backend could not take at once is
     # finished by them (GREEN needs every replica ok).
+    # As in production, the scheduler runs the repairer, which re-enqueues replication work a
+    # job could not finish (dead-lettered, or lost with a killed worker); the other periodic
+    # workers are off (not what these tests are about), and the agent's leases, deferrals and
+    # backoffs are short, as in the fault tests, so retries happen within seconds.
     overrides = {
         "BP_MAX_OBJECT_SIZE": str(48 * MiB),
         "BP_AGENT_COUNT": "1",
-        "BP_SCHEDULER_ENABLED": "false",
+        "BP_AGENT_LEASE_S": "6",
+        "BP_AGENT_POLL_S": "0.3",
+        "BP_AGENT_DEFER_S": "1",
+        "BP_JOB_BACKOFF_BASE_S": "0.5",
+        "BP_JOB_BACKOFF_MAX_S": "5",
+        "BP_DEAD_JOB_COOLDOWN_S": "5",
+        "BP_SCHEDULER_ENABLED": "true",
+        "BP_REPAIR_INTERVAL_S": "5",
+        "BP_SCRUB_INTERVAL_S": "0",
+        "BP_PLACEMENT_INTERVAL_S": "0",
+        "BP_VACUUM_INTERVAL_S": "0",
+        "BP_UPLOAD_EXPIRY_INTERVAL_S": "0",
     }
     with start_cluster(tmp_path_factory.mktemp("bp-import"), overrides=overrides) as running:
         from cluster.bootstrap import start_self_healing
@@ -262,7 +277,19 @@ def wait_green(fed: Federation, run_id: int, timeout_s: float = 300) -> None:
     """Wait for GREEN; on time-out fail with the run's last colour and reason."""
     deadline = time.monotonic() + timeout_s
     while (last := status(fed, run_id)).color is not Color.GREEN:
-        assert time.monotonic() < deadline, f"not GREEN after {timeout_s}s: {last}"
+        if time.monotonic() >= deadline:
+            stuck = fed.sql(
+                "SELECT r.version_pk, r.backend_id, r.part_number, r.status,"
+                " j.kind, j.status AS job, j.attempts, j.last_error"
+                " FROM replicas r LEFT JOIN jobs j ON (j.payload->>'version_pk')::bigint"
+                " = r.version_pk AND j.kind IN ('replicate', 'repair')"
+                " WHERE r.status <> 'ok' ORDER BY r.version_pk LIMIT 20"
+            )
+            agents = fed.sql("SELECT kind, status, count(*) AS n FROM jobs GROUP BY 1, 2")
+            raise AssertionError(
+                f"not GREEN after {timeout_s}s: {last}; replicas not ok and their jobs: "
+                f"{stuck}; jobs: {agents}"
+            )
         time.sleep(0.5)
 
 

@@ -306,12 +306,13 @@ def test_start_status_cancel_resume(
     assert _audit(cluster, "ImportResume", f"import/{rid}")
     assert f"bp-import-{rid}-2" in [j.submission_id for j in _jobs().list()]
 
-    # The keyholder lost it (a restart, or the TTL): resume needs the passphrase again.
+    # Stop attempt 2 at once (a fast driver could otherwise finish the import first), so the
+    # run is resumable again; then the keyholder loses the passphrase (a restart, or the TTL):
+    # resume needs it again.
+    assert api.ok("POST", f"/import/runs/{rid}/cancel", {})["run_state"] == "cancelled"
     cluster.wait_for(
         lambda: _jobs().get(f"bp-import-{rid}-2").finished, timeout_s=90, what="job 2 ends"
     )
-    if api.ok("GET", f"/import/runs/{rid}")["run_state"] == "done":
-        pytest.skip("the driver finished the import: the resume paths below need a stopped one")
     ray.get(keyholder().drop.remote(rid))
     needed = api.call("POST", f"/import/runs/{rid}/resume", {})
     assert needed.status_code == 400 and needed.json()["error"] == "PassphraseRequired"
