@@ -21,8 +21,6 @@ from gateway.s3 import errors, sigv2
 from gateway.s3.sigv4 import HttpRequestView, PayloadMode
 from tests.unit.test_sigv4 import ACCESS, ENDPOINT, SECRET, view_of
 
-NOW = datetime.now(UTC)
-
 
 def header_signed(
     method: str, path: str, headers: dict[str, str] | None = None, params: str = ""
@@ -40,10 +38,12 @@ def presigned(method: str, path: str, expires: int = 3600, params: str = "") -> 
     return view_of(method, request.url, request.headers)
 
 
-def check(view: HttpRequestView, now: datetime = NOW) -> Any:
+def check(view: HttpRequestView, now: datetime | None = None) -> Any:
+    """Verify as the gateway would at ``now`` (default: the present, as botocore signed it)."""
     assert sigv2.is_sigv2(view)
     assert sigv2.parse_access_key(view) == ACCESS
-    return sigv2.verify(view, SECRET, now=now, resource_path=view.raw_path)
+    at = now if now is not None else datetime.now(UTC)
+    return sigv2.verify(view, SECRET, now=at, resource_path=view.raw_path)
 
 
 KEYS = ["k", "dir/a b+c~d=e&f.txt", "ünï ☃", "line\nbreak"]
@@ -82,16 +82,19 @@ def test_tampering_fails() -> None:
         with pytest.raises(errors.SignatureDoesNotMatch):
             check(changed)
     with pytest.raises(errors.SignatureDoesNotMatch):
-        sigv2.verify(view, "wrong", now=NOW, resource_path=view.raw_path)
+        sigv2.verify(view, "wrong", now=datetime.now(UTC), resource_path=view.raw_path)
 
 
 def test_clock_and_expiry() -> None:
+    # Times relative to the signing moment (botocore signs with the present): a module-level
+    # "now" would drift by however long the suite ran before this test.
+    signed_at = datetime.now(UTC)
     view = header_signed("GET", "/bkt/k")
     with pytest.raises(errors.RequestTimeTooSkewed):
-        check(view, NOW + timedelta(minutes=16))
+        check(view, signed_at + timedelta(minutes=16))
     url = presigned("GET", "/bkt/k", expires=60)
     with pytest.raises(errors.AccessDenied, match="expired"):
-        check(url, NOW + timedelta(seconds=120))
+        check(url, signed_at + timedelta(seconds=120))
     week = presigned("GET", "/bkt/k", expires=7 * 86400)
     check(week)
     too_long = presigned("GET", "/bkt/k", expires=8 * 86400)
