@@ -67,6 +67,7 @@ from gateway.imports.errors import (
 )
 from gateway.imports.wire import (
     iso_time,
+    optional_passphrase,
     optional_text,
     page_limit,
     passphrase_of,
@@ -142,7 +143,6 @@ class ImportService:
     ) -> dict[str, Any]:
         """Open the source with the passphrase and list one page of it (at most 10 keys)."""
         passphrase = passphrase_of(data)
-        assert passphrase is not None
         async with ctx.store.db.connection() as conn:
             source = await _REPO.get_source(conn, source_id, tenant_id=tenant_id)
         await self._check_passphrase(
@@ -307,7 +307,6 @@ class ImportService:
         data: dict[str, Any],
     ) -> dict[str, Any]:
         passphrase = passphrase_of(data)
-        assert passphrase is not None
         async with ctx.store.db.connection() as conn:
             run = await _REPO.get_run(conn, run_id, tenant_id=tenant_id)
             source = await _REPO.get_source(conn, run.source_id)
@@ -500,7 +499,7 @@ class ImportService:
     ) -> None:
         """A passphrase sent now is checked and handed over; else the keyholder must still
         hold the run's (``PassphraseRequired`` otherwise)."""
-        passphrase = passphrase_of(data, required=False)
+        passphrase = optional_passphrase(data)
         if passphrase is not None:
             await self._check_passphrase(
                 ctx, caller, source, passphrase, f"import/{run.id}", run.tenant_id

@@ -14,6 +14,7 @@ from schema.import_records import ImportRun, ImportSource
 
 __all__ = [
     "iso_time",
+    "optional_passphrase",
     "optional_text",
     "page_limit",
     "passphrase_of",
@@ -69,13 +70,17 @@ def run_json(run: ImportRun) -> dict[str, Any]:
     }
 
 
-def passphrase_of(data: dict[str, Any], *, required: bool = True) -> str | None:
+def passphrase_of(data: dict[str, Any]) -> str:
+    """The body's passphrase: a non-empty string, else a 400."""
     value = data.get("passphrase")
-    if value is None and not required:
-        return None
     if not isinstance(value, str) or not value:
         raise s3e.InvalidArgument("field 'passphrase' must be a non-empty string")
     return value
+
+
+def optional_passphrase(data: dict[str, Any]) -> str | None:
+    """The body's passphrase when it carries one (``passphrase_of``'s rule), else None."""
+    return None if data.get("passphrase") is None else passphrase_of(data)
 
 
 def optional_text(data: dict[str, Any], name: str, default: str) -> str:
