@@ -23,15 +23,18 @@ from typing import Any
 
 from cluster import cli_import, cli_policy, cli_workers
 from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
+from cluster.ray_join import enable_token_auth_for_join
 from core.settings import Settings
 
 __all__ = ["main"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if settings.ray_address:
+        enable_token_auth_for_join()  # before Ray is imported: it reads the mode once
     from cluster.bootstrap import serve_forever
 
-    settings = settings_of(args)
     serve_forever(settings, pid_file=pid_file(settings))
     return 0
 

@@ -51,6 +51,9 @@ _WORKER_NAMES = (
 def _use_ray(address: str | None) -> bool:
     if not address:
         return False
+    from cluster.ray_join import enable_token_auth_for_join
+
+    enable_token_auth_for_join()  # before Ray is imported: it reads the mode once
     import ray
 
     if not ray.is_initialized():
