@@ -39,9 +39,9 @@ from core.sealing import generate_master_key, hash_token
 from core.settings import Settings
 from gateway.app import build_gateway_app
 from jobs.catalog import build_worker, default_schedules
+from schema.admin_tokens import AdminTokenRepository
 from schema.db import Database, ensure_database
 from schema.migrate import apply_migrations
-from schema.tenants import TenantRepository
 
 __all__ = [
     "prepare_database",
@@ -73,14 +73,22 @@ def prepare_state(settings: Settings) -> None:
 
 
 async def prepare_database(settings: Settings) -> None:
-    """Create the database if missing, apply migrations, register the admin token's hash."""
+    """Create the database if missing, apply migrations, and on the first start register the
+    bootstrap admin token's hash. Later starts never register a token again: a token that
+    ``bulletproof admin token rotate`` revoked stays revoked even if it is still configured."""
     await ensure_database(settings.database_url)
     await apply_migrations(settings.database_url)
     db = await Database.connect(settings.database_url, max_size=1)
     try:
         async with db.transaction() as conn:
-            await TenantRepository().put_admin_token(
-                conn, hash_token(admin_token(settings)), "admin"
+            in_force = await AdminTokenRepository().register_first(
+                conn, hash_token(admin_token(settings))
+            )
+        if not in_force:
+            log.warning(
+                "the configured bootstrap admin token is not the one in force (it was rotated:"
+                " `bulletproof admin token rotate` wrote its successor to %s)",
+                settings.admin_token_path,
             )
     finally:
         await db.close()
