@@ -7,6 +7,9 @@ JWKS, as at an issuer that rotated); ``jwks_fetches`` counts how often the JWKS 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import secrets
 import threading
@@ -81,8 +84,12 @@ class OidcIssuer:
         return {"keys": keys}
 
     def public_pem(self) -> bytes:
-        return self._keys[-1][1].public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        return (
+            self._keys[-1][1]
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
 
     # -- tokens ----------------------------------------------------------------------------------
@@ -113,6 +120,18 @@ class OidcIssuer:
             headers={"kid": kid or self.kid},
         )
 
+    def alg_none(self, sub: str = "eve", **extra: Any) -> str:
+        """A token with ``alg: none`` and no signature."""
+        header = {"alg": "none", "kid": self.kid}
+        return _signing_input(header, self.claims(sub, **extra)) + "."
+
+    def hs256_with_public_key(self, sub: str = "eve", **extra: Any) -> str:
+        """The key-confusion forgery: HS256 keyed with the issuer's published RSA public key."""
+        header = {"alg": "HS256", "typ": "JWT", "kid": self.kid}
+        signing_input = _signing_input(header, self.claims(sub, **extra))
+        mac = hmac.new(self.public_pem(), signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{_b64(mac)}"
+
     def config(self, **overrides: Any) -> dict[str, Any]:
         """This issuer's entry in the gateway's identity file, with the role table the tests
         use: group ``bp-admins`` -> admin, ``bp-operators`` -> operator, ``bp-viewers`` ->
@@ -130,3 +149,11 @@ class OidcIssuer:
             ],
             **overrides,
         }
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signing_input(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"

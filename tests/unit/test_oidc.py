@@ -8,10 +8,6 @@ per ``jwks_refetch_min_s`` (driven here by an injected clock, not by sleeping)."
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,27 +20,6 @@ from core.admin_roles import Role, load_identity_config
 from core.errors import InvalidInput
 from gateway.oidc import InvalidJwt, OidcVerifier
 from tests.support.oidc_issuer import OidcIssuer
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
-    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-
-
-def alg_none(issuer: OidcIssuer, **claims: Any) -> str:
-    return _unsigned({"alg": "none", "kid": issuer.kid}, issuer.claims("eve", **claims)) + "."
-
-
-def hs256_with_public_key(issuer: OidcIssuer, **claims: Any) -> str:
-    """The classic key-confusion forgery: HMAC keyed with the issuer's published RSA key."""
-    signing_input = _unsigned(
-        {"alg": "HS256", "typ": "JWT", "kid": issuer.kid}, issuer.claims("eve", **claims)
-    )
-    mac = hmac.new(issuer.public_pem(), signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(mac)}"
 
 
 class Clock:
@@ -100,8 +75,8 @@ def test_valid_tokens_get_their_role(issuer: OidcIssuer) -> None:
         (lambda i: i.token(aud="someone-else"), "(?i)audience"),
         (lambda i: i.token(iss="http://127.0.0.1:1/evil"), "issuer is not trusted"),
         (lambda i: i.token(nbf=int(time.time()) + 600), "not yet valid"),
-        (lambda i: alg_none(i, groups=["bp-admins"]), "algorithm 'none' is not allowed"),
-        (lambda i: hs256_with_public_key(i, groups=["bp-admins"]), "'HS256' is not allowed"),
+        (lambda i: i.alg_none(groups=["bp-admins"]), "algorithm 'none' is not allowed"),
+        (lambda i: i.hs256_with_public_key(groups=["bp-admins"]), "'HS256' is not allowed"),
         (lambda i: i.token(kid="unknown-kid"), "no signing key"),
         (
             lambda i: i.token(key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
@@ -171,9 +146,7 @@ def test_discovery_naming_another_issuer_is_refused(issuer: OidcIssuer) -> None:
     other = OidcIssuer()
     try:
         # Configured as `other`, but its discovery URL is `issuer`'s (which names itself).
-        verifier = _verifier(
-            other, discovery_url=f"{issuer.url}/.well-known/openid-configuration"
-        )
+        verifier = _verifier(other, discovery_url=f"{issuer.url}/.well-known/openid-configuration")
         with pytest.raises(InvalidJwt, match="no signing key"):
             _verify(verifier, other.token(groups=["bp-admins"]))
         assert other.jwks_fetches == 0 and issuer.jwks_fetches == 0
