@@ -305,6 +305,11 @@ def test_erasure_coded_objects_round_trip(cluster: Federation, fleet: Fleet, ten
     got = s3.get_object(Bucket=bucket, Key="obj")
     assert got["Body"].read() == data
     assert got["ResponseMetadata"]["HTTPHeaders"]["x-bp-redundancy-class"] == "ColdArchiveClass"
+    # Acknowledged at 4 of 6 shards; the other two land in the background.
+    cluster.wait_for(
+        lambda: {r["status"] for r in cluster.replicas(bucket, "obj")} == {"ok"},
+        what="every shard to be stored",
+    )
     rows = cluster.replicas(bucket, "obj")
     parts = max(1, -(-size // MIB))
     assert len(rows) == 6 * parts and {r["status"] for r in rows} == {"ok"}
