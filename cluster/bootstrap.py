@@ -35,6 +35,8 @@ from actors.import_keyholder import keyholder
 from actors.replication_agent import start_agents
 from actors.scheduler import start_scheduler
 from cluster.cli_base import admin_token
+from core.admin_roles import load_identity_config
+from core.errors import InvalidInput
 from core.sealing import generate_master_key, hash_token
 from core.settings import Settings
 from gateway.app import build_gateway_app
@@ -64,7 +66,17 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def prepare_state(settings: Settings) -> None:
-    """Create the state directory, the master key and the bootstrap admin token, once."""
+    """Create the state directory, the master key and the bootstrap admin token, once; check
+    the admin identity file (``BP_ADMIN_OIDC_FILE``) so a bad one stops ``up`` with its
+    reason instead of leaving gateway replicas that cannot start."""
+    if settings.admin_oidc_file:
+        path = Path(settings.admin_oidc_file)
+        if not path.is_absolute():
+            raise SystemExit(f"admin_oidc_file must be an absolute path (replicas read it): {path}")
+        try:
+            load_identity_config(path.read_text())
+        except (OSError, InvalidInput) as exc:
+            raise SystemExit(f"admin_oidc_file {path}: {exc}") from exc
     settings.state_path.mkdir(parents=True, exist_ok=True)
     if not settings.master_key_path.exists():
         _write_private(settings.master_key_path, generate_master_key().decode() + "\n")
