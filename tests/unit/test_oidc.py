@@ -197,3 +197,20 @@ issuers:
     assert role_of(corp, {"realm_access": "bp-operators-not"}) is None
     with pytest.raises(InvalidInput, match="twice"):
         load_identity_config(text.replace("issuers:\n", "issuers:\n" + text.split("\n", 2)[2]))
+
+
+def test_bootstrap_refuses_a_bad_identity_file(tmp_path: Any, issuer: OidcIssuer) -> None:
+    from cluster.bootstrap import prepare_state
+    from core.settings import Settings
+
+    bad = tmp_path / "identity.yaml"
+    bad.write_text(yaml.safe_dump({"issuers": [issuer.config(algorithms=["HS256"])]}))
+    state = str(tmp_path / "state")
+    with pytest.raises(SystemExit, match="'HS256' is not allowed"):
+        prepare_state(Settings(state_dir=state, admin_oidc_file=str(bad)))
+    with pytest.raises(SystemExit, match="absolute path"):
+        prepare_state(Settings(state_dir=state, admin_oidc_file="identity.yaml"))
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"issuers": [issuer.config()]}))
+    prepare_state(Settings(state_dir=state, admin_oidc_file=str(good)))
+    assert (tmp_path / "state" / "admin.token").exists()
