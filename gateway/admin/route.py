@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from gateway.admin.router import AdminRouter
 
 __all__ = [
-    "ADMIN_ACTOR",
     "AdminCall",
     "AdminOperation",
     "DocumentTooLarge",
@@ -63,9 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: The actor the bootstrap token's audit entries name.
-ADMIN_ACTOR = BOOTSTRAP_ACTOR
 
 #: The principal of calls made without HTTP (tests, tools): the bootstrap admin.
 _BOOTSTRAP = AdminPrincipal(BOOTSTRAP_ACTOR, Role.ADMIN)
