@@ -35,13 +35,15 @@ from actors.import_keyholder import keyholder
 from actors.replication_agent import start_agents
 from actors.scheduler import start_scheduler
 from cluster.cli_base import admin_token
+from core.admin_roles import load_identity_config
+from core.errors import InvalidInput
 from core.sealing import generate_master_key, hash_token
 from core.settings import Settings
 from gateway.app import build_gateway_app
 from jobs.catalog import build_worker, default_schedules
+from schema.admin_tokens import AdminTokenRepository
 from schema.db import Database, ensure_database
 from schema.migrate import apply_migrations
-from schema.tenants import TenantRepository
 
 __all__ = [
     "prepare_database",
@@ -64,7 +66,17 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def prepare_state(settings: Settings) -> None:
-    """Create the state directory, the master key and the bootstrap admin token, once."""
+    """Create the state directory, the master key and the bootstrap admin token, once; check
+    the admin identity file (``BP_ADMIN_OIDC_FILE``) so a bad one stops ``up`` with its
+    reason instead of leaving gateway replicas that cannot start."""
+    if settings.admin_oidc_file:
+        path = Path(settings.admin_oidc_file)
+        if not path.is_absolute():
+            raise SystemExit(f"admin_oidc_file must be an absolute path (replicas read it): {path}")
+        try:
+            load_identity_config(path.read_text())
+        except (OSError, InvalidInput) as exc:
+            raise SystemExit(f"admin_oidc_file {path}: {exc}") from exc
     settings.state_path.mkdir(parents=True, exist_ok=True)
     if not settings.master_key_path.exists():
         _write_private(settings.master_key_path, generate_master_key().decode() + "\n")
@@ -73,14 +85,22 @@ def prepare_state(settings: Settings) -> None:
 
 
 async def prepare_database(settings: Settings) -> None:
-    """Create the database if missing, apply migrations, register the admin token's hash."""
+    """Create the database if missing, apply migrations, and on the first start register the
+    bootstrap admin token's hash. Later starts never register a token again: a token that
+    ``bulletproof admin token rotate`` revoked stays revoked even if it is still configured."""
     await ensure_database(settings.database_url)
     await apply_migrations(settings.database_url)
     db = await Database.connect(settings.database_url, max_size=1)
     try:
         async with db.transaction() as conn:
-            await TenantRepository().put_admin_token(
-                conn, hash_token(admin_token(settings)), "admin"
+            in_force = await AdminTokenRepository().register_first(
+                conn, hash_token(admin_token(settings))
+            )
+        if not in_force:
+            log.warning(
+                "the configured bootstrap admin token is not the one in force (it was rotated:"
+                " `bulletproof admin token rotate` wrote its successor to %s)",
+                settings.admin_token_path,
             )
     finally:
         await db.close()

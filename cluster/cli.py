@@ -2,7 +2,8 @@
 
 Commands: ``up`` (start a gateway in the background and return once /health answers),
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
-``backend add``, ``tenant create``; ``policy ...`` (cluster/cli_policy.py), ``import ...``
+``backend add``; ``tenant ...``, ``key ...``, ``admin token rotate`` (cluster/cli_tenants.py),
+``policy ...`` (cluster/cli_policy.py), ``import ...``
 (cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
 Settings: ``BP_*`` variables or ``--config``.
 """
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import cli_import, cli_policy, cli_workers
+from cluster import cli_import, cli_policy, cli_tenants, cli_workers
 from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
 from cluster.ray_join import enable_token_auth_for_join
 from core.settings import Settings
@@ -169,18 +170,6 @@ def cmd_backend_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tenant_create(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
-    result = admin_call(
-        settings,
-        "POST",
-        "/admin/tenants",
-        {"name": args.name, "allow_plaintext": args.allow_plaintext},
-    )
-    print(f"{result['access_key_id']} {result['secret_access_key']}")
-    return 0
-
-
 DEMO_BACKENDS = (
     ("eu-frankfurt", "eu-central", "DE", "EU"),
     ("eu-paris", "eu-west", "FR", "EU"),
@@ -313,14 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--provider")
     add.set_defaults(func=cmd_backend_add)
 
-    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
-        dest="tenant_command", required=True
-    )
-    create = tenant.add_parser("create", help="create a tenant; prints ACCESS_KEY_ID SECRET")
-    create.add_argument("name")
-    create.add_argument("--allow-plaintext", action="store_true")
-    create.set_defaults(func=cmd_tenant_create)
-
+    cli_tenants.register(sub)
     cli_policy.register(sub)
     cli_import.register(sub)
     cli_workers.register(sub)

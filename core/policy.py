@@ -12,7 +12,8 @@ The document shape (see ``docs/policy.md``)::
     classes:
       StandardClass: {replication: {copies: 3, write_quorum: 2}, min_regions: 2}
       RegionalClass: {replication: {copies: 2, write_quorum: 2}, same_country: true}
-      ColdArchiveClass: {erasure: {k: 4, m: 2, write_quorum: 5}}
+      ColdArchiveClass: {erasure: {k: 2, m: 4, write_quorum: 4}}
+      Archive4p2: {erasure: {k: 4, m: 2, write_quorum: 5}}
       Hot5: {replication: {copies: 5, write_quorum: 3}, distinct_providers: true}
 
 The built-in classes are always present; a document may redefine them and add its own.
@@ -165,7 +166,8 @@ class RedundancyClass:
     """How many pieces an object is stored as, how many must be acknowledged, and where.
 
     Always valid: construction raises ``InvalidInput`` otherwise. ``write_quorum=0`` means the
-    default for the kind (majority for replication, ``k + 1`` for erasure) and is replaced by
+    default for the kind (``core.quorum``: majority for replication, ``k + ceil(m / 2)`` for
+    erasure) and is replaced by
     that number, so a constructed class always has its real quorum.
     """
 
@@ -282,7 +284,8 @@ def _builtin_classes() -> dict[str, RedundancyClass]:
         REGIONAL: RedundancyClass(
             REGIONAL, "replication", copies=2, write_quorum=2, same_country=True
         ),
-        COLD_ARCHIVE: RedundancyClass(COLD_ARCHIVE, "erasure", k=4, m=2, write_quorum=5),
+        # The original design's "2-of-6 erasure coding": any 2 of 6 shards rebuild the object.
+        COLD_ARCHIVE: RedundancyClass(COLD_ARCHIVE, "erasure", k=2, m=4, write_quorum=4),
     }
 
 

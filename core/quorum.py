@@ -6,9 +6,14 @@ waiting (fails) exactly when ``quorum_still_possible`` turns false, i.e. when so
 
 The rules, after Swift's ``quorum_size`` and EC quorum (``swift/common/storage_policy.py``):
 
-- replication: majority, ``copies // 2 + 1`` (2 of 3, 2 of 2, 3 of 5);
-- erasure: ``k + 1`` shards, capped at ``k + m``: an acknowledged object survives one more
-  lost shard before repair (5 of 6 for k=4, m=2);
+- one rule for both kinds: a class stores ``n`` pieces of which a read needs ``r`` (1 replica,
+  or ``k`` shards); the ``n - r`` spare pieces are split between the write, which may ride
+  through ``floor((n - r) / 2)`` failed or slow targets, and the acknowledged object, which
+  survives ``ceil((n - r) / 2)`` further losses before repair: quorum ``r + ceil((n - r) / 2)``;
+- replication: that is the majority, ``copies // 2 + 1`` (2 of 3, 2 of 2, 3 of 5);
+- erasure: ``k + ceil(m / 2)``: 5 of 6 for k=4, m=2 (Swift's ``ec_ndata + 1``), 4 of 6 for the
+  built-in ColdArchiveClass k=2, m=4 (two further losses survivable at ack, four once every
+  shard is stored);
 - reads: one replica, or any ``k`` shards (``RedundancyClass.read_quorum``, with
   ``losses_survivable_at_ack``: properties of the class, as Swift puts its quorum on the
   storage policy).
@@ -42,16 +47,18 @@ def replication_quorum(copies: int) -> int:
 
 
 def erasure_quorum(k: int, m: int) -> int:
-    """Default write quorum for ``k`` data + ``m`` parity shards: ``min(k + 1, k + m)``.
+    """Default write quorum for ``k`` data + ``m`` parity shards: ``k + ceil(m / 2)``.
 
-    With ``k + 1`` shards stored, any single further loss still leaves ``k`` shards, enough to
-    rebuild; ``k`` alone would leave an acknowledged object one failure away from data loss.
+    The ``m`` parity shards are split between durability at acknowledgement (``ceil(m / 2)``
+    further losses survivable) and tolerance during the write (``floor(m / 2)`` targets may
+    fail); ``k`` alone would leave an acknowledged object one failure away from data loss.
+    For ``m <= 2`` this is ``min(k + 1, k + m)``, Swift's EC quorum.
     """
     _non_negative("k", k)
     _non_negative("m", m)
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
-    return min(k + 1, k + m)
+    return k + (m + 1) // 2
 
 
 def have_quorum(acks: int, needed: int) -> bool:

@@ -28,6 +28,9 @@ class Settings:
     state_dir: str = ".bulletproof"
     master_key_file: str = ""  # default: <state_dir>/master.key
     admin_token: str = ""  # default: generated into <state_dir>/admin.token
+    # OIDC issuers trusted for /admin bearer JWTs and their claim -> role table (YAML;
+    # core/admin_roles.py, docs/admin.md). Empty: only the bootstrap token.
+    admin_oidc_file: str = ""
     region: str = "us-east-1"  # the SigV4 region clients sign for
     sigv2: bool = True  # accept SigV2 (HMAC-SHA1) header and presigned-URL auth; off: SigV4 only
     virtual_host_domain: str = ""  # "s3.example.net": bucket.s3.example.net is virtual-hosted

@@ -27,7 +27,7 @@ from gateway.objects_api import handle_objects_api
 from gateway.s3.dispatch import error_response, handle_s3
 from gateway.s3.errors import to_s3_error
 
-__all__ = ["GatewayDeployment", "build_gateway_app", "fastapi_app"]
+__all__ = ["ADMIN_ROUTES", "GatewayDeployment", "build_gateway_app", "fastapi_app"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,66 @@ fastapi_app.add_middleware(
 
 _METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD"]
 
+#: The import API of this replica (each Serve replica is its own process with its own module).
+_IMPORTS = ImportApi()
+
+_V, _O, _A = admin.Role.VIEWER, admin.Role.OPERATOR, admin.Role.ADMIN
+_Route = admin.AdminRoute
+
+#: Every /admin route: method, path, the least role it needs, and its operation
+#: (docs/admin.md lists them). One row per route; a row cannot omit the role.
+ADMIN_ROUTES = admin.AdminRouter(
+    [
+        # backends (gateway/admin/backends.py)
+        _Route("POST", "/admin/add-storage", _O, admin.add_storage),
+        _Route("GET", "/admin/backends", _V, admin.list_backends),
+        _Route("POST", "/admin/backends/ping", _O, admin.ping_backends),
+        _Route("PUT", "/admin/backends/{name}/location", _O, admin.relocate_backend),
+        # tenants and their access keys (tenants.py, keys.py)
+        _Route("GET", "/admin/tenants", _V, admin.list_tenants),
+        _Route("POST", "/admin/tenants", _A, admin.create_tenant),
+        _Route("GET", "/admin/tenants/{tenant}", _V, admin.show_tenant),
+        _Route("DELETE", "/admin/tenants/{tenant}", _A, admin.delete_tenant),
+        _Route("POST", "/admin/tenants/{tenant}/disable", _A, admin.disable_tenant),
+        _Route("POST", "/admin/tenants/{tenant}/enable", _A, admin.enable_tenant),
+        _Route("GET", "/admin/tenants/{tenant}/keys", _V, admin.list_keys),
+        _Route("POST", "/admin/tenants/{tenant}/keys", _A, admin.create_key),
+        _Route("DELETE", "/admin/tenants/{tenant}/keys/{key}", _A, admin.delete_key),
+        _Route("POST", "/admin/tenants/{tenant}/keys/{key}/disable", _A, admin.disable_key),
+        _Route("POST", "/admin/tenants/{tenant}/keys/{key}/enable", _A, admin.enable_key),
+        _Route("POST", "/admin/tenants/{tenant}/keys/{key}/rotate", _A, admin.rotate_key),
+        # the bootstrap token (tokens.py) and the audit log (audit.py)
+        _Route("POST", "/admin/token/rotate", _A, admin.rotate_admin_token),
+        _Route("GET", "/admin/audit/verify", _V, admin.verify_audit),
+        # the policy engine (policy.py, tenants.py, buckets.py; docs/policy.md)
+        _Route("PUT", "/admin/policy", _A, admin.apply_policy),
+        _Route("GET", "/admin/policy", _V, admin.show_policy),
+        _Route("GET", "/admin/policy/history", _V, admin.policy_history),
+        _Route("POST", "/admin/policy/explain", _V, admin.explain_placement),
+        _Route("GET", "/admin/tenants/{tenant}/placement", _V, admin.tenant_placement),
+        _Route("PUT", "/admin/tenants/{tenant}/placement", _A, admin.set_tenant_placement),
+        _Route(
+            "GET", "/admin/tenants/{tenant}/buckets/{bucket}/placement", _V, admin.bucket_placement
+        ),
+        _Route(
+            "PUT",
+            "/admin/tenants/{tenant}/buckets/{bucket}/placement",
+            _A,
+            admin.set_bucket_placement,
+        ),
+        # imports (gateway/imports/routes.py picks the operation from the rest of the path)
+        _Route("GET", "/admin/imports", _V, _IMPORTS.admin_operation),
+        _Route("GET", "/admin/imports/{rest:path}", _V, _IMPORTS.admin_operation),
+        _Route("POST", "/admin/imports/{rest:path}", _A, _IMPORTS.admin_operation),
+        _Route("GET", "/admin/import-sources/{rest:path}", _V, _IMPORTS.admin_operation),
+        _Route("POST", "/admin/import-sources/{rest:path}", _A, _IMPORTS.admin_operation),
+        _Route("GET", "/admin/tenants/{tenant}/import/{rest:path}", _V, _IMPORTS.admin_operation),
+        _Route(
+            "POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation
+        ),
+    ]
+)
+
 
 @serve.deployment(name="gateway")
 @serve.ingress(fastapi_app)
@@ -52,7 +112,6 @@ class GatewayDeployment:
         _front_settings["origins"] = self._settings.ui_origins
         self._ctx: GatewayContext | None = None
         self._lock = asyncio.Lock()
-        self._imports = ImportApi()
 
     async def ctx(self) -> GatewayContext:
         if self._ctx is None:
@@ -83,87 +142,18 @@ class GatewayDeployment:
             }
         )
 
-    # -- /admin (gateway/admin/): every route is admin.respond(request, self.ctx, operation),
-    # which authenticates before it parses or runs anything; path parameters reach the
-    # operation through the request.
-    @fastapi_app.post("/admin/add-storage")
-    async def add_storage(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.add_storage)
+    # -- /admin (gateway/admin/): every path is a row of ADMIN_ROUTES (below), with the least
+    # role it needs; admin.respond authenticates, routes and authorizes before it reads a byte
+    # of the body. No other route may serve /admin (tests/unit/test_admin_router.py).
+    @fastapi_app.api_route("/admin/{path:path}", methods=[*_METHODS, "PATCH"])
+    async def admin_api(self, request: Request, path: str) -> Response:
+        return await admin.respond(request, self.ctx, ADMIN_ROUTES)
 
-    @fastapi_app.get("/admin/backends")
-    async def backends(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.list_backends)
-
-    @fastapi_app.post("/admin/backends/ping")
-    async def ping_backends(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.ping_backends)
-
-    @fastapi_app.post("/admin/tenants")
-    async def tenants(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.create_tenant)
-
-    @fastapi_app.get("/admin/audit/verify")
-    async def audit_verify(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.verify_audit)
-
-    # -- policy engine (gateway/admin/policy.py, tenants.py, buckets.py; docs/policy.md)
-    @fastapi_app.put("/admin/policy")
-    async def apply_policy(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.apply_policy)
-
-    @fastapi_app.get("/admin/policy")
-    async def show_policy(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.show_policy)
-
-    @fastapi_app.get("/admin/policy/history")
-    async def policy_history(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.policy_history)
-
-    @fastapi_app.post("/admin/policy/explain")
-    async def explain_placement(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.explain_placement)
-
-    @fastapi_app.get("/admin/tenants/{tenant}/placement")
-    async def tenant_placement(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.tenant_placement)
-
-    @fastapi_app.put("/admin/tenants/{tenant}/placement")
-    async def set_tenant_placement(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.set_tenant_placement)
-
-    @fastapi_app.get("/admin/tenants/{tenant}/buckets/{bucket}/placement")
-    async def bucket_placement(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.bucket_placement)
-
-    @fastapi_app.put("/admin/tenants/{tenant}/buckets/{bucket}/placement")
-    async def set_bucket_placement(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.set_bucket_placement)
-
-    @fastapi_app.put("/admin/backends/{name}/location")
-    async def relocate_backend(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, admin.relocate_backend)
-
-    # -- imports (gateway/imports/, docs/import.md): the tenant's JSON API under SigV4, and
-    # the admin's over the same service.
+    # -- imports (gateway/imports/, docs/import.md): the tenant's JSON API under SigV4; the
+    # admin's is in ADMIN_ROUTES, over the same service.
     @fastapi_app.api_route("/import/{path:path}", methods=_METHODS)
     async def imports(self, request: Request, path: str) -> Response:
-        return await self._imports.tenant(request, self.ctx)
-
-    @fastapi_app.api_route("/admin/imports", methods=["GET"])
-    async def admin_imports(self, request: Request) -> Response:
-        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
-
-    @fastapi_app.api_route("/admin/imports/{rest:path}", methods=["GET", "POST"])
-    async def admin_import(self, request: Request, rest: str) -> Response:
-        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
-
-    @fastapi_app.api_route("/admin/import-sources/{rest:path}", methods=["GET", "POST"])
-    async def admin_import_source(self, request: Request, rest: str) -> Response:
-        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
-
-    @fastapi_app.api_route("/admin/tenants/{tenant}/import/{rest:path}", methods=["GET", "POST"])
-    async def admin_tenant_import(self, request: Request, tenant: str, rest: str) -> Response:
-        return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
+        return await _IMPORTS.tenant(request, self.ctx)
 
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:

@@ -4,7 +4,8 @@
 ``authorize`` resolves the operation's bucket *within that tenant's namespace*: a handler
 receives the bucket record and never looks buckets up itself, so no handler can reach another
 tenant's data, and a foreign bucket is indistinguishable from a missing one.
-Admin requests carry a bearer token (the bootstrap admin token, stored hashed).
+Admin requests are authenticated by ``gateway/admin/identity.py`` (bearer JWT or bootstrap
+token, each with a role).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from core.sealing import SealBroken, hash_token
+from core.sealing import SealBroken
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from gateway.s3 import sigv2, sigv4
@@ -20,7 +21,7 @@ from gateway.s3.operations import BucketOp, ObjectOp, Operation
 from schema.audit import Caller
 from schema.records import Bucket
 
-__all__ = ["Authorized", "Principal", "authenticate", "authenticate_admin", "authorize"]
+__all__ = ["Authorized", "Principal", "authenticate", "authorize"]
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,3 @@ async def authorize(ctx: GatewayContext, principal: Principal, op: Operation) ->
     if isinstance(op, CopyObject | UploadPartCopy):
         source_bucket = await ctx.meta.bucket(principal.tenant_id, op.source.bucket)
     return Authorized(principal=principal, op=op, bucket=bucket, source_bucket=source_bucket)
-
-
-async def authenticate_admin(ctx: GatewayContext, authorization: str | None) -> str:
-    """The role of a bearer token, or AccessDenied. Only ``admin`` exists for now."""
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise s3e.AccessDenied("An admin bearer token is required")
-    token = authorization[7:].strip()
-    async with ctx.store.db.connection() as conn:
-        role = await ctx.store.tenants.admin_role(conn, hash_token(token))
-    if role is None:
-        raise s3e.AccessDenied("The admin token is not valid")
-    return role

@@ -1,6 +1,8 @@
 """The append-only, hash-chained audit log (invariant 8).
 
-``entry_hash = SHA-256(prev_hash || canonical JSON of the row)``. Appenders lock the single
+``entry_hash = SHA-256(prev_hash || canonical JSON of the row)``. The admin ``role`` an entry
+was made under is part of the canonical row only when there is one (so entries written before
+the column existed hash as they did). Appenders lock the single
 ``audit_head`` row, so the chain stays linear under concurrency; the lock is taken last in a
 transaction to keep it short. The database refuses UPDATE, DELETE and TRUNCATE (trigger).
 """
@@ -25,12 +27,14 @@ class AuditEntry:
     request_id: str
     result: str
     tenant_id: int | None = None
+    role: str | None = None
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is acting, as the audit log names them: an S3 access key, ``admin``, a worker or an
-    importer, with the request (or run) id and the tenant acted for.
+    """Who is acting, as the audit log names them: an S3 access key, an admin (``admin`` for the
+    bootstrap token, ``oidc:<issuer>:<subject>`` for a bearer JWT, with its ``role``), a
+    worker or an importer, with the request (or run) id and the tenant acted for.
 
     The one way an audit entry is built (``caller.entry(...)``): the S3 handlers, the admin
     routes, the data path and the workers all pass a ``Caller`` along instead of the HTTP
@@ -40,6 +44,7 @@ class Caller:
     actor: str
     request_id: str
     tenant_id: int | None = None
+    role: str | None = None
 
     def entry(self, action: str, resource: str, result: str = "ok") -> AuditEntry:
         return AuditEntry(
@@ -49,21 +54,25 @@ class Caller:
             request_id=self.request_id,
             result=result,
             tenant_id=self.tenant_id,
+            role=self.role,
         )
 
 
 def canonical_entry(seq: int, at: datetime, entry: AuditEntry) -> bytes:
+    row: dict[str, object] = {
+        "seq": seq,
+        "at": at.isoformat(),
+        "tenant_id": entry.tenant_id,
+        "actor": entry.actor,
+        "action": entry.action,
+        "resource": entry.resource,
+        "request_id": entry.request_id,
+        "result": entry.result,
+    }
+    if entry.role is not None:
+        row["role"] = entry.role
     return json.dumps(
-        {
-            "seq": seq,
-            "at": at.isoformat(),
-            "tenant_id": entry.tenant_id,
-            "actor": entry.actor,
-            "action": entry.action,
-            "resource": entry.resource,
-            "request_id": entry.request_id,
-            "result": entry.result,
-        },
+        row,
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
@@ -84,7 +93,8 @@ class AuditLog:
         digest = chain_hash(prev, seq, at, entry)
         await conn.execute(
             "INSERT INTO audit_log (seq, at, tenant_id, actor, action, resource, request_id,"
-            " result, prev_hash, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " result, prev_hash, entry_hash, role)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             seq,
             at,
             entry.tenant_id,
@@ -95,6 +105,7 @@ class AuditLog:
             entry.result,
             prev,
             digest,
+            entry.role,
         )
         await conn.execute("UPDATE audit_head SET seq = $1, entry_hash = $2", seq, digest)
         return seq
@@ -117,6 +128,7 @@ class AuditLog:
                     request_id=row["request_id"],
                     result=row["result"],
                     tenant_id=row["tenant_id"],
+                    role=row["role"],
                 )
                 digest = chain_hash(prev, row["seq"], row["at"], entry)
                 if digest != bytes(row["entry_hash"]):

@@ -10,7 +10,12 @@ Correctness rules (a stale entry would break read-after-write, so they matter):
   one short timeout, not one per request). Writes made while the breaker is open could not
   invalidate, so the first successful call after it closes bumps the epoch: everything cached
   before the outage is ignored from then on.
-- Cache keys hash the object key: names never appear in Redis key space.
+- Access keys carry a per-key generation too: disabling, deleting or re-keying one (or its
+  tenant) bumps it after the commit (``invalidate_access_key``), and every request's MGET
+  reads it, so the cached identity is refused on every gateway replica at once, not after
+  the TTL. That call ignores the breaker (it is rare and it is the moment that matters) and
+  reports whether it reached Redis, so the admin operation can say when it did not.
+- Cache keys hash the object key and the access key id: names never appear in Redis key space.
 """
 
 from __future__ import annotations
@@ -103,11 +108,31 @@ class CachedReader:
         digest = hashlib.sha256(f"{bucket_id}\x00{key}".encode()).hexdigest()
         return f"bp:obj:{digest}", f"bp:gen:{digest}"
 
-    async def access_key(self, access_key_id: str) -> AccessKey | None:
+    @staticmethod
+    def _access_key_keys(access_key_id: str) -> tuple[str, str]:
         digest = hashlib.sha256(access_key_id.encode()).hexdigest()
+        return f"bp:ak:{digest}", f"bp:akgen:{digest}"
+
+    async def access_key(self, access_key_id: str) -> AccessKey | None:
+        value_key, gen_key = self._access_key_keys(access_key_id)
         return await self._read_through(
-            AccessKey, f"bp:ak:{digest}", None, lambda: self._inner.access_key(access_key_id)
+            AccessKey, value_key, gen_key, lambda: self._inner.access_key(access_key_id)
         )
+
+    async def invalidate_access_key(self, access_key_id: str) -> bool:
+        """Make every replica miss this key's cached identity from now on (after the commit
+        that changed it); False when Redis could not be reached (the caller says so)."""
+        value_key, gen_key = self._access_key_keys(access_key_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(gen_key)
+                pipe.expire(gen_key, max(self._ttl * 4, 3600))
+                pipe.delete(value_key)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._trip(exc)
+            return False
+        return True
 
     async def bucket(self, tenant_id: int, name: str) -> Bucket:
         digest = hashlib.sha256(f"{tenant_id}\x00{name}".encode()).hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from schema.admin_tokens import AdminTokenRepository
 from schema.audit import AuditLog
 from schema.backends import BackendRepository
 from schema.buckets import BucketRepository
@@ -41,6 +42,8 @@ class MetadataReader(Protocol):
 
     async def invalidate_bucket(self, tenant_id: int, name: str) -> None: ...
 
+    async def invalidate_access_key(self, access_key_id: str) -> bool: ...
+
 
 class MetadataStore:
     def __init__(self, db: Database) -> None:
@@ -58,6 +61,7 @@ class MetadataStore:
         self.audit = AuditLog()
         self.uploads = UploadRepository()
         self.keys = KeyRepository()
+        self.admin_tokens = AdminTokenRepository()
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 10) -> MetadataStore:
@@ -84,3 +88,6 @@ class MetadataStore:
 
     async def invalidate_bucket(self, tenant_id: int, name: str) -> None:
         return None
+
+    async def invalidate_access_key(self, access_key_id: str) -> bool:
+        return True  # nothing cached

@@ -1,9 +1,19 @@
-"""Tenants, their SigV4 access keys (secrets sealed under the master key) and admin tokens."""
+"""Tenants and their SigV4 access keys (secrets sealed under the master key): create, list,
+show, disable/enable, delete; several keys per tenant, each disabled, deleted or given a new
+secret on its own.
+
+A disabled tenant's keys and a disabled key are refused by ``get_access_key`` (the one lookup
+authentication uses); the caller of a change invalidates the cached identities
+(``schema.cache.CachedReader.invalidate_access_key``) after the commit. A tenant is deleted
+only when it holds no bucket (``Conflict`` otherwise).
+"""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -12,10 +22,34 @@ from schema.records import AccessKey, Tenant
 
 __all__ = [
     "TENANT_PLACEMENT_COLUMNS",
+    "AccessKeyInfo",
     "TenantPlacement",
     "TenantRepository",
+    "TenantSummary",
     "tenant_placement",
 ]
+
+
+@dataclass(frozen=True)
+class TenantSummary:
+    """A tenant as the admin API lists it."""
+
+    id: int
+    name: str
+    allow_plaintext: bool
+    disabled: bool
+    created_at: datetime
+    keys: int
+    buckets: int
+
+
+@dataclass(frozen=True)
+class AccessKeyInfo:
+    """An access key as the admin API lists it (never its secret)."""
+
+    access_key_id: str
+    created_at: datetime
+    disabled: bool
 
 
 @dataclass(frozen=True)
@@ -117,7 +151,8 @@ class TenantRepository:
         row = await conn.fetchrow(
             "SELECT k.access_key_id, k.tenant_id, k.sealed_secret, t.name, t.allow_plaintext"
             " FROM access_keys k JOIN tenants t ON t.id = k.tenant_id"
-            " WHERE k.access_key_id = $1 AND k.revoked_at IS NULL",
+            " WHERE k.access_key_id = $1 AND k.revoked_at IS NULL AND k.disabled_at IS NULL"
+            " AND t.disabled_at IS NULL",
             access_key_id,
         )
         if row is None:
@@ -136,19 +171,116 @@ class TenantRepository:
             raise NotFound(f"no tenant {tenant_id}")
         return _tenant(row)
 
-    async def put_admin_token(self, conn: asyncpg.Connection, token_hash: str, role: str) -> None:
+    # -- administration (issue 13) --------------------------------------------------------------
+    async def summaries(
+        self, conn: asyncpg.Connection, name: str | None = None
+    ) -> builtins.list[TenantSummary]:
+        """Every tenant (or the one called ``name``) with its key and bucket counts."""
+        rows = await conn.fetch(
+            "SELECT t.id, t.name, t.allow_plaintext, t.disabled_at IS NOT NULL AS disabled,"
+            " t.created_at,"
+            " (SELECT count(*) FROM access_keys k WHERE k.tenant_id = t.id) AS keys,"
+            " (SELECT count(*) FROM buckets b WHERE b.tenant_id = t.id) AS buckets"
+            " FROM tenants t WHERE $1::text IS NULL OR t.name = $1 ORDER BY t.name",
+            name,
+        )
+        if name is not None and not rows:
+            raise NotFound(f"no tenant {name!r}")
+        return [TenantSummary(**dict(r)) for r in rows]
+
+    async def set_disabled(self, conn: asyncpg.Connection, tenant_id: int, disabled: bool) -> None:
         await conn.execute(
-            "INSERT INTO admin_tokens (token_hash, role) VALUES ($1, $2)"
-            " ON CONFLICT (token_hash) DO UPDATE SET role = EXCLUDED.role",
-            token_hash,
-            role,
+            "UPDATE tenants SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now())"
+            " END WHERE id = $1",
+            tenant_id,
+            disabled,
         )
 
-    async def admin_role(self, conn: asyncpg.Connection, token_hash: str) -> str | None:
-        role: str | None = await conn.fetchval(
-            "SELECT role FROM admin_tokens WHERE token_hash = $1", token_hash
+    async def delete(self, conn: asyncpg.Connection, tenant_id: int) -> builtins.list[str]:
+        """Delete a tenant that holds no bucket, with its keys, allow-list and published
+        public keys; the deleted access key ids (for the cache). ``Conflict`` while it has
+        buckets or other records (import history) refer to it."""
+        await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
+        buckets = await conn.fetchval(
+            "SELECT count(*) FROM buckets WHERE tenant_id = $1", tenant_id
         )
-        return role
+        if buckets:
+            raise Conflict(
+                f"the tenant still has {buckets} bucket(s); delete them first"
+            )
+        keys = await conn.fetch(
+            "DELETE FROM access_keys WHERE tenant_id = $1 RETURNING access_key_id", tenant_id
+        )
+        await conn.execute("DELETE FROM tenant_backends WHERE tenant_id = $1", tenant_id)
+        await conn.execute("DELETE FROM tenant_public_keys WHERE tenant_id = $1", tenant_id)
+        try:
+            async with conn.transaction():  # a savepoint: the FK error names what is left
+                await conn.execute("DELETE FROM tenants WHERE id = $1", tenant_id)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise Conflict(
+                f"records in {exc.table_name or 'another table'} still refer to the tenant"
+            ) from exc
+        return [r["access_key_id"] for r in keys]
+
+    async def access_keys(
+        self, conn: asyncpg.Connection, tenant_id: int
+    ) -> builtins.list[AccessKeyInfo]:
+        rows = await conn.fetch(
+            "SELECT access_key_id, created_at, disabled_at IS NOT NULL AS disabled"
+            " FROM access_keys WHERE tenant_id = $1 AND revoked_at IS NULL"
+            " ORDER BY created_at, access_key_id",
+            tenant_id,
+        )
+        return [AccessKeyInfo(**dict(r)) for r in rows]
+
+    async def key_ids(self, conn: asyncpg.Connection, tenant_id: int) -> builtins.list[str]:
+        """Every access key id of the tenant, whatever its state (for the cache)."""
+        rows = await conn.fetch(
+            "SELECT access_key_id FROM access_keys WHERE tenant_id = $1", tenant_id
+        )
+        return [r["access_key_id"] for r in rows]
+
+    async def _key_row(self, conn: asyncpg.Connection, tenant_id: int, key_id: str) -> None:
+        found = await conn.fetchval(
+            "SELECT 1 FROM access_keys WHERE tenant_id = $1 AND access_key_id = $2"
+            " AND revoked_at IS NULL FOR UPDATE",
+            tenant_id,
+            key_id,
+        )
+        if not found:
+            raise NotFound(f"the tenant has no access key {key_id!r}")
+
+    async def set_key_disabled(
+        self, conn: asyncpg.Connection, tenant_id: int, key_id: str, disabled: bool
+    ) -> None:
+        await self._key_row(conn, tenant_id, key_id)
+        await conn.execute(
+            "UPDATE access_keys SET disabled_at = CASE WHEN $3 THEN coalesce(disabled_at, now())"
+            " END WHERE tenant_id = $1 AND access_key_id = $2",
+            tenant_id,
+            key_id,
+            disabled,
+        )
+
+    async def delete_key(self, conn: asyncpg.Connection, tenant_id: int, key_id: str) -> None:
+        await self._key_row(conn, tenant_id, key_id)
+        await conn.execute(
+            "DELETE FROM access_keys WHERE tenant_id = $1 AND access_key_id = $2",
+            tenant_id,
+            key_id,
+        )
+
+    async def replace_secret(
+        self, conn: asyncpg.Connection, tenant_id: int, key_id: str, sealed_secret: bytes
+    ) -> None:
+        """Give a key a new (sealed) secret; the old one stops working at the commit."""
+        await self._key_row(conn, tenant_id, key_id)
+        await conn.execute(
+            "UPDATE access_keys SET sealed_secret = $3 WHERE tenant_id = $1 AND access_key_id = $2",
+            tenant_id,
+            key_id,
+            sealed_secret,
+        )
 
     # -- placement settings (policy engine) ---------------------------------------------------
     async def placement(

@@ -17,7 +17,7 @@ from core.placement import explain, place, rejection
 from core.policy import builtin_policy, diff_policies, dump_policy
 from gateway.admin.buckets import bucket_of
 from gateway.admin.fields import optional_text, text
-from gateway.admin.route import ADMIN_ACTOR, AdminCall, operation
+from gateway.admin.route import AdminCall, operation
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 from schema.policies import StoredPolicy
@@ -73,7 +73,7 @@ async def apply_policy(call: AdminCall) -> dict[str, Any]:
         async with ctx.store.db.transaction() as conn:
             old_version, old_document = await ctx.policies.in_force(conn)
             stored, document = await ctx.policies.apply(
-                conn, source, applied_by=ADMIN_ACTOR, comment=comment
+                conn, source, applied_by=call.principal.actor, comment=comment
             )
             if old_version and dump_policy(old_document) == stored.document:
                 raise _Unchanged(old_version)

@@ -1,24 +1,36 @@
-"""Admin operations on tenants: create one with its first access key, show and set its
-placement (default class, region lock, jurisdiction lists, backend allow-list).
+"""Admin operations on tenants: create one with its first access key, list, show, disable,
+enable and delete them, show and set a tenant's placement (default class, region lock,
+jurisdiction lists, backend allow-list). Its further keys are ``keys.py``'s.
 
 A tenant and its key are created in one transaction with the audit entry; the secret is
-stored sealed with the master key and returned once, here. A placement change is one
-transaction with its audit entry and the ``placement_check`` marks for the tenant's objects.
+stored sealed with the master key and returned once, here. Disabling a tenant refuses all its
+keys; deleting one is refused while it holds buckets; both invalidate the cached identities of
+its keys after the commit (``keys.forget_identities``). A placement change is one transaction
+with its audit entry and the ``placement_check`` marks for the tenant's objects.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from core.errors import Conflict, NotFound
 from core.sealing import new_secret
 from gateway.admin.fields import names_list, optional_class, text
+from gateway.admin.keys import forget_identities, new_access_key_id
 from gateway.admin.route import AdminCall, operation
 from gateway.s3 import errors as s3e
-from schema.tenants import TenantPlacement
+from schema.tenants import TenantPlacement, TenantSummary
 
-__all__ = ["create_tenant", "set_tenant_placement", "tenant_placement"]
+__all__ = [
+    "create_tenant",
+    "delete_tenant",
+    "disable_tenant",
+    "enable_tenant",
+    "list_tenants",
+    "set_tenant_placement",
+    "show_tenant",
+    "tenant_placement",
+]
 
 _TENANT_FIELDS = (
     "default_class",
@@ -36,7 +48,7 @@ async def create_tenant(call: AdminCall) -> dict[str, Any]:
     allow_plaintext = data.get("allow_plaintext", False)
     if not isinstance(allow_plaintext, bool):
         raise s3e.InvalidArgument("field 'allow_plaintext' must be true or false")
-    access_key_id = "BP" + secrets.token_hex(9).upper()
+    access_key_id = new_access_key_id()
     secret = new_secret()
     try:
         async with ctx.store.db.transaction() as conn:
@@ -59,6 +71,92 @@ async def create_tenant(call: AdminCall) -> dict[str, Any]:
         "access_key_id": access_key_id,
         "secret_access_key": secret,
     }
+
+
+def _summary_json(summary: TenantSummary) -> dict[str, Any]:
+    return {
+        "tenant": summary.name,
+        "id": summary.id,
+        "state": "disabled" if summary.disabled else "active",
+        "allow_plaintext": summary.allow_plaintext,
+        "created_at": summary.created_at.isoformat(),
+        "keys": summary.keys,
+        "buckets": summary.buckets,
+    }
+
+
+@operation(body=False)
+async def list_tenants(call: AdminCall) -> list[dict[str, Any]]:
+    async with call.ctx.store.db.connection() as conn:
+        return [_summary_json(s) for s in await call.ctx.store.tenants.summaries(conn)]
+
+
+@operation(body=False)
+async def show_tenant(call: AdminCall) -> dict[str, Any]:
+    """The tenant, its access keys (ids and states, never secrets) and its placement."""
+    ctx, name = call.ctx, call.path["tenant"]
+    async with ctx.store.db.connection() as conn:
+        (summary,) = await ctx.store.tenants.summaries(conn, name)
+        keys = await ctx.store.tenants.access_keys(conn, summary.id)
+        placement = await ctx.store.tenants.placement(conn, summary.id)
+    return {
+        **_summary_json(summary),
+        "access_keys": [
+            {
+                "access_key_id": k.access_key_id,
+                "created_at": k.created_at.isoformat(),
+                "state": "disabled" if k.disabled else "active",
+            }
+            for k in keys
+        ],
+        "placement": _tenant_json(placement),
+    }
+
+
+async def _set_disabled(call: AdminCall, disabled: bool) -> dict[str, Any]:
+    ctx, name = call.ctx, call.path["tenant"]
+    async with ctx.store.db.transaction() as conn:
+        owner = await ctx.store.tenants.get_by_name(conn, name)
+        await ctx.store.tenants.set_disabled(conn, owner.id, disabled)
+        key_ids = await ctx.store.tenants.key_ids(conn, owner.id)
+        await call.audit(
+            conn,
+            "DisableTenant" if disabled else "EnableTenant",
+            f"tenant/{name}",
+            f"ok keys={len(key_ids)}",
+            tenant_id=owner.id,
+        )
+    await forget_identities(ctx, key_ids)
+    return {"tenant": name, "state": "disabled" if disabled else "active"}
+
+
+@operation(body=False)
+async def disable_tenant(call: AdminCall) -> dict[str, Any]:
+    """Refuse every key of the tenant (its data stays; ``enable`` undoes it)."""
+    return await _set_disabled(call, True)
+
+
+@operation(body=False)
+async def enable_tenant(call: AdminCall) -> dict[str, Any]:
+    return await _set_disabled(call, False)
+
+
+@operation(body=False)
+async def delete_tenant(call: AdminCall) -> dict[str, Any]:
+    """Delete a tenant with no bucket, and its keys (409 while it has buckets)."""
+    ctx, name = call.ctx, call.path["tenant"]
+    try:
+        async with ctx.store.db.transaction() as conn:
+            owner = await ctx.store.tenants.get_by_name(conn, name)
+            key_ids = await ctx.store.tenants.delete(conn, owner.id)
+            await call.audit(
+                conn, "DeleteTenant", f"tenant/{name}", f"ok keys={len(key_ids)}",
+                tenant_id=owner.id,
+            )
+    except Conflict as exc:
+        raise s3e.Conflict(f"tenant {name!r} cannot be deleted: {exc}") from exc
+    await forget_identities(ctx, key_ids)
+    return {"tenant": name, "deleted": True, "keys_deleted": len(key_ids)}
 
 
 def _tenant_json(placement: TenantPlacement) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The import API's routes: ``/import/...`` for tenants (SigV4, JSON) and
-``/admin/imports/...``, ``/admin/tenants/{tenant}/import/...`` for the operator (bearer token).
+``/admin/imports/...``, ``/admin/tenants/{tenant}/import/...`` for administrators (bearer
+token; reading needs the viewer role, changing the admin role: ``gateway/app.py``'s table).
 
 Tenant requests authenticate exactly as S3 requests do (``gateway.auth.authenticate`` over the
 request as signed, ``gateway.s3.dispatch.request_view``), before anything is parsed or run.
@@ -46,7 +47,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from core import errors as domain
-from gateway.admin.route import ADMIN_ACTOR, AdminCall, AdminOperation, operation
+from gateway.admin.route import AdminCall, AdminOperation, operation
 from gateway.auth import authenticate
 from gateway.context import GatewayContext
 from gateway.imports.service import ImportService
@@ -283,7 +284,7 @@ class ImportApi:
                     op, ids = _match(_table("", _RUN_OPS), method, rest)
             call = _Call(
                 ctx=admin.ctx,
-                caller=Caller(ADMIN_ACTOR, admin.request_id, tenant_id),
+                caller=admin.caller(tenant_id),
                 tenant_id=tenant_id,
                 data=admin.data,
                 ids=ids,

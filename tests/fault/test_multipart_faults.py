@@ -241,8 +241,9 @@ def fleet(cluster: Federation) -> Iterator[Any]:
 def test_erasure_coded_multipart_upload(
     cluster: Federation, fleet: Any, s3: Any, bucket_name: str
 ) -> None:
-    """ColdArchiveClass (4 + 2 shards on six backends): every chunk of every part is coded,
-    its ``parts`` row written at Complete, and the object reads back with two backends gone."""
+    """ColdArchiveClass (2 + 4 shards on six backends): every chunk of every part is coded,
+    its ``parts`` row written at Complete, and the object reads back with four backends
+    gone."""
     key = "coded"
     parts = [os.urandom(PART), os.urandom(MIB + 5)]
     upload_id, listed = upload(s3, bucket_name, key, parts, StorageClass="ColdArchiveClass")
@@ -255,7 +256,7 @@ def test_erasure_coded_multipart_upload(
         row["id"],
     )
     assert [(p["part_number"], p["size"], p["k"], p["m"]) for p in layout] == [
-        (i, size, 4, 2) for i, size in enumerate([MIB] * 6 + [5])
+        (i, size, 2, 4) for i, size in enumerate([MIB] * 6 + [5])
     ]
     shards = cluster.replicas(bucket_name, key)
     assert len(shards) == 7 * 6
@@ -263,8 +264,9 @@ def test_erasure_coded_multipart_upload(
         (p, i) for p in range(7) for i in range(6)
     }
     assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == data
-    holders = sorted({r["backend"] for r in shards if r["shard_index"] in (0, 1)})
-    fleet.kill(*holders[:2])
+    holders = sorted({r["backend"] for r in shards if r["shard_index"] in (0, 1, 2, 3)})
+    assert len(holders) == 4  # shard i of every part is on one backend
+    fleet.kill(*holders)
     cluster.ping_backends()
     assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == data
     ranged = s3.get_object(Bucket=bucket_name, Key=key, Range=f"bytes={PART - 9}-{PART + 9}")

@@ -31,8 +31,9 @@ def test_health(cluster: Federation) -> None:
 def test_admin_requires_the_bearer_token(cluster: Federation) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
         response = httpx.get(f"{cluster.endpoint}/admin/backends", headers=headers)
-        assert response.status_code == 403
-        assert b"<Code>AccessDenied</Code>" in response.content
+        assert response.status_code == 401
+        assert b"<Code>InvalidToken</Code>" in response.content
+        assert response.headers["www-authenticate"].startswith("Bearer")
 
 
 @pytest.mark.parametrize(

@@ -354,10 +354,15 @@ def test_full_backend_is_insufficient_capacity() -> None:
 
 
 def test_erasure_room_is_checked_per_shard() -> None:
+    """A shard is ceil(size / k) bytes: k=2 for the built-in ColdArchiveClass."""
     backends = [B(f"n{i}", f"r{i % 3}", capacity_bytes=100) for i in range(6)]
-    assert len(place(COLD, backends, object_size=400).targets) == 6
+    assert len(place(COLD, backends, object_size=200).targets) == 6
     with pytest.raises(InsufficientCapacity):
-        place(COLD, backends, object_size=401)
+        place(COLD, backends, object_size=201)
+    four_two = RedundancyClass("Archive4p2", "erasure", k=4, m=2)
+    assert len(place(four_two, backends, object_size=400).targets) == 6
+    with pytest.raises(InsufficientCapacity):
+        place(four_two, backends, object_size=401)
 
 
 def test_greedy_first_choice_would_dead_end() -> None:
@@ -420,7 +425,7 @@ def test_explain_reports_the_refusal() -> None:
     assert lines[-1].startswith("cannot place: PolicyViolation: registered backends: only 1")
     lines = explain(COLD, [B(f"n{i}", f"r{i}") for i in range(6)])
     assert any(line.startswith("shard 5: ") for line in lines)
-    assert lines[-1].startswith("write quorum: 5 of 6; 1 further loss")
+    assert lines[-1].startswith("write quorum: 4 of 6; 2 further loss")
 
 
 def test_fast_for_64_backends() -> None:

@@ -90,11 +90,12 @@ def test_rejection_names_the_rule_and_ignores_health() -> None:
 
 def test_cold_archive_needs_six_distinct_backends() -> None:
     placement = place(COLD, fleet())
-    assert len(set(placement.targets)) == 6 and placement.write_quorum == 5
+    assert len(set(placement.targets)) == 6 and placement.write_quorum == 4
     with pytest.raises(PolicyViolation, match="only 5"):
         place(COLD, fleet()[:5])
-    # Two down: 4 healthy shards cannot reach the write quorum of 5.
+    # Three down: 3 healthy shards cannot reach the write quorum of 4.
     with pytest.raises(InsufficientCapacity):
-        place_for_write(COLD, fleet(b1=False, b2=False))
-    placement, pending = place_for_write(COLD, fleet(b5=False))
-    assert pending == {"b5"} and placement.targets[-1] == "b5"
+        place_for_write(COLD, fleet(b1=False, b2=False, b3=False))
+    # Two down: the write rides through them, their shards committed pending.
+    placement, pending = place_for_write(COLD, fleet(b4=False, b5=False))
+    assert pending == {"b4", "b5"} and set(placement.targets[-2:]) == {"b4", "b5"}

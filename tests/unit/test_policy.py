@@ -37,7 +37,8 @@ def test_builtin_classes() -> None:
     assert (std.kind, std.copies, std.write_quorum, std.min_regions, std.width) == (
         "replication", 3, 2, 2, 3)
     assert (reg.copies, reg.write_quorum, reg.same_country, reg.width) == (2, 2, True, 2)
-    assert (cold.kind, cold.k, cold.m, cold.write_quorum, cold.width) == ("erasure", 4, 2, 5, 6)
+    # The original design's 2-of-6: any 2 of 6 shards rebuild, acknowledged at 4 (docs/policy.md)
+    assert (cold.kind, cold.k, cold.m, cold.write_quorum, cold.width) == ("erasure", 2, 4, 4, 6)
     with pytest.raises(InvalidInput, match="unknown redundancy class Nope"):
         p.get("Nope")
 
@@ -56,7 +57,9 @@ def test_builtins_fill_in_and_can_be_redefined() -> None:
     assert p.get(COLD_ARCHIVE) == builtin_policy().get(COLD_ARCHIVE)
     assert load_policy("version: 1").classes == builtin_policy().classes
     e = load_policy("version: 1\ndefault_class: Arch\nclasses:\n  Arch: {erasure: {k: 6, m: 3}}")
-    assert e.default.write_quorum == 7  # k + 1
+    assert e.default.write_quorum == 8  # k + ceil(m / 2)
+    e = load_policy("version: 1\ndefault_class: Arch\nclasses:\n  Arch: {erasure: {k: 4, m: 2}}")
+    assert e.default.write_quorum == 5  # k + 1 when m <= 2
 
 
 def test_classes_are_read_only() -> None:

@@ -27,15 +27,27 @@ def test_replication_quorum_is_a_strict_majority() -> None:
         assert 1 <= q <= copies
 
 
-def test_erasure_quorum_survives_one_more_loss() -> None:
+def test_erasure_quorum_splits_the_parity() -> None:
+    """``k + ceil(m / 2)``: the acknowledged object survives ``ceil(m / 2)`` more losses and
+    the write rides through ``floor(m / 2)`` failed targets; Swift's ``k + 1`` for m <= 2."""
     assert erasure_quorum(4, 2) == 5
+    assert erasure_quorum(2, 4) == 4  # the built-in ColdArchiveClass
     assert erasure_quorum(4, 0) == 4
     assert erasure_quorum(1, 1) == 2
     for k in range(1, 20):
-        for m in range(0, 6):
+        for m in range(0, 9):
             q = erasure_quorum(k, m)
             assert k <= q <= k + m
-            assert q == k + min(1, m)
+            survives_at_ack, write_tolerates = q - k, k + m - q
+            assert survives_at_ack >= write_tolerates >= survives_at_ack - 1
+            if m <= 2:
+                assert q == min(k + 1, k + m)
+
+
+def test_one_rule_for_both_kinds() -> None:
+    """Replication's majority is the same split with one replica per read."""
+    for copies in range(1, 65):
+        assert replication_quorum(copies) == 1 + (copies - 1 + 1) // 2
 
 
 @pytest.mark.parametrize("bad", [lambda: replication_quorum(0), lambda: erasure_quorum(0, 2),
@@ -91,8 +103,11 @@ def test_write_is_decided_monotonically() -> None:
 def test_reads_and_losses_at_ack() -> None:
     policy = builtin_policy()
     assert policy.get("StandardClass").read_quorum == 1
-    assert policy.get("ColdArchiveClass").read_quorum == 4
-    assert policy.get("ColdArchiveClass").losses_survivable_at_ack == 1
+    cold = policy.get("ColdArchiveClass")
+    assert (cold.k, cold.m, cold.width, cold.write_quorum) == (2, 4, 6, 4)
+    assert cold.read_quorum == 2  # any 2 of the 6 shards rebuild the object
+    assert cold.losses_survivable_at_ack == 2  # and 4 once every shard is stored
+    assert cold.width - cold.read_quorum == 4
     assert policy.get("StandardClass").losses_survivable_at_ack == 1
     assert policy.get("RegionalClass").losses_survivable_at_ack == 1
     for k in range(1, 6):
