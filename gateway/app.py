@@ -98,6 +98,23 @@ class GatewayDeployment:
     async def ping_backends(self, request: Request) -> Response:
         return await admin.respond(request, self.ctx, admin.ping_backends)
 
+    # Backends at run time (gateway/admin/backends.py, backend_changes.py; docs/backends.md).
+    @fastapi_app.get("/admin/backends/{name}")
+    async def show_backend(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.show_backend)
+
+    @fastapi_app.patch("/admin/backends/{name}")
+    async def update_backend(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.update_backend)
+
+    @fastapi_app.delete("/admin/backends/{name}")
+    async def remove_backend(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.remove_backend)
+
+    @fastapi_app.post("/admin/backends/{name}/drain")
+    async def drain_backend(self, request: Request) -> Response:
+        return await admin.respond(request, self.ctx, admin.drain_backend)
+
     @fastapi_app.post("/admin/tenants")
     async def tenants(self, request: Request) -> Response:
         return await admin.respond(request, self.ctx, admin.create_tenant)
