@@ -120,6 +120,9 @@ class S3BackendClient:
                 f"backend unreachable: {type(exc).__name__}", _reason(exc)
             ) from None
 
+    def _missing(self) -> BackendUnavailable:
+        return BackendUnavailable(f"bucket {self.bucket} is missing", "bucket-missing")
+
     def create(self) -> None:
         """Create the bucket (the operator asked for it: ``--create-bucket``)."""
         with self._translate():
@@ -134,7 +137,7 @@ class S3BackendClient:
                 if code not in self._NO_BUCKET:
                     raise
                 if not self._create_bucket:
-                    raise BackendUnavailable(f"bucket {self.bucket} is missing") from None
+                    raise self._missing() from None
                 self._s3.create_bucket(Bucket=self.bucket)
 
     def put(self, locator: str, data: Blob) -> None:
@@ -175,7 +178,7 @@ class S3BackendClient:
                 self._s3.head_bucket(Bucket=self.bucket)
             except ClientError as exc:
                 if str(exc.response.get("Error", {}).get("Code", "")) in self._NO_BUCKET:
-                    raise BackendUnavailable(f"bucket {self.bucket} is missing") from None
+                    raise self._missing() from None
                 raise
 
 
