@@ -150,7 +150,7 @@ async def update_backend(call: AdminCall) -> dict[str, Any]:
         updated = await ctx.store.backends.get_by_id(conn, record.id)
     old_spec = spec_of(record, ctx.settings.backend_timeout_s)
     if spec_of(updated, ctx.settings.backend_timeout_s) != old_spec:
-        activate(ctx, updated)
+        await activate(ctx, updated)
         if ctx.registry.transport.in_ray:
             ctx.spawn(_retire(old_spec))
     await ctx.registry.refresh()

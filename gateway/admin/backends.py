@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from actors.backend_actor import get_or_create_backend_actor
@@ -59,6 +60,10 @@ ROLES = {
 
 #: The longest an onboarding probe may take before it counts as unreachable.
 PROBE_TIMEOUT_S = 60.0
+#: How long activation waits for a new backend actor's first answer.
+ACTOR_START_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def probe_client(
@@ -117,13 +122,21 @@ def _first_health(report: ProbeReport) -> dict[str, Any]:
     ).to_json()
 
 
-def activate(ctx: GatewayContext, record: BackendRecord) -> None:
-    """Start the backend's actor (Ray transport); the registry then connects to it."""
-    if ctx.registry.transport.in_ray:
-        get_or_create_backend_actor(
-            spec_of(record, ctx.settings.backend_timeout_s),
-            str(ctx.settings.master_key_path.resolve()),
-        )
+async def activate(ctx: GatewayContext, record: BackendRecord) -> None:
+    """Start the backend's actor (Ray transport) and wait until it answers, so the first
+    write placed on it does not wait for (or fail on) the actor's start; the registry then
+    connects to it."""
+    if not ctx.registry.transport.in_ray:
+        return
+    handle = get_or_create_backend_actor(
+        spec_of(record, ctx.settings.backend_timeout_s),
+        str(ctx.settings.master_key_path.resolve()),
+    )
+    try:
+        await asyncio.wait_for(handle.ping.remote(), timeout=ACTOR_START_TIMEOUT_S)
+    except Exception:  # the health sweep reports it; the backend is registered either way
+        log.warning("backend %s: its actor did not answer within %.0f s", record.name,
+                    ACTOR_START_TIMEOUT_S)  # fmt: skip
 
 
 @operation(body=True)
@@ -166,7 +179,7 @@ async def add_storage(call: AdminCall) -> dict[str, Any]:
             )
     except Conflict as exc:
         raise s3e.InvalidRequest(str(exc)) from exc
-    activate(ctx, record)
+    await activate(ctx, record)
     await ctx.registry.refresh()
     return {
         **describe(record, ctx.registry.get(record.id)),

@@ -201,7 +201,11 @@ def test_backend_added_at_run_time_takes_new_writes(cluster: Federation) -> None
         set_allowed(cluster, tenant, ["b0", "b2", "late2"])
         s3.create_bucket(Bucket="runtime-new")
         s3.put_object(Bucket="runtime-new", Key="k", Body=b"lands on the new backend")
-        assert placed(cluster, "runtime-new", "k") == {"b0": {"ok"}, "b2": {"ok"}, "late2": {"ok"}}
+        assert set(placed(cluster, "runtime-new", "k")) == {"b0", "b2", "late2"}
+        cluster.wait_for(  # the new actor's first write may finish just after the quorum
+            lambda: placed(cluster, "runtime-new", "k")["late2"] == {"ok"},
+            what="the new backend's replica to be stored",
+        )
         row = next(r for r in cluster.replicas("runtime-new", "k") if r["backend"] == "late2")
         direct = boto3.client(
             "s3",
@@ -222,7 +226,13 @@ def test_backend_added_at_run_time_takes_new_writes(cluster: Federation) -> None
         with pytest.raises(ClientError) as exc:
             other_s3.put_object(Bucket="runtime-other", Key="k", Body=b"x")
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-        assert "reserved for other tenants" in exc.value.response["Error"]["Message"]
+        assert "only 2 permitted backends" in exc.value.response["Error"]["Message"]
+        # Served to every tenant again: the same write is placed.
+        everyone = cluster.admin("PATCH", "/admin/backends/late2", {"tenants": None})
+        assert everyone.status_code == 200 and everyone.json()["tenants"] is None
+        cluster.wait_for(  # every gateway replica reloads the tenant lists with the bucket's
+            lambda: _puts(other_s3, "runtime-other", "k"), what="the write to be placed"
+        )
 
         # Validation errors are S3 XML 400s naming the field; the backend is not changed.
         bad = cluster.admin("PATCH", "/admin/backends/late2", {"endpoint": "http://x"})
@@ -233,13 +243,21 @@ def test_backend_added_at_run_time_takes_new_writes(cluster: Federation) -> None
         refused = cluster.admin("DELETE", "/admin/backends/late2")
         assert refused.status_code == 409 and "stored pieces" in refused.text
         cluster.sql("DELETE FROM object_versions WHERE bucket_id IN (SELECT id FROM buckets"
-                    " WHERE name = 'runtime-new')")  # fmt: skip
+                    " WHERE name IN ('runtime-new', 'runtime-other'))")  # fmt: skip
         cluster.sql("DELETE FROM garbage WHERE backend_id = (SELECT id FROM backends"
                     " WHERE name = 'late2' AND state <> 'removed')")  # fmt: skip
         removed = cluster.admin("DELETE", "/admin/backends/late2")
         assert removed.status_code == 200, removed.text
         row = cluster.sql("SELECT state, sealed_credentials FROM backends WHERE name = 'late2'")
         assert row == [{"state": "removed", "sealed_credentials": None}]
+
+
+def _puts(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    except ClientError:
+        return False
+    return True
 
 
 # -- 2. the onboarding probe ------------------------------------------------------------------
