@@ -73,8 +73,11 @@ def _columns(ctx: GatewayContext, record: BackendRecord, c: BackendChanges) -> d
         columns["signing_region"] = c.signing_region
     if c.addressing_style is not None:
         columns["addressing_style"] = c.addressing_style
-    if c.sla is not None:
-        columns.update(sla_availability=c.sla.availability, sla_latency_ms=c.sla.latency_ms)
+    if c.sla is not None:  # the targets given; the other one is kept
+        if c.sla.availability is not None:
+            columns["sla_availability"] = c.sla.availability
+        if c.sla.latency_ms is not None:
+            columns["sla_latency_ms"] = c.sla.latency_ms
     elif "sla" in c.clear:
         columns.update(sla_availability=None, sla_latency_ms=None)
     if c.residency is not None:
