@@ -85,6 +85,7 @@ class S3BackendClient:
         create_bucket: bool = False,
     ) -> None:
         self.bucket = bucket
+        self._region = region
         self._create_bucket = create_bucket
         self._s3 = boto3.session.Session().client(
             "s3",
@@ -126,7 +127,17 @@ class S3BackendClient:
     def create(self) -> None:
         """Create the bucket (the operator asked for it: ``--create-bucket``)."""
         with self._translate():
+            self._create_call()
+
+    def _create_call(self) -> None:
+        # Outside us-east-1, S3 wants the region restated as the location constraint.
+        if self._region == "us-east-1":
             self._s3.create_bucket(Bucket=self.bucket)
+        else:
+            self._s3.create_bucket(
+                Bucket=self.bucket,
+                CreateBucketConfiguration={"LocationConstraint": self._region},
+            )
 
     def ensure_ready(self) -> None:
         with self._translate():
@@ -138,7 +149,7 @@ class S3BackendClient:
                     raise
                 if not self._create_bucket:
                     raise self._missing() from None
-                self._s3.create_bucket(Bucket=self.bucket)
+                self._create_call()
 
     def put(self, locator: str, data: Blob) -> None:
         with self._translate(locator):
