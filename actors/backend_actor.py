@@ -1,13 +1,18 @@
 """``BackendActor``: one Ray actor per storage backend.
 
 It owns the backend's client (credentials unsealed in its memory only), its health and its
-statistics. Data arrives as object-store references resolved by Ray to read-only zero-copy
-numpy views, so one ``ray.put`` of a part fans out to every replica without copying per
-backend. Only domain errors (``BackendUnavailable``, ``BackendNotFound``) leave the actor.
+statistics. The actor's name carries a digest of how the backend is reached (``actor_name``):
+when an operator changes the credentials, signing region or addressing style, processes
+reconnect to a new actor by name while the old one finishes what it holds, and is then
+stopped (``stop_backend_actor``). Data arrives as object-store references resolved by Ray to
+read-only zero-copy numpy views, so one ``ray.put`` of a part fans out to every replica without
+copying per backend. Only domain errors (``BackendUnavailable``, ``BackendNotFound``) leave
+the actor.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -27,16 +32,31 @@ __all__ = [
     "BackendActor",
     "BackendSpec",
     "BackendStats",
-    "build_client",
     "actor_name",
+    "build_client",
+    "find_backend_actor",
     "get_or_create_backend_actor",
+    "stop_backend_actor",
 ]
 
 ACTOR_NAMESPACE = "bulletproof"
 
 
-def actor_name(backend_name: str) -> str:
-    return f"backend:{backend_name}"
+def actor_name(spec: BackendSpec) -> str:
+    """``backend:<name>:<digest of how it is reached>`` (see the module docstring)."""
+    reach = json.dumps(
+        [
+            spec.kind,
+            spec.endpoint,
+            spec.bucket,
+            spec.path,
+            spec.sealed_credentials.hex() if spec.sealed_credentials else None,
+            spec.region,
+            spec.addressing_style,
+            spec.create_bucket,
+        ]
+    )
+    return f"backend:{spec.name}:{hashlib.sha256(reach.encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)
@@ -49,7 +69,11 @@ class BackendSpec:
     bucket: str | None = None
     path: str | None = None
     sealed_credentials: bytes | None = None
+    #: The SigV4 signing region (the backend's, not our placement region).
     region: str = "us-east-1"
+    addressing_style: str = "path"
+    #: A missing bucket may be created (the operator allowed it at registration).
+    create_bucket: bool = False
     timeout_s: float = 30.0
 
 
@@ -84,7 +108,9 @@ def build_client(spec: BackendSpec, master_key_file: str) -> BackendClient:
             access_key=creds["access_key"],
             secret_key=creds["secret_key"],
             region=spec.region,
+            addressing_style=spec.addressing_style,
             timeout_s=spec.timeout_s,
+            create_bucket=spec.create_bucket,
         )
     else:
         raise ValueError(f"unknown backend kind {spec.kind!r}")
@@ -168,14 +194,31 @@ class BackendActor:
                 self._stats.healthy = False
                 self._stats.last_error = str(exc)
                 self._stats.checked_at = time.time()
-            return {"healthy": False, "rtt_ms": None, "error": str(exc)}
+            return {
+                "healthy": False,
+                "rtt_ms": None,
+                "error": str(exc),
+                "counters": self._counters(),
+            }
         rtt = (time.perf_counter() - start) * 1000
         with self._lock:
             self._stats.healthy = True
             self._stats.last_rtt_ms = rtt
             self._stats.last_error = None
             self._stats.checked_at = time.time()
-        return {"healthy": True, "rtt_ms": rtt, "error": None}
+        return {"healthy": True, "rtt_ms": rtt, "error": None, "counters": self._counters()}
+
+    def _counters(self) -> dict[str, float]:
+        """Cumulative since the actor started: the health recorder diffs two probes' values
+        (``core.health``) for the error rate and throughput between them."""
+        with self._lock:
+            s = self._stats
+            return {
+                "calls": float(s.puts + s.gets + s.deletes + s.errors),
+                "errors": float(s.errors),
+                "bytes": float(s.bytes_in + s.bytes_out),
+                "busy_s": s.put_seconds + s.get_seconds,
+            }
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -186,7 +229,7 @@ def get_or_create_backend_actor(spec: BackendSpec, master_key_file: str) -> Any:
     """The named, detached actor for ``spec``; created on first use, restarted by Ray on failure."""
     remote_cls = ray.remote(BackendActor)
     return remote_cls.options(  # type: ignore[attr-defined]
-        name=actor_name(spec.name),
+        name=actor_name(spec),
         namespace=ACTOR_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
@@ -195,3 +238,24 @@ def get_or_create_backend_actor(spec: BackendSpec, master_key_file: str) -> Any:
         max_concurrency=32,
         num_cpus=0,
     ).remote(spec, master_key_file)
+
+
+def find_backend_actor(backend_name: str) -> Any:
+    """The running actor of a backend by its name alone (benchmarks and tools that do not hold
+    the stored spec); None when there is none."""
+    prefix = f"backend:{backend_name}:"
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry.get("namespace") == ACTOR_NAMESPACE and entry.get("name", "").startswith(prefix):
+            return ray.get_actor(entry["name"], namespace=ACTOR_NAMESPACE)
+    return None
+
+
+def stop_backend_actor(spec: BackendSpec) -> bool:
+    """Stop the actor of ``spec`` for good (a removed backend, or replaced connection
+    settings); False when it was not running."""
+    try:
+        handle = ray.get_actor(actor_name(spec), namespace=ACTOR_NAMESPACE)
+    except ValueError:
+        return False
+    ray.kill(handle, no_restart=True)
+    return True

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import secrets
+import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,13 @@ from typing import Protocol
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from core.errors import BackendNotFound, BackendUnavailable
 
@@ -57,9 +64,13 @@ class BackendClient(Protocol):
 
 
 class S3BackendClient:
-    """An S3-compatible bucket (AWS, MinIO, Ceph RGW, Wasabi, moto) reached with boto3."""
+    """An S3-compatible bucket (AWS, MinIO, Ceph RGW, Wasabi, GCS interop, moto) reached with
+    boto3, signed for ``region`` with the given addressing style. ``create_bucket``: a missing
+    bucket is created (only when the operator allowed it at registration); otherwise it is an
+    error like any other unavailability."""
 
     _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+    _NO_BUCKET = {"404", "NoSuchBucket", "NotFound"}
 
     def __init__(
         self,
@@ -69,10 +80,12 @@ class S3BackendClient:
         access_key: str,
         secret_key: str,
         region: str = "us-east-1",
+        addressing_style: str = "path",
         timeout_s: float = 30.0,
-        create_bucket: bool = True,
+        create_bucket: bool = False,
     ) -> None:
         self.bucket = bucket
+        self._region = region
         self._create_bucket = create_bucket
         self._s3 = boto3.session.Session().client(
             "s3",
@@ -85,7 +98,7 @@ class S3BackendClient:
                 read_timeout=timeout_s,
                 retries={"max_attempts": 2, "mode": "standard"},
                 max_pool_connections=64,
-                s3={"addressing_style": "path"},
+                s3={"addressing_style": addressing_style},
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),
@@ -93,15 +106,38 @@ class S3BackendClient:
 
     @contextlib.contextmanager
     def _translate(self, locator: str = "") -> Iterator[None]:
+        """The one seam: vendor errors become ``BackendNotFound`` or ``BackendUnavailable``
+        with a ``reason`` (see ``_reason``)."""
         try:
             yield
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in self._NOT_FOUND:
+            if code in self._NOT_FOUND and locator:
                 raise BackendNotFound(f"backend object {locator} not found") from None
-            raise BackendUnavailable(f"backend refused the request: {code}") from None
+            reason = "bucket-missing" if code in self._NO_BUCKET else _refusal(code)
+            raise BackendUnavailable(f"backend refused the request: {code}", reason) from None
         except (BotoCoreError, OSError) as exc:
-            raise BackendUnavailable(f"backend unreachable: {type(exc).__name__}") from None
+            raise BackendUnavailable(
+                f"backend unreachable: {type(exc).__name__}", _reason(exc)
+            ) from None
+
+    def _missing(self) -> BackendUnavailable:
+        return BackendUnavailable(f"bucket {self.bucket} is missing", "bucket-missing")
+
+    def create(self) -> None:
+        """Create the bucket (the operator asked for it: ``--create-bucket``)."""
+        with self._translate():
+            self._create_call()
+
+    def _create_call(self) -> None:
+        # Outside us-east-1, S3 wants the region restated as the location constraint.
+        if self._region == "us-east-1":
+            self._s3.create_bucket(Bucket=self.bucket)
+        else:
+            self._s3.create_bucket(
+                Bucket=self.bucket,
+                CreateBucketConfiguration={"LocationConstraint": self._region},
+            )
 
     def ensure_ready(self) -> None:
         with self._translate():
@@ -109,9 +145,11 @@ class S3BackendClient:
                 self._s3.head_bucket(Bucket=self.bucket)
             except ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code not in {"404", "NoSuchBucket", "NotFound"} or not self._create_bucket:
+                if code not in self._NO_BUCKET:
                     raise
-                self._s3.create_bucket(Bucket=self.bucket)
+                if not self._create_bucket:
+                    raise self._missing() from None
+                self._create_call()
 
     def put(self, locator: str, data: Blob) -> None:
         with self._translate(locator):
@@ -147,7 +185,45 @@ class S3BackendClient:
 
     def ping(self) -> None:
         with self._translate():
-            self._s3.head_bucket(Bucket=self.bucket)
+            try:
+                self._s3.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) in self._NO_BUCKET:
+                    raise self._missing() from None
+                raise
+
+
+_CREDENTIAL_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "AuthorizationHeaderMalformed",
+        "InvalidClientTokenId",
+    }
+)
+
+
+def _refusal(code: str) -> str:
+    """A refused request: ``credentials`` when the backend rejected who we are or what we
+    may do (the caller knows which step: a 403 on DELETE is a refused delete), else
+    ``refused``."""
+    return "credentials" if code in _CREDENTIAL_CODES else "refused"
+
+
+def _reason(exc: BaseException) -> str:
+    """``tls`` for a TLS handshake or certificate failure, ``timeout``, or ``unreachable``."""
+    if isinstance(exc, SSLError | ssl.SSLError):
+        return "tls"
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+        return "timeout"
+    text = str(exc)
+    if "SSL" in text or "CERTIFICATE" in text.upper():
+        return "tls"
+    return "unreachable"
 
 
 class LocalDirectoryClient:

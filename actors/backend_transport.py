@@ -54,7 +54,9 @@ def spec_of(record: BackendRecord, timeout_s: float) -> BackendSpec:
         bucket=record.bucket,
         path=record.path,
         sealed_credentials=record.sealed_credentials,
-        region="us-east-1",
+        region=record.signing_region,
+        addressing_style=record.addressing_style,
+        create_bucket=record.manage_bucket,
         timeout_s=timeout_s,
     )
 

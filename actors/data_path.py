@@ -131,6 +131,7 @@ class DataPath:
             transport,
             backend_timeout_s=settings.backend_timeout_s,
             refresh_interval_s=2.0 if serving else 5.0,
+            passive_hold_s=max(2.0, 2 * settings.health_interval_s),
         )
         meta = CachedReader(store, settings.redis_url, ttl_s=settings.cache_ttl_s)
         ctx = cls(settings=settings, store=store, meta=meta, registry=registry, **extra)

@@ -7,12 +7,23 @@ this process, depending on the transport (``actors.backend_transport``); everyth
 when to reload, when a backend counts as rebuilt, how health is lowered and raised - is the
 same for both, so gateways, agents in Ray and agents outside Ray cannot drift apart.
 
-Health is refreshed by pinging periodically and lowered at once when a call fails (passive
-detection), so placement avoids a dead backend within one request, not one sweep. Only the
-gateway records ping results in the database (``ping_all(record=True)``): one slow ping from a
-busy agent must not mark a backend down for every gateway. Backends added at run time appear
-at the next ``refresh()``; a backend whose endpoint, bucket or directory changed gets a new
-connection.
+Health has two layers:
+
+- **Shared** (the stored ``health_state``: healthy / degraded / down, ``core.health``): one
+  *recorder* - the gateway replica holding the ``health_recorder`` run lease, or an operator's
+  explicit ping - folds each probe into the stored moving averages under a row lock and
+  writes the state; every process reads it on ``refresh()``. Hysteresis lives there, so a
+  flapping backend does not thrash placement. When a backend leaves ``down`` the recorder
+  makes the work it owes due at once in the same transaction: its queued replicate/repair
+  jobs run now, and its pending replicas without a job get one.
+- **Local and passive**: a call that fails marks the backend unusable in this process at once
+  (placement avoids a dead backend within one request, not one sweep), for ``passive_hold_s``;
+  a failed ping does the same. The mark is lifted by a good ping after the hold, or at once by
+  an operator's ping.
+
+A backend is usable when its shared state is not ``down`` and it is not marked here. Backends
+added at run time appear at the next ``refresh()``; a backend whose endpoint, bucket,
+directory or connection settings changed gets a new connection.
 """
 
 from __future__ import annotations
@@ -20,18 +31,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from actors.backend_transport import BackendTransport, Fetched, domain_error
+from actors.backend_transport import BackendTransport, Fetched, domain_error, spec_of
+from actors.metrics import backend_metrics
 from core.errors import BackendUnavailable
+from core.health import BackendHealth, HealthSample, observe
 from core.placement import BackendView
+from schema.jobs import DATA_KINDS, PRIORITY, JobKind, replicate_key
 from schema.records import BackendRecord
 from schema.store import MetadataStore
+from schema.worker_state import WorkerStateRepository
 
-__all__ = ["BackendHandle", "BackendRegistry"]
+__all__ = ["HEALTH_LEASE", "BackendHandle", "BackendRegistry"]
+
+#: The run lease (``worker_state``) whose holder records health sweeps.
+HEALTH_LEASE = "health_recorder"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,7 +64,13 @@ class BackendHandle:
     actor: Any
     healthy: bool
     rtt_ms: float
-    failed_at: float = 0.0
+    #: Until when a local failure keeps this backend unusable here (monotonic clock).
+    hold_until: float = 0.0
+
+    @property
+    def state(self) -> str:
+        """healthy / degraded / down as this process acts on it."""
+        return "down" if not self.healthy else self.record.health_state
 
     @property
     def id(self) -> int:
@@ -72,8 +98,12 @@ class BackendHandle:
 
 
 def _same_backend(old: BackendRecord, new: BackendRecord) -> bool:
-    """Whether a stored backend still addresses the same bytes (else: a new connection)."""
-    return (old.endpoint, old.bucket, old.path) == (new.endpoint, new.bucket, new.path)
+    """Whether a stored backend is still reached the same way (else: a new connection)."""
+    return spec_of(old, 0.0) == spec_of(new, 0.0)
+
+
+def _usable(record: BackendRecord) -> bool:
+    return record.health_state != "down"
 
 
 class BackendRegistry:
@@ -86,6 +116,7 @@ class BackendRegistry:
         refresh_interval_s: float = 2.0,
         ping_timeout_s: float = 5.0,
         list_timeout_s: float = 600.0,
+        passive_hold_s: float = 10.0,
     ) -> None:
         self._store = store
         self.transport = transport
@@ -93,6 +124,8 @@ class BackendRegistry:
         self._refresh_interval = refresh_interval_s
         self._ping_timeout = ping_timeout_s
         self._list_timeout = list_timeout_s
+        self._hold = passive_hold_s
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._handles: dict[int, BackendHandle] = {}
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
@@ -122,31 +155,36 @@ class BackendRegistry:
                 old = self._handles.get(record.id)
                 if old is not None and _same_backend(old.record, record):
                     old.record = record
-                    # A call failure lowers health until the next successful ping.
-                    if not old.failed_at:
-                        old.healthy = record.healthy
+                    if time.monotonic() >= old.hold_until:  # a local failure mark wins
+                        old.healthy = _usable(record)
                     fresh[record.id] = old
                     continue
                 fresh[record.id] = BackendHandle(
                     record=record,
                     actor=self.transport.connect(record, self._timeout),
-                    healthy=record.healthy,
+                    healthy=_usable(record),
                     rtt_ms=record.rtt_ms,
                 )
             self._handles = fresh
             self._loaded_at = time.monotonic()
 
     def mark_failed(self, backend_id: int, error: str) -> None:
+        """A call failed: unusable here for ``passive_hold_s`` (see the module docstring)."""
         handle = self._handles.get(backend_id)
-        if handle is not None and handle.healthy:
+        if handle is None:
+            return
+        if handle.healthy:
             log.warning("backend %s marked unhealthy: %s", handle.name, error)
-            handle.healthy = False
-            handle.failed_at = time.monotonic()
+        handle.healthy = False
+        handle.hold_until = time.monotonic() + self._hold
 
     # -- health ---------------------------------------------------------------------------------
-    async def ping_all(self, *, record: bool = False) -> dict[str, dict[str, Any]]:
-        """Ping every backend concurrently and keep the outcome in memory and, with ``record``
-        (the gateway's sweep), in the database (see the module docstring)."""
+    async def ping_all(
+        self, *, record: bool = False, vouched: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Ping every backend concurrently. ``record``: fold the results into the shared health
+        (the recorder's sweep, see the module docstring); ``vouched``: an operator's explicit
+        ping, whose successes lift local marks and a ``down`` state at once."""
         handles = await self.current()
 
         async def one(handle: BackendHandle) -> dict[str, Any]:
@@ -160,33 +198,130 @@ class BackendRegistry:
                     "rtt_ms": None,
                     "error": f"ping failed: {domain_error(exc)}",
                 }
-            handle.healthy = bool(result["healthy"])
-            handle.failed_at = 0.0 if handle.healthy else time.monotonic()
-            if result["rtt_ms"] is not None:
-                handle.rtt_ms = float(result["rtt_ms"])
-            if handle.healthy:
-                handle.record = replace(handle.record, healthy=True)
             return result
 
         results = await asyncio.gather(*(one(h) for h in handles))
+        now = time.monotonic()
+        for handle, result in zip(handles, results, strict=True):
+            if not result["healthy"]:
+                self.mark_failed(handle.id, str(result["error"]))
+                continue
+            if result["rtt_ms"] is not None:
+                handle.rtt_ms = float(result["rtt_ms"])
+            if vouched:
+                handle.hold_until = 0.0
+            if now >= handle.hold_until:
+                handle.healthy = vouched or _usable(handle.record)
         if record:
             with contextlib.suppress(Exception):
-                async with self._store.db.transaction() as conn:
-                    for handle, result in zip(handles, results, strict=True):
-                        await self._store.backends.record_health(
-                            conn,
-                            handle.id,
-                            healthy=bool(result["healthy"]),
-                            rtt_ms=result["rtt_ms"],
-                            error=result["error"],
-                        )
-                        handle.record = replace(handle.record, healthy=bool(result["healthy"]))
-        return {h.name: r for h, r in zip(handles, results, strict=True)}
+                await self._record(handles, results, vouched=vouched)
+        return {
+            h.name: {**{k: v for k, v in r.items() if k != "counters"}, "state": h.state}
+            for h, r in zip(handles, results, strict=True)
+        }
+
+    async def _record(
+        self,
+        handles: list[BackendHandle],
+        results: list[dict[str, Any]],
+        *,
+        vouched: bool,
+    ) -> None:
+        """Fold one sweep into the stored health under row locks (one transaction)."""
+        came_back: list[BackendHandle] = []
+        async with self._store.db.transaction() as conn:
+            stored = await self._store.backends.health_documents(conn, [h.id for h in handles])
+            for handle, result in zip(handles, results, strict=True):
+                if handle.id not in stored:
+                    continue  # removed meanwhile
+                state, document = stored[handle.id]
+                before = BackendHealth.from_json(document, state=state)
+                if before.samples == 0 and state != before.state:
+                    before = replace(before, state=state)
+                sample = HealthSample(
+                    ok=bool(result["healthy"]),
+                    rtt_ms=result.get("rtt_ms"),
+                    error=result.get("error"),
+                    counters=dict(result.get("counters") or {}),
+                    vouched=vouched,
+                )
+                after = observe(before, sample, sla_latency_ms=handle.record.sla_latency_ms)
+                await self._store.backends.record_health(
+                    conn,
+                    handle.id,
+                    healthy=not after.down,
+                    rtt_ms=after.rtt_ms,
+                    error=after.last_error,
+                    state=after.state,
+                    health=after.to_json(),
+                    throughput_mbps=after.throughput_mbps,
+                )
+                if after.state != before.state:
+                    log.warning(
+                        "backend %s: %s -> %s (availability %.2f, error rate %.2f, %s)",
+                        handle.name,
+                        before.state,
+                        after.state,
+                        after.availability,
+                        after.error_rate,
+                        after.last_error or "ok",
+                    )
+                if before.down and not after.down:
+                    await self._owed_work(conn, handle)
+                    came_back.append(handle)
+                handle.record = replace(
+                    handle.record,
+                    health_state=after.state,
+                    health=after.to_json(),
+                    healthy=not after.down,
+                )
+                if time.monotonic() >= handle.hold_until:
+                    handle.healthy = not after.down
+                backend_metrics().health(handle.name, after)
+        for handle in came_back:
+            log.info("backend %s is back; its pending work is due now", handle.name)
+
+    async def _owed_work(self, conn: Any, handle: BackendHandle) -> None:
+        """A backend left ``down``: its deferred replicate/repair jobs are due now, and each
+        version with a pending piece on it and no job for it gets a replicate job."""
+        jobs = self._store.jobs
+        woken = await jobs.wake_backend(conn, handle.id)
+        pending = await self._store.replicas.pending_versions(conn, handle.id)
+        active = await jobs.active_targets(conn, pending, DATA_KINDS)
+        todo = [pk for pk in pending if (pk, handle.id) not in active]
+        added = await jobs.enqueue_many(
+            conn,
+            JobKind.REPLICATE,
+            [
+                (
+                    {"version_pk": pk, "target_backend_id": handle.id, "reason": "backend back"},
+                    replicate_key(pk, handle.id),
+                )
+                for pk in todo
+            ],
+            priority=PRIORITY[JobKind.REPLICATE],
+        )
+        log.info(
+            "backend %s back: %d jobs woken, %d replicate jobs added",
+            handle.name,
+            woken,
+            len(added),
+        )
 
     async def health_loop(self, interval_s: float, *, record: bool) -> None:
+        """Sweep every ``interval_s``; with ``record``, the replica holding the health lease
+        records (one recorder at a time, so the moving averages see one sample per sweep)."""
+        lease_s = max(3 * interval_s, 5.0)
+        leases = WorkerStateRepository()
         while True:
             try:
-                await self.ping_all(record=record)
+                holder = False
+                if record:
+                    async with self._store.db.connection() as conn:
+                        holder = await leases.take_run_lease(
+                            conn, HEALTH_LEASE, self._owner, lease_s=lease_s
+                        )
+                await self.ping_all(record=holder)
             except Exception:  # keep sweeping; the next round may succeed
                 log.exception("health sweep failed")
             await asyncio.sleep(interval_s)

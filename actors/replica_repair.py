@@ -57,14 +57,16 @@ from core.errors import (
     BackendUnavailable,
     InsufficientCapacity,
     IntegrityError,
+    PolicyViolation,
 )
 from core.placement import BackendView, PlacementConstraints, place
 from core.policy import RedundancyClass
-from schema.jobs import Job, JobKind
+from schema.jobs import BLOCKED_PREFIX, Job, JobKind
 from schema.records import ObjectVersion, Replica
 
 __all__ = [
     "Finish",
+    "HealBlocked",
     "HealDeferred",
     "HealImpossible",
     "HealOutcome",
@@ -87,6 +89,17 @@ class LeaseLost(Exception):
 class HealDeferred(Exception):
     """The work cannot start now (its backend is down, no capacity): retry later without
     spending an attempt."""
+
+
+class HealBlocked(HealDeferred):
+    """No backend the policy allows can take the piece (a drained backend's region-locked
+    object with no other compliant backend): the job waits, deferred with the rule that
+    blocks it (``schema.jobs.BLOCKED_PREFIX``), and is never moved anywhere the policy
+    forbids. Adding a compliant backend unblocks it at its next try."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+        super().__init__(f"{BLOCKED_PREFIX}{rule}")
 
 
 class HealImpossible(Exception):
@@ -283,6 +296,10 @@ class ReplicaHealer:
             placement = place(rc, pool, constraints, object_size=version.size, already_placed=fixed)
         except InsufficientCapacity as exc:
             raise HealDeferred(f"no healthy backend can take the replica now: {exc}") from exc
+        except PolicyViolation as exc:
+            if drop is not None and drop in handles and handles[drop].record.state != "active":
+                raise HealBlocked(str(exc)) from exc  # a drain waits; it never breaks policy
+            raise
         by_name = {h.name: h.id for h in handles.values()}
         targets = [by_name[name] for name in placement.targets]
         if not targets:

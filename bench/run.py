@@ -100,7 +100,7 @@ class Bench:
     def __init__(self, federation: Any, plan: Plan) -> None:
         import ray
 
-        from actors.backend_actor import ACTOR_NAMESPACE, actor_name
+        from actors.backend_actor import find_backend_actor
         from tests.support.cluster import BACKENDS, MOTO_KEY, MOTO_SECRET
 
         self.fed = federation
@@ -127,8 +127,7 @@ class Bench:
         )
         self._ray = ray
         self._actors = {
-            name: ray.get_actor(actor_name(name), namespace=ACTOR_NAMESPACE)
-            for name, *_ in BACKENDS
+            name: find_backend_actor(name) for name, *_ in BACKENDS
         }
 
     def close(self) -> None:

@@ -2,8 +2,8 @@
 
 Commands: ``up`` (start a gateway in the background and return once /health answers),
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
-``backend add``; ``tenant ...``, ``key ...``, ``admin token rotate`` (cluster/cli_tenants.py),
-``policy ...`` (cluster/cli_policy.py), ``import ...``
+``backend ...`` (cluster/cli_backends.py); ``tenant ...``, ``key ...``, ``admin token rotate``
+(cluster/cli_tenants.py), ``policy ...`` (cluster/cli_policy.py), ``import ...``
 (cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
 Settings: ``BP_*`` variables or ``--config``.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -20,9 +19,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from cluster import cli_import, cli_policy, cli_tenants, cli_workers
+from cluster import cli_backends, cli_import, cli_policy, cli_tenants, cli_workers
+from cluster.cli_backends import print_table
 from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
 from cluster.ray_join import enable_token_auth_for_join
 from core.settings import Settings
@@ -126,47 +125,7 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
-    backends = admin_call(settings, "GET", "/admin/backends")
-    print(
-        f"{'NAME':16} {'KIND':6} {'REGION':12} {'CC':3} {'JUR':4} {'STATE':9} {'HEALTH':8} RTT(ms)"
-    )
-    for b in backends:
-        health = "ok" if b["healthy"] else "DOWN"
-        print(
-            f"{b['name']:16} {b['kind']:6} {b['region']:12} {b['country']:3} {b['jurisdiction']:4}"
-            f" {b['state']:9} {health:8} {b['rtt_ms']}"
-        )
-    return 0
-
-
-def cmd_backend_add(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
-    payload: dict[str, Any] = {
-        "name": args.name,
-        "type": args.type,
-        "region": args.region,
-        "country": args.country,
-        "jurisdiction": args.jurisdiction,
-        "provider": args.provider or args.type,
-    }
-    if args.type == "local":
-        if not args.path:
-            raise SystemExit("--path is required for --type local")
-        payload["path"] = str(Path(args.path).resolve())
-    else:
-        missing = [
-            f for f in ("endpoint", "bucket", "access_key", "secret_key") if not getattr(args, f)
-        ]
-        if missing:
-            raise SystemExit("missing: " + ", ".join("--" + m.replace("_", "-") for m in missing))
-        payload.update(
-            endpoint=args.endpoint,
-            bucket=args.bucket,
-            access_key=args.access_key,
-            secret_key=args.secret_key,
-        )
-    print(json.dumps(admin_call(settings, "POST", "/admin/add-storage", payload)))
+    print_table(admin_call(settings_of(args), "GET", "/admin/backends"))
     return 0
 
 
@@ -285,22 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="gateway + 3 local backends + demo tenant, in the foreground"
     ).set_defaults(func=cmd_demo)
 
-    backend = sub.add_parser("backend", help="manage storage backends").add_subparsers(
-        dest="backend_command", required=True
-    )
-    add = backend.add_parser("add", help="add a backend at run time (POST /admin/add-storage)")
-    add.add_argument("name")
-    add.add_argument("--type", choices=["s3", "local"], default="s3")
-    add.add_argument("--endpoint")
-    add.add_argument("--bucket")
-    add.add_argument("--access-key")
-    add.add_argument("--secret-key")
-    add.add_argument("--path")
-    add.add_argument("--region", required=True)
-    add.add_argument("--country", required=True)
-    add.add_argument("--jurisdiction", required=True)
-    add.add_argument("--provider")
-    add.set_defaults(func=cmd_backend_add)
+    cli_backends.register(sub)
 
     cli_tenants.register(sub)
     cli_policy.register(sub)

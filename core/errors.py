@@ -165,7 +165,16 @@ class QuorumNotMet(BulletproofError):
 
 
 class BackendUnavailable(BulletproofError):
-    pass
+    """``reason``: what kind of trouble, as the client seam classified it (``unreachable``,
+    ``tls``, ``credentials``, ``bucket-missing``, ``refused``, ``timeout`` or ``unavailable``),
+    so the onboarding probe can name the step that failed."""
+
+    def __init__(self, message: str = "", reason: str = "unavailable") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (BackendUnavailable, (str(self), self.reason))
 
 
 class BackendNotFound(BulletproofError):

@@ -162,8 +162,9 @@ class PlacementConstraints:
     cannot be widened by a bucket). ``import_region_lock`` is a third lock of the same syntax,
     an import run's ``--region-lock``, added to its writes: it narrows, never
     widens. ``allowed_backends=None`` means no tenant allow-list.
-    ``exclude`` names backends never to choose. Sets given as lists or sets are frozen; a bare
-    string is refused (it would be read as a set of letters).
+    ``exclude`` names backends never to choose. ``reserved_backends`` names backends that serve
+    only other tenants (a backend's tenant list, ``backend_tenants``). Sets given as lists or
+    sets are frozen; a bare string is refused (it would be read as a set of letters).
     """
 
     region_lock: frozenset[str] = frozenset()
@@ -173,6 +174,7 @@ class PlacementConstraints:
     exclude: frozenset[str] = frozenset()
     tenant_region_lock: frozenset[str] = frozenset()
     import_region_lock: frozenset[str] = frozenset()
+    reserved_backends: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in (
@@ -182,6 +184,7 @@ class PlacementConstraints:
             "exclude",
             "tenant_region_lock",
             "import_region_lock",
+            "reserved_backends",
         ):
             object.__setattr__(self, name, _names(name, getattr(self, name)))
         object.__setattr__(
@@ -206,6 +209,8 @@ class PlacementConstraints:
             parts.append(f"tenant allow-list of {len(self.allowed_backends)} backends")
         if self.exclude:
             parts.append(f"exclude {_join_sorted(self.exclude)}")
+        if self.reserved_backends:
+            parts.append(f"reserved for other tenants {_join_sorted(self.reserved_backends)}")
         return "; ".join(parts) if parts else "none"
 
 
@@ -301,6 +306,15 @@ def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
         exclude = c.exclude
         stages.append(
             _Stage("exclude list", "permitted", lambda b: "excluded" if b.name in exclude else None)
+        )
+    if c.reserved_backends:
+        reserved = c.reserved_backends
+        stages.append(
+            _Stage(
+                "backends reserved for other tenants",
+                "permitted",
+                lambda b: "reserved for other tenants" if b.name in reserved else None,
+            )
         )
     if c.allowed_backends is not None:
         allowed = c.allowed_backends

@@ -57,6 +57,10 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("GET", "/admin/backends", _V, admin.list_backends),
         _Route("POST", "/admin/backends/ping", _O, admin.ping_backends),
         _Route("PUT", "/admin/backends/{name}/location", _O, admin.relocate_backend),
+        _Route("GET", "/admin/backends/{name}", _V, admin.show_backend),
+        _Route("PATCH", "/admin/backends/{name}", _O, admin.update_backend),
+        _Route("DELETE", "/admin/backends/{name}", _O, admin.remove_backend),
+        _Route("POST", "/admin/backends/{name}/drain", _O, admin.drain_backend),
         # tenants and their access keys (tenants.py, keys.py)
         _Route("GET", "/admin/tenants", _V, admin.list_tenants),
         _Route("POST", "/admin/tenants", _A, admin.create_tenant),

@@ -70,6 +70,9 @@ def _fetch_part(
             bucket=info.get("bucket"),
             path=info.get("path"),
             sealed_credentials=base64.b64decode(sealed) if sealed else None,
+            # Catalogues written before issue 13 carry neither: the old fixed values.
+            region=info.get("signing_region") or "us-east-1",
+            addressing_style=info.get("addressing_style") or "path",
         )
         try:
             data = build_client(spec, master_key_file).get(copy["locator"])

@@ -276,6 +276,8 @@ def manifest_of(record: Any, backends: dict[int, Any]) -> dict[str, Any]:
                 "endpoint": backends[b].endpoint,
                 "bucket": backends[b].bucket,
                 "path": backends[b].path,
+                "signing_region": backends[b].signing_region,
+                "addressing_style": backends[b].addressing_style,
                 "sealed_credentials": base64.b64encode(backends[b].sealed_credentials).decode()
                 if backends[b].sealed_credentials
                 else None,

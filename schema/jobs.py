@@ -63,6 +63,7 @@ import asyncpg
 
 __all__ = [
     "ACTIVE_STATES",
+    "BLOCKED_PREFIX",
     "DATA_KINDS",
     "MAX_ERROR_CHARS",
     "PRIORITY",
@@ -143,6 +144,10 @@ def import_copy_key(run_id: int, first_key: str) -> str:
     digest = hashlib.sha1(first_key.encode("utf-8"), usedforsecurity=False).hexdigest()
     return f"{JobKind.IMPORT_COPY}:{run_id}:{digest}"
 
+
+#: How a deferred job says the policy forbids it for now (no compliant target exists): a drain
+#: lists these as blocked objects with the rule (the rest of ``last_error``).
+BLOCKED_PREFIX: Final = "blocked: "
 
 #: States in which an idempotency key is taken.
 ACTIVE_STATES = ("queued", "leased")
@@ -504,6 +509,60 @@ class JobQueue:
             list(kinds),
         )
         return {(r["pk"], int(r["backend"]) if r["backend"] is not None else None) for r in rows}
+
+    # -- one backend's work (health recovery, drains) ----------------------------------------
+    async def wake_backend(self, conn: asyncpg.Connection, backend_id: int) -> int:
+        """Make every queued data job whose target is the backend (``backend_id`` or
+        ``target_backend_id`` in its payload) runnable now, and requeue its dead ones: the
+        backend came back, so work deferred while it was down is due at once."""
+        result = await conn.execute(
+            "UPDATE jobs SET run_after = now(), updated_at = now(),"
+            " status = CASE WHEN status = 'dead' THEN 'queued' ELSE status END,"
+            " attempts = CASE WHEN status = 'dead' THEN 0 ELSE attempts END,"
+            " finished_at = CASE WHEN status = 'dead' THEN NULL ELSE finished_at END"
+            " WHERE kind = ANY($2::text[]) AND status IN ('queued', 'dead')"
+            " AND COALESCE(payload->>'target_backend_id', payload->>'backend_id') = $1::text"
+            " AND (status = 'queued' OR idempotency_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs a"
+            "   WHERE a.idempotency_key = jobs.idempotency_key"
+            "   AND a.status IN ('queued', 'leased')))",
+            str(backend_id),
+            [JobKind.REPLICATE, JobKind.REPAIR],
+        )
+        return int(result.split()[-1])
+
+    async def moves_of_backend(self, conn: asyncpg.Connection, backend_id: int) -> dict[str, int]:
+        """``move`` jobs off the backend by status (a drain's queue), plus ``blocked``: the
+        queued ones an agent found impossible under the policy (``last_error`` starts with
+        ``BLOCKED_PREFIX``)."""
+        rows = await conn.fetch(
+            "SELECT status, count(*) AS n,"
+            " count(*) FILTER (WHERE last_error LIKE $2 || '%') AS blocked"
+            " FROM jobs WHERE kind = $3 AND payload->>'backend_id' = $1::text"
+            " AND status IN ('queued', 'leased', 'dead') GROUP BY status",
+            str(backend_id),
+            BLOCKED_PREFIX,
+            JobKind.MOVE,
+        )
+        out = {r["status"]: int(r["n"]) for r in rows}
+        out["blocked"] = sum(int(r["blocked"]) for r in rows)
+        return out
+
+    async def blocked_moves(
+        self, conn: asyncpg.Connection, backend_id: int, *, limit: int = 100
+    ) -> list[tuple[int, str]]:
+        """(version_pk, why) of the backend's blocked or dead-lettered moves, oldest first."""
+        rows = await conn.fetch(
+            "SELECT (payload->>'version_pk')::bigint AS pk, last_error FROM jobs"
+            " WHERE kind = $3 AND payload->>'backend_id' = $1::text"
+            " AND (status = 'dead'"
+            "   OR (status IN ('queued', 'leased') AND last_error LIKE $2 || '%'))"
+            " ORDER BY id LIMIT $4",
+            str(backend_id),
+            BLOCKED_PREFIX,
+            JobKind.MOVE,
+            limit,
+        )
+        return [(int(r["pk"]), str(r["last_error"] or "")) for r in rows]
 
     async def active_keys(self, conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` belong to a queued or leased job."""

@@ -80,6 +80,8 @@ class PlacementSettings:
     bucket_default_class: str | None
     bucket_region_lock: tuple[str, ...]
     tenant: TenantPlacement
+    #: Backends that serve only other tenants (``backend_tenants``).
+    reserved_backends: tuple[str, ...] = ()
 
     @property
     def constraints(self) -> PlacementConstraints:
@@ -95,6 +97,7 @@ class PlacementSettings:
             allowed_backends=(
                 None if tenant.allowed_backends is None else frozenset(tenant.allowed_backends)
             ),
+            reserved_backends=frozenset(self.reserved_backends),
         )
 
 
@@ -198,7 +201,11 @@ class PolicyRepository:
         then commits entirely before or entirely after the caller's transaction."""
         row = await conn.fetchrow(
             "SELECT b.id AS b_id, b.name AS b_name, b.default_class AS b_default_class,"
-            f" b.region_lock AS b_region_lock, {TENANT_PLACEMENT_COLUMNS}"
+            f" b.region_lock AS b_region_lock, {TENANT_PLACEMENT_COLUMNS},"
+            " ARRAY(SELECT DISTINCT k.name FROM backend_tenants bt JOIN backends k"
+            "  ON k.id = bt.backend_id WHERE k.state <> 'removed' AND NOT EXISTS (SELECT 1"
+            "  FROM backend_tenants mine WHERE mine.backend_id = bt.backend_id"
+            "  AND mine.tenant_id = t.id) ORDER BY 1) AS reserved_backends"
             " FROM buckets b JOIN tenants t ON t.id = b.tenant_id WHERE b.id = $1"
             + (" FOR SHARE OF b, t" if lock else ""),
             bucket_id,
@@ -211,6 +218,7 @@ class PolicyRepository:
             bucket_default_class=row["b_default_class"],
             bucket_region_lock=tuple(row["b_region_lock"]),
             tenant=tenant_placement(row),
+            reserved_backends=tuple(row["reserved_backends"]),
         )
 
     # -- placement-check marks ---------------------------------------------------------------

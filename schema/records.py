@@ -91,6 +91,23 @@ class BackendRecord:
     capacity_bytes: int | None
     used_bytes: int
     last_error: str | None = None
+    backend_type: str = "other"
+    signing_region: str = "us-east-1"
+    addressing_style: str = "path"
+    #: The gateway may create the bucket (the operator said ``--create-bucket``).
+    manage_bucket: bool = False
+    sla_availability: float | None = None
+    sla_latency_ms: float | None = None
+    residency: bool = False
+    supports_sse: bool = False
+    #: ``healthy`` / ``degraded`` / ``down`` (``core.health``); ``healthy`` above is its
+    #: "not down", kept for the readers that only ask whether to use the backend.
+    health_state: str = "healthy"
+    #: The recorder's ``core.health.BackendHealth`` document.
+    health: dict[str, Any] = field(default_factory=dict)
+    drain_started_at: datetime | None = None
+    #: Tenant names this backend serves; None: every tenant.
+    tenants: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

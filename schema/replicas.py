@@ -116,6 +116,18 @@ class ReplicaRepository:
         )
         return [NotOkReplica(**dict(r)) for r in rows]
 
+    async def pending_versions(
+        self, conn: asyncpg.Connection, backend_id: int, *, limit: int = 10_000
+    ) -> list[int]:
+        """Versions with a part still ``pending`` on the backend (what it owes once it is back)."""
+        rows = await conn.fetch(
+            "SELECT DISTINCT version_pk FROM replicas WHERE backend_id = $1 AND status = 'pending'"
+            " ORDER BY version_pk LIMIT $2",
+            backend_id,
+            limit,
+        )
+        return [int(r["version_pk"]) for r in rows]
+
     async def short_versions(
         self,
         conn: asyncpg.Connection,

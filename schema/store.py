@@ -15,6 +15,7 @@ from schema.backends import BackendRepository
 from schema.buckets import BucketRepository
 from schema.changelog import ChangelogRepository
 from schema.db import Database
+from schema.drains import DrainRepository
 from schema.garbage import GarbageRepository
 from schema.jobs import JobQueue
 from schema.keys import KeyRepository
@@ -51,6 +52,7 @@ class MetadataStore:
         self.tenants = TenantRepository()
         self.buckets = BucketRepository()
         self.backends = BackendRepository()
+        self.drains = DrainRepository()
         self.versions = VersionRepository()
         self.listing = ListingRepository()
         self.replicas = ReplicaRepository()

@@ -14,16 +14,25 @@ the caller and its role, with ``AdminCall.audit``.
 Every change of where data may live is one transaction with its audit entry and the
 ``placement_check`` jobs for the objects it affects (``schema/policies.py``).
 
-Modules, by noun: ``backends`` (add, list, ping, relocate), ``tenants`` (create, list, show,
-disable, delete, placement), ``keys`` (access keys), ``tokens`` (bootstrap token rotation),
-``buckets`` (placement), ``policy`` (apply, show, history, explain), ``audit`` (verify).
+Modules, by noun: ``backends`` (add, list, show, ping, relocate), ``backend_changes``
+(update, drain, remove), ``backend_views`` (how a backend is shown), ``tenants`` (create, list,
+show, disable, delete, placement), ``keys`` (access keys), ``tokens`` (bootstrap token
+rotation), ``buckets`` (placement), ``policy`` (apply, show, history, explain), ``audit``
+(verify).
 """
 
 from __future__ import annotations
 
 from core.admin_roles import Role
 from gateway.admin.audit import verify_audit
-from gateway.admin.backends import add_storage, list_backends, ping_backends, relocate_backend
+from gateway.admin.backend_changes import drain_backend, remove_backend, update_backend
+from gateway.admin.backends import (
+    add_storage,
+    list_backends,
+    ping_backends,
+    relocate_backend,
+    show_backend,
+)
 from gateway.admin.buckets import bucket_placement, set_bucket_placement
 from gateway.admin.identity import AdminPrincipal, InvalidToken, authenticate_admin
 from gateway.admin.keys import (
@@ -69,6 +78,7 @@ __all__ = [
     "disable_tenant",
     "enable_key",
     "enable_tenant",
+    "drain_backend",
     "explain_placement",
     "list_backends",
     "list_keys",
@@ -77,13 +87,16 @@ __all__ = [
     "ping_backends",
     "policy_history",
     "relocate_backend",
+    "remove_backend",
     "respond",
     "rotate_admin_token",
     "rotate_key",
     "set_bucket_placement",
     "set_tenant_placement",
+    "show_backend",
     "show_policy",
     "show_tenant",
     "tenant_placement",
+    "update_backend",
     "verify_audit",
 ]

@@ -5,6 +5,7 @@ process `up` started (checked by its PID). Runs its own gateway (own Ray head, d
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -74,6 +75,22 @@ def test_up_backend_tenant_status_down(tmp_path: Path) -> None:
             time.sleep(1)
             status = run(env, "status")
         assert "DOWN" not in status, status
+        # The backend commands, on a fourth backend that holds nothing yet.
+        added = run(
+            env, "backend", "add", "d4", "--type", "local", "--path", str(tmp_path / "d4"),
+            "--region", "ap-south", "--country", "IN", "--jurisdiction", "IN",
+            "--sla-availability", "99.9", "--tenants", "*",
+        )  # fmt: skip
+        assert "backend d4 added (local, ap-south): probe rtt" in added
+        assert "d4" in run(env, "backend", "list")
+        updated = run(env, "backend", "update", "d4", "--sla-latency-ms", "150", "--sse", "true")
+        assert "backend d4 updated: sla_latency_ms, supports_sse" in updated
+        shown = json.loads(run(env, "backend", "show", "d4"))
+        assert shown["sla"] == {"availability": 99.9, "latency_ms": 150.0}
+        assert shown["flags"]["supports_sse"] and shown["drain"]["pieces_left"] == 0
+        assert "0 moves queued" in run(env, "backend", "drain", "d4", "--wait", "10")
+        assert "removed" in run(env, "backend", "remove", "d4")
+        assert "d4" not in run(env, "status")
         line = run(env, "tenant", "create", "cli-tenant", "--allow-plaintext").strip()
         key, secret = line.split(" ")
         s3 = boto3.client(

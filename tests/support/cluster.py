@@ -74,6 +74,7 @@ class Federation:
                 "country": country,
                 "jurisdiction": jur,
                 "provider": "moto",
+                "create_bucket": True,
             },
         )
         assert response.status_code == 200, response.text
