@@ -6,8 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support.cluster import Federation, start_cluster
+
+# Property tests check behaviour, never speed: Hypothesis's 200 ms per-example deadline turns a
+# loaded machine (CI beside other work) into "Flaky" failures, so no deadline.
+settings.register_profile("bulletproof", deadline=None)
+settings.load_profile("bulletproof")
 
 
 @pytest.fixture(scope="session")
