@@ -22,6 +22,10 @@ started again, ``import resume``):
    ``done``; its colour follows from the rows (GREEN once every replica is ``ok``; RED when
    any object failed, with the reasons per key). The passphrase is dropped at the end.
 
+A run found ``verifying`` (``import verify`` took a done run back there) is verified instead
+(``jobs.import_verifier``: the source re-listed and compared, every stored piece re-read) and
+goes ``done`` again, RED if anything was found.
+
 A cancelled run stops its lister (at its next page) and its workers (at their next job). A
 metadata outage (PostgreSQL restarted) is waited out, for ``OUTAGE_S`` at most: the lister
 resumes after its last stored page, the workers keep polling, and the end is tried again.
@@ -41,6 +45,7 @@ from typing import Any, TypeVar
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.data_path import DataPath
 from actors.import_keyholder import keyholder
 from actors.source_bucket import SourceBucket, open_source
 from core.credential_seal import SealOpenFailed
@@ -50,6 +55,7 @@ from core.import_state import FINAL_RUN_STATES, ProgressMeter, ProgressSample
 from core.settings import Settings
 from jobs.import_manifest import ManifestLister
 from jobs.import_progress import progress_line
+from jobs.import_verifier import ImportVerifier
 from jobs.import_workers import LEASE_S, OUTAGE_S, ImportWorker
 from jobs.metrics import import_metrics
 from schema.db import Database
@@ -349,6 +355,8 @@ async def run_import(
         except SourceError as exc:
             await _fail(db, run_id, str(exc))
             return 1
+        if run.state == "verifying":  # `import verify` took a done run back here
+            return await _verify(settings, db, run_id, source, holder)
         submission_id = run.submission_id or f"bp-import-{run_id}-1"
         driver = _Driver(settings, db, run, options)
         print(f"import {run_id}: {source!r} -> {run.dest_bucket}/{run.dest_prefix}", flush=True)
@@ -408,6 +416,28 @@ async def _finish(db: Database, driver: _Driver, run_id: int, holder: Any) -> in
         await repo.set_state(conn, run_id, "done")
     await driver.report()
     status = await _settled_status(db, run_id)
+    print(f"import {run_id} done: {status.color.value} ({status.reason})", flush=True)
+    with _quiet():
+        await holder.drop.remote(run_id)
+    return 0
+
+
+async def _verify(
+    settings: Settings, db: Database, run_id: int, source: SourceBucket, holder: Any
+) -> int:
+    """``import verify``: the source compared again and every stored piece re-read
+    (``ImportVerifier``); findings per key, then the run is ``done`` again (RED if any)."""
+    repo = ImportRepository()
+    ctx = await DataPath.open(settings, use_ray=True, serving=False, db_pool_size=4)
+    try:
+        report = await ImportVerifier(ctx, run_id, source).run()
+    finally:
+        await ctx.close()
+    print(f"import {run_id} verified: {report.summary()}", flush=True)
+    async with db.transaction() as conn:
+        await repo.recount(conn, run_id)
+        await repo.set_state(conn, run_id, "done")
+        status = await repo.status(conn, run_id)
     print(f"import {run_id} done: {status.color.value} ({status.reason})", flush=True)
     with _quiet():
         await holder.drop.remote(run_id)
