@@ -36,6 +36,7 @@ from jobs.scrubber import Scrubber
 from jobs.vacuumer import Vacuumer
 from schema.jobs import DATA_KINDS
 from tests.support.cluster import MOTO_KEY, MOTO_SECRET, Federation
+from tests.support.database import PG_RESTART_SKIPPED, restart_postgres
 from tests.support.processes import MotoServer
 
 pytestmark = pytest.mark.fault
@@ -588,23 +589,7 @@ async def test_draining_backend_is_emptied_without_breaking_the_class(
 
 
 # -- 6. PostgreSQL restarted during load ----------------------------------------------------------
-def _restart_postgres() -> None:
-    """Restart the machine's PostgreSQL cluster, and make sure it is up again whatever happens:
-    a stop that times out (many open connections) must not leave every later test without a
-    database."""
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    base = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
-    try:
-        subprocess.run([*base, "stop", "-m", "fast"], check=False, capture_output=True, timeout=120)
-    finally:
-        started = subprocess.run([*base, "start"], check=False, capture_output=True, timeout=120)
-        status = subprocess.run([*base, "status"], check=False, capture_output=True, timeout=30)
-        assert status.returncode == 0, (started.stderr, status.stdout)
-
-
-@pytest.mark.skipif(
-    bool(os.environ.get("BP_TEST_SKIP_PG_RESTART")), reason="BP_TEST_SKIP_PG_RESTART is set"
-)
+@pytest.mark.skipif(PG_RESTART_SKIPPED, reason="BP_TEST_SKIP_PG_RESTART is set")
 async def test_postgres_restart_during_load_gateway_and_agents_reconnect(
     cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
 ) -> None:
@@ -636,7 +621,7 @@ async def test_postgres_restart_during_load_gateway_and_agents_reconnect(
         cluster.ping_backends()
         thread.start()
         await wait_until(lambda: len(acked) >= 5, 60, "writes before the restart")
-        await asyncio.to_thread(_restart_postgres)
+        await asyncio.to_thread(restart_postgres)
         restarted.set()
         (restart_at,) = await wait_for_async(
             lambda: sql_or_none(heal, "SELECT now() AS t"), 60, "our pool to reconnect"
