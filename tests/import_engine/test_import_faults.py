@@ -6,9 +6,9 @@ Ray) with the import driver ``python -m jobs.importer`` as a process:
   bucket is versioned, so a second write would show), no key missing;
 - the machine's PostgreSQL restarted mid-run: the driver and its workers wait it out and the
   run ends GREEN, one version per key, no key missing;
-- ``import verify``: a replica corrupted on its moto backend and a source object changed after
-  GREEN are both found (RED, named per key), the bad replica is marked and repaired, and a
-  verification after the repair (source restored) is GREEN again;
+- ``import verify``: a replica corrupted on its moto backend, a source object changed and one
+  deleted after GREEN are all found (RED, named per key), the bad replica is marked and
+  repaired, and a verification after the repair (source restored) is GREEN again;
 - an import's ``--region-lock eu`` binds its objects for life: the placement checker flags a
   replica moved outside the lock (the bucket's rules alone would allow it), and a drained
   backend's replicas are moved only onto an EU backend, waiting for one rather than using the
@@ -323,12 +323,15 @@ def test_verify_finds_a_corrupt_replica_and_a_changed_source_object(
     )
     client = source_s3(source)
     client.put_object(Bucket=SOURCE_BUCKET, Key=changed_key, Body=b"changed at the source")
+    gone_key = "v/11"  # the last key: found missing after the listing ended
+    client.delete_object(Bucket=SOURCE_BUCKET, Key=gone_key)
 
     result = verify(fed, run_id, tmp_path / "verify-2.log")
     assert result.color is Color.RED
-    assert "verify found problems with 2 of 12 objects" in result.reason
+    assert "verify found problems with 3 of 12 objects" in result.reason
     found = problems(fed, run_id)
-    assert set(found) == {corrupt_key, changed_key}, found
+    assert set(found) == {corrupt_key, changed_key, gone_key}, found
+    assert found[gone_key] == "the source object no longer exists"
     assert f"on {row['backend']} is corrupt (repair queued)" in found[corrupt_key]
     assert "changed since it was imported" in found[changed_key]
     # The replica was marked and its repair queued (the agents may have repaired it already) ...
@@ -354,6 +357,7 @@ def test_verify_finds_a_corrupt_replica_and_a_changed_source_object(
     assert hashlib.sha256(stored["Body"].read()).digest() == bytes(repaired["sha256"])
     # ... and with the source as it was, a new verification is GREEN again.
     client.put_object(Bucket=SOURCE_BUCKET, Key=changed_key, Body=VERIFY[changed_key])
+    client.put_object(Bucket=SOURCE_BUCKET, Key=gone_key, Body=VERIFY[gone_key])
     assert verify(fed, run_id, tmp_path / "verify-3.log").color is Color.GREEN
     assert problems(fed, run_id) == {}
 
