@@ -36,7 +36,6 @@ __all__ = ["Scrubber"]
 log = logging.getLogger(__name__)
 
 
-
 class Scrubber(Worker):
     name = "scrubber"
 
