@@ -19,6 +19,10 @@ replicated right now) the bytes are copied: read through the verified reader and
 Encrypted objects: the ciphertext is bound to its tenant, bucket and key (docs/envelope.md),
 so a copy under another bucket or key could never be decrypted; it is refused with a message
 that says so (``refuse_unbound_copy``). The envelope of a copy is always the source's.
+
+A region lock recorded with the source (an import's ``--region-lock``) goes with its copy:
+the shared pieces must satisfy it, a byte copy is placed under it, and the copy records it
+(a copy cannot take the object out of its lock).
 """
 
 from __future__ import annotations
@@ -149,6 +153,9 @@ async def copy_version(
     (``bucket/key``) names the source in the audit entry. The caller checked the copy is
     allowed under this name (``refuse_unbound_copy``) and for this tenant
     (``refuse_plaintext_copy``)."""
+    async with ctx.store.db.connection() as conn:
+        locks = await ctx.policies.version_region_locks(conn, [source.id])
+    region_lock = locks.get(source.id, ())
     copied = await _share(
         ctx,
         _Copy(
@@ -162,6 +169,7 @@ async def copy_version(
             requested_class,
             condition,
             encryption_required=not allow_plaintext,
+            region_lock=region_lock,
         ),
     )
     if copied is not None:
@@ -186,6 +194,7 @@ async def copy_version(
         content_type=metadata.content_type,
         http_headers=metadata.http_headers,
         condition=condition,
+        region_lock=region_lock,
     )
 
 
@@ -209,6 +218,7 @@ class _Copy:
     requested_class: str | None
     condition: WriteCondition | None
     encryption_required: bool
+    region_lock: tuple[str, ...] = ()
 
 
 async def _share(ctx: DataPath, copy: _Copy) -> ObjectVersion | None:
@@ -234,7 +244,7 @@ async def _share(ctx: DataPath, copy: _Copy) -> ObjectVersion | None:
     if len(holder_ids) != rc.width or any(b not in handles for b in holder_ids):
         return None
     holders = [handles[b].view() for b in holder_ids]
-    if misplaced(rc, settings.constraints, holders, []):
+    if misplaced(rc, settings.constraints.with_import_lock(copy.region_lock), holders, []):
         return None
     envelope = source_envelope(source)
     async with ctx.store.db.transaction() as conn:
@@ -294,6 +304,7 @@ async def _share(ctx: DataPath, copy: _Copy) -> ObjectVersion | None:
             encryption_required=copy.encryption_required,
             action="CopyObject",
             detail=f"source={copy.source_name}@{source.version_id} shared={len(replicas)} pieces",
+            region_lock=copy.region_lock,
         )
     await ctx.meta.invalidate_object(bucket.id, copy.key)
     if dropped is not None:  # its objects we share stay: the collector checks references

@@ -50,19 +50,23 @@ class HealingContext(DataPath):
 
     async def constraints(self, version: ObjectVersion) -> PlacementConstraints:
         """Where this version may live beyond its class, exactly as the write path computes it
-        (``PlacementSettings.constraints``). Cached per bucket for ``POLICY_REFRESH_S``, like
-        the policy (a repair is re-checked by the placement checker when settings change:
-        they mark the objects)."""
-        cached = self._constraints.get(version.bucket_id)
-        if cached is not None and time.monotonic() - cached[0] <= POLICY_REFRESH_S:
-            return cached[1]
+        (``PlacementSettings.constraints``), plus the region lock recorded with the version
+        (an import's, for the version's whole life). The bucket's part is cached per bucket
+        for ``POLICY_REFRESH_S``, like the policy (a repair is re-checked by the placement
+        checker when settings change: they mark the objects); the version's lock never
+        changes, so it is simply read."""
         async with self.store.db.connection() as conn:
-            settings = await self.policies.placement_settings(conn, version.bucket_id)
-        constraints = settings.constraints
-        if len(self._constraints) > 10_000:
-            self._constraints.clear()
-        self._constraints[version.bucket_id] = (time.monotonic(), constraints)
-        return constraints
+            locks = await self.policies.version_region_locks(conn, [version.id])
+            cached = self._constraints.get(version.bucket_id)
+            if cached is not None and time.monotonic() - cached[0] <= POLICY_REFRESH_S:
+                constraints = cached[1]
+            else:
+                settings = await self.policies.placement_settings(conn, version.bucket_id)
+                constraints = settings.constraints
+                if len(self._constraints) > 10_000:
+                    self._constraints.clear()
+                self._constraints[version.bucket_id] = (time.monotonic(), constraints)
+        return constraints.with_import_lock(locks.get(version.id, ()))
 
     def describe(self) -> dict[str, Any]:
         return {"transport": type(self.registry.transport).__name__}

@@ -10,9 +10,13 @@
   ``schema/jobs.py``), so a job that two agents ran (the first one stalled past its lease)
   takes effect once;
 - on failure: ``HealDeferred`` gives the job back for ``agent_defer_s`` without spending an
-  attempt (its backend is down: it is not failing, it is waiting); ``HealImpossible`` dead-
-  letters it at once; anything else is a failed attempt, retried with exponential backoff
-  and jitter, dead-lettered after ``max_attempts``;
+  attempt (its backend is down: it is not failing, it is waiting), and so does a
+  ``BackendUnavailable`` met while copying (a source or the target did not answer within the
+  backend timeout: the same wait, found later); ``HealImpossible`` dead-letters it at once;
+  anything else is a failed attempt, retried with exponential backoff and jitter,
+  dead-lettered after ``max_attempts``. (Counting an unreachable backend as a failure made a
+  busy backend's replicate jobs back off for minutes and die after ``max_attempts``, leaving
+  replicas ``pending`` until the repairer's dead-job cool-down: an import stayed YELLOW.)
 - survives PostgreSQL and Redis outages: every round catches ``MetadataUnavailable`` and
   waits (the pool reconnects by itself); a job whose completion could not be written is
   simply leased again after its lease expires (idempotent).
@@ -47,7 +51,7 @@ from actors.replica_repair import (
     ReplicaHealer,
     request_for,
 )
-from core.errors import MetadataUnavailable
+from core.errors import BackendUnavailable, MetadataUnavailable
 from core.settings import Settings
 from schema.jobs import DATA_KINDS, Job
 
@@ -231,7 +235,7 @@ class AgentLoop:
         except LeaseLost as exc:
             self.stats.lost += 1
             log.warning("agent %s: %s", self.name, exc)
-        except HealDeferred as exc:
+        except (HealDeferred, BackendUnavailable) as exc:
             self.stats.deferred += 1
             await self._settle(job, "defer", str(exc))
         except HealImpossible as exc:

@@ -33,7 +33,7 @@ part list it gets the same answer, and nothing is written again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -273,11 +273,13 @@ async def complete_upload(
     requested_checksums: Mapping[str, str] | None = None,
     recipients: Sequence[Recipient] = (),
     action: str = "CompleteMultipartUpload",
+    region_lock: Collection[str] = (),
 ) -> CompletedUpload:
     """Turn the listed parts of the upload into the new version of ``key`` (see the module
     docstring). ``declared_size``: the object size the client expects (as it sent it);
     ``requested_checksums``: object checksums it sent (algorithm -> value); ``recipients``:
-    further wraps of the data key, committed with the version (an import's)."""
+    further wraps of the data key, committed with the version (an import's); ``region_lock``:
+    the import's lock its parts were placed under, recorded with the version."""
     async with ctx.store.db.transaction() as conn:
         # Bucket and tenant rows FOR SHARE, then the upload row FOR UPDATE: a concurrent
         # Complete, Abort, part commit or expiry of this upload waits, and then finds it gone.
@@ -358,6 +360,7 @@ async def complete_upload(
             action=action,
             detail=f"upload={upload.upload_id} parts={len(chosen)} unlisted_pieces={unlisted}",
             recipients=recipients,
+            region_lock=region_lock,
         )
         checksum = (
             (upload.checksum_algorithm, composite)

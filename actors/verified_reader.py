@@ -14,6 +14,10 @@ is replaced by a fetch of the next candidate for a shard index not yet held. Wit
 verified shards the part is decoded and checked against the part's own SHA-256 (recorded in
 the ``parts`` table, loaded through ``load_layout``). So a read survives up to ``m`` lost,
 unreachable or corrupt shards per part, and never serves bytes that failed a check.
+
+``check_piece`` is the one check of a single stored piece (a replica's part or a shard) against
+its row, for the workers that re-read stored bytes without serving them: the scrubber and
+``import verify``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from core.errors import BackendNotFound, BackendUnavailable, IntegrityError
 from schema.parts import ErasurePart
 from schema.records import ObjectVersion, Replica
 
-__all__ = ["LoadLayout", "ReportBad", "VerifiedReader", "is_erasure_coded"]
+__all__ = ["LoadLayout", "ReportBad", "VerifiedReader", "check_piece", "is_erasure_coded"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,31 @@ _NEAR_MS = 10.0
 
 def _digest(data: Any) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+async def _sha256(data: memoryview) -> bytes:
+    if len(data) >= _THREAD_HASH_MIN:
+        return await asyncio.to_thread(_digest, data)
+    return _digest(data)
+
+
+async def check_piece(
+    registry: BackendRegistry, backend_id: int, locator: str, size: int, sha256: bytes
+) -> tuple[str, int]:
+    """Re-read one stored piece from its backend and prove it against its row: ``("ok", n)``
+    when its length and SHA-256 match, ``("corrupt", n)`` when they do not, ``("missing", 0)``
+    when the backend no longer has it, ``("unavailable", 0)`` when the backend cannot be
+    reached (that is health, not integrity: nothing to mark). ``n``: the bytes read. The caller
+    marks a bad piece (``DataPath.mark_bad_many``: status and repair job in one transaction)."""
+    try:
+        fetched = await registry.fetch(backend_id, locator)
+    except BackendNotFound:
+        return "missing", 0
+    except BackendUnavailable:
+        return "unavailable", 0
+    data = fetched.data
+    intact = len(data) == size and await _sha256(data) == sha256
+    return ("ok" if intact else "corrupt"), len(data)
 
 
 def is_erasure_coded(version: ObjectVersion) -> bool:

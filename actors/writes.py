@@ -31,7 +31,6 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from dataclasses import replace
 
 import asyncpg
 
@@ -175,9 +174,7 @@ async def start_write(
     ``region_lock``: an import run's lock, added to the bucket's and tenant's rules (it only
     narrows; a placement it makes impossible is ``PolicyViolation`` naming it)."""
     handles = await ctx.registry.current()
-    constraints = settings.constraints
-    if region_lock:
-        constraints = replace(constraints, import_region_lock=frozenset(region_lock))
+    constraints = settings.constraints.with_import_lock(region_lock)
     erasure = (rc.k, rc.m) if rc.kind == "erasure" else None
     by_id = {h.id: h for h in handles}
     if pinned and all(b in by_id for b in pinned) and len(pinned) == rc.width:
@@ -263,15 +260,18 @@ async def commit_written(
     action: str,
     detail: str = "",
     recipients: Sequence[Recipient] = (),
+    region_lock: Collection[str] = (),
 ) -> tuple[ObjectVersion, int | None]:
     """Make a written object visible, in the caller's transaction: the version and its replica
     rows (``commit_version``, checking ``condition`` under the key's row lock), the ``parts``
     rows of an erasure-coded object, one ``replicate`` job per backend holding a ``pending``
     piece, the placement-checker mark when the rules changed since the pieces were placed
     (``placed_under``: their ``placement_fingerprint``s), the data key's further
-    ``recipients`` (wrapped for other public keys, as ``?share`` adds them) and the audit
-    entry. Shared by every writer (``store_object``, copies, completed multipart uploads).
-    Returns the version and the primary key of a version it dropped (garbage to collect)."""
+    ``recipients`` (wrapped for other public keys, as ``?share`` adds them), the import's
+    ``region_lock`` recorded with the version (every later move of its pieces obeys it:
+    ``PolicyRepository.version_constraints``) and the audit entry. Shared by every writer
+    (``store_object``, copies, completed multipart uploads). Returns the version and the
+    primary key of a version it dropped (garbage to collect)."""
     # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
     # their placement settings lands wholly before (seen here) or after (it marks us).
     settings_now = await ctx.policies.placement_settings(conn, bucket.id, lock=True)
@@ -282,6 +282,8 @@ async def commit_written(
         await ctx.parts.add(conn, version.id, layout)
     if recipients:
         await ctx.store.keys.add_recipients(conn, version.id, recipients)
+    if region_lock:
+        await ctx.policies.lock_version_region(conn, version.id, region_lock, origin=caller.actor)
     coded = any(r.shard_index >= 0 for r in replicas)
     pending = sorted({r.backend_id for r in replicas if r.status != "ok"})
     sources = sorted({r.backend_id for r in replicas} - set(pending))
@@ -415,6 +417,7 @@ async def store_object(
                 encryption_required=not allow_plaintext,
                 action=action,
                 recipients=recipients,
+                region_lock=region_lock,
             )
     except BaseException:
         ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))

@@ -15,8 +15,10 @@ destination verified, and still stored). Only ``verified`` and ``skipped`` count
 The colour, from what the rows say (``ImportFacts``), first rule that matches:
 
 - **RED**: the run failed (source unreachable, bad credentials, ...), or some object failed
-  (the reason of one is named: e.g. the region-lock rule that no backend satisfies), or some
-  object the import stored no longer exists at the destination.
+  (the reason of one is named: e.g. the region-lock rule that no backend satisfies), or the
+  last ``import verify`` found a problem with some object (its source changed or vanished, a
+  stored replica or shard no longer matches its checksum: one is named), or some object the
+  import stored no longer exists at the destination.
 - **GREEN**: the run is ``done``, its manifest complete, every object verified or skipped, and
   every replica or shard of every stored version ``ok``.
 - **YELLOW**: anything else -- listing, copying, verifying, cancelled part-way, or done with
@@ -119,6 +121,9 @@ class ImportFacts:
     vanished: int = 0
     last_error: str | None = None
     first_error: str | None = None
+    #: Objects the last ``import verify`` found a problem with, and one of them (key: problem).
+    verify_problems: int = 0
+    first_verify_problem: str | None = None
 
     def count(self, *states: str) -> int:
         return sum(self.objects.get(s, 0) for s in states)
@@ -144,6 +149,12 @@ def import_status(facts: ImportFacts) -> ImportStatus:
     if failed:
         first = f": {facts.first_error}" if facts.first_error else ""
         return ImportStatus(Color.RED, f"{failed} of {total} objects failed{first}")
+    if facts.verify_problems:
+        first = f": {facts.first_verify_problem}" if facts.first_verify_problem else ""
+        return ImportStatus(
+            Color.RED,
+            f"verify found problems with {facts.verify_problems} of {total} objects{first}",
+        )
     if facts.vanished:
         return ImportStatus(
             Color.RED, f"{facts.vanished} imported objects no longer exist at the destination"

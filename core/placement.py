@@ -160,8 +160,9 @@ class PlacementConstraints:
     ``tenant_region_lock`` is the tenant's, with the same syntax: a backend must satisfy both
     (each lock is a disjunction of its entries, the two locks a conjunction, so a tenant lock
     cannot be widened by a bucket). ``import_region_lock`` is a third lock of the same syntax,
-    an import run's ``--region-lock``, added to its writes: it narrows, never
-    widens. ``allowed_backends=None`` means no tenant allow-list.
+    an import run's ``--region-lock``: added to the run's writes, and recorded with each version
+    they commit so every later move of its pieces obeys it too (``with_import_lock``); it
+    narrows, never widens. ``allowed_backends=None`` means no tenant allow-list.
     ``exclude`` names backends never to choose. ``reserved_backends`` names backends that serve
     only other tenants (a backend's tenant list, ``backend_tenants``). Sets given as lists or
     sets are frozen; a bare string is refused (it would be read as a set of letters).
@@ -192,6 +193,12 @@ class PlacementConstraints:
             "allowed_backends",
             _names("allowed_backends", self.allowed_backends, optional=True),
         )
+
+    def with_import_lock(self, lock: Iterable[str]) -> PlacementConstraints:
+        """These constraints with ``lock`` as the import region lock (an import's writes, and
+        every later placement of a version that recorded one); an empty lock changes nothing."""
+        names = frozenset(lock)
+        return replace(self, import_region_lock=names) if names else self
 
     def describe(self) -> str:
         parts: list[str] = []

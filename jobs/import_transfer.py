@@ -401,6 +401,7 @@ async def _multipart(
             listed=listed,
             recipients=others,
             action=IMPORT_ACTION,
+            region_lock=target.region_lock,
         )
     except BaseException:
         # If the abort fails too, the upload expirer collects it; the original error matters.

@@ -23,7 +23,12 @@ What they keep true:
   0.5 s, 1 s, 2 s (``OBJECT_ATTEMPTS`` in all), then recorded ``failed`` with the last reason.
   A refused placement (``PolicyViolation``: the rule is named), an object changed at the
   source since listing, or an impossible destination key fail at once: retrying cannot help,
-  and nothing is ever placed elsewhere.
+  and nothing is ever placed elsewhere. Before a retry, the object is looked up again: an
+  attempt that failed after its commit (the connection lost during COMMIT) is adopted, never
+  written twice.
+- **A metadata outage is nobody's fault.** While PostgreSQL is unreachable (a restart), a
+  worker keeps polling the queue and an object waits for it without spending an attempt (for
+  ``OUTAGE_S`` at most; then it is left pending for the driver's next round).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 from actors.data_path import DataPath
 from actors.import_keyholder import keyholder
 from actors.source_bucket import SourceBucket, open_source
-from core.errors import InvalidInput, PolicyViolation
+from core.errors import InvalidInput, MetadataUnavailable, PolicyViolation
 from core.import_source import SourceAccessDenied, SourceBucketMissing, SourceObjectChanged
 from jobs.import_transfer import WINDOW, ImportTarget, load_target, transfer_object
 from jobs.metrics import import_metrics
@@ -51,6 +56,7 @@ from schema.jobs import Backoff, Job, JobKind
 __all__ = [
     "LEASE_S",
     "OBJECT_ATTEMPTS",
+    "OUTAGE_S",
     "ByteBudget",
     "ImportWorker",
     "JobOutcome",
@@ -68,6 +74,9 @@ _RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 _IDLE_S = 0.5
 #: Jobs one worker runs at once (each up to ``concurrency`` objects, sharing the budget).
 _JOB_SLOTS = 4
+#: Seconds an object waits for an unreachable metadata database before it is left pending.
+OUTAGE_S = 120.0
+_OUTAGE_PAUSE_S = 1.0
 
 
 class ByteBudget:
@@ -204,17 +213,22 @@ class ImportWorker:
         queue = ctx.store.jobs
         match = {"run_id": self.run_id}
         while not self._stopping:
-            async with ctx.store.db.connection() as conn:
-                jobs = await queue.lease(
-                    conn,
-                    self.owner,
-                    kinds=(JobKind.IMPORT_COPY,),
-                    lease_s=self.lease_s,
-                    limit=1,
-                    match=match,
-                )
-                if not jobs:
-                    left = await queue.active_count(conn, JobKind.IMPORT_COPY, match=match)
+            try:
+                async with ctx.store.db.connection() as conn:
+                    jobs = await queue.lease(
+                        conn,
+                        self.owner,
+                        kinds=(JobKind.IMPORT_COPY,),
+                        lease_s=self.lease_s,
+                        limit=1,
+                        match=match,
+                    )
+                    if not jobs:
+                        left = await queue.active_count(conn, JobKind.IMPORT_COPY, match=match)
+            except MetadataUnavailable as exc:  # a restart: keep polling, nothing is lost
+                log.warning("import %s: queue unreachable: %s", self.run_id, exc)
+                await asyncio.sleep(_OUTAGE_PAUSE_S)
+                continue
             if not jobs:
                 if self._finishing and not left:
                     return
@@ -334,23 +348,56 @@ class ImportWorker:
             self._in_flight += taken
             self.metrics.in_flight(self.run_id, self._in_flight)
             try:
-                for attempt in range(1, OBJECT_ATTEMPTS + 1):
-                    if lost.is_set() or self._stopping:
-                        return None, None
-                    try:
-                        return await transfer_object(ctx, source, target, obj), None
-                    except Exception as exc:
-                        reason = final_reason(exc)
-                        if reason is not None:
-                            return None, reason
-                        if attempt == OBJECT_ATTEMPTS:
-                            return None, f"gave up after {attempt} attempts: {_reason(exc)}"
-                        log.info("import %s: retrying %r after %s", self.run_id, obj.key, exc)
-                        await asyncio.sleep(_RETRY_DELAYS_S[min(attempt, 3) - 1])
-                return None, None  # pragma: no cover - the loop always returns
+                return await self._attempts(ctx, source, target, obj, lost)
             finally:
                 self._in_flight -= taken
                 self.metrics.in_flight(self.run_id, self._in_flight)
+
+    async def _attempts(
+        self,
+        ctx: DataPath,
+        source: SourceBucket,
+        target: ImportTarget,
+        obj: ImportObject,
+        lost: asyncio.Event,
+    ) -> tuple[int | None, str | None]:
+        """Copy ``obj``, retrying as the module docstring says; ``_copy_one``'s result."""
+        attempt = 0
+        waited = 0.0
+        retry = False
+        while not (lost.is_set() or self._stopping):
+            try:
+                if retry:  # the last attempt may have committed before it failed
+                    adopted = await self._written(ctx, target, obj)
+                    if adopted is not None:
+                        return adopted, None
+                return await transfer_object(ctx, source, target, obj), None
+            except MetadataUnavailable as exc:
+                retry = True
+                if waited >= OUTAGE_S:
+                    return None, None  # still pending: the driver's next round copies it
+                log.info("import %s: %r waits for the metadata: %s", self.run_id, obj.key, exc)
+                await asyncio.sleep(_OUTAGE_PAUSE_S)
+                waited += _OUTAGE_PAUSE_S
+            except Exception as exc:
+                reason = final_reason(exc)
+                if reason is not None:
+                    return None, reason
+                attempt += 1
+                if attempt == OBJECT_ATTEMPTS:
+                    return None, f"gave up after {attempt} attempts: {_reason(exc)}"
+                retry = True
+                log.info("import %s: retrying %r after %s", self.run_id, obj.key, exc)
+                await asyncio.sleep(_RETRY_DELAYS_S[min(attempt, 3) - 1])
+        return None, None
+
+    async def _written(self, ctx: DataPath, target: ImportTarget, obj: ImportObject) -> int | None:
+        """The version this run already committed for ``obj``, if any."""
+        async with ctx.store.db.connection() as conn:
+            found = await self.repo.written_by_run(
+                conn, self.run_id, target.bucket.id, [(obj.key, target.key_of(obj.key), obj.etag)]
+            )
+        return found.get(obj.key)
 
 
 def _mappable(target: ImportTarget, obj: ImportObject) -> bool:

@@ -22,7 +22,13 @@ started again, ``import resume``):
    ``done``; its colour follows from the rows (GREEN once every replica is ``ok``; RED when
    any object failed, with the reasons per key). The passphrase is dropped at the end.
 
-A cancelled run stops its lister (at its next page) and its workers (at their next job).
+A run found ``verifying`` (``import verify`` took a done run back there) is verified instead
+(``jobs.import_verifier``: the source re-listed and compared, every stored piece re-read) and
+goes ``done`` again, RED if anything was found.
+
+A cancelled run stops its lister (at its next page) and its workers (at their next job). A
+metadata outage (PostgreSQL restarted) is waited out, for ``OUTAGE_S`` at most: the lister
+resumes after its last stored page, the workers keep polling, and the end is tried again.
 """
 
 from __future__ import annotations
@@ -32,23 +38,25 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.data_path import DataPath
 from actors.import_keyholder import keyholder
 from actors.source_bucket import SourceBucket, open_source
 from core.credential_seal import SealOpenFailed
-from core.errors import BulletproofError, Conflict
+from core.errors import BulletproofError, Conflict, MetadataUnavailable
 from core.import_source import SourceError
 from core.import_state import FINAL_RUN_STATES, ProgressMeter, ProgressSample
 from core.settings import Settings
 from jobs.import_manifest import ManifestLister
 from jobs.import_progress import progress_line
-from jobs.import_workers import LEASE_S, ImportWorker
+from jobs.import_verifier import ImportVerifier
+from jobs.import_workers import LEASE_S, OUTAGE_S, ImportWorker
 from jobs.metrics import import_metrics
 from schema.db import Database
 from schema.import_records import ImportRun, ManifestSegment
@@ -65,6 +73,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("jobs.importer")
+T = TypeVar("T")
 
 #: A copy job holds at most this many objects, or this many bytes (one object may exceed it).
 BATCH_OBJECTS = 64
@@ -155,7 +164,11 @@ class _Driver:
         return len(ids)
 
     async def list_and_enqueue(self, source: SourceBucket) -> None:
-        """The lister, with each new segment enqueued as soon as it is stored."""
+        """The lister, with each new segment enqueued as soon as it is stored; through a
+        metadata outage (the lister resumes after its last stored page)."""
+        await through_outage("listing", lambda: self._list_and_enqueue(source))
+
+    async def _list_and_enqueue(self, source: SourceBucket) -> None:
         lister = asyncio.ensure_future(ManifestLister(self.db).run(self.run.id, source))
         try:
             while not lister.done():
@@ -196,7 +209,11 @@ class _Driver:
         """Report progress until the workers are done; a cancelled run stops them."""
         while True:
             await asyncio.sleep(self.options.progress_every_s)
-            run = await self.report()
+            try:
+                run = await self.report()
+            except MetadataUnavailable as exc:
+                log.warning("import %s: no progress now: %s", self.run.id, exc)
+                continue
             if run.state == "cancelled":
                 for worker in workers:
                     worker.stop.remote()
@@ -252,6 +269,9 @@ class _Driver:
 
     async def leftover(self) -> list[str]:
         """Objects the drained queue left pending or copied."""
+        return await through_outage("the leftover check", self._leftover)
+
+    async def _leftover(self) -> list[str]:
         keys: list[str] = []
         after = ""
         async with self.db.connection() as conn:
@@ -263,6 +283,22 @@ class _Driver:
                     return keys
                 keys += [o.key for o in page]
                 after = page[-1].key
+
+
+async def through_outage(
+    what: str, attempt: Callable[[], Awaitable[T]], *, wait_s: float = OUTAGE_S
+) -> T:
+    """``attempt()``, tried again while the metadata database is unreachable (a restart), for
+    ``wait_s`` at most; ``attempt`` must be safe to repeat."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await attempt()
+        except MetadataUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("import: %s waits for the metadata database: %s", what, exc)
+            await asyncio.sleep(1.0)
 
 
 async def _fail(db: Database, run_id: int, error: str) -> None:
@@ -319,6 +355,8 @@ async def run_import(
         except SourceError as exc:
             await _fail(db, run_id, str(exc))
             return 1
+        if run.state == "verifying":  # `import verify` took a done run back here
+            return await _verify(settings, db, run_id, source, holder)
         submission_id = run.submission_id or f"bp-import-{run_id}-1"
         driver = _Driver(settings, db, run, options)
         print(f"import {run_id}: {source!r} -> {run.dest_bucket}/{run.dest_prefix}", flush=True)
@@ -334,9 +372,10 @@ async def run_import(
             for _ in range(_ROUNDS):
                 if not await driver.leftover():
                     break
-                async with db.connection() as conn:
-                    if (await repo.get_run(conn, run_id)).state == "cancelled":
-                        break
+                if await through_outage("the state check", lambda: _state(db, run_id)) == (
+                    "cancelled"
+                ):
+                    break
                 log.info("import %s: enqueueing objects left pending", run_id)
                 await driver.drain(workers, driver.enqueue_segments(only_new=False))
         finally:
@@ -345,12 +384,17 @@ async def run_import(
                     await worker.close.remote()
                 with _quiet():
                     ray.kill(worker)
-        return await _finish(db, driver, run_id, holder)
+        return await through_outage("the end", lambda: _finish(db, driver, run_id, holder))
     except BulletproofError as exc:
         await _fail(db, run_id, str(exc))
         return 1
     finally:
         await db.close()
+
+
+async def _state(db: Database, run_id: int) -> str:
+    async with db.connection() as conn:
+        return (await ImportRepository().get_run(conn, run_id)).state
 
 
 async def _finish(db: Database, driver: _Driver, run_id: int, holder: Any) -> int:
@@ -372,6 +416,28 @@ async def _finish(db: Database, driver: _Driver, run_id: int, holder: Any) -> in
         await repo.set_state(conn, run_id, "done")
     await driver.report()
     status = await _settled_status(db, run_id)
+    print(f"import {run_id} done: {status.color.value} ({status.reason})", flush=True)
+    with _quiet():
+        await holder.drop.remote(run_id)
+    return 0
+
+
+async def _verify(
+    settings: Settings, db: Database, run_id: int, source: SourceBucket, holder: Any
+) -> int:
+    """``import verify``: the source compared again and every stored piece re-read
+    (``ImportVerifier``); findings per key, then the run is ``done`` again (RED if any)."""
+    repo = ImportRepository()
+    ctx = await DataPath.open(settings, use_ray=True, serving=False, db_pool_size=4)
+    try:
+        report = await ImportVerifier(ctx, run_id, source).run()
+    finally:
+        await ctx.close()
+    print(f"import {run_id} verified: {report.summary()}", flush=True)
+    async with db.transaction() as conn:
+        await repo.recount(conn, run_id)
+        await repo.set_state(conn, run_id, "done")
+        status = await repo.status(conn, run_id)
     print(f"import {run_id} done: {status.color.value} ({status.reason})", flush=True)
     with _quiet():
         await holder.drop.remote(run_id)

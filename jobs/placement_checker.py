@@ -1,7 +1,8 @@
 """The placement checker: objects whose replicas no longer satisfy their class get moved.
 
 Invariant it restores: every stored version's replicas sit on backends that the policy in force
-allows (active, inside the bucket's region lock, jurisdiction lists) and that together satisfy
+allows (active, inside the bucket's region lock and the region lock recorded with the version
+by an import, jurisdiction lists) and that together satisfy
 the class (regions, country, providers). A replica that breaks it gets a ``move`` job; the
 agent copies it to a backend chosen by placement with the other replicas already placed, then
 drops the old one (``actors/replica_repair.py``). The judgement is
@@ -167,6 +168,7 @@ class PlacementChecker(Worker):
         moves: list[tuple[int, int, str]] = []
         constraints_by_bucket: dict[int, PlacementConstraints] = {}
         async with ctx.store.db.connection() as conn:
+            locks = await ctx.policies.version_region_locks(conn, version_pks)
             for pk in version_pks:
                 version = await ctx.store.versions.get_by_pk(conn, pk)
                 report["checked"] += 1
@@ -179,7 +181,9 @@ class PlacementChecker(Worker):
                 if version.bucket_id not in constraints_by_bucket:
                     settings = await ctx.policies.placement_settings(conn, version.bucket_id)
                     constraints_by_bucket[version.bucket_id] = settings.constraints
-                constraints = constraints_by_bucket[version.bucket_id]
+                constraints = constraints_by_bucket[version.bucket_id].with_import_lock(
+                    locks.get(pk, ())
+                )
                 holder_ids = sorted({r.backend_id for r in version.replicas})
                 gone = [b for b in holder_ids if b not in handles]  # removed backends
                 holders = [handles[b].view() for b in holder_ids if b in handles]

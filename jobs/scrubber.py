@@ -12,35 +12,28 @@ Two passes per run:
    row whose object is absent (confirmed by a HEAD) is ``missing``. This finds a backend that
    came back empty, or lost objects, in one LIST instead of one GET per object.
 2. **Byte verification**: up to ``scrub_batch`` ``ok`` replicas, least recently verified first
-   (never-verified first of all), each read and hashed, throttled to ``scrub_bytes_per_s``.
+   (never-verified first of all), each read and hashed (``actors.verified_reader.check_piece``,
+   the check ``import verify`` makes too), throttled to ``scrub_bytes_per_s``.
    A backend that cannot be reached is skipped (that is health, not integrity).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import defaultdict
 from typing import Any
 
 from actors.healing import HealingContext
-from core.errors import BackendNotFound, BackendUnavailable
+from actors.verified_reader import check_piece
+from core.errors import BackendUnavailable
 from jobs.worker import Worker
 from schema.replicas import ScrubTarget
 
 __all__ = ["Scrubber"]
 
 log = logging.getLogger(__name__)
-
-_THREAD_HASH_MIN = 256 * 1024
-
-
-async def _sha256(data: memoryview) -> bytes:
-    if len(data) >= _THREAD_HASH_MIN:
-        return await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
-    return hashlib.sha256(data).digest()
 
 
 class Scrubber(Worker):
@@ -145,20 +138,15 @@ class Scrubber(Worker):
             if handle is None or not handle.healthy:
                 report["skipped_unhealthy"] += 1
                 continue
-            try:
-                fetched = await ctx.registry.fetch(target.backend_id, target.locator)
-            except BackendNotFound:
-                report["missing"] += await self._mark(target, "missing")
-                continue
-            except BackendUnavailable:
+            outcome, length = await check_piece(
+                ctx.registry, target.backend_id, target.locator, target.size, target.sha256
+            )
+            read += length
+            if outcome == "unavailable":
                 report["unavailable"] += 1
                 continue
-            data = fetched.data
-            read += len(data)
-            intact = len(data) == target.size and await _sha256(data) == target.sha256
-            del fetched, data
-            if not intact:
-                report["corrupt"] += await self._mark(target, "corrupt")
+            if outcome != "ok":
+                report[outcome] += await self._mark(target, outcome)
             else:
                 verified.append(target.replica_id)
                 report["verified"] += 1

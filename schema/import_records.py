@@ -108,6 +108,8 @@ class ImportObject:
     attempts: int
     error: str | None
     version_pk: int | None
+    #: What the last ``import verify`` found wrong with it (None: nothing, or never verified).
+    verify_problem: str | None = None
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def _tenant_filter(tenant_id: int | None, column: str = "tenant_id", n: int = 2)
 
 
 _OBJECT_COLUMNS = (
-    "run_id, key, size, etag, last_modified, checksum, state, attempts, error, version_pk"
+    "run_id, key, size, etag, last_modified, checksum, state, attempts, error, version_pk,"
+    " verify_problem"
 )
 
 # Insert a page of listed objects. An object identical (key, ETag, size) to one a previous run
@@ -635,6 +636,47 @@ class ImportRepository:
             errors=[r["error"] for r in rows],
         )
 
+    # -- import verify -------------------------------------------------------------------------
+    async def clear_verify_problems(self, conn: asyncpg.Connection, run_id: int) -> int:
+        """Forget the last verification's findings (a new verification starts)."""
+        result = await conn.execute(
+            "UPDATE import_objects SET verify_problem = NULL, updated_at = now()"
+            " WHERE run_id = $1 AND verify_problem IS NOT NULL",
+            run_id,
+        )
+        return int(result.split()[-1])
+
+    async def set_verify_problems(
+        self, conn: asyncpg.Connection, run_id: int, problems: Sequence[tuple[str, str]]
+    ) -> int:
+        """(source key, problem) found by ``import verify``; returns how many rows took one."""
+        if not problems:
+            return 0
+        result = await conn.execute(
+            "UPDATE import_objects o SET verify_problem = u.problem, updated_at = now()"
+            " FROM unnest($2::text[], $3::text[]) AS u(key, problem)"
+            ' WHERE o.run_id = $1 AND o.key = u.key COLLATE "C"',
+            run_id,
+            [k for k, _ in problems],
+            [error_of(p) for _, p in problems],
+        )
+        return int(result.split()[-1])
+
+    async def problem_objects(
+        self, conn: asyncpg.Connection, run_id: int, *, after: str = "", limit: int = 1000
+    ) -> list[ImportObject]:
+        """Objects that failed or that the last verification found a problem with, in key
+        order after ``after`` (the errors listing)."""
+        rows = await conn.fetch(
+            f"SELECT {_OBJECT_COLUMNS} FROM import_objects WHERE run_id = $1"
+            " AND (state = 'failed' OR verify_problem IS NOT NULL) AND key > $2"
+            " ORDER BY key LIMIT $3",
+            run_id,
+            after,
+            limit,
+        )
+        return [object_of(r) for r in rows]
+
     async def recount(self, conn: asyncpg.Connection, run_id: int) -> ImportRun:
         """Recompute the run's counters from its rows (a check, and a repair)."""
         row = await conn.fetchrow(
@@ -684,6 +726,19 @@ class ImportRepository:
             " ORDER BY key LIMIT 1",
             run_id,
         )
+        problems = await conn.fetchrow(
+            "SELECT count(*) AS n, min(key) AS first FROM import_objects"
+            " WHERE run_id = $1 AND verify_problem IS NOT NULL",
+            run_id,
+        )
+        first_problem = None
+        if problems["first"] is not None:
+            problem = await conn.fetchval(
+                "SELECT verify_problem FROM import_objects WHERE run_id = $1 AND key = $2",
+                run_id,
+                problems["first"],
+            )
+            first_problem = f"{problems['first']}: {problem}"
         return ImportFacts(
             state=run.state,
             manifest_complete=run.manifest_complete,
@@ -692,6 +747,8 @@ class ImportRepository:
             vanished=int(vanished),
             last_error=run.last_error,
             first_error=first_error,
+            verify_problems=int(problems["n"]),
+            first_verify_problem=first_problem,
         )
 
     async def status(

@@ -16,6 +16,11 @@ Invariants kept:
   already waiting for a check is a no-op. The placement checker (self-healing work) consumes
   them; this module only marks.
 
+- A region lock recorded with a version (``version_region_locks``: an import's
+  ``--region-lock``) binds it for its whole life: ``version_constraints`` and
+  ``version_region_locks`` add it to the bucket's and tenant's rules for every later placement
+  of its pieces (repairs, moves, drains, the placement checker), as the write did.
+
 What it does not do: audit (the caller appends the entry in the same transaction), decide what
 a class means (``core.policy``) or where pieces go (``core.placement``).
 """
@@ -220,6 +225,53 @@ class PolicyRepository:
             tenant=tenant_placement(row),
             reserved_backends=tuple(row["reserved_backends"]),
         )
+
+    # -- region locks bound to stored versions -------------------------------------------------
+    async def lock_version_region(
+        self,
+        conn: asyncpg.Connection,
+        version_pk: int,
+        region_lock: Iterable[str],
+        *,
+        origin: str,
+    ) -> None:
+        """Record ``region_lock`` with the version (in the transaction that commits it); it
+        holds for every later placement of the version's pieces. ``origin`` says who set it
+        (e.g. ``import:12``)."""
+        names = sorted({n.lower() for n in region_lock})
+        if not names:
+            return
+        await conn.execute(
+            "INSERT INTO version_region_locks (version_pk, region_lock, origin)"
+            " VALUES ($1, $2, $3) ON CONFLICT (version_pk) DO UPDATE"
+            " SET region_lock = EXCLUDED.region_lock, origin = EXCLUDED.origin",
+            version_pk,
+            names,
+            origin,
+        )
+
+    async def version_region_locks(
+        self, conn: asyncpg.Connection, version_pks: Iterable[int]
+    ) -> dict[int, tuple[str, ...]]:
+        """The region locks recorded with these versions (versions without one are absent)."""
+        wanted = sorted(set(version_pks))
+        if not wanted:
+            return {}
+        rows = await conn.fetch(
+            "SELECT version_pk, region_lock FROM version_region_locks"
+            " WHERE version_pk = ANY($1::bigint[])",
+            wanted,
+        )
+        return {int(r["version_pk"]): tuple(r["region_lock"]) for r in rows}
+
+    async def version_constraints(
+        self, conn: asyncpg.Connection, bucket_id: int, version_pk: int
+    ) -> PlacementConstraints:
+        """Where a stored version's pieces may live: its bucket's and tenant's rules plus the
+        region lock recorded with it."""
+        settings = await self.placement_settings(conn, bucket_id)
+        locks = await self.version_region_locks(conn, [version_pk])
+        return settings.constraints.with_import_lock(locks.get(version_pk, ()))
 
     # -- placement-check marks ---------------------------------------------------------------
     async def _mark(self, conn: asyncpg.Connection, reason: str, query: str, *args: object) -> int:

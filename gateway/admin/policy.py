@@ -172,6 +172,9 @@ async def explain_placement(call: AdminCall) -> dict[str, Any]:
         bucket = await bucket_of(ctx, conn, tenant_name, bucket_name)
         settings = await ctx.policies.placement_settings(conn, bucket.id)
         version = await ctx.store.versions.get_latest(conn, bucket.id, key)
+        locks = (
+            {} if version is None else await ctx.policies.version_region_locks(conn, [version.id])
+        )
     if version is not None and version.is_delete_marker:
         version = None
     if requested is None and version is not None:
@@ -180,6 +183,8 @@ async def explain_placement(call: AdminCall) -> dict[str, Any]:
     rc = choice.redundancy_class
     source = "the object's class" if requested and data.get("class") is None else choice.source
     constraints = settings.constraints
+    if version is not None:  # an existing object also obeys the region lock recorded with it
+        constraints = constraints.with_import_lock(locks.get(version.id, ()))
     object_size = size if size is not None else (version.size if version is not None else 0)
     handles = await ctx.registry.current()
     views = [h.view() for h in handles]

@@ -231,9 +231,7 @@ class ImportService:
             raise s3e.InvalidArgument("before must be an import id") from None
         page = page_limit(limit)
         async with ctx.store.db.connection() as conn:
-            runs = await _REPO.list_runs(
-                conn, tenant_id=tenant_id, before_id=before_id, limit=page
-            )
+            runs = await _REPO.list_runs(conn, tenant_id=tenant_id, before_id=before_id, limit=page)
             names = {t.id: t.name for t in await ctx.store.tenants.list(conn)}
             out = []
             for run in runs:
@@ -285,13 +283,17 @@ class ImportService:
         page = page_limit(limit)
         async with ctx.store.db.connection() as conn:
             run = await _REPO.get_run(conn, run_id, tenant_id=tenant_id)
-            failed = await _REPO.objects(
-                conn, run.id, states=("failed",), after=after or "", limit=page
-            )
+            failed = await _REPO.problem_objects(conn, run.id, after=after or "", limit=page)
         return {
             "id": run.id,
             "errors": [
-                {"key": o.key, "error": o.error, "attempts": o.attempts, "size": o.size}
+                {
+                    "key": o.key,
+                    "error": o.error if o.state == "failed" else o.verify_problem,
+                    "attempts": o.attempts,
+                    "size": o.size,
+                    "verify_problem": o.verify_problem,
+                }
                 for o in failed
             ],
             "next_after": failed[-1].key if len(failed) == page else None,

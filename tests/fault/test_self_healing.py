@@ -34,8 +34,9 @@ from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
 from jobs.scrubber import Scrubber
 from jobs.vacuumer import Vacuumer
-from schema.jobs import DATA_KINDS
+from schema.jobs import DATA_KINDS, JobKind, replicate_key
 from tests.support.cluster import MOTO_KEY, MOTO_SECRET, Federation
+from tests.support.database import PG_RESTART_SKIPPED, restart_postgres
 from tests.support.processes import MotoServer
 
 pytestmark = pytest.mark.fault
@@ -588,23 +589,7 @@ async def test_draining_backend_is_emptied_without_breaking_the_class(
 
 
 # -- 6. PostgreSQL restarted during load ----------------------------------------------------------
-def _restart_postgres() -> None:
-    """Restart the machine's PostgreSQL cluster, and make sure it is up again whatever happens:
-    a stop that times out (many open connections) must not leave every later test without a
-    database."""
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    base = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
-    try:
-        subprocess.run([*base, "stop", "-m", "fast"], check=False, capture_output=True, timeout=120)
-    finally:
-        started = subprocess.run([*base, "start"], check=False, capture_output=True, timeout=120)
-        status = subprocess.run([*base, "status"], check=False, capture_output=True, timeout=30)
-        assert status.returncode == 0, (started.stderr, status.stdout)
-
-
-@pytest.mark.skipif(
-    bool(os.environ.get("BP_TEST_SKIP_PG_RESTART")), reason="BP_TEST_SKIP_PG_RESTART is set"
-)
+@pytest.mark.skipif(PG_RESTART_SKIPPED, reason="BP_TEST_SKIP_PG_RESTART is set")
 async def test_postgres_restart_during_load_gateway_and_agents_reconnect(
     cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
 ) -> None:
@@ -636,7 +621,7 @@ async def test_postgres_restart_during_load_gateway_and_agents_reconnect(
         cluster.ping_backends()
         thread.start()
         await wait_until(lambda: len(acked) >= 5, 60, "writes before the restart")
-        await asyncio.to_thread(_restart_postgres)
+        await asyncio.to_thread(restart_postgres)
         restarted.set()
         (restart_at,) = await wait_for_async(
             lambda: sql_or_none(heal, "SELECT now() AS t"), 60, "our pool to reconnect"
@@ -949,3 +934,47 @@ async def test_erasure_coded_shards_are_rebuilt_in_place(
 async def coded_ok(ctx: HealingContext, bucket: str) -> bool:
     rows = await rows_of(ctx, bucket, "coded")
     return len(rows) == 18 and {r["status"] for r in rows} == {"ok"}
+
+
+# -- 8. every source unreachable mid-copy: the job waits, it does not fail ---------------------
+async def test_unreachable_sources_defer_a_replication_without_spending_an_attempt(
+    cluster: Federation, heal: HealingContext, s3: Any, bucket_name: str
+) -> None:
+    """A replica waiting on backends that do not answer is waiting, not failing: counted as
+    failed attempts, a busy backend's jobs backed off for minutes and were dead-lettered
+    (the import engine's run once stayed YELLOW with replicas pending)."""
+    s3.put_object(Bucket=bucket_name, Key="wait/0", Body=payload(0))
+    await wait_for_async(lambda: is_full(heal, bucket_name, "wait/0"), 60, "the third replica")
+    (row,) = [r for r in await rows_of(heal, bucket_name, "wait/0") if r["backend"] == "b2"]
+    pk, b2 = row["version_pk"], row["backend_id"]
+    await sql(
+        heal,
+        "UPDATE replicas SET status = 'pending' WHERE version_pk = $1 AND backend_id = $2",
+        pk,
+        b2,
+    )
+    async with heal.store.db.connection() as conn:
+        await heal.queue.enqueue(
+            conn,
+            JobKind.REPLICATE,
+            {"version_pk": pk, "target_backend_id": b2},
+            idempotency_key=replicate_key(pk, b2),
+        )
+    (queued,) = await sql(  # leased before anything else queued
+        heal,
+        "UPDATE jobs SET priority = -1, attempts = 0 WHERE idempotency_key = $1"
+        " AND status = 'queued' RETURNING id",
+        replicate_key(pk, b2),
+    )
+    job_id = queued["id"]
+    cluster.motos[0].kill()  # both sources stop answering; the target b2 is up
+    cluster.motos[1].kill()
+    agent = AgentLoop(heal, "waiting-agent", lease_s=30.0, defer_s=60.0)
+    await agent.run_once(max_jobs=1)
+    (job,) = await sql(heal, "SELECT * FROM jobs WHERE id = $1", job_id)
+    assert "no verified source" in job["last_error"], job["last_error"]
+    assert (job["status"], job["attempts"]) == ("queued", 0), job
+    assert agent.stats.deferred == 1 and agent.stats.failed == 0
+    (left,) = [r for r in await rows_of(heal, bucket_name, "wait/0") if r["backend"] == "b2"]
+    assert left["status"] == "pending"
+    await sql(heal, "UPDATE jobs SET status = 'done' WHERE id = $1", job_id)

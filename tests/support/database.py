@@ -1,7 +1,9 @@
 """A private PostgreSQL database per test module: created, migrated, dropped (with FORCE).
 
 Tests that need only the metadata store (no Ray, no gateway) use it so they never see each
-other's rows. ``BP_TEST_PG`` names the server (default: the local one).
+other's rows. ``BP_TEST_PG`` names the server (default: the local one). ``restart_postgres``
+restarts the machine's PostgreSQL cluster (fault tests; skipped when
+``BP_TEST_SKIP_PG_RESTART`` is set, see ``PG_RESTART_SKIPPED``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -16,9 +19,31 @@ import asyncpg
 from schema.db import Database, ensure_database
 from schema.migrate import apply_migrations
 
-__all__ = ["PG_BASE", "private_database", "private_database_url"]
+__all__ = [
+    "PG_BASE",
+    "PG_RESTART_SKIPPED",
+    "private_database",
+    "private_database_url",
+    "restart_postgres",
+]
 
 PG_BASE = os.environ.get("BP_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+#: Fault tests that restart the machine's PostgreSQL are skipped when this is true.
+PG_RESTART_SKIPPED = bool(os.environ.get("BP_TEST_SKIP_PG_RESTART"))
+
+
+def restart_postgres() -> None:
+    """Restart the machine's PostgreSQL cluster, and make sure it is up again whatever happens:
+    a stop that times out (many open connections) must not leave every later test without a
+    database."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    base = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
+    try:
+        subprocess.run([*base, "stop", "-m", "fast"], check=False, capture_output=True, timeout=120)
+    finally:
+        started = subprocess.run([*base, "start"], check=False, capture_output=True, timeout=120)
+        status = subprocess.run([*base, "status"], check=False, capture_output=True, timeout=30)
+        assert status.returncode == 0, (started.stderr, status.stdout)
 
 
 @contextlib.asynccontextmanager

@@ -113,6 +113,16 @@ def test_red_on_errors_naming_the_reason() -> None:
     assert import_status(facts(state="cancelled", failed=1, degraded=3)).color is Color.RED
 
 
+def test_red_when_the_last_verify_found_problems_naming_one() -> None:
+    found = "a/1: part 0 on b1 is corrupt (repair queued)"
+    base = facts(verified=9, skipped=1)
+    assert import_status(base).color is Color.GREEN
+    checked = ImportFacts(**{**base.__dict__, "verify_problems": 2, "first_verify_problem": found})
+    status = import_status(checked)
+    assert status.color is Color.RED
+    assert status.reason == f"verify found problems with 2 of 10 objects: {found}"
+
+
 def test_cancelled_part_way_is_yellow_with_the_count() -> None:
     status = import_status(facts(state="cancelled", verified=4, pending=6))
     assert status.color is Color.YELLOW and status.reason == "cancelled with 4 of 10 objects done"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.compliance import misplaced
 from core.errors import InsufficientCapacity, PolicyViolation
 from core.placement import (
     BackendView,
@@ -99,3 +100,22 @@ def test_cold_archive_needs_six_distinct_backends() -> None:
     # Two down: the write rides through them, their shards committed pending.
     placement, pending = place_for_write(COLD, fleet(b4=False, b5=False))
     assert pending == {"b4", "b5"} and set(placement.targets[-2:]) == {"b4", "b5"}
+
+
+def test_an_import_lock_recorded_with_a_version_narrows_every_later_placement() -> None:
+    bucket = PlacementConstraints(tenant_region_lock=frozenset({"eu", "us"}))
+    assert bucket.with_import_lock(()) is bucket
+    locked = bucket.with_import_lock(["eu"])
+    assert locked.import_region_lock == frozenset({"eu"})
+    assert locked.tenant_region_lock == bucket.tenant_region_lock
+    assert "import region lock eu" in locked.describe()
+    # A repair beside b0 and b1 may choose b2 (US) under the bucket's rules, never under the lock.
+    views = {v.name: v for v in fleet()}
+    held = [views["b0"], views["b1"]]
+    pool = [views["b2"], views["b3"]]
+    assert "b2" in {*place(STANDARD, [views["b2"]], bucket, already_placed=held).targets}
+    assert place(STANDARD, pool, locked, already_placed=held).targets == ("b3",)
+    # The placement checker's judgement: a replica on b2 breaks the lock, not the bucket's rules.
+    holders = [views["b0"], views["b1"], views["b2"]]
+    assert misplaced(STANDARD, bucket, holders, fleet()) == []
+    assert [b.name for b in misplaced(STANDARD, locked, holders, fleet())] == ["b2"]
