@@ -1,5 +1,6 @@
 """The Ray Serve deployment: a FastAPI ingress serving the S3 API, ``/objects``, ``/import``
-(the import API, ``gateway/imports/``), ``/admin`` and ``/health``.
+(the import API, ``gateway/imports/``), the browser console ``/ui/`` (``gateway/console/``),
+``/admin`` and ``/health``.
 
 Each replica builds its ``GatewayContext`` (pool, cache, registry) once, on first use, and
 keeps it. S3 routes are a catch-all below the fixed prefixes; the fixed names are reserved
@@ -20,6 +21,7 @@ from ray import serve
 
 from core.settings import Settings
 from gateway import admin
+from gateway.console import ConsoleApi, StaticAssets
 from gateway.context import GatewayContext
 from gateway.front_door import FrontDoor
 from gateway.imports import ImportApi
@@ -53,6 +55,8 @@ class GatewayDeployment:
         self._ctx: GatewayContext | None = None
         self._lock = asyncio.Lock()
         self._imports = ImportApi()
+        self._console = ConsoleApi()
+        self._assets = StaticAssets(self._settings.region)
 
     async def ctx(self) -> GatewayContext:
         if self._ctx is None:
@@ -164,6 +168,20 @@ class GatewayDeployment:
     @fastapi_app.api_route("/admin/tenants/{tenant}/import/{rest:path}", methods=["GET", "POST"])
     async def admin_tenant_import(self, request: Request, tenant: str, rest: str) -> Response:
         return await admin.respond(request, self.ctx, self._imports.admin_operation(request))
+
+    # -- the console (gateway/console/, docs/console.md): its JSON routes under SigV4, then its
+    # static files. Registered before the S3 catch-all ("ui" is a reserved bucket name).
+    @fastapi_app.api_route("/ui/api/{path:path}", methods=_METHODS)
+    async def console_api(self, request: Request, path: str) -> Response:
+        return await self._console.handle(request, self.ctx)
+
+    @fastapi_app.get("/ui")
+    async def console_root(self) -> Response:
+        return self._assets.redirect()
+
+    @fastapi_app.get("/ui/{path:path}")
+    async def console_file(self, path: str) -> Response:
+        return self._assets.respond(path)
 
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -86,16 +86,7 @@ class PlacementSettings:
         """Where the bucket's objects may live beyond their class: the bucket's region lock
         and its tenant's region lock, jurisdiction lists and backend allow-list, all at once.
         The write path, the repairer and the placement checker all ask this one question."""
-        tenant = self.tenant
-        return PlacementConstraints(
-            region_lock=frozenset(self.bucket_region_lock),
-            tenant_region_lock=frozenset(tenant.region_lock),
-            jurisdiction_allow=frozenset(tenant.jurisdiction_allow),
-            jurisdiction_deny=frozenset(tenant.jurisdiction_deny),
-            allowed_backends=(
-                None if tenant.allowed_backends is None else frozenset(tenant.allowed_backends)
-            ),
-        )
+        return replace(self.tenant.constraints, region_lock=frozenset(self.bucket_region_lock))
 
 
 class PolicyRepository:
