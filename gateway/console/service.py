@@ -124,8 +124,7 @@ class ConsoleService:
         backends = await self._usable_backends(ctx, tenant_id)
         return {
             "backends": [
-                {**_backend_json(h.view()), "tenant_bytes": usage.get(h.id, 0)}
-                for h in backends
+                {**_backend_json(h.view()), "tenant_bytes": usage.get(h.id, 0)} for h in backends
             ],
             "replicas": {
                 "ok": states.get("ok", 0),
