@@ -99,6 +99,23 @@ def bob(fed: Federation) -> Tenant:
     return Tenant(fed)
 
 
+def wait_on_run(tab: Tab, tenant: Tenant, run_id: int, locator: Any, timeout_ms: int) -> None:
+    """Wait for ``locator``; on time-out fail with the run's status and its job's log tail."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        locator.wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        tab.shot("failed-dashboard")
+        status = tenant.api("GET", f"/import/runs/{run_id}").json()
+        logs = ""
+        if status.get("submission_id"):
+            from actors.import_jobs import ImportJobs
+
+            logs = ImportJobs().logs(status["submission_id"])[-3000:]
+        raise AssertionError(f"dashboard stuck; run: {status}; job log tail:\n{logs}") from None
+
+
 def sign_in(tab: Tab, tenant: Tenant, route: str = "/overview") -> None:
     page = tab.page
     page.goto(f"/ui/#{route}")
@@ -205,7 +222,8 @@ def test_whole_flow_to_green(
     page.get_by_role("heading", name="Backends you may use", exact=False).wait_for()
     form = page.locator("form[aria-labelledby=policy-title]")
     form.get_by_label("Destination bucket").select_option(alice.bucket)
-    form.get_by_label("Destination prefix").fill("imported")
+    form.get_by_label("Destination prefix").fill("imported/")
+    page.locator("#explain", has_text="key imported/example-object").wait_for()
     page.get_by_text("Placeable: objects go to").wait_for()
     explained = page.locator("#explain").inner_text()
     admin = fed.admin(
@@ -240,9 +258,9 @@ def test_whole_flow_to_green(
 
     # -- dashboard until GREEN
     page.get_by_text("objects done / listed").wait_for()
-    page.locator(".stat .v", has_text="/ 200").first.wait_for(timeout=120_000)
+    wait_on_run(tab, alice, run_id, page.locator(".stat .v", has_text="/ 200").first, 180_000)
     tab.shot("07-dashboard-running")
-    page.locator("#main .badge.GREEN").first.wait_for(timeout=GREEN_TIMEOUT_MS)
+    wait_on_run(tab, alice, run_id, page.locator("#main .badge.GREEN").first, GREEN_TIMEOUT_MS)
     page.get_by_text("200 / 200").wait_for()
     page.get_by_text("No errors.").wait_for()
     chart = page.locator("canvas.chart").get_attribute("aria-label") or ""
