@@ -68,7 +68,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
+def chromium(fed: Federation) -> Iterator[Any]:
+    # Depends on the federation so that it starts before and stops after Playwright, whose
+    # running event loop would make the federation's asyncio.run calls fail.
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"{CHROMIUM} is missing: run scripts/install-chromium.sh (apt-get install chromium)"
