@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install services clients demo stop test test-unit test-integration test-clients test-fault test-import bench lint clean
+.PHONY: install services clients chromium demo stop test test-unit test-integration test-clients test-fault test-import test-browser bench lint clean
 
 install: $(VENV)/.installed
 
@@ -22,15 +22,19 @@ services:
 clients:
 	@bash scripts/install-clients.sh
 
+chromium:
+	@bash scripts/install-chromium.sh
+
 demo: install services
 	$(VENV)/bin/bulletproof demo
 
 stop:
 	-$(VENV)/bin/bulletproof down
 
-test: install services clients lint
+test: install services clients chromium lint
 	$(PYTEST) -q tests/unit tests/integration tests/clients tests/fault
 	$(PYTEST) -q tests/import_engine
+	$(PYTEST) -q tests/browser
 
 test-unit: install
 	$(PYTEST) -q tests/unit
@@ -46,6 +50,10 @@ test-fault: install services
 
 test-import: install services
 	$(PYTEST) -q tests/import_engine
+
+# The console in Debian's Chromium: its own process (one Ray gateway per process).
+test-browser: install services chromium
+	$(PYTEST) -q tests/browser
 
 bench: install services
 	$(PY) -m bench.run

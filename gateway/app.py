@@ -1,5 +1,6 @@
 """The Ray Serve deployment: a FastAPI ingress serving the S3 API, ``/objects``, ``/import``
-(the import API, ``gateway/imports/``), ``/admin`` and ``/health``.
+(the import API, ``gateway/imports/``), the browser console ``/ui/`` (``gateway/console/``),
+``/admin`` and ``/health``.
 
 Each replica builds its ``GatewayContext`` (pool, cache, registry) once, on first use, and
 keeps it. S3 routes are a catch-all below the fixed prefixes; the fixed names are reserved
@@ -20,6 +21,7 @@ from ray import serve
 
 from core.settings import Settings
 from gateway import admin
+from gateway.console import ConsoleApi, StaticAssets
 from gateway.context import GatewayContext
 from gateway.front_door import FrontDoor
 from gateway.imports import ImportApi
@@ -116,6 +118,8 @@ class GatewayDeployment:
         _front_settings["origins"] = self._settings.ui_origins
         self._ctx: GatewayContext | None = None
         self._lock = asyncio.Lock()
+        self._console = ConsoleApi()
+        self._assets = StaticAssets(self._settings.region)
 
     async def ctx(self) -> GatewayContext:
         if self._ctx is None:
@@ -158,6 +162,20 @@ class GatewayDeployment:
     @fastapi_app.api_route("/import/{path:path}", methods=_METHODS)
     async def imports(self, request: Request, path: str) -> Response:
         return await _IMPORTS.tenant(request, self.ctx)
+
+    # -- the console (gateway/console/, docs/console.md): its JSON routes under SigV4, then its
+    # static files. Registered before the S3 catch-all ("ui" is a reserved bucket name).
+    @fastapi_app.api_route("/ui/api/{path:path}", methods=_METHODS)
+    async def console_api(self, request: Request, path: str) -> Response:
+        return await self._console.handle(request, self.ctx)
+
+    @fastapi_app.get("/ui")
+    async def console_root(self) -> Response:
+        return self._assets.redirect()
+
+    @fastapi_app.get("/ui/{path:path}")
+    async def console_file(self, path: str) -> Response:
+        return self._assets.respond(path)
 
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:

@@ -757,6 +757,37 @@ class ImportRepository:
         """GREEN / YELLOW / RED of the run, from its rows."""
         return import_status(await self.facts(conn, run_id, tenant_id=tenant_id))
 
+    async def throughput(
+        self, conn: asyncpg.Connection, run_id: int, *, max_bins: int = 60
+    ) -> tuple[float, list[tuple[float, int, int]]]:
+        """How the run's copying went over time, from its rows: the objects it verified
+        (skipped ones were never transferred) grouped by when they became verified into at
+        most ``max_bins`` equal bins of at least one second. Returns (bin width in seconds,
+        [(seconds from the first bin's start, objects, bytes)]) with empty bins included, so
+        a chart shows a stall as a stall. Nothing is sampled: a resumed or verified-again run
+        shows what its rows say now."""
+        span = await conn.fetchrow(
+            "SELECT min(updated_at) AS first, max(updated_at) AS last FROM import_objects"
+            " WHERE run_id = $1 AND state = 'verified'",
+            run_id,
+        )
+        if span is None or span["first"] is None:
+            return 1.0, []
+        seconds = (span["last"] - span["first"]).total_seconds()
+        width = max(1.0, float(int(seconds / max_bins) + 1))
+        rows = await conn.fetch(
+            "SELECT floor(extract(epoch FROM updated_at - $2::timestamptz) / $3)::int AS bin,"
+            " count(*) AS objects, COALESCE(sum(size), 0)::bigint AS bytes"
+            " FROM import_objects WHERE run_id = $1 AND state = 'verified'"
+            " GROUP BY 1 ORDER BY 1",
+            run_id,
+            span["first"],
+            width,
+        )
+        counts = {int(r["bin"]): (int(r["objects"]), int(r["bytes"])) for r in rows}
+        last = max(counts) if counts else 0
+        return width, [(b * width, *counts.get(b, (0, 0))) for b in range(last + 1)]
+
     # -- mark-source -------------------------------------------------------------------------
     async def record_deletion_manifest(
         self, conn: asyncpg.Connection, run_id: int, *, tenant_id: int | None = None

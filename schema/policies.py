@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -93,17 +93,20 @@ class PlacementSettings:
         """Where the bucket's objects may live beyond their class: the bucket's region lock
         and its tenant's region lock, jurisdiction lists and backend allow-list, all at once.
         The write path, the repairer and the placement checker all ask this one question."""
-        tenant = self.tenant
-        return PlacementConstraints(
+        return replace(
+            self.tenant.constraints,
             region_lock=frozenset(self.bucket_region_lock),
-            tenant_region_lock=frozenset(tenant.region_lock),
-            jurisdiction_allow=frozenset(tenant.jurisdiction_allow),
-            jurisdiction_deny=frozenset(tenant.jurisdiction_deny),
-            allowed_backends=(
-                None if tenant.allowed_backends is None else frozenset(tenant.allowed_backends)
-            ),
             reserved_backends=frozenset(self.reserved_backends),
         )
+
+
+#: The names of live backends reserved for tenants other than ``{tenant}`` (an SQL expression).
+_RESERVED_FOR_OTHERS = (
+    "ARRAY(SELECT DISTINCT k.name FROM backend_tenants bt JOIN backends k"
+    " ON k.id = bt.backend_id WHERE k.state <> 'removed' AND NOT EXISTS (SELECT 1"
+    " FROM backend_tenants mine WHERE mine.backend_id = bt.backend_id"
+    " AND mine.tenant_id = {tenant}) ORDER BY 1)"
+)
 
 
 class PolicyRepository:
@@ -198,6 +201,12 @@ class PolicyRepository:
         return uses
 
     # -- placement settings ---------------------------------------------------------------------
+    async def reserved_for_others(self, conn: asyncpg.Connection, tenant_id: int) -> frozenset[str]:
+        """Backends that serve only other tenants (``backend_tenants``): never placed on for
+        ``tenant_id``, and never shown to it."""
+        names = await conn.fetchval("SELECT " + _RESERVED_FOR_OTHERS.format(tenant="$1"), tenant_id)
+        return frozenset(names)
+
     async def placement_settings(
         self, conn: asyncpg.Connection, bucket_id: int, *, lock: bool = False
     ) -> PlacementSettings:
@@ -207,10 +216,7 @@ class PolicyRepository:
         row = await conn.fetchrow(
             "SELECT b.id AS b_id, b.name AS b_name, b.default_class AS b_default_class,"
             f" b.region_lock AS b_region_lock, {TENANT_PLACEMENT_COLUMNS},"
-            " ARRAY(SELECT DISTINCT k.name FROM backend_tenants bt JOIN backends k"
-            "  ON k.id = bt.backend_id WHERE k.state <> 'removed' AND NOT EXISTS (SELECT 1"
-            "  FROM backend_tenants mine WHERE mine.backend_id = bt.backend_id"
-            "  AND mine.tenant_id = t.id) ORDER BY 1) AS reserved_backends"
+            f" {_RESERVED_FOR_OTHERS.format(tenant='t.id')} AS reserved_backends"
             " FROM buckets b JOIN tenants t ON t.id = b.tenant_id WHERE b.id = $1"
             + (" FOR SHARE OF b, t" if lock else ""),
             bucket_id,

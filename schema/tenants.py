@@ -18,6 +18,7 @@ from datetime import datetime
 import asyncpg
 
 from core.errors import Conflict, NotFound
+from core.placement import PlacementConstraints
 from schema.records import AccessKey, Tenant
 
 __all__ = [
@@ -65,6 +66,19 @@ class TenantPlacement:
     jurisdiction_allow: tuple[str, ...]
     jurisdiction_deny: tuple[str, ...]
     allowed_backends: tuple[str, ...] | None
+
+    @property
+    def constraints(self) -> PlacementConstraints:
+        """The tenant's own rules as placement constraints (no bucket's lock): what every
+        bucket of the tenant obeys, and what decides which backends the tenant may use."""
+        return PlacementConstraints(
+            tenant_region_lock=frozenset(self.region_lock),
+            jurisdiction_allow=frozenset(self.jurisdiction_allow),
+            jurisdiction_deny=frozenset(self.jurisdiction_deny),
+            allowed_backends=(
+                None if self.allowed_backends is None else frozenset(self.allowed_backends)
+            ),
+        )
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.writes import resolve_class
-from core.errors import Conflict, InsufficientCapacity, InvalidInput, PolicyViolation
-from core.placement import explain, place, rejection
+from core.errors import Conflict, InvalidInput
 from core.policy import builtin_policy, diff_policies, dump_policy
 from gateway.admin.buckets import bucket_of
 from gateway.admin.fields import optional_text, text
 from gateway.admin.route import AdminCall, operation
 from gateway.context import GatewayContext
+from gateway.placement_explain import explain_put
 from gateway.s3 import errors as s3e
 from schema.policies import StoredPolicy
 
@@ -157,8 +156,7 @@ async def policy_history(call: AdminCall) -> list[dict[str, Any]]:
 @operation(body=True)
 async def explain_placement(call: AdminCall) -> dict[str, Any]:
     """Which backends a PUT of ``key`` into ``bucket`` would use now, and why; or which rule
-    makes it impossible. For an existing object, also where its pieces are and whether each
-    still complies with the bucket's and tenant's constraints."""
+    makes it impossible (``gateway.placement_explain``, shared with the console)."""
     ctx, data = call.ctx, call.data
     bucket_name = text(data, "bucket")
     key = text(data, "key")
@@ -167,78 +165,6 @@ async def explain_placement(call: AdminCall) -> dict[str, Any]:
     size = data.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise s3e.InvalidArgument("field 'size' must be a non-negative integer")
-    policy = await ctx.current_policy()
     async with ctx.store.db.connection() as conn:
         bucket = await bucket_of(ctx, conn, tenant_name, bucket_name)
-        settings = await ctx.policies.placement_settings(conn, bucket.id)
-        version = await ctx.store.versions.get_latest(conn, bucket.id, key)
-        locks = (
-            {} if version is None else await ctx.policies.version_region_locks(conn, [version.id])
-        )
-    if version is not None and version.is_delete_marker:
-        version = None
-    if requested is None and version is not None:
-        requested = version.redundancy_class
-    choice = resolve_class(policy, settings, requested)
-    rc = choice.redundancy_class
-    source = "the object's class" if requested and data.get("class") is None else choice.source
-    constraints = settings.constraints
-    if version is not None:  # an existing object also obeys the region lock recorded with it
-        constraints = constraints.with_import_lock(locks.get(version.id, ()))
-    object_size = size if size is not None else (version.size if version is not None else 0)
-    handles = await ctx.registry.current()
-    views = [h.view() for h in handles]
-    lines = [
-        f"policy version {ctx.policy_version}",
-        f"tenant {settings.tenant.name}, bucket {settings.bucket_name}, key {key}",
-        f"class {rc.name} from {source}; object size {object_size} bytes",
-    ]
-    lines += explain(rc, views, constraints, object_size=object_size)
-    result: dict[str, Any] = {
-        "tenant": settings.tenant.name,
-        "bucket": settings.bucket_name,
-        "key": key,
-        "class": rc.name,
-        "class_source": source,
-        "constraints": constraints.describe(),
-        "placeable": True,
-        "targets": [],
-        "error": None,
-        "object": None,
-    }
-    try:
-        placement = place(rc, views, constraints, object_size=object_size)
-        result["targets"] = list(placement.targets)
-    except (PolicyViolation, InsufficientCapacity) as exc:
-        result["placeable"] = False
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    if version is not None:
-        by_id = {h.id: h for h in handles}
-        pieces = []
-        lines.append(f"stored: version {version.version_id}, class {version.redundancy_class}")
-        for replica in version.replicas:
-            handle = by_id.get(replica.backend_id)
-            name = handle.name if handle else f"backend#{replica.backend_id}"
-            why = rejection(handle.view(), constraints) if handle else "backend removed"
-            piece = {
-                "backend": name,
-                "part": replica.part_number,
-                "shard": replica.shard_index,
-                "status": replica.status,
-                "compliant": why is None,
-                "violation": why,
-            }
-            pieces.append(piece)
-            shard = f" shard {replica.shard_index}" if replica.shard_index >= 0 else ""
-            verdict = "complies" if why is None else f"VIOLATES: {why}"
-            lines.append(
-                f"stored: part {replica.part_number}{shard} on {name} ({replica.status}): {verdict}"
-            )
-        result["object"] = {
-            "version_id": version.version_id,
-            "class": version.redundancy_class,
-            "size": version.size,
-            "pieces": pieces,
-        }
-    result["lines"] = lines
-    return result
+    return await explain_put(ctx, bucket, key, requested_class=requested, size=size)

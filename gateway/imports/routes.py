@@ -2,8 +2,8 @@
 ``/admin/imports/...``, ``/admin/tenants/{tenant}/import/...`` for administrators (bearer
 token; reading needs the viewer role, changing the admin role: ``gateway/app.py``'s table).
 
-Tenant requests authenticate exactly as S3 requests do (``gateway.auth.authenticate`` over the
-request as signed, ``gateway.s3.dispatch.request_view``), before anything is parsed or run.
+Tenant requests authenticate exactly as S3 requests do, before anything is parsed or run
+(``gateway.tenant_json``, shared with the console's API).
 A request with a body (a sealed blob, a passphrase) must sign it: ``x-amz-content-sha256`` is
 the body's SHA-256 (``UNSIGNED-PAYLOAD`` is refused), so the passphrase travels only in a
 request whose every byte the tenant's key vouched for. Answers and errors are JSON:
@@ -36,7 +36,6 @@ Routes (``N`` an import id, ``S`` a source id; POST bodies are JSON objects):
 from __future__ import annotations
 
 import json
-import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -46,20 +45,14 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from core import errors as domain
 from gateway.admin.route import AdminCall, AdminOperation, operation
-from gateway.auth import authenticate
 from gateway.context import GatewayContext
 from gateway.imports.service import ImportService
 from gateway.s3 import errors as s3e
-from gateway.s3.body import read_json
-from gateway.s3.dispatch import request_view
-from gateway.s3.sigv4 import PayloadMode
+from gateway.tenant_json import json_error, read_signed_json
 from schema.audit import Caller
 
 __all__ = ["ImportApi"]
-
-log = logging.getLogger(__name__)
 
 _MAX_BODY = 64 * 1024
 
@@ -173,34 +166,6 @@ class _NoRoute(s3e.S3Error):
     default_message = "No such import API resource."
 
 
-# Domain errors the JSON API names by their kind (the S3 codes, e.g. NoSuchKey, would mislead).
-_JSON_CODES: tuple[tuple[type[Exception], int, str], ...] = (
-    (domain.NoSuchBucket, 404, "NoSuchBucket"),
-    (domain.NotFound, 404, "NotFound"),
-    (domain.Conflict, 409, "Conflict"),
-    (domain.InvalidInput, 400, "InvalidArgument"),
-)
-
-
-def json_error(exc: BaseException, request_id: str, resource: str) -> Response:
-    """The JSON error document and status for ``exc``."""
-    status, code, message = 500, "InternalError", "We encountered an internal error."
-    for kind, kind_status, kind_code in _JSON_CODES:
-        if isinstance(exc, kind):
-            status, code, message = kind_status, kind_code, str(exc)
-            break
-    else:
-        err = s3e.to_s3_error(exc, resource=resource)
-        status, code, message = err.status, err.code, err.message
-    if code == "InternalError":
-        log.error("import request %s failed", request_id, exc_info=exc)
-    return JSONResponse(
-        {"error": code, "message": message, "request_id": request_id},
-        status_code=status,
-        headers={"x-amz-request-id": request_id},
-    )
-
-
 def _render(result: Any, request_id: str) -> Response:
     headers = {"x-amz-request-id": request_id}
     if isinstance(result, AsyncIterator):
@@ -225,22 +190,10 @@ class ImportApi:
         resource = request.url.path
         try:
             ctx = await ctx_of()
-            view = request_view(request)
-            principal = await authenticate(ctx, view)
+            signed = await read_signed_json(ctx, request, _MAX_BODY)
+            principal = signed.principal
             op, ids = _match(_TENANT_ROUTES, request.method, resource[len(self.PREFIX) :])
-            data: dict[str, Any] = {}
-            if request.method == "POST" and view.headers.get("content-length", "1") != "0":
-                if principal.verified.payload_mode is PayloadMode.UNSIGNED:
-                    raise s3e.InvalidRequest(
-                        "the import API needs a signed body: send x-amz-content-sha256 with"
-                        " the body's SHA-256, not UNSIGNED-PAYLOAD"
-                    )
-                body = await read_json(
-                    request.stream(), principal.verified, view.headers, _MAX_BODY
-                )
-                if not isinstance(body, dict):
-                    raise s3e.InvalidRequest("the request body must be a JSON object")
-                data = body
+            data = signed.data
             call = _Call(
                 ctx=ctx,
                 caller=Caller(principal.access_key_id, request_id, principal.tenant_id),
