@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install services clients chromium demo stop test test-unit test-integration test-clients test-fault test-import test-browser bench lint clean
+.PHONY: install services clients chromium demo stop test test-unit test-integration test-clients test-fault test-replicas test-import test-browser bench lint clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,7 @@ stop:
 
 test: install services clients chromium lint
 	$(PYTEST) -q tests/unit tests/integration tests/clients tests/fault
+	$(PYTEST) -q tests/replicas
 	$(PYTEST) -q tests/import_engine
 	$(PYTEST) -q tests/browser
 
@@ -47,6 +48,9 @@ test-clients: install services clients
 
 test-fault: install services
 	$(PYTEST) -q tests/fault
+
+test-replicas: install services
+	$(PYTEST) -q tests/replicas
 
 test-import: install services
 	$(PYTEST) -q tests/import_engine
