@@ -37,7 +37,7 @@ import asyncpg
 
 from actors.data_path import DataPath
 from actors.garbage import collect_garbage, discard_write
-from actors.quorum_writer import QuorumWrite
+from actors.quorum_writer import BodyChunk, QuorumWrite
 from actors.write_finisher import finish_stragglers
 from core.checksums import stored_checksum
 from core.compliance import misplaced
@@ -122,8 +122,8 @@ def _place(
 
 
 async def bp1_checked(
-    body: AsyncIterator[bytes], check: Callable[[bytes], object]
-) -> AsyncIterator[bytes]:
+    body: AsyncIterator[BodyChunk], check: Callable[[bytes], object]
+) -> AsyncIterator[BodyChunk]:
     """Pass the body through once ``check`` accepted its first 112 bytes (the BP1 header;
     ``check`` raises InvalidEnvelope), or all of a shorter body."""
     head = bytearray()
@@ -162,6 +162,7 @@ async def start_write(
     *,
     pinned: Sequence[int] = (),
     region_lock: Collection[str] = (),
+    parts_in_flight: int = 1,
 ) -> QuorumWrite:
     """Place ``length`` bytes of class ``rc`` under the bucket's constraints and prepare
     their quorum write (unhealthy targets are skipped and end pending).
@@ -173,7 +174,9 @@ async def start_write(
     holding every part, with one shard index); otherwise the part is placed afresh.
 
     ``region_lock``: an import run's lock, added to the bucket's and tenant's rules (it only
-    narrows; a placement it makes impossible is ``PolicyViolation`` naming it)."""
+    narrows; a placement it makes impossible is ``PolicyViolation`` naming it).
+
+    ``parts_in_flight``: parts whose quorum may be awaited at once (``QuorumWrite``)."""
     handles = await ctx.registry.current()
     constraints = settings.constraints
     if region_lock:
@@ -196,6 +199,7 @@ async def start_write(
                 part_size=ctx.settings.part_size,
                 skip=down,
                 erasure=erasure,
+                parts_in_flight=parts_in_flight,
             )
     placement, down_names = _place(rc, [h.view() for h in handles], constraints, length)
     by_name = {h.name: h for h in handles}
@@ -206,10 +210,11 @@ async def start_write(
         part_size=ctx.settings.part_size,
         skip=frozenset(by_name[name].id for name in down_names),
         erasure=erasure,
+        parts_in_flight=parts_in_flight,
     )
 
 
-async def run_write(write: QuorumWrite, body: AsyncIterator[bytes], length: int) -> None:
+async def run_write(write: QuorumWrite, body: AsyncIterator[BodyChunk], length: int) -> None:
     """Stream ``body`` into the write; a body of another length is IncompleteBody, a bad
     BP1 header InvalidEnvelope."""
     try:
@@ -340,7 +345,7 @@ async def store_object(
     tenant_id: int,
     bucket: Bucket,
     key: str,
-    body: AsyncIterator[bytes],
+    body: AsyncIterator[BodyChunk],
     length: int,
     envelope: Envelope | None,
     allow_plaintext: bool = False,
@@ -353,6 +358,7 @@ async def store_object(
     action: str = "PutObject",
     region_lock: Collection[str] = (),
     recipients: Sequence[Recipient] = (),
+    parts_in_flight: int = 1,
 ) -> ObjectVersion:
     """Write ``length`` bytes of ``body`` as the new version of ``key`` and commit it; the
     write path of PutObject, the plain /objects API, CopyObject's byte copy and the importer.
@@ -363,7 +369,9 @@ async def store_object(
     the body is consumed (the verifying reader fills it as it ends); one is stored with the
     version (type ``FULL_OBJECT``). ``condition`` is checked in the commit transaction.
     ``region_lock``: an import's lock on top of the bucket's rules (``start_write``);
-    ``recipients``: further wraps of the data key, committed with the version."""
+    ``recipients``: further wraps of the data key, committed with the version.
+    ``parts_in_flight``: parts stored at once (1 for request bodies, whose memory must stay
+    at one part; the importer, which bounds its own bytes in flight, sends several)."""
     if length > ctx.settings.max_object_size:
         raise EntityTooLarge(
             f"Your proposed upload of {length} bytes exceeds the maximum of "
@@ -375,7 +383,9 @@ async def store_object(
     async with ctx.store.db.connection() as conn:
         settings = await ctx.policies.placement_settings(conn, bucket.id)
     rc = resolve_class(policy, settings, requested_class).redundancy_class
-    write = await start_write(ctx, rc, settings, length, region_lock=region_lock)
+    write = await start_write(
+        ctx, rc, settings, length, region_lock=region_lock, parts_in_flight=parts_in_flight
+    )
     if envelope is not None:
         body = bp1_checked(body, lambda header: parse_bp1_header(header, length))
     try:

@@ -10,7 +10,8 @@ What it keeps true:
   (``object_recipients``). No private key is ever here.
 - **Bounded memory.** One window (``WINDOW``, whole segments) of plaintext and its ciphertext
   per object in flight, whatever the object's size; below the write path, the quorum writer
-  holds at most its stored part size. Objects whose ciphertext exceeds
+  holds at most ``PARTS_IN_FLIGHT`` stored parts (``bytes_held``), so the next parts are read
+  and sealed while the earlier ones are stored. Objects whose ciphertext exceeds
   ``settings.max_object_size`` go through the multipart data path part by part.
 - **Nothing unverified becomes visible.** The stream is checked against the source before its
   last window is handed to the write path: size, MD5 = ETag for a single-part ETag, the
@@ -41,6 +42,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from actors.data_path import DataPath
+from actors.quorum_writer import BodyChunk
 from actors.source_bucket import SourceBucket, SourceObject
 from actors.upload_completion import ListedPart, complete_upload
 from actors.uploads import MIN_PART_SIZE, abort_upload, create_upload, part_limit, write_part
@@ -61,10 +63,12 @@ from schema.records import Bucket
 
 __all__ = [
     "IMPORT_ACTION",
+    "PARTS_IN_FLIGHT",
     "WINDOW",
     "ImportTarget",
     "SourceDigest",
     "VerificationFailed",
+    "bytes_held",
     "load_target",
     "transfer_object",
 ]
@@ -76,6 +80,15 @@ IMPORT_ACTION = "ImportObject"
 #: Plaintext bytes per part of a multipart import, at most (the write path's part limit may
 #: lower it).
 MULTIPART_PART_SIZE = 64 * 1024 * 1024
+#: Stored parts of one object written at once (the quorum writer's ``parts_in_flight``): the
+#: source is read and sealed ahead while earlier parts are still on their way to the backends.
+PARTS_IN_FLIGHT = 3
+
+
+def bytes_held(size: int, part_size: int) -> int:
+    """Bytes one transfer of a ``size``-byte object holds at most: one window of the stream
+    and the stored parts in flight (what the worker reserves from its byte budget)."""
+    return min(size, WINDOW) + min(size, PARTS_IN_FLIGHT * part_size)
 
 
 class VerificationFailed(BulletproofError):
@@ -252,7 +265,7 @@ class _SealedStream:
         self.segment = encryptor.header.segment_size
         self.window = max(self.segment, WINDOW - WINDOW % self.segment)
 
-    def _step(self, first_segment: int, length: int, last: bool) -> bytes:
+    def _step(self, first_segment: int, length: int, last: bool) -> bytearray:
         """Read ``length`` plaintext bytes, hash them, seal them (in a worker thread: the
         reads block and AES-GCM and MD5 release the GIL)."""
         data = self.source.read(self.obj, length)
@@ -266,9 +279,11 @@ class _SealedStream:
             if self.source.read(self.obj, 1):
                 raise VerificationFailed(f"the source body is longer than {self.digest.size}")
             self.digest.check()  # before the final window is released: nothing unverified
-        return bytes(self.encryptor.encrypt_segments(first_segment, data))
+        return self.encryptor.encrypt_segments(first_segment, data)  # handed on, not copied
 
-    async def ciphertext(self, offset: int, length: int, *, header: bool) -> AsyncIterator[bytes]:
+    async def ciphertext(
+        self, offset: int, length: int, *, header: bool
+    ) -> AsyncIterator[BodyChunk]:
         """The ciphertext of plaintext ``[offset, offset + length)`` (whole segments, or up to
         the object's end), preceded by the header for part 1 / a single PUT."""
         if header:
@@ -332,6 +347,7 @@ async def transfer_object(
                 action=IMPORT_ACTION,
                 region_lock=target.region_lock,
                 recipients=others,
+                parts_in_flight=PARTS_IN_FLIGHT,
             )
             return version.id
         return await _multipart(ctx, target, key, stream, envelope, marker, others)

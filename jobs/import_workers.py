@@ -17,8 +17,8 @@ What they keep true:
   that statement. So counters change once per job (up to ~64 objects), not per object.
 - **Bounded memory.** A worker holds at most ``budget_bytes`` of objects in flight
   (``ByteBudget``: each object reserves what its stream holds at once, at most one window
-  plus one stored part) and at most ``concurrency`` objects; the driver starts a fixed number
-  of workers per node, so bytes in flight are bounded per node.
+  plus the stored parts in flight, ``bytes_held``) and at most ``concurrency`` objects; the
+  driver starts a fixed number of workers per node, so bytes in flight are bounded per node.
 - **Retries with backoff, reasons kept.** An object whose copy fails is tried again after
   0.5 s, 1 s, 2 s (``OBJECT_ATTEMPTS`` in all), then recorded ``failed`` with the last reason.
   A refused placement (``PolicyViolation``: the rule is named), an object changed at the
@@ -42,7 +42,7 @@ from actors.import_keyholder import keyholder
 from actors.source_bucket import SourceBucket, open_source
 from core.errors import InvalidInput, PolicyViolation
 from core.import_source import SourceAccessDenied, SourceBucketMissing, SourceObjectChanged
-from jobs.import_transfer import WINDOW, ImportTarget, load_target, transfer_object
+from jobs.import_transfer import ImportTarget, bytes_held, load_target, transfer_object
 from jobs.metrics import import_metrics
 from schema.import_records import ImportObject
 from schema.imports import ImportRepository
@@ -329,7 +329,7 @@ class ImportWorker:
     ) -> tuple[int | None, str | None]:
         """(version, None) when stored, (None, reason) when given up, (None, None) when the
         lease was lost first."""
-        reserve = min(obj.size, WINDOW) + min(obj.size, ctx.settings.part_size)
+        reserve = bytes_held(obj.size, ctx.settings.part_size)
         async with self.slots, self.budget.reserve(reserve) as taken:
             self._in_flight += taken
             self.metrics.in_flight(self.run_id, self._in_flight)
