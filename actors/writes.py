@@ -31,7 +31,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -52,7 +52,7 @@ from core.errors import (
 )
 from core.placement import BackendView, Placement, PlacementConstraints, place_for_write
 from core.policy import ClassChoice, PolicyDocument, RedundancyClass, choose_class
-from schema.audit import Caller
+from schema.audit import AuditEntry, Caller
 from schema.jobs import PRIORITY, JobKind, replicate_key
 from schema.keys import Recipient
 from schema.parts import ErasurePart
@@ -61,8 +61,10 @@ from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteC
 
 __all__ = [
     "CHANGED_WHILE_WRITTEN",
+    "WrittenObject",
     "bp1_checked",
     "commit_written",
+    "discard_written",
     "new_version_id",
     "placement_fingerprint",
     "require_envelope",
@@ -70,7 +72,9 @@ __all__ = [
     "run_write",
     "start_write",
     "store_object",
+    "store_objects",
     "written_layout",
+    "write_object",
     "written_pieces",
 ]
 
@@ -268,6 +272,7 @@ async def commit_written(
     action: str,
     detail: str = "",
     recipients: Sequence[Recipient] = (),
+    audit: list[AuditEntry] | None = None,
 ) -> tuple[ObjectVersion, int | None]:
     """Make a written object visible, in the caller's transaction: the version and its replica
     rows (``commit_version``, checking ``condition`` under the key's row lock), the ``parts``
@@ -276,7 +281,9 @@ async def commit_written(
     (``placed_under``: their ``placement_fingerprint``s), the data key's further
     ``recipients`` (wrapped for other public keys, as ``?share`` adds them) and the audit
     entry. Shared by every writer (``store_object``, copies, completed multipart uploads).
-    Returns the version and the primary key of a version it dropped (garbage to collect)."""
+    ``audit``: collect the entry there instead, for the caller to append with the others of
+    its transaction (``store_objects``). Returns the version and the primary key of a version
+    it dropped (garbage to collect)."""
     # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
     # their placement settings lands wholly before (seen here) or after (it marks us).
     settings_now = await ctx.policies.placement_settings(conn, bucket.id, lock=True)
@@ -325,17 +332,179 @@ async def commit_written(
             reason = "policy changed while the object was written"
         await ctx.policies.mark_version(conn, version.id, reason)
     holders = {r.backend_id for r in replicas}
-    await ctx.store.audit.append(
-        conn,
-        caller.entry(
-            action,
-            f"{bucket.name}/{new.key}",
-            f"ok version={version.version_id} class={new.redundancy_class}"
-            f" {'shards' if coded else 'replicas'}={len(holders) - len(pending)}/{len(holders)}"
-            + (f" {detail}" if detail else ""),
-        ),
+    entry = caller.entry(
+        action,
+        f"{bucket.name}/{new.key}",
+        f"ok version={version.version_id} class={new.redundancy_class}"
+        f" {'shards' if coded else 'replicas'}={len(holders) - len(pending)}/{len(holders)}"
+        + (f" {detail}" if detail else ""),
     )
+    if audit is None:
+        await ctx.store.audit.append(conn, entry)
+    else:
+        audit.append(entry)
     return version, superseded
+
+
+@dataclass(frozen=True)
+class WrittenObject:
+    """An object whose body is on its backends (write quorum met, every check of the body
+    passed) and which is not committed yet, so invisible. ``store_objects`` commits it; a
+    caller that gives it up instead hands it to ``discard_written`` (else its pieces wait for
+    the orphan sweep)."""
+
+    write: QuorumWrite
+    new: NewVersion
+    bucket: Bucket
+    caller: Caller
+    placed_under: str
+    condition: WriteCondition | None
+    encryption_required: bool
+    action: str
+    recipients: Sequence[Recipient]
+
+
+async def write_object(
+    ctx: DataPath,
+    *,
+    caller: Caller,
+    tenant_id: int,
+    bucket: Bucket,
+    key: str,
+    body: AsyncIterator[BodyChunk],
+    length: int,
+    envelope: Envelope | None,
+    allow_plaintext: bool = False,
+    requested_class: str | None = None,
+    user_metadata: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+    http_headers: Mapping[str, str] | None = None,
+    condition: WriteCondition | None = None,
+    verified_checksums: Mapping[str, str] | None = None,
+    action: str = "PutObject",
+    region_lock: Collection[str] = (),
+    recipients: Sequence[Recipient] = (),
+    parts_in_flight: int = 1,
+    settings: PlacementSettings | None = None,
+) -> WrittenObject:
+    """Everything of ``store_object`` but the commit: refuse what can be refused, place,
+    quorum-write the body. A failure sends what was written to garbage and raises.
+
+    ``settings``: the bucket's placement settings when the caller has just read them (a
+    batch of writes to one bucket reads them once); the commit reads them again, locked,
+    and marks a version placed under other rules for the placement checker, as always."""
+    if length > ctx.settings.max_object_size:
+        raise EntityTooLarge(
+            f"Your proposed upload of {length} bytes exceeds the maximum of "
+            f"{ctx.settings.max_object_size} bytes."
+        )
+    require_envelope(allow_plaintext, envelope)
+    policy = await ctx.current_policy()
+    policy_version = ctx.policy_version
+    if settings is None:
+        async with ctx.store.db.connection() as conn:
+            settings = await ctx.policies.placement_settings(conn, bucket.id)
+    rc = resolve_class(policy, settings, requested_class).redundancy_class
+    write = await start_write(
+        ctx, rc, settings, length, region_lock=region_lock, parts_in_flight=parts_in_flight
+    )
+    if envelope is not None:
+        body = bp1_checked(body, lambda header: parse_bp1_header(header, length))
+    try:
+        await run_write(write, body, length)
+        checksum = stored_checksum(verified_checksums or {})
+        new = NewVersion(
+            tenant_id=tenant_id,
+            bucket_id=bucket.id,
+            key=key,
+            version_id=new_version_id(),
+            size=length,
+            etag=write.md5_hex,
+            sha256=write.sha256,
+            content_type=content_type,
+            user_metadata=dict(user_metadata or {}),
+            redundancy_class=rc.name,
+            part_size=write.part_size,
+            part_count=len(write.parts),
+            **envelope_columns(envelope),
+            checksum_algorithm=checksum[0] if checksum else None,
+            checksum_value=checksum[1] if checksum else None,
+            checksum_type="FULL_OBJECT" if checksum else None,
+            http_headers=dict(http_headers or {}),
+        )
+    except BaseException:
+        ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
+        raise
+    return WrittenObject(
+        write=write,
+        new=new,
+        bucket=bucket,
+        caller=caller,
+        placed_under=placement_fingerprint(settings, policy_version),
+        condition=condition,
+        encryption_required=not allow_plaintext,
+        action=action,
+        recipients=tuple(recipients),
+    )
+
+
+def discard_written(ctx: DataPath, written: WrittenObject) -> None:
+    """Give up a written object that will not be committed: its pieces go to garbage."""
+    write = written.write
+    ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
+
+
+async def store_objects(ctx: DataPath, written: Sequence[WrittenObject]) -> list[ObjectVersion]:
+    """Commit written objects together: ONE transaction for all of them (each one's rows,
+    jobs and checks exactly as ``commit_written`` makes them alone, the audit entries
+    appended together at its end), so every one becomes visible at once or none does. A
+    target that completed since its quorum was met is recorded ``ok`` (no job, no
+    straggler to finish). On failure nothing is committed and nothing is discarded: the
+    caller may commit the objects again (alone) or ``discard_written`` them."""
+    if not written:
+        return []
+    done: list[tuple[WrittenObject, frozenset[int], ObjectVersion, int | None]] = []
+    async with ctx.store.db.transaction() as conn:
+        entries: list[AuditEntry] = []
+        for item in written:
+            complete = frozenset(item.write.complete_backends())
+            version, superseded = await commit_written(
+                ctx,
+                conn,
+                item.caller,
+                item.bucket,
+                item.new,
+                written_pieces(item.write, complete),
+                written_layout(item.write),
+                placed_under={item.placed_under},
+                condition=item.condition,
+                encryption_required=item.encryption_required,
+                action=item.action,
+                recipients=item.recipients,
+                audit=entries,
+            )
+            done.append((item, complete, version, superseded))
+        await ctx.store.audit.append_many(conn, entries)
+    for item, complete, version, superseded in done:
+        await _committed(ctx, item, complete, version, superseded)
+    return [version for _, _, version, _ in done]
+
+
+async def _committed(
+    ctx: DataPath,
+    item: WrittenObject,
+    complete: frozenset[int],
+    version: ObjectVersion,
+    superseded: int | None,
+) -> None:
+    """After the commit: drop the cached key, finish the stragglers, collect what the new
+    version replaced."""
+    await ctx.meta.invalidate_object(item.bucket.id, item.new.key)
+    pending = [b for b in item.write.target_ids() if b not in complete]
+    if pending:
+        ctx.spawn(_finish(ctx, item.write, version, pending))
+    if superseded is not None:
+        ctx.spawn(collect_garbage(ctx.store, ctx.registry))
 
 
 async def store_object(
@@ -372,69 +541,48 @@ async def store_object(
     ``recipients``: further wraps of the data key, committed with the version.
     ``parts_in_flight``: parts stored at once (1 for request bodies, whose memory must stay
     at one part; the importer, which bounds its own bytes in flight, sends several)."""
-    if length > ctx.settings.max_object_size:
-        raise EntityTooLarge(
-            f"Your proposed upload of {length} bytes exceeds the maximum of "
-            f"{ctx.settings.max_object_size} bytes."
-        )
-    require_envelope(allow_plaintext, envelope)
-    policy = await ctx.current_policy()
-    policy_version = ctx.policy_version
-    async with ctx.store.db.connection() as conn:
-        settings = await ctx.policies.placement_settings(conn, bucket.id)
-    rc = resolve_class(policy, settings, requested_class).redundancy_class
-    write = await start_write(
-        ctx, rc, settings, length, region_lock=region_lock, parts_in_flight=parts_in_flight
+    written = await write_object(
+        ctx,
+        caller=caller,
+        tenant_id=tenant_id,
+        bucket=bucket,
+        key=key,
+        body=body,
+        length=length,
+        envelope=envelope,
+        allow_plaintext=allow_plaintext,
+        requested_class=requested_class,
+        user_metadata=user_metadata,
+        content_type=content_type,
+        http_headers=http_headers,
+        condition=condition,
+        verified_checksums=verified_checksums,
+        action=action,
+        region_lock=region_lock,
+        recipients=recipients,
+        parts_in_flight=parts_in_flight,
     )
-    if envelope is not None:
-        body = bp1_checked(body, lambda header: parse_bp1_header(header, length))
+    complete = frozenset(written.write.complete_backends())
     try:
-        await run_write(write, body, length)
-        complete = frozenset(write.complete_backends())
-        checksum = stored_checksum(verified_checksums or {})
-        new = NewVersion(
-            tenant_id=tenant_id,
-            bucket_id=bucket.id,
-            key=key,
-            version_id=new_version_id(),
-            size=length,
-            etag=write.md5_hex,
-            sha256=write.sha256,
-            content_type=content_type,
-            user_metadata=dict(user_metadata or {}),
-            redundancy_class=rc.name,
-            part_size=write.part_size,
-            part_count=len(write.parts),
-            **envelope_columns(envelope),
-            checksum_algorithm=checksum[0] if checksum else None,
-            checksum_value=checksum[1] if checksum else None,
-            checksum_type="FULL_OBJECT" if checksum else None,
-            http_headers=dict(http_headers or {}),
-        )
         async with ctx.store.db.transaction() as conn:
             version, superseded = await commit_written(
                 ctx,
                 conn,
                 caller,
                 bucket,
-                new,
-                written_pieces(write, complete),
-                written_layout(write),
-                placed_under={placement_fingerprint(settings, policy_version)},
+                written.new,
+                written_pieces(written.write, complete),
+                written_layout(written.write),
+                placed_under={written.placed_under},
                 condition=condition,
                 encryption_required=not allow_plaintext,
                 action=action,
                 recipients=recipients,
             )
     except BaseException:
-        ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
+        discard_written(ctx, written)
         raise
-    await ctx.meta.invalidate_object(bucket.id, key)
-    pending = [b for b in write.target_ids() if b not in complete]
-    if pending:
-        ctx.spawn(_finish(ctx, write, version, pending))
-    if superseded is not None:
-        ctx.spawn(collect_garbage(ctx.store, ctx.registry))
+    await _committed(ctx, written, complete, version, superseded)
     return version
 
 

@@ -34,15 +34,24 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.data_path import DataPath
 from actors.import_keyholder import keyholder
 from actors.source_bucket import SourceBucket, open_source
+from actors.writes import WrittenObject, discard_written, store_objects
 from core.errors import InvalidInput, PolicyViolation
 from core.import_source import SourceAccessDenied, SourceBucketMissing, SourceObjectChanged
-from jobs.import_transfer import ImportTarget, bytes_held, load_target, transfer_object
+from jobs.import_transfer import (
+    BATCHED_MAX,
+    ImportTarget,
+    bytes_held,
+    load_target,
+    transfer_object,
+    write_small_object,
+)
 from jobs.metrics import import_metrics
 from schema.import_records import ImportObject
 from schema.imports import ImportRepository
@@ -58,6 +67,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Seconds a worker's lease on a job lasts without renewal (renewed every third of it).
 LEASE_S = 60.0
@@ -303,13 +314,20 @@ class ImportWorker:
             outcome.stored.append((key, adopted))
             outcome.adopted += 1
         todo = [o for o in objects if o.key not in done]
+        small = [o for o in todo if o.size <= BATCHED_MAX and _mappable(target, o)]
+        batched = {o.key for o in small}
+        large = [o for o in todo if o.key not in batched]
         started = time.monotonic()
-        results = await asyncio.gather(
-            *(self._copy_one(ctx, source, target, o, lost) for o in todo)
+        large_results, small_results = await asyncio.gather(
+            asyncio.gather(*(self._copy_one(ctx, source, target, o, lost) for o in large)),
+            self._copy_small(ctx, source, target, small, lost),
         )
-        for obj, (version_pk, reason) in zip(todo, results, strict=True):
+        results = dict(zip([o.key for o in large], large_results, strict=True))
+        results.update(zip([o.key for o in small], small_results, strict=True))
+        for obj in todo:
             if lost.is_set():
                 raise _LeaseLost()
+            version_pk, reason = results[obj.key]
             if version_pk is not None:
                 outcome.stored.append((obj.key, version_pk))
                 outcome.bytes += obj.size
@@ -318,6 +336,60 @@ class ImportWorker:
         copied = len(outcome.stored) - outcome.adopted
         self.metrics.copied(self.run_id, copied, outcome.bytes, time.monotonic() - started)
         return outcome
+
+    async def _copy_small(
+        self,
+        ctx: DataPath,
+        source: SourceBucket,
+        target: ImportTarget,
+        objects: list[ImportObject],
+        lost: asyncio.Event,
+    ) -> list[tuple[int | None, str | None]]:
+        """Write the job's small objects concurrently, then commit them in ONE transaction
+        (``store_objects``). If that commit fails, nothing of it is visible: the written
+        pieces go to garbage and each object takes the path of a large one (written and
+        committed alone, with its retries)."""
+        if not objects:
+            return []
+        async with ctx.store.db.connection() as conn:
+            settings = await ctx.policies.placement_settings(conn, target.bucket.id)
+
+        def writer(obj: ImportObject) -> Callable[[], Awaitable[WrittenObject]]:
+            return lambda: write_small_object(ctx, source, target, obj, settings)
+
+        written = await asyncio.gather(
+            *(self._attempt(ctx, obj, lost, writer(obj)) for obj in objects)
+        )
+        ready = [w for w, _ in written if w is not None]
+        if lost.is_set() or self._stopping:
+            for item in ready:
+                discard_written(ctx, item)
+            return [(None, None)] * len(objects)
+        try:
+            versions = iter(await store_objects(ctx, ready))
+        except Exception as exc:
+            log.warning(
+                "import %s: committing %d objects together failed (%s); committing each alone",
+                self.run_id,
+                len(ready),
+                _reason(exc),
+            )
+            for item in ready:
+                discard_written(ctx, item)
+            return list(
+                await asyncio.gather(
+                    *(
+                        self._copy_one(ctx, source, target, obj, lost)
+                        if item is not None
+                        else _as_result(reason)
+                        for obj, (item, reason) in zip(objects, written, strict=True)
+                    )
+                )
+            )
+        return [
+            (next(versions).id, None) if item is not None else (None, reason)
+            for item, reason in written
+        ]
 
     async def _copy_one(
         self,
@@ -329,6 +401,20 @@ class ImportWorker:
     ) -> tuple[int | None, str | None]:
         """(version, None) when stored, (None, reason) when given up, (None, None) when the
         lease was lost first."""
+        return await self._attempt(
+            ctx, obj, lost, lambda: transfer_object(ctx, source, target, obj)
+        )
+
+    async def _attempt(
+        self,
+        ctx: DataPath,
+        obj: ImportObject,
+        lost: asyncio.Event,
+        copy: Callable[[], Awaitable[_T]],
+    ) -> tuple[_T | None, str | None]:
+        """Run ``copy`` for ``obj`` within the worker's slots and byte budget, retrying with
+        backoff: (result, None), (None, reason) when given up, (None, None) when the lease was
+        lost or the worker stopped first."""
         reserve = bytes_held(obj.size, ctx.settings.part_size)
         async with self.slots, self.budget.reserve(reserve) as taken:
             self._in_flight += taken
@@ -338,7 +424,7 @@ class ImportWorker:
                     if lost.is_set() or self._stopping:
                         return None, None
                     try:
-                        return await transfer_object(ctx, source, target, obj), None
+                        return await copy(), None
                     except Exception as exc:
                         reason = final_reason(exc)
                         if reason is not None:
@@ -351,6 +437,10 @@ class ImportWorker:
             finally:
                 self._in_flight -= taken
                 self.metrics.in_flight(self.run_id, self._in_flight)
+
+
+async def _as_result(reason: str | None) -> tuple[int | None, str | None]:
+    return None, reason
 
 
 def _mappable(target: ImportTarget, obj: ImportObject) -> bool:
