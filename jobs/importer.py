@@ -14,9 +14,8 @@ started again, ``import resume``):
    up to ``BATCH_OBJECTS`` objects or ``BATCH_BYTES`` bytes within the segment, so a restarted
    driver enqueues the same jobs (same idempotency keys) and never two jobs holding one key --
    and a segment's jobs with work left are enqueued with ONE ``enqueue_many``.
-3. Start the workers (``jobs.import_workers.ImportWorker``, ``num_cpus=0``, per alive node
-   one per ``CPUS_PER_WORKER`` of its CPUs unless ``--workers-per-node`` says otherwise: bytes
-   in flight are bounded per node) and let them drain the run's jobs; log a
+3. Start the workers (``jobs.import_workers.ImportWorker``, ``num_cpus=0``, a fixed number per
+   alive node: bytes in flight are bounded per node) and let them drain the run's jobs; log a
    progress line (bar, counts, rate, ETA) every few seconds and export the run's gauges.
 4. Objects still pending once the queue is drained (their job died after its attempts) get
    one more round; what is left then is recorded ``failed``. The run goes ``verifying`` ->
@@ -59,12 +58,10 @@ from schema.jobs import PRIORITY, JobKind, JobQueue, import_copy_key
 __all__ = [
     "BATCH_BYTES",
     "BATCH_OBJECTS",
-    "CPUS_PER_WORKER",
     "DriverOptions",
     "batches",
     "main",
     "run_import",
-    "workers_for",
 ]
 
 log = logging.getLogger("jobs.importer")
@@ -78,28 +75,11 @@ _JOB_ATTEMPTS = 5
 _ROUNDS = 2
 
 
-#: Logical CPUs of a node per import worker when the number is not given. A worker's event
-#: loop keeps about one core busy and its hashing and sealing threads more, the node's backend
-#: actors need about as much again, and each worker process costs seconds of CPU to start and
-#: ~100 MiB PSS to keep. Measured on 2 cores (4 logical CPUs declared): one worker copied as
-#: fast as two, with ~100 MiB less PSS and less CPU (bench/README.md, import).
-CPUS_PER_WORKER = 4
-
-
-def workers_for(node_cpus: float, asked: int | None) -> int:
-    """Workers to start on a node with ``node_cpus`` CPUs: ``asked``, else one per
-    ``CPUS_PER_WORKER`` CPUs (at least one)."""
-    if asked is not None:
-        return max(1, asked)
-    return max(1, int(node_cpus) // CPUS_PER_WORKER)
-
-
 @dataclass(frozen=True)
 class DriverOptions:
-    #: None: ``workers_for`` the node's CPU count.
-    workers_per_node: int | None = None
+    workers_per_node: int = 2
     #: Objects in flight per worker, and bytes in flight per node (split over its workers).
-    concurrency: int = 32
+    concurrency: int = 16
     node_bytes: int = 256 * 1024 * 1024
     progress_every_s: float = 5.0
     #: Seconds a worker's job lease lasts unrenewed: how long a killed worker's jobs wait.
@@ -225,12 +205,11 @@ class _Driver:
     # -- workers -------------------------------------------------------------------------------
     def start_workers(self, submission_id: str) -> list[Any]:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
+        per_node = self.options.workers_per_node
+        budget = max(1, self.options.node_bytes // per_node)
         remote = ray.remote(ImportWorker)
         workers = []
         for node in nodes:
-            cpus = float(node.get("Resources", {}).get("CPU", CPUS_PER_WORKER))
-            per_node = workers_for(cpus, self.options.workers_per_node)
-            budget = max(1, self.options.node_bytes // per_node)
             for _ in range(per_node):
                 workers.append(
                     remote.options(  # type: ignore[attr-defined]
