@@ -367,6 +367,10 @@ class ImportWorker:
             return [(None, None)] * len(objects)
         try:
             versions = iter(await store_objects(ctx, ready))
+        except asyncio.CancelledError:
+            for item in ready:  # nothing of it was committed
+                discard_written(ctx, item)
+            raise
         except Exception as exc:
             log.warning(
                 "import %s: committing %d objects together failed (%s); committing each alone",
