@@ -12,7 +12,9 @@ The body is cut into parts of ``part_size`` bytes as it streams in. Each part is
 under a fresh opaque locator per backend and part. The writer waits for each part's quorum
 (copies, or shards) before reading the next one, which bounds the memory one request holds to
 about two parts plus the stragglers' references; a backend more than ``max_lag_parts`` parts
-behind is dropped from the write and left to repair.
+behind is dropped from the write and left to repair. A writer that owns its whole body (the
+importer) may let ``parts_in_flight`` parts await their quorum at once: the next part is read
+and sent while the previous ones are still being stored (memory: that many parts more).
 
 Outcome per target: *complete* (every part acknowledged), *straggler* (some parts still in
 flight: committed as ``pending``, finished in the background), or *failed*/*dropped*
@@ -40,7 +42,10 @@ from actors.erasure_tasks import EncodedPart, encode_part
 from actors.registry import BackendHandle, BackendRegistry
 from core.errors import InvalidInput, QuorumNotMet
 
-__all__ = ["Piece", "QuorumWrite", "WrittenPart"]
+__all__ = ["BodyChunk", "Piece", "QuorumWrite", "WrittenPart"]
+
+#: A piece of a body as it streams in (a writer that built it may hand over its own buffer).
+BodyChunk = bytes | bytearray
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +92,7 @@ class _Target:
         return self.error is None and not self.dropped
 
 
-def _hash_part(data: bytes, total_sha: Any, total_md5: Any) -> bytes:
+def _hash_part(data: bytearray, total_sha: Any, total_md5: Any) -> bytes:
     total_sha.update(data)
     total_md5.update(data)
     return hashlib.sha256(data).digest()
@@ -106,12 +111,17 @@ class QuorumWrite:
         max_lag_parts: int = 4,
         skip: frozenset[int] = frozenset(),
         erasure: tuple[int, int] | None = None,
+        parts_in_flight: int = 1,
     ) -> None:
         """``skip``: ids of targets known to be down; they get nothing now and end *pending*.
         ``erasure=(k, m)``: code each part into ``k + m`` shards, shard ``i`` to target ``i``
-        (there must be exactly ``k + m`` targets)."""
+        (there must be exactly ``k + m`` targets). ``parts_in_flight``: parts that may await
+        their quorum at once (1: each part's quorum before the next part is read); a target
+        is dropped once ``max_lag_parts`` parts more than that are outstanding on it."""
         if not 1 <= quorum <= len(targets):
             raise ValueError(f"quorum {quorum} impossible with {len(targets)} targets")
+        if parts_in_flight < 1:
+            raise ValueError("parts_in_flight must be at least 1")
         if erasure is not None and sum(erasure) != len(targets):
             raise ValueError(f"erasure {erasure} needs {sum(erasure)} targets, got {len(targets)}")
         self.erasure = erasure
@@ -121,7 +131,8 @@ class QuorumWrite:
         ]
         self.quorum = quorum
         self.part_size = part_size
-        self._max_lag = max_lag_parts
+        self._max_lag = max_lag_parts + parts_in_flight - 1
+        self._parts_in_flight = parts_in_flight
         self.parts: list[WrittenPart] = []
         self.size = 0
         self._sha = hashlib.sha256()
@@ -165,7 +176,8 @@ class QuorumWrite:
         return backend_id in self.complete_backends()
 
     # -- the write -----------------------------------------------------------------------
-    async def run(self, body: AsyncIterator[bytes], expected_size: int | None) -> None:
+    async def run(self, body: AsyncIterator[BodyChunk], expected_size: int | None) -> None:
+        unsettled: list[int] = []  # parts sent whose quorum is not yet known to hold
         async for data in self._cut(body):
             number = len(self.parts)
             if len(data) >= _THREAD_HASH_MIN:
@@ -182,7 +194,7 @@ class QuorumWrite:
                 payloads: list[Any] = [ref] * len(self._targets)
                 self.parts.append(WrittenPart(number, length, digest))
             else:
-                encoded = await encode_part(data, *self.erasure)
+                encoded = await encode_part(bytes(data), *self.erasure)
                 payloads = encoded.shards
             del data
             for target, payload in zip(self._targets, payloads, strict=True):
@@ -198,6 +210,10 @@ class QuorumWrite:
                 shas = await encoded.digests()
                 pieces = tuple(Piece(encoded.shard_size, sha) for sha in shas)
                 self.parts.append(WrittenPart(number, length, digest, pieces))
+            unsettled.append(number)
+            while len(unsettled) >= self._parts_in_flight:
+                await self._await_part_quorum(unsettled.pop(0))
+        for number in unsettled:
             await self._await_part_quorum(number)
         if expected_size is not None and self.size != expected_size:
             raise InvalidInput(
@@ -207,18 +223,24 @@ class QuorumWrite:
         self.md5_hex = self._md5.hexdigest()
         await self._await_object_quorum()
 
-    async def _cut(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Re-chunk the body into parts of exactly ``part_size`` (the last may be shorter)."""
+    async def _cut(self, body: AsyncIterator[BodyChunk]) -> AsyncIterator[bytearray]:
+        """Re-chunk the body into parts of exactly ``part_size`` (the last may be shorter).
+        Each byte is copied once, into the part's own buffer, which is handed over whole
+        (the next part gets a new one): no slicing copies of the whole part."""
         buf = bytearray()
         produced = False
         async for chunk in body:
-            buf += chunk
-            while len(buf) >= self.part_size:
-                yield bytes(buf[: self.part_size])
-                del buf[: self.part_size]
-                produced = True
+            view = memoryview(chunk).cast("B")
+            while view:
+                take = min(len(view), self.part_size - len(buf))
+                buf += view[:take]
+                view = view[take:]
+                if len(buf) == self.part_size:
+                    yield buf
+                    buf = bytearray()
+                    produced = True
         if buf or not produced:
-            yield bytes(buf)
+            yield buf
 
     def _send(self, target: _Target, number: int, ref: Any) -> None:
         locator = target.locators.setdefault(number, new_locator())

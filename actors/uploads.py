@@ -38,7 +38,7 @@ import asyncpg
 
 from actors.data_path import DataPath
 from actors.garbage import collect_garbage, discard_write
-from actors.quorum_writer import QuorumWrite
+from actors.quorum_writer import BodyChunk, QuorumWrite
 from actors.writes import (
     CHANGED_WHILE_WRITTEN,
     bp1_checked,
@@ -194,7 +194,7 @@ def check_bp1_structure(head: bytes) -> bytes:
     return header
 
 
-async def _digesting(body: AsyncIterator[bytes], digest: Checksum) -> AsyncIterator[bytes]:
+async def _digesting(body: AsyncIterator[BodyChunk], digest: Checksum) -> AsyncIterator[BodyChunk]:
     """Pass the body through, feeding the upload's checksum."""
     async for chunk in body:
         digest.update(chunk)
@@ -251,7 +251,7 @@ async def write_part(
     bucket: Bucket,
     upload: Upload,
     part_number: int,
-    body: AsyncIterator[bytes],
+    body: AsyncIterator[BodyChunk],
     length: int,
     region_lock: Collection[str] = (),
 ) -> UploadedPart:

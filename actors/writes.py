@@ -31,12 +31,13 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from actors.data_path import DataPath
 from actors.garbage import collect_garbage, discard_write
-from actors.quorum_writer import QuorumWrite
+from actors.quorum_writer import BodyChunk, QuorumWrite
 from actors.write_finisher import finish_stragglers
 from core.checksums import stored_checksum
 from core.compliance import misplaced
@@ -51,7 +52,7 @@ from core.errors import (
 )
 from core.placement import BackendView, Placement, PlacementConstraints, place_for_write
 from core.policy import ClassChoice, PolicyDocument, RedundancyClass, choose_class
-from schema.audit import Caller
+from schema.audit import AuditEntry, Caller
 from schema.jobs import PRIORITY, JobKind, replicate_key
 from schema.keys import Recipient
 from schema.parts import ErasurePart
@@ -60,8 +61,10 @@ from schema.records import Bucket, NewReplica, NewVersion, ObjectVersion, WriteC
 
 __all__ = [
     "CHANGED_WHILE_WRITTEN",
+    "WrittenObject",
     "bp1_checked",
     "commit_written",
+    "discard_written",
     "new_version_id",
     "placement_fingerprint",
     "require_envelope",
@@ -69,7 +72,9 @@ __all__ = [
     "run_write",
     "start_write",
     "store_object",
+    "store_objects",
     "written_layout",
+    "write_object",
     "written_pieces",
 ]
 
@@ -121,8 +126,8 @@ def _place(
 
 
 async def bp1_checked(
-    body: AsyncIterator[bytes], check: Callable[[bytes], object]
-) -> AsyncIterator[bytes]:
+    body: AsyncIterator[BodyChunk], check: Callable[[bytes], object]
+) -> AsyncIterator[BodyChunk]:
     """Pass the body through once ``check`` accepted its first 112 bytes (the BP1 header;
     ``check`` raises InvalidEnvelope), or all of a shorter body."""
     head = bytearray()
@@ -161,6 +166,7 @@ async def start_write(
     *,
     pinned: Sequence[int] = (),
     region_lock: Collection[str] = (),
+    parts_in_flight: int = 1,
 ) -> QuorumWrite:
     """Place ``length`` bytes of class ``rc`` under the bucket's constraints and prepare
     their quorum write (unhealthy targets are skipped and end pending).
@@ -172,7 +178,9 @@ async def start_write(
     holding every part, with one shard index); otherwise the part is placed afresh.
 
     ``region_lock``: an import run's lock, added to the bucket's and tenant's rules (it only
-    narrows; a placement it makes impossible is ``PolicyViolation`` naming it)."""
+    narrows; a placement it makes impossible is ``PolicyViolation`` naming it).
+
+    ``parts_in_flight``: parts whose quorum may be awaited at once (``QuorumWrite``)."""
     handles = await ctx.registry.current()
     constraints = settings.constraints.with_import_lock(region_lock)
     erasure = (rc.k, rc.m) if rc.kind == "erasure" else None
@@ -193,6 +201,7 @@ async def start_write(
                 part_size=ctx.settings.part_size,
                 skip=down,
                 erasure=erasure,
+                parts_in_flight=parts_in_flight,
             )
     placement, down_names = _place(rc, [h.view() for h in handles], constraints, length)
     by_name = {h.name: h for h in handles}
@@ -203,10 +212,11 @@ async def start_write(
         part_size=ctx.settings.part_size,
         skip=frozenset(by_name[name].id for name in down_names),
         erasure=erasure,
+        parts_in_flight=parts_in_flight,
     )
 
 
-async def run_write(write: QuorumWrite, body: AsyncIterator[bytes], length: int) -> None:
+async def run_write(write: QuorumWrite, body: AsyncIterator[BodyChunk], length: int) -> None:
     """Stream ``body`` into the write; a body of another length is IncompleteBody, a bad
     BP1 header InvalidEnvelope."""
     try:
@@ -261,6 +271,7 @@ async def commit_written(
     detail: str = "",
     recipients: Sequence[Recipient] = (),
     region_lock: Collection[str] = (),
+    audit: list[AuditEntry] | None = None,
 ) -> tuple[ObjectVersion, int | None]:
     """Make a written object visible, in the caller's transaction: the version and its replica
     rows (``commit_version``, checking ``condition`` under the key's row lock), the ``parts``
@@ -270,8 +281,10 @@ async def commit_written(
     ``recipients`` (wrapped for other public keys, as ``?share`` adds them), the import's
     ``region_lock`` recorded with the version (every later move of its pieces obeys it:
     ``PolicyRepository.version_constraints``) and the audit entry. Shared by every writer
-    (``store_object``, copies, completed multipart uploads). Returns the version and the
-    primary key of a version it dropped (garbage to collect)."""
+    (``store_object``, copies, completed multipart uploads). ``audit``: collect the entry
+    there instead, for the caller to append with the others of its transaction
+    (``store_objects``). Returns the version and the primary key of a version it dropped
+    (garbage to collect)."""
     # Locks the bucket and tenant rows FOR SHARE until the commit: a concurrent change of
     # their placement settings lands wholly before (seen here) or after (it marks us).
     settings_now = await ctx.policies.placement_settings(conn, bucket.id, lock=True)
@@ -322,27 +335,48 @@ async def commit_written(
             reason = "policy changed while the object was written"
         await ctx.policies.mark_version(conn, version.id, reason)
     holders = {r.backend_id for r in replicas}
-    await ctx.store.audit.append(
-        conn,
-        caller.entry(
-            action,
-            f"{bucket.name}/{new.key}",
-            f"ok version={version.version_id} class={new.redundancy_class}"
-            f" {'shards' if coded else 'replicas'}={len(holders) - len(pending)}/{len(holders)}"
-            + (f" {detail}" if detail else ""),
-        ),
+    entry = caller.entry(
+        action,
+        f"{bucket.name}/{new.key}",
+        f"ok version={version.version_id} class={new.redundancy_class}"
+        f" {'shards' if coded else 'replicas'}={len(holders) - len(pending)}/{len(holders)}"
+        + (f" {detail}" if detail else ""),
     )
+    if audit is None:
+        await ctx.store.audit.append(conn, entry)
+    else:
+        audit.append(entry)
     return version, superseded
 
 
-async def store_object(
+@dataclass(frozen=True)
+class WrittenObject:
+    """An object whose body is on its backends (write quorum met, every check of the body
+    passed) and which is not committed yet, so invisible. ``store_objects`` commits it; a
+    caller that gives it up instead hands it to ``discard_written`` (else its pieces wait for
+    the orphan sweep)."""
+
+    write: QuorumWrite
+    new: NewVersion
+    bucket: Bucket
+    caller: Caller
+    placed_under: str
+    condition: WriteCondition | None
+    encryption_required: bool
+    action: str
+    recipients: Sequence[Recipient]
+    #: An import's region lock, recorded with the version at commit (``commit_written``).
+    region_lock: tuple[str, ...] = ()
+
+
+async def write_object(
     ctx: DataPath,
     *,
     caller: Caller,
     tenant_id: int,
     bucket: Bucket,
     key: str,
-    body: AsyncIterator[bytes],
+    body: AsyncIterator[BodyChunk],
     length: int,
     envelope: Envelope | None,
     allow_plaintext: bool = False,
@@ -355,17 +389,15 @@ async def store_object(
     action: str = "PutObject",
     region_lock: Collection[str] = (),
     recipients: Sequence[Recipient] = (),
-) -> ObjectVersion:
-    """Write ``length`` bytes of ``body`` as the new version of ``key`` and commit it; the
-    write path of PutObject, the plain /objects API, CopyObject's byte copy and the importer.
+    parts_in_flight: int = 1,
+    settings: PlacementSettings | None = None,
+) -> WrittenObject:
+    """Everything of ``store_object`` but the commit: refuse what can be refused, place,
+    quorum-write the body. A failure sends what was written to garbage and raises.
 
-    ``requested_class``: the class asked for, None for the default chain. ``allow_plaintext``:
-    whether the tenant may store an object without ``envelope``. ``verified_checksums``: the
-    ``x-amz-checksum-*`` values the body was verified against (algorithm -> base64), read once
-    the body is consumed (the verifying reader fills it as it ends); one is stored with the
-    version (type ``FULL_OBJECT``). ``condition`` is checked in the commit transaction.
-    ``region_lock``: an import's lock on top of the bucket's rules (``start_write``);
-    ``recipients``: further wraps of the data key, committed with the version."""
+    ``settings``: the bucket's placement settings when the caller has just read them (a
+    batch of writes to one bucket reads them once); the commit reads them again, locked,
+    and marks a version placed under other rules for the placement checker, as always."""
     if length > ctx.settings.max_object_size:
         raise EntityTooLarge(
             f"Your proposed upload of {length} bytes exceeds the maximum of "
@@ -374,15 +406,17 @@ async def store_object(
     require_envelope(allow_plaintext, envelope)
     policy = await ctx.current_policy()
     policy_version = ctx.policy_version
-    async with ctx.store.db.connection() as conn:
-        settings = await ctx.policies.placement_settings(conn, bucket.id)
+    if settings is None:
+        async with ctx.store.db.connection() as conn:
+            settings = await ctx.policies.placement_settings(conn, bucket.id)
     rc = resolve_class(policy, settings, requested_class).redundancy_class
-    write = await start_write(ctx, rc, settings, length, region_lock=region_lock)
+    write = await start_write(
+        ctx, rc, settings, length, region_lock=region_lock, parts_in_flight=parts_in_flight
+    )
     if envelope is not None:
         body = bp1_checked(body, lambda header: parse_bp1_header(header, length))
     try:
         await run_write(write, body, length)
-        complete = frozenset(write.complete_backends())
         checksum = stored_checksum(verified_checksums or {})
         new = NewVersion(
             tenant_id=tenant_id,
@@ -403,16 +437,150 @@ async def store_object(
             checksum_type="FULL_OBJECT" if checksum else None,
             http_headers=dict(http_headers or {}),
         )
+    except BaseException:
+        ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
+        raise
+    return WrittenObject(
+        write=write,
+        new=new,
+        bucket=bucket,
+        caller=caller,
+        placed_under=placement_fingerprint(settings, policy_version),
+        condition=condition,
+        encryption_required=not allow_plaintext,
+        action=action,
+        recipients=tuple(recipients),
+        region_lock=tuple(region_lock),
+    )
+
+
+def discard_written(ctx: DataPath, written: WrittenObject) -> None:
+    """Give up a written object that will not be committed: its pieces go to garbage."""
+    write = written.write
+    ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
+
+
+async def store_objects(ctx: DataPath, written: Sequence[WrittenObject]) -> list[ObjectVersion]:
+    """Commit written objects together: ONE transaction for all of them (each one's rows,
+    jobs and checks exactly as ``commit_written`` makes them alone, the audit entries
+    appended together at its end), so every one becomes visible at once or none does. A
+    target that completed since its quorum was met is recorded ``ok`` (no job, no
+    straggler to finish). On failure nothing is committed and nothing is discarded: the
+    caller may commit the objects again (alone) or ``discard_written`` them."""
+    if not written:
+        return []
+    done: list[tuple[WrittenObject, frozenset[int], ObjectVersion, int | None]] = []
+    async with ctx.store.db.transaction() as conn:
+        entries: list[AuditEntry] = []
+        for item in written:
+            complete = frozenset(item.write.complete_backends())
+            version, superseded = await commit_written(
+                ctx,
+                conn,
+                item.caller,
+                item.bucket,
+                item.new,
+                written_pieces(item.write, complete),
+                written_layout(item.write),
+                placed_under={item.placed_under},
+                condition=item.condition,
+                encryption_required=item.encryption_required,
+                action=item.action,
+                recipients=item.recipients,
+                region_lock=item.region_lock,
+                audit=entries,
+            )
+            done.append((item, complete, version, superseded))
+        await ctx.store.audit.append_many(conn, entries)
+    for item, complete, version, superseded in done:
+        await _committed(ctx, item, complete, version, superseded)
+    return [version for _, _, version, _ in done]
+
+
+async def _committed(
+    ctx: DataPath,
+    item: WrittenObject,
+    complete: frozenset[int],
+    version: ObjectVersion,
+    superseded: int | None,
+) -> None:
+    """After the commit: drop the cached key, finish the stragglers, collect what the new
+    version replaced."""
+    await ctx.meta.invalidate_object(item.bucket.id, item.new.key)
+    pending = [b for b in item.write.target_ids() if b not in complete]
+    if pending:
+        ctx.spawn(_finish(ctx, item.write, version, pending))
+    if superseded is not None:
+        ctx.spawn(collect_garbage(ctx.store, ctx.registry))
+
+
+async def store_object(
+    ctx: DataPath,
+    *,
+    caller: Caller,
+    tenant_id: int,
+    bucket: Bucket,
+    key: str,
+    body: AsyncIterator[BodyChunk],
+    length: int,
+    envelope: Envelope | None,
+    allow_plaintext: bool = False,
+    requested_class: str | None = None,
+    user_metadata: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+    http_headers: Mapping[str, str] | None = None,
+    condition: WriteCondition | None = None,
+    verified_checksums: Mapping[str, str] | None = None,
+    action: str = "PutObject",
+    region_lock: Collection[str] = (),
+    recipients: Sequence[Recipient] = (),
+    parts_in_flight: int = 1,
+) -> ObjectVersion:
+    """Write ``length`` bytes of ``body`` as the new version of ``key`` and commit it; the
+    write path of PutObject, the plain /objects API, CopyObject's byte copy and the importer.
+
+    ``requested_class``: the class asked for, None for the default chain. ``allow_plaintext``:
+    whether the tenant may store an object without ``envelope``. ``verified_checksums``: the
+    ``x-amz-checksum-*`` values the body was verified against (algorithm -> base64), read once
+    the body is consumed (the verifying reader fills it as it ends); one is stored with the
+    version (type ``FULL_OBJECT``). ``condition`` is checked in the commit transaction.
+    ``region_lock``: an import's lock on top of the bucket's rules (``start_write``);
+    ``recipients``: further wraps of the data key, committed with the version.
+    ``parts_in_flight``: parts stored at once (1 for request bodies, whose memory must stay
+    at one part; the importer, which bounds its own bytes in flight, sends several)."""
+    written = await write_object(
+        ctx,
+        caller=caller,
+        tenant_id=tenant_id,
+        bucket=bucket,
+        key=key,
+        body=body,
+        length=length,
+        envelope=envelope,
+        allow_plaintext=allow_plaintext,
+        requested_class=requested_class,
+        user_metadata=user_metadata,
+        content_type=content_type,
+        http_headers=http_headers,
+        condition=condition,
+        verified_checksums=verified_checksums,
+        action=action,
+        region_lock=region_lock,
+        recipients=recipients,
+        parts_in_flight=parts_in_flight,
+    )
+    complete = frozenset(written.write.complete_backends())
+    try:
         async with ctx.store.db.transaction() as conn:
             version, superseded = await commit_written(
                 ctx,
                 conn,
                 caller,
                 bucket,
-                new,
-                written_pieces(write, complete),
-                written_layout(write),
-                placed_under={placement_fingerprint(settings, policy_version)},
+                written.new,
+                written_pieces(written.write, complete),
+                written_layout(written.write),
+                placed_under={written.placed_under},
                 condition=condition,
                 encryption_required=not allow_plaintext,
                 action=action,
@@ -420,14 +588,9 @@ async def store_object(
                 region_lock=region_lock,
             )
     except BaseException:
-        ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))
+        discard_written(ctx, written)
         raise
-    await ctx.meta.invalidate_object(bucket.id, key)
-    pending = [b for b in write.target_ids() if b not in complete]
-    if pending:
-        ctx.spawn(_finish(ctx, write, version, pending))
-    if superseded is not None:
-        ctx.spawn(collect_garbage(ctx.store, ctx.registry))
+    await _committed(ctx, written, complete, version, superseded)
     return version
 
 

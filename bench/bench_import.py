@@ -10,6 +10,10 @@ small objects (objects/s; 10,000 x 4 KiB, ``--quick`` 1,000) and a few large one
 driver and its ``ImportWorker`` actors) is sampled every 0.25 s with psutil; the peak of the
 sum is reported (flat in object size is the goal: the transfer streams).
 
+Each phase also records the CPU seconds the bench's whole process tree spent (moto servers and
+Ray included, PostgreSQL not: ``Phase``) and the load average at its start: on the shared
+machine the wall ratio moves with other people's load, the CPU ratio much less.
+
 ``bench/run.py`` runs the same case inside its federation (``import_case``); this module's
 ``main`` starts its own.
 """
@@ -54,7 +58,8 @@ _MOTO = ("testing", "testing")
 
 
 class PssSampler:
-    """Peak summed PSS of the import's processes (driver + ImportWorker actors)."""
+    """Peak summed PSS of the import's processes (driver + ImportWorker actors of this
+    bench's cluster)."""
 
     def __init__(self, driver_pid: int, interval_s: float = 0.25) -> None:
         self.driver_pid = driver_pid
@@ -64,11 +69,16 @@ class PssSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _pids(self) -> list[int]:
+        """The driver and the ImportWorkers of this bench's own Ray cluster (descendants of
+        this process): other Ray clusters on the machine (other people's tests) never count."""
         pids = [self.driver_pid]
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                cmdline = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
             if cmdline.startswith("ray::ImportWorker"):
-                pids.append(proc.info["pid"])
+                pids.append(proc.pid)
         return pids
 
     def _loop(self) -> None:
@@ -88,6 +98,37 @@ class PssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds spent so far by this process and every process below it, including the
+    ones already reaped (their time is in their parent's ``children_*``): the bench's own
+    Ray cluster, moto servers, rclone and the import driver. The shared PostgreSQL server is
+    not below it, so the importer's metadata work is not counted (rclone has none)."""
+    total = 0.0
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+class Phase:
+    """Wall seconds, CPU seconds of the bench's process tree (``tree_cpu_s``) and the load
+    average at the start of one timed phase. On a shared machine the wall ratio moves with
+    other people's load; the CPU each side costs the machine per object moves much less."""
+
+    def __enter__(self) -> Phase:
+        self.load = os.getloadavg()[0]
+        self.cpu = tree_cpu_s()
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.monotonic() - self.started
+        self.cpu = tree_cpu_s() - self.cpu
 
 
 def _client(endpoint: str) -> Any:
@@ -227,8 +268,10 @@ def _import(federation: Any, tenant: tuple[str, Any], source: str, bucket: str) 
     return {"seconds": seconds, "peak_pss_bytes": sampler.peak, "last_line": tail}
 
 
-def import_case(federation: Any, *, quick: bool) -> dict[str, Any]:
-    """Run both comparisons in a running federation; returns the figures."""
+def import_case(
+    federation: Any, *, quick: bool, cases: tuple[str, ...] = ("small", "large")
+) -> dict[str, Any]:
+    """Run the comparisons (both by default) in a running federation; returns the figures."""
     from tests.support.processes import MotoServer
 
     small_count = 1_000 if quick else 10_000
@@ -244,10 +287,14 @@ def import_case(federation: Any, *, quick: bool) -> dict[str, Any]:
             ("small", small_count, 4 * KIB),
             ("large", large_count, large_size),
         ):
+            if label not in cases:
+                continue
             bucket = f"src-{label}-{secrets.token_hex(2)}"
             total = _fill(source.endpoint, bucket, count, size)
-            rclone_s = _rclone(source.endpoint, bucket, targets, f"rc-{bucket}")
-            imported = _import(federation, tenant, source.endpoint, bucket)
+            with Phase() as rclone:
+                rclone_s = _rclone(source.endpoint, bucket, targets, f"rc-{bucket}")
+            with Phase() as importing:
+                imported = _import(federation, tenant, source.endpoint, bucket)
             result[label] = {
                 "objects": count,
                 "size": size,
@@ -259,6 +306,11 @@ def import_case(federation: Any, *, quick: bool) -> dict[str, Any]:
                 "import_MB_per_s": round(total / 1e6 / imported["seconds"], 1),
                 "ratio": round(rclone_s / imported["seconds"], 2),
                 "import_peak_pss_MiB": round(imported["peak_pss_bytes"] / MIB, 1),
+                "rclone_cpu_s": round(rclone.cpu, 1),
+                "import_cpu_s": round(importing.cpu, 1),
+                "cpu_ratio": round(rclone.cpu / importing.cpu, 2),
+                "rclone_loadavg": round(rclone.load, 1),
+                "import_loadavg": round(importing.load, 1),
                 "import_last_line": imported["last_line"],
             }
     finally:
@@ -269,11 +321,15 @@ def import_case(federation: Any, *, quick: bool) -> dict[str, Any]:
 def render(result: dict[str, Any]) -> str:
     lines = [f"Import vs rclone copy (3 copies each){' --quick' if result['quick'] else ''}"]
     for label, unit in (("small", "objects_per_s"), ("large", "MB_per_s")):
+        if label not in result:
+            continue
         r = result[label]
         lines.append(
             f"  {r['objects']} x {r['size'] / MIB:g} MiB: importer {r['import_' + unit]} {unit},"
             f" rclone {r['rclone_' + unit]} {unit}, ratio {r['ratio']}x,"
-            f" importer peak PSS {r['import_peak_pss_MiB']} MiB"
+            f" importer peak PSS {r['import_peak_pss_MiB']} MiB; CPU s rclone"
+            f" {r['rclone_cpu_s']} importer {r['import_cpu_s']} ({r['cpu_ratio']}x);"
+            f" load {r['rclone_loadavg']} / {r['import_loadavg']}"
         )
     return "\n".join(lines)
 
@@ -282,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.bench_import", description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--case", choices=("small", "large"), action="append", help="only this case (repeatable)"
+    )
     args = parser.parse_args(argv)
     from tests.support.cluster import start_cluster
 
@@ -290,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bp-bench-import-") as tmp,
         start_cluster(Path(tmp), overrides=overrides) as federation,
     ):
-        result = import_case(federation, quick=args.quick)
+        result = import_case(
+            federation, quick=args.quick, cases=tuple(args.case or ("small", "large"))
+        )
     result["loadavg_end"] = list(os.getloadavg())
     print(render(result))
     if args.json:

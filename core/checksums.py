@@ -29,7 +29,7 @@ __all__ = [
 
 
 class Checksum(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | bytearray, /) -> None: ...
 
     def digest(self) -> bytes: ...
 
@@ -37,12 +37,12 @@ class Checksum(Protocol):
 class _Crc:
     """A CRC accumulated by ``fn(data, previous)``, rendered big-endian as S3 does."""
 
-    def __init__(self, fn: Callable[[bytes, int], int], width: int) -> None:
+    def __init__(self, fn: Callable[[bytes | bytearray, int], int], width: int) -> None:
         self._fn = fn
         self._width = width
         self._value = 0
 
-    def update(self, data: bytes, /) -> None:
+    def update(self, data: bytes | bytearray, /) -> None:
         self._value = self._fn(data, self._value) & ((1 << (8 * self._width)) - 1)
 
     def digest(self) -> bytes:

@@ -10,7 +10,8 @@ What it keeps true:
   (``object_recipients``). No private key is ever here.
 - **Bounded memory.** One window (``WINDOW``, whole segments) of plaintext and its ciphertext
   per object in flight, whatever the object's size; below the write path, the quorum writer
-  holds at most its stored part size. Objects whose ciphertext exceeds
+  holds at most ``PARTS_IN_FLIGHT`` stored parts (``bytes_held``), so the next parts are read
+  and sealed while the earlier ones are stored. Objects whose ciphertext exceeds
   ``settings.max_object_size`` go through the multipart data path part by part.
 - **Nothing unverified becomes visible.** The stream is checked against the source before its
   last window is handed to the write path: size, MD5 = ETag for a single-part ETag, the
@@ -22,10 +23,12 @@ What it keeps true:
   user metadata (``schema.imports.MARKER_RUN``/``MARKER_ETAG``); the worker looks for them
   (``ImportRepository.written_by_run``) before copying an object again.
 
-The write is the normal one (``actors.writes.store_object``, or ``actors.uploads`` and
-``actors.upload_completion``): class, placement, quorum, metadata and audit (action
-``ImportObject``, actor ``import:<run>``), with the run's class and region lock; a placement the
-rules refuse is ``PolicyViolation`` naming the rule, and is never placed elsewhere.
+The write is the normal one (``actors.writes.store_object``; for small objects its two
+halves, ``write_object`` here and ``store_objects`` in the worker for a whole batch; or
+``actors.uploads`` and ``actors.upload_completion``): class, placement, quorum, metadata and
+audit (action ``ImportObject``, actor ``import:<run>``), with the run's class and region lock;
+a placement the rules refuse is ``PolicyViolation`` naming the rule, and is never placed
+elsewhere.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from actors.data_path import DataPath
+from actors.quorum_writer import BodyChunk
 from actors.source_bucket import SourceBucket, SourceObject
 from actors.upload_completion import ListedPart, complete_upload
 from actors.uploads import MIN_PART_SIZE, abort_upload, create_upload, part_limit, write_part
-from actors.writes import store_object
+from actors.writes import WrittenObject, store_object, write_object
 from client.format import HEADER_LEN, TAG_LEN, ObjectBinding
 from client.parts import PartPlan, choose_part_size, plan_parts
 from client.recipient import PublicKeyRef
@@ -57,16 +61,21 @@ from core.import_state import destination_key
 from schema.audit import Caller
 from schema.import_records import MARKER_ETAG, MARKER_RUN, ImportObject, ImportRun
 from schema.keys import KeyRepository, Recipient
+from schema.policies import PlacementSettings
 from schema.records import Bucket
 
 __all__ = [
+    "BATCHED_MAX",
     "IMPORT_ACTION",
+    "PARTS_IN_FLIGHT",
     "WINDOW",
     "ImportTarget",
     "SourceDigest",
     "VerificationFailed",
+    "bytes_held",
     "load_target",
     "transfer_object",
+    "write_small_object",
 ]
 
 #: Plaintext bytes read, hashed and sealed per step (whole 64 KiB segments).
@@ -76,6 +85,18 @@ IMPORT_ACTION = "ImportObject"
 #: Plaintext bytes per part of a multipart import, at most (the write path's part limit may
 #: lower it).
 MULTIPART_PART_SIZE = 64 * 1024 * 1024
+#: Objects up to this size are written, then committed together with the others of their job
+#: (``write_small_object``); larger ones commit alone as they finish (``transfer_object``).
+BATCHED_MAX = WINDOW
+#: Stored parts of one object written at once (the quorum writer's ``parts_in_flight``): the
+#: source is read and sealed ahead while earlier parts are still on their way to the backends.
+PARTS_IN_FLIGHT = 3
+
+
+def bytes_held(size: int, part_size: int) -> int:
+    """Bytes one transfer of a ``size``-byte object holds at most: one window of the stream
+    and the stored parts in flight (what the worker reserves from its byte budget)."""
+    return min(size, WINDOW) + min(size, PARTS_IN_FLIGHT * part_size)
 
 
 class VerificationFailed(BulletproofError):
@@ -252,7 +273,7 @@ class _SealedStream:
         self.segment = encryptor.header.segment_size
         self.window = max(self.segment, WINDOW - WINDOW % self.segment)
 
-    def _step(self, first_segment: int, length: int, last: bool) -> bytes:
+    def _step(self, first_segment: int, length: int, last: bool) -> bytearray:
         """Read ``length`` plaintext bytes, hash them, seal them (in a worker thread: the
         reads block and AES-GCM and MD5 release the GIL)."""
         data = self.source.read(self.obj, length)
@@ -266,9 +287,11 @@ class _SealedStream:
             if self.source.read(self.obj, 1):
                 raise VerificationFailed(f"the source body is longer than {self.digest.size}")
             self.digest.check()  # before the final window is released: nothing unverified
-        return bytes(self.encryptor.encrypt_segments(first_segment, data))
+        return self.encryptor.encrypt_segments(first_segment, data)  # handed on, not copied
 
-    async def ciphertext(self, offset: int, length: int, *, header: bool) -> AsyncIterator[bytes]:
+    async def ciphertext(
+        self, offset: int, length: int, *, header: bool
+    ) -> AsyncIterator[BodyChunk]:
         """The ciphertext of plaintext ``[offset, offset + length)`` (whole segments, or up to
         the object's end), preceded by the header for part 1 / a single PUT."""
         if header:
@@ -293,11 +316,24 @@ def _multipart_part_size(ctx: DataPath, plaintext_length: int, seg_log2: int) ->
     return choose_part_size(plaintext_length, wanted - wanted % segment, seg_log2)
 
 
-async def transfer_object(
-    ctx: DataPath, source: SourceBucket, target: ImportTarget, obj: ImportObject
-) -> int:
-    """Copy ``obj`` (a manifest row) to its destination key, encrypted and verified (see the
-    module docstring); returns the committed version's primary key."""
+@dataclass(frozen=True)
+class _Transfer:
+    """One object opened at the source and ready to stream, sealed, into the write path."""
+
+    key: str
+    stream: _SealedStream
+    envelope: Envelope
+    others: list[Recipient]
+    marker: dict[str, str]
+    length: int  # ciphertext bytes
+
+
+@contextlib.asynccontextmanager
+async def _opened(
+    source: SourceBucket, target: ImportTarget, obj: ImportObject
+) -> AsyncIterator[_Transfer]:
+    """Open ``obj`` at the source (``If-Match`` its listed ETag), check its length, and set up
+    its sealing (fresh data key wrapped for the run's recipients); closed on the way out."""
     key = target.key_of(obj.key)
     part_size = None
     if "-" in obj.etag:
@@ -312,31 +348,75 @@ async def transfer_object(
         binding = ObjectBinding.new(target.tenant_name, target.bucket.name, key)
         encryptor = Encryptor(binding, obj.size)
         wrapped = wrap_for_all(encryptor.dek, target.recipients, encryptor.header_bytes)
-        envelope = _envelope(wrapped[0], binding.content_id)
-        others = [Recipient(w.key_id, w.key_version, w.alg, w.to_bytes()) for w in wrapped[1:]]
-        stream = _SealedStream(source, opened, digest, encryptor)
-        marker = {MARKER_RUN: str(target.run_id), MARKER_ETAG: obj.etag}
-        length = encryptor.header.ciphertext_length
-        if length <= ctx.settings.max_object_size:
+        yield _Transfer(
+            key=key,
+            stream=_SealedStream(source, opened, digest, encryptor),
+            envelope=_envelope(wrapped[0], binding.content_id),
+            others=[Recipient(w.key_id, w.key_version, w.alg, w.to_bytes()) for w in wrapped[1:]],
+            marker={MARKER_RUN: str(target.run_id), MARKER_ETAG: obj.etag},
+            length=encryptor.header.ciphertext_length,
+        )
+    finally:
+        opened.close()
+
+
+async def transfer_object(
+    ctx: DataPath, source: SourceBucket, target: ImportTarget, obj: ImportObject
+) -> int:
+    """Copy ``obj`` (a manifest row) to its destination key, encrypted and verified (see the
+    module docstring); returns the committed version's primary key."""
+    async with _opened(source, target, obj) as t:
+        if t.length <= ctx.settings.max_object_size:
             version = await store_object(
                 ctx,
                 caller=target.caller,
                 tenant_id=target.tenant_id,
                 bucket=target.bucket,
-                key=key,
-                body=stream.ciphertext(0, obj.size, header=True),
-                length=length,
-                envelope=envelope,
+                key=t.key,
+                body=t.stream.ciphertext(0, obj.size, header=True),
+                length=t.length,
+                envelope=t.envelope,
                 requested_class=target.redundancy_class,
-                user_metadata=marker,
+                user_metadata=t.marker,
                 action=IMPORT_ACTION,
                 region_lock=target.region_lock,
-                recipients=others,
+                recipients=t.others,
+                parts_in_flight=PARTS_IN_FLIGHT,
             )
             return version.id
-        return await _multipart(ctx, target, key, stream, envelope, marker, others)
-    finally:
-        opened.close()
+        return await _multipart(ctx, target, t.key, t.stream, t.envelope, t.marker, t.others)
+
+
+async def write_small_object(
+    ctx: DataPath,
+    source: SourceBucket,
+    target: ImportTarget,
+    obj: ImportObject,
+    settings: PlacementSettings,
+) -> WrittenObject:
+    """``transfer_object`` of an object of at most ``BATCHED_MAX`` bytes without its commit:
+    encrypted, verified and on its backends, but invisible until the worker commits it with
+    the others of its job (``actors.writes.store_objects``: one transaction per batch instead
+    of one per object). ``settings``: the bucket's placement settings, read once per batch."""
+    if obj.size > BATCHED_MAX:
+        raise InvalidInput(f"{obj.size} bytes is above the batched-commit size {BATCHED_MAX}")
+    async with _opened(source, target, obj) as t:
+        return await write_object(
+            ctx,
+            caller=target.caller,
+            tenant_id=target.tenant_id,
+            bucket=target.bucket,
+            key=t.key,
+            body=t.stream.ciphertext(0, obj.size, header=True),
+            length=t.length,
+            envelope=t.envelope,
+            requested_class=target.redundancy_class,
+            user_metadata=t.marker,
+            action=IMPORT_ACTION,
+            region_lock=target.region_lock,
+            recipients=t.others,
+            settings=settings,
+        )
 
 
 def _envelope(wrapped: WrappedKey, content_id: bytes) -> Envelope:

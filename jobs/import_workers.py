@@ -17,8 +17,8 @@ What they keep true:
   that statement. So counters change once per job (up to ~64 objects), not per object.
 - **Bounded memory.** A worker holds at most ``budget_bytes`` of objects in flight
   (``ByteBudget``: each object reserves what its stream holds at once, at most one window
-  plus one stored part) and at most ``concurrency`` objects; the driver starts a fixed number
-  of workers per node, so bytes in flight are bounded per node.
+  plus the stored parts in flight, ``bytes_held``) and at most ``concurrency`` objects; the
+  driver starts a fixed number of workers per node, so bytes in flight are bounded per node.
 - **Retries with backoff, reasons kept.** An object whose copy fails is tried again after
   0.5 s, 1 s, 2 s (``OBJECT_ATTEMPTS`` in all), then recorded ``failed`` with the last reason.
   A refused placement (``PolicyViolation``: the rule is named), an object changed at the
@@ -39,15 +39,24 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.data_path import DataPath
 from actors.import_keyholder import keyholder
 from actors.source_bucket import SourceBucket, open_source
+from actors.writes import WrittenObject, discard_written, store_objects
 from core.errors import InvalidInput, MetadataUnavailable, PolicyViolation
 from core.import_source import SourceAccessDenied, SourceBucketMissing, SourceObjectChanged
-from jobs.import_transfer import WINDOW, ImportTarget, load_target, transfer_object
+from jobs.import_transfer import (
+    BATCHED_MAX,
+    ImportTarget,
+    bytes_held,
+    load_target,
+    transfer_object,
+    write_small_object,
+)
 from jobs.metrics import import_metrics
 from schema.import_records import ImportObject
 from schema.imports import ImportRepository
@@ -64,6 +73,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Seconds a worker's lease on a job lasts without renewal (renewed every third of it).
 LEASE_S = 60.0
@@ -317,13 +328,20 @@ class ImportWorker:
             outcome.stored.append((key, adopted))
             outcome.adopted += 1
         todo = [o for o in objects if o.key not in done]
+        small = [o for o in todo if o.size <= BATCHED_MAX and _mappable(target, o)]
+        batched = {o.key for o in small}
+        large = [o for o in todo if o.key not in batched]
         started = time.monotonic()
-        results = await asyncio.gather(
-            *(self._copy_one(ctx, source, target, o, lost) for o in todo)
+        large_results, small_results = await asyncio.gather(
+            asyncio.gather(*(self._copy_one(ctx, source, target, o, lost) for o in large)),
+            self._copy_small(ctx, source, target, small, lost),
         )
-        for obj, (version_pk, reason) in zip(todo, results, strict=True):
+        results = dict(zip([o.key for o in large], large_results, strict=True))
+        results.update(zip([o.key for o in small], small_results, strict=True))
+        for obj in todo:
             if lost.is_set():
                 raise _LeaseLost()
+            version_pk, reason = results[obj.key]
             if version_pk is not None:
                 outcome.stored.append((obj.key, version_pk))
                 outcome.bytes += obj.size
@@ -333,6 +351,66 @@ class ImportWorker:
         self.metrics.copied(self.run_id, copied, outcome.bytes, time.monotonic() - started)
         return outcome
 
+    async def _copy_small(
+        self,
+        ctx: DataPath,
+        source: SourceBucket,
+        target: ImportTarget,
+        objects: list[ImportObject],
+        lost: asyncio.Event,
+    ) -> list[tuple[int | None, str | None]]:
+        """Write the job's small objects concurrently, then commit them in ONE transaction
+        (``store_objects``). If that commit fails, nothing of it is visible: the written
+        pieces go to garbage and each object takes the path of a large one (written and
+        committed alone, with its retries)."""
+        if not objects:
+            return []
+        async with ctx.store.db.connection() as conn:
+            settings = await ctx.policies.placement_settings(conn, target.bucket.id)
+
+        def writer(obj: ImportObject) -> Callable[[], Awaitable[WrittenObject]]:
+            return lambda: write_small_object(ctx, source, target, obj, settings)
+
+        written = await asyncio.gather(
+            *(self._attempt(ctx, obj, lost, writer(obj)) for obj in objects)
+        )
+        ready = [w for w, _ in written if w is not None]
+        if lost.is_set() or self._stopping:
+            for item in ready:
+                discard_written(ctx, item)
+            return [(None, None)] * len(objects)
+        try:
+            versions = iter(await store_objects(ctx, ready))
+        except asyncio.CancelledError:
+            for item in ready:  # nothing of it was committed
+                discard_written(ctx, item)
+            raise
+        except Exception as exc:
+            log.warning(
+                "import %s: committing %d objects together failed (%s); committing each alone",
+                self.run_id,
+                len(ready),
+                _reason(exc),
+            )
+            for item in ready:
+                discard_written(ctx, item)
+            return list(
+                await asyncio.gather(
+                    *(
+                        # The failed commit may have committed after all (an ambiguous
+                        # COMMIT): each copy first adopts what it finds committed.
+                        self._copy_one(ctx, source, target, obj, lost, adopt_first=True)
+                        if item is not None
+                        else _as_result(reason)
+                        for obj, (item, reason) in zip(objects, written, strict=True)
+                    )
+                )
+            )
+        return [
+            (next(versions).id, None) if item is not None else (None, reason)
+            for item, reason in written
+        ]
+
     async def _copy_one(
         self,
         ctx: DataPath,
@@ -340,38 +418,64 @@ class ImportWorker:
         target: ImportTarget,
         obj: ImportObject,
         lost: asyncio.Event,
+        *,
+        adopt_first: bool = False,
     ) -> tuple[int | None, str | None]:
         """(version, None) when stored, (None, reason) when given up, (None, None) when the
-        lease was lost first."""
-        reserve = min(obj.size, WINDOW) + min(obj.size, ctx.settings.part_size)
+        lease was lost first. ``adopt_first``: look for a committed version before the first
+        attempt too (after a batch commit whose outcome is unknown)."""
+        return await self._attempt(
+            ctx,
+            obj,
+            lost,
+            lambda: transfer_object(ctx, source, target, obj),
+            adopt=lambda: self._written(ctx, target, obj),
+            adopt_first=adopt_first,
+        )
+
+    async def _attempt(
+        self,
+        ctx: DataPath,
+        obj: ImportObject,
+        lost: asyncio.Event,
+        copy: Callable[[], Awaitable[_T]],
+        adopt: Callable[[], Awaitable[_T | None]] | None = None,
+        adopt_first: bool = False,
+    ) -> tuple[_T | None, str | None]:
+        """Run ``copy`` for ``obj`` within the worker's slots and byte budget, retrying as the
+        module docstring says (``_attempts``): (result, None), (None, reason) when given up,
+        (None, None) when the lease was lost or the worker stopped first."""
+        reserve = bytes_held(obj.size, ctx.settings.part_size)
         async with self.slots, self.budget.reserve(reserve) as taken:
             self._in_flight += taken
             self.metrics.in_flight(self.run_id, self._in_flight)
             try:
-                return await self._attempts(ctx, source, target, obj, lost)
+                return await self._attempts(obj, lost, copy, adopt, adopt_first)
             finally:
                 self._in_flight -= taken
                 self.metrics.in_flight(self.run_id, self._in_flight)
 
     async def _attempts(
         self,
-        ctx: DataPath,
-        source: SourceBucket,
-        target: ImportTarget,
         obj: ImportObject,
         lost: asyncio.Event,
-    ) -> tuple[int | None, str | None]:
-        """Copy ``obj``, retrying as the module docstring says; ``_copy_one``'s result."""
+        copy: Callable[[], Awaitable[_T]],
+        adopt: Callable[[], Awaitable[_T | None]] | None,
+        adopt_first: bool,
+    ) -> tuple[_T | None, str | None]:
+        """Retry ``copy`` with backoff; a metadata outage is waited out (up to ``OUTAGE_S``)
+        without spending an attempt; before a retry, ``adopt`` finds what the last attempt may
+        have committed before it failed (a copy that commits must never commit twice)."""
         attempt = 0
         waited = 0.0
-        retry = False
+        retry = adopt_first
         while not (lost.is_set() or self._stopping):
             try:
-                if retry:  # the last attempt may have committed before it failed
-                    adopted = await self._written(ctx, target, obj)
+                if retry and adopt is not None:
+                    adopted = await adopt()
                     if adopted is not None:
                         return adopted, None
-                return await transfer_object(ctx, source, target, obj), None
+                return await copy(), None
             except MetadataUnavailable as exc:
                 retry = True
                 if waited >= OUTAGE_S:
@@ -398,6 +502,10 @@ class ImportWorker:
                 conn, self.run_id, target.bucket.id, [(obj.key, target.key_of(obj.key), obj.etag)]
             )
         return found.get(obj.key)
+
+
+async def _as_result(reason: str | None) -> tuple[int | None, str | None]:
+    return None, reason
 
 
 def _mappable(target: ImportTarget, obj: ImportObject) -> bool:
