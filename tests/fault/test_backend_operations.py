@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 
 from actors.healing import HealingContext
@@ -33,7 +34,17 @@ from tests.support.tamper_proxy import TamperProxy
 pytestmark = pytest.mark.fault
 
 EC_CLASS = "DrainEC"
-POLICY = f"version: 1\nclasses:\n  {EC_CLASS}: {{erasure: {{k: 2, m: 1}}}}\n"
+
+
+def _with_ec_class(cluster: Federation) -> str:
+    """The policy in force plus ``EC_CLASS`` (the session federation is shared: classes other
+    tests' buckets use must stay, or the document is refused)."""
+    current = cluster.admin("GET", "/admin/policy")
+    assert current.status_code == 200, current.text
+    document = yaml.safe_load(current.json()["document"]) or {}
+    document.setdefault("version", 1)
+    document.setdefault("classes", {})[EC_CLASS] = {"erasure": {"k": 2, "m": 1}}
+    return str(yaml.safe_dump(document, sort_keys=False))
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
@@ -378,7 +389,7 @@ def _put_all(s3: Any, bucket: str, keys: list[str]) -> None:
 async def test_drain_replaces_every_piece_per_policy_blocks_the_locked_one_then_removes(
     cluster: Federation, heal: HealingContext
 ) -> None:
-    applied = cluster.admin("PUT", "/admin/policy", {"document": POLICY})
+    applied = cluster.admin("PUT", "/admin/policy", {"document": _with_ec_class(cluster)})
     assert applied.status_code == 200, applied.text
     with extra_moto() as moto:
         add = cluster.admin(
