@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import Federation, start_cluster
+from tests.support.import_runs import IMPORT_OVERRIDES
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = os.environ.get("BP_CHROMIUM", "/usr/bin/chromium")
@@ -41,25 +42,11 @@ def in_thread(fn: Any, *args: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    # As the import engine's tests: multipart data path above 48 MiB, agents and the
+    # The import engine's federation: multipart data path above 48 MiB, agents and the
     # repairer on a short schedule so replicas still pending are finished within seconds.
-    overrides = {
-        "BP_MAX_OBJECT_SIZE": str(48 * MiB),
-        "BP_AGENT_COUNT": "1",
-        "BP_AGENT_LEASE_S": "6",
-        "BP_AGENT_POLL_S": "0.3",
-        "BP_AGENT_DEFER_S": "1",
-        "BP_JOB_BACKOFF_BASE_S": "0.5",
-        "BP_JOB_BACKOFF_MAX_S": "5",
-        "BP_DEAD_JOB_COOLDOWN_S": "5",
-        "BP_SCHEDULER_ENABLED": "true",
-        "BP_REPAIR_INTERVAL_S": "5",
-        "BP_SCRUB_INTERVAL_S": "0",
-        "BP_PLACEMENT_INTERVAL_S": "0",
-        "BP_VACUUM_INTERVAL_S": "0",
-        "BP_UPLOAD_EXPIRY_INTERVAL_S": "0",
-    }
-    with start_cluster(tmp_path_factory.mktemp("bp-browser"), overrides=overrides) as running:
+    with start_cluster(
+        tmp_path_factory.mktemp("bp-browser"), overrides=IMPORT_OVERRIDES
+    ) as running:
         from cluster.bootstrap import start_self_healing
 
         start_self_healing(running.settings)
