@@ -86,40 +86,20 @@ def chain_hash(prev_hash: bytes, seq: int, at: datetime, entry: AuditEntry) -> b
 class AuditLog:
     async def append(self, conn: asyncpg.Connection, entry: AuditEntry) -> int:
         """Append inside the caller's transaction; returns the entry's sequence number."""
-        head = await conn.fetchrow("SELECT seq, entry_hash, now() AS at FROM audit_head FOR UPDATE")
-        assert head is not None
-        seq = head["seq"] + 1
-        at: datetime = head["at"]
-        prev = bytes(head["entry_hash"])
-        digest = chain_hash(prev, seq, at, entry)
-        await conn.execute(
-            "INSERT INTO audit_log (seq, at, tenant_id, actor, action, resource, request_id,"
-            " result, prev_hash, entry_hash, role)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            seq,
-            at,
-            entry.tenant_id,
-            entry.actor,
-            entry.action,
-            entry.resource,
-            entry.request_id,
-            entry.result,
-            prev,
-            digest,
-            entry.role,
-        )
-        await conn.execute("UPDATE audit_head SET seq = $1, entry_hash = $2", seq, digest)
-        return seq
+        return await self.append_many(conn, [entry])
 
-    async def append_many(self, conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -> None:
+    async def append_many(self, conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -> int:
         """Append ``entries`` in order inside the caller's transaction: the chain is the same
         as from one ``append`` each, with one lock of the head and one insert for them all
-        (a batch of writes committed together holds the head as briefly as one write)."""
-        if not entries:
-            return
+        (a batch of writes committed together holds the head as briefly as one write).
+        Returns the sequence number of the last entry (the head's when ``entries`` is empty)."""
+        if not entries:  # nothing to chain: no lock of the head
+            return int(await conn.fetchval("SELECT seq FROM audit_head"))
         head = await conn.fetchrow("SELECT seq, entry_hash, now() AS at FROM audit_head FOR UPDATE")
         assert head is not None
-        seq, at, prev = head["seq"], head["at"], bytes(head["entry_hash"])
+        seq: int = head["seq"]
+        at: datetime = head["at"]
+        prev = bytes(head["entry_hash"])
         rows = []
         for entry in entries:
             seq += 1
@@ -136,15 +116,18 @@ class AuditLog:
                     entry.result,
                     prev,
                     digest,
+                    entry.role,
                 )
             )
             prev = digest
         await conn.executemany(
             "INSERT INTO audit_log (seq, at, tenant_id, actor, action, resource, request_id,"
-            " result, prev_hash, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " result, prev_hash, entry_hash, role)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             rows,
         )
         await conn.execute("UPDATE audit_head SET seq = $1, entry_hash = $2", seq, prev)
+        return seq
 
     async def verify(self, conn: asyncpg.Connection) -> int:
         """Recompute the whole chain; the number of entries, or ValueError at the first break."""

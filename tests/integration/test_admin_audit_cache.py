@@ -3,6 +3,7 @@ cache's read-after-write behaviour, the plain /objects API and /health."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import struct
@@ -16,6 +17,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from schema.audit import AuditEntry, AuditLog, chain_hash
 from tests.support.cluster import Federation
 from tests.support.envelopes import fake_wrapped_key
 from tests.support.processes import MotoServer
@@ -125,8 +127,9 @@ def test_backend_added_at_run_time_is_used(cluster: Federation, tmp_path: Any) -
         # Acknowledged at 2 of 3 copies; the third may still be landing in the background.
         expected = {"b0": "ok", "b1": "ok", "late": "ok"}
         cluster.wait_for(
-            lambda: {r["backend"]: r["status"] for r in cluster.replicas("runtime", "k")}
-            == expected,
+            lambda: (
+                {r["backend"]: r["status"] for r in cluster.replicas("runtime", "k")} == expected
+            ),
             what=f"replicas {expected}",
         )
     finally:
@@ -174,6 +177,49 @@ def test_audit_chain_is_append_only_and_verifies(
         assert verdict["ok"] is False and "entry_hash" in verdict["error"]
     finally:
         cluster.sql("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+
+
+def test_a_batch_appended_together_verifies_with_its_roles(cluster: Federation) -> None:
+    """``append_many`` (the importer's batched commits) chains exactly as ``append`` does,
+    the admin ``role`` included: each row of a batch holding an entry with a role links to the
+    one before and its hash is what the verifier recomputes. (Rows only: an earlier test
+    leaves a forged row in this federation's chain on purpose.)"""
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(cluster.settings.database_url)
+        try:
+            async with conn.transaction():
+                await AuditLog().append_many(
+                    conn,
+                    [
+                        AuditEntry("admin", "BatchA", "batch/a", "R1", "ok", role="admin"),
+                        AuditEntry("key", "BatchB", "batch/b", "R1", "ok"),
+                    ],
+                )
+            return list(
+                await conn.fetch(
+                    "SELECT * FROM audit_log WHERE resource LIKE 'batch/%' ORDER BY seq"
+                )
+            )
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    assert [r["role"] for r in rows] == ["admin", None]
+    assert rows[1]["seq"] == rows[0]["seq"] + 1
+    assert bytes(rows[1]["prev_hash"]) == bytes(rows[0]["entry_hash"])
+    for row in rows:
+        entry = AuditEntry(
+            row["actor"],
+            row["action"],
+            row["resource"],
+            row["request_id"],
+            row["result"],
+            tenant_id=row["tenant_id"],
+            role=row["role"],
+        )
+        recomputed = chain_hash(bytes(row["prev_hash"]), row["seq"], row["at"], entry)
+        assert recomputed == bytes(row["entry_hash"])
 
 
 def test_cache_serves_reads_and_never_stale_ones(
