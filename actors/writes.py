@@ -469,7 +469,19 @@ async def store_objects(ctx: DataPath, written: Sequence[WrittenObject]) -> list
     caller may commit the objects again (alone) or ``discard_written`` them."""
     if not written:
         return []
-    done: list[tuple[WrittenObject, frozenset[int], ObjectVersion, int | None]] = []
+    done = await _commit_together(ctx, written)
+    for item, complete, version, superseded in done:
+        await _committed(ctx, item, complete, version, superseded)
+    return [version for _, _, version, _ in done]
+
+
+_Committed = tuple[WrittenObject, frozenset[int], ObjectVersion, int | None]
+
+
+async def _commit_together(ctx: DataPath, written: Sequence[WrittenObject]) -> list[_Committed]:
+    """The one transaction of ``store_objects``: (object, backends complete at commit,
+    version, superseded version's row id) for each, in order."""
+    done: list[_Committed] = []
     async with ctx.store.db.transaction() as conn:
         entries: list[AuditEntry] = []
         for item in written:
@@ -492,9 +504,7 @@ async def store_objects(ctx: DataPath, written: Sequence[WrittenObject]) -> list
             )
             done.append((item, complete, version, superseded))
         await ctx.store.audit.append_many(conn, entries)
-    for item, complete, version, superseded in done:
-        await _committed(ctx, item, complete, version, superseded)
-    return [version for _, _, version, _ in done]
+    return done
 
 
 async def _committed(
@@ -569,24 +579,8 @@ async def store_object(
         recipients=recipients,
         parts_in_flight=parts_in_flight,
     )
-    complete = frozenset(written.write.complete_backends())
     try:
-        async with ctx.store.db.transaction() as conn:
-            version, superseded = await commit_written(
-                ctx,
-                conn,
-                caller,
-                bucket,
-                written.new,
-                written_pieces(written.write, complete),
-                written_layout(written.write),
-                placed_under={written.placed_under},
-                condition=condition,
-                encryption_required=not allow_plaintext,
-                action=action,
-                recipients=recipients,
-                region_lock=region_lock,
-            )
+        ((_, complete, version, superseded),) = await _commit_together(ctx, [written])
     except BaseException:
         discard_written(ctx, written)
         raise
