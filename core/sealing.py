@@ -15,6 +15,8 @@ import hmac
 import secrets as _secrets
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from core.errors import BulletproofError
 
@@ -44,11 +46,23 @@ class MasterKey:
         if not keys:
             raise ValueError("at least one master key is required")
         self._fernet = MultiFernet([Fernet(k) for k in keys])
+        self._raw = [base64.urlsafe_b64decode(k) for k in keys]
 
     @classmethod
     def from_file_text(cls, text: str) -> MasterKey:
         """One key per non-empty line, newest first."""
         return cls(*(line.strip().encode() for line in text.splitlines() if line.strip()))
+
+    def derive(self, purpose: str) -> list[bytes]:
+        """32-byte subkeys for ``purpose`` (HKDF-SHA256), one per master key, newest first.
+
+        Why derived rather than stored: every node that can open sealed secrets can then sign
+        (deployment key) or MAC (cache entries) without another file to distribute, and a
+        purpose string keeps the uses independent (a MAC key never equals a signing seed)."""
+        return [
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(raw)
+            for raw in self._raw
+        ]
 
     def seal(self, plaintext: bytes) -> bytes:
         return self._fernet.encrypt(plaintext)
