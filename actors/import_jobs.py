@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actors.ray_cluster_info import dashboard_url
 from core.errors import BulletproofError, NotFound
 
 __all__ = [
@@ -232,14 +233,13 @@ def _first_line(exc: BaseException) -> str:
 def _dashboard_address() -> str:
     """The dashboard's HTTP address as the connected cluster publishes it."""
     import ray
-    from ray._private.services import get_webui_url_from_internal_kv
 
     if not ray.is_initialized():
         raise JobsUnavailable("not connected to a Ray cluster")
-    url = get_webui_url_from_internal_kv()
+    url = dashboard_url()
     if not url:
         raise JobsUnavailable(
             "the Ray dashboard is off, and imports are submitted through its Job Submission"
             " API: start the gateway with the dashboard on (BP_DASHBOARD=true)"
         )
-    return url if "://" in url else f"http://{url}"
+    return url

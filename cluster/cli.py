@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -125,7 +126,39 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print_table(admin_call(settings_of(args), "GET", "/admin/backends"))
+    """The federation's colour and what makes it so (``GET /admin/status``), then the
+    backends with their health. ``--json``: the status document alone, for scripts."""
+    settings = settings_of(args)
+    status = admin_call(settings, "GET", "/admin/status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"federation: {status['state']} (policy version {status['policy_version']})")
+    for reason in status["reasons"]:
+        print(f"  - {reason}")
+    objects, size = status["placement"]["objects"], status["placement"]["bytes"]
+    counts = [f"{n} {state.replace('_', ' ')} ({size[state]} B)" for state, n in objects.items()]
+    print("objects: " + ", ".join(counts))
+    print()
+    print_table(admin_call(settings, "GET", "/admin/backends"))
+    if status["queue"]:
+        print()
+        print(f"{'JOB KIND':18} {'QUEUED':>7} {'LEASED':>7} {'DEAD':>5} {'OLDEST READY':>13}")
+        for q in status["queue"]:
+            print(
+                f"{q['kind']:18} {q['queued']:>7} {q['leased']:>7} {q['dead']:>5}"
+                f" {q['oldest_ready_s']:>12}s"
+            )
+    agents = ", ".join(f"{a['name']} ({a['jobs']} jobs)" for a in status["agents"]) or "none"
+    print(f"\nagents holding jobs: {agents}")
+    for w in status["workers"]:
+        outcome = f"FAILED: {w['last_error']}" if w["last_error"] else "ok"
+        print(f"worker {w['name']:18} last finished {w['last_finished_at'] or '-'}  {outcome}")
+    imports = ", ".join(f"{n} {state}" for state, n in sorted(status["imports"].items()))
+    print(f"imports: {imports or 'none'}")
+    print(f"dashboard: {status['dashboard_url'] or 'off'}")
+    for url in status["metrics_urls"]:
+        print(f"metrics: {url}")
     return 0
 
 
@@ -220,7 +253,7 @@ Bulletproof demo gateway at {endpoint}
   python3 -c "import boto3; s3 = boto3.client('s3', endpoint_url='{endpoint}'); \\
 print(s3.list_objects_v2(Bucket='photos').get('Contents'))"
 
-  bulletproof status      # backends and their health
+  bulletproof status      # GREEN/YELLOW/RED, backends, queue, workers (--json)
 Ctrl-C (or 'make stop' from another shell) stops the gateway.
 """
 
@@ -239,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
     sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=cmd_serve)
     sub.add_parser("down", help="stop the gateway started by up").set_defaults(func=cmd_down)
-    sub.add_parser("status", help="backends and their health").set_defaults(func=cmd_status)
+    status = sub.add_parser(
+        "status", help="GREEN / YELLOW / RED, backends, queue, agents, workers, imports"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(func=cmd_status)
     sub.add_parser(
         "demo", help="gateway + 3 local backends + demo tenant, in the foreground"
     ).set_defaults(func=cmd_demo)

@@ -54,6 +54,8 @@ _Route = admin.AdminRoute
 #: (docs/admin.md lists them). One row per route; a row cannot omit the role.
 ADMIN_ROUTES = admin.AdminRouter(
     [
+        # the federation at a glance (gateway/admin/status.py)
+        _Route("GET", "/admin/status", _V, admin.federation_status),
         # backends (gateway/admin/backends.py)
         _Route("POST", "/admin/add-storage", _O, admin.add_storage),
         _Route("GET", "/admin/backends", _V, admin.list_backends),
@@ -102,9 +104,7 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("GET", "/admin/import-sources/{rest:path}", _V, _IMPORTS.admin_operation),
         _Route("POST", "/admin/import-sources/{rest:path}", _A, _IMPORTS.admin_operation),
         _Route("GET", "/admin/tenants/{tenant}/import/{rest:path}", _V, _IMPORTS.admin_operation),
-        _Route(
-            "POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation
-        ),
+        _Route("POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation),
     ]
 )
 

@@ -267,6 +267,11 @@ class ImportRepository:
             raise NotFound(f"no import {run_id}")
         return run_of(row)
 
+    async def runs_by_state(self, conn: asyncpg.Connection) -> dict[str, int]:
+        """How many import runs are in each state (all tenants): the operator's summary."""
+        rows = await conn.fetch("SELECT state, count(*) AS n FROM import_runs GROUP BY state")
+        return {r["state"]: int(r["n"]) for r in rows}
+
     async def list_runs(
         self,
         conn: asyncpg.Connection,

@@ -71,6 +71,7 @@ __all__ = [
     "Job",
     "JobKind",
     "JobQueue",
+    "QueueSummary",
     "add_replica_key",
     "backoff_delay",
     "import_copy_key",
@@ -153,6 +154,17 @@ BLOCKED_PREFIX: Final = "blocked: "
 ACTIVE_STATES = ("queued", "leased")
 #: ``last_error`` is cut to this many characters (an error text is a hint, not a log).
 MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """One job kind's queue: what waits, what runs, what died, the oldest ready job's age."""
+
+    kind: str
+    queued: int
+    leased: int
+    dead: int
+    oldest_ready_s: float
 
 
 @dataclass(frozen=True)
@@ -465,6 +477,38 @@ class JobQueue:
             "SELECT kind, status, count(*) AS n FROM jobs GROUP BY kind, status"
         )
         return {(r["kind"], r["status"]): r["n"] for r in rows}
+
+    async def summary(self, conn: asyncpg.Connection) -> list[QueueSummary]:
+        """Per kind: queued, leased and dead jobs, and how long the oldest ready job has
+        waited (what to alert on: a queue that only grows, or work nobody leases)."""
+        rows = await conn.fetch(
+            "SELECT kind,"
+            " count(*) FILTER (WHERE status = 'queued') AS queued,"
+            " count(*) FILTER (WHERE status = 'leased') AS leased,"
+            " count(*) FILTER (WHERE status = 'dead') AS dead,"
+            " COALESCE(EXTRACT(EPOCH FROM now() - min(run_after)"
+            "   FILTER (WHERE status = 'queued' AND run_after <= now())), 0)::float8"
+            "   AS oldest_ready_s"
+            " FROM jobs WHERE status <> 'done' GROUP BY kind ORDER BY kind"
+        )
+        return [
+            QueueSummary(
+                kind=r["kind"],
+                queued=int(r["queued"]),
+                leased=int(r["leased"]),
+                dead=int(r["dead"]),
+                oldest_ready_s=round(float(r["oldest_ready_s"]), 1),
+            )
+            for r in rows
+        ]
+
+    async def lease_holders(self, conn: asyncpg.Connection) -> dict[str, int]:
+        """Jobs each agent (lease owner) holds now: the agents at work."""
+        rows = await conn.fetch(
+            "SELECT lease_owner, count(*) AS n FROM jobs WHERE status = 'leased'"
+            " AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner"
+        )
+        return {r["lease_owner"]: int(r["n"]) for r in rows}
 
     async def active_count(
         self, conn: asyncpg.Connection, kind: str, *, match: Mapping[str, Any] | None = None

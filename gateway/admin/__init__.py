@@ -46,6 +46,7 @@ from gateway.admin.keys import (
 from gateway.admin.policy import apply_policy, explain_placement, policy_history, show_policy
 from gateway.admin.route import AdminCall, AdminOperation, operation, respond
 from gateway.admin.router import AdminRoute, AdminRouter
+from gateway.admin.status import federation_status
 from gateway.admin.tenants import (
     create_tenant,
     delete_tenant,
@@ -80,6 +81,7 @@ __all__ = [
     "enable_tenant",
     "drain_backend",
     "explain_placement",
+    "federation_status",
     "list_backends",
     "list_keys",
     "list_tenants",

@@ -114,6 +114,19 @@ def test_up_backend_tenant_status_down(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert len(stored) == 3 and all(p.read_bytes() == b"world" for p in stored)
+        # `status --json`: one object for scripts, judged from placement and health.
+        doc = json.loads(run(env, "status", "--json"))
+        assert doc["state"] == "GREEN", doc["reasons"]
+        assert doc["placement"]["objects"]["full"] == 1
+        assert doc["placement"]["bytes"]["full"] == len(b"world")
+        assert {b["name"] for b in doc["backends"]} == {"d1", "d2", "d3"}
+        assert isinstance(doc["queue"], list)
+        assert doc["dashboard_url"].startswith("http://127.0.0.1:")
+        assert doc["metrics_urls"], doc
+        scraped = httpx.get(doc["metrics_urls"][0], timeout=10)
+        assert scraped.status_code == 200 and "# TYPE" in scraped.text
+        human = run(env, "status")
+        assert human.startswith("federation: GREEN") and "metrics: http://" in human
         assert "gateway stopped" in run(env, "down")
         # Exited: gone, or a zombie for the instant before init reaps it.
         assert not _running(pid)
