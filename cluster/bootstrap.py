@@ -34,7 +34,7 @@ from ray import serve
 from actors.import_keyholder import keyholder
 from actors.replication_agent import start_agents
 from actors.scheduler import start_scheduler
-from cluster.cli_base import admin_token
+from cluster.cli_base import admin_token, tls_verify
 from core.admin_roles import load_identity_config
 from core.errors import InvalidInput
 from core.sealing import generate_master_key, hash_token
@@ -111,7 +111,9 @@ def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(f"{settings.endpoint}/health", timeout=5)
+            response = httpx.get(
+                f"{settings.endpoint}/health", timeout=5, verify=tls_verify(settings)
+            )
             if response.status_code == 200:
                 return
             last = f"HTTP {response.status_code}: {response.text[:200]}"
@@ -154,6 +156,21 @@ def _free_agent_port() -> Iterator[None]:
         parameter.RayParams = original  # type: ignore[misc]
 
 
+def http_options(settings: Settings) -> dict[str, Any]:
+    """Serve's HTTP proxy options: host and port, and TLS when a certificate is configured
+    (refused at start if only half of it is, or a file is missing: never plain HTTP by
+    accident when TLS was asked for)."""
+    options: dict[str, Any] = {"host": settings.http_host, "port": settings.http_port}
+    if settings.tls_cert_file or settings.tls_key_file:
+        for name in ("tls_cert_file", "tls_key_file"):
+            value = getattr(settings, name)
+            if not value or not Path(value).is_file():
+                raise InvalidInput(f"TLS needs BP_{name.upper()}: {value or 'not set'} is no file")
+        options["ssl_certfile"] = settings.tls_cert_file
+        options["ssl_keyfile"] = settings.tls_key_file
+    return options
+
+
 def run_gateway(settings: Settings) -> None:
     """Prepare everything and deploy the gateway on the Ray cluster (started if needed)."""
     prepare_state(settings)
@@ -171,7 +188,7 @@ def run_gateway(settings: Settings) -> None:
             init_args["num_cpus"] = settings.ray_num_cpus
         with _free_agent_port():
             ray.init(**init_args)  # type: ignore[arg-type]
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    serve.start(http_options=http_options(settings))
     serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
     wait_healthy(settings)
     keyholder(settings)  # imports hand their passphrase to their Ray job through it

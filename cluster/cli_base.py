@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ def admin_token(settings: Settings) -> str:
     return settings.admin_token_path.read_text().strip()
 
 
+def tls_verify(settings: Settings) -> ssl.SSLContext | bool:
+    """How the CLI checks the gateway's certificate: against ``tls_ca_file`` when set (a
+    private CA or a self-signed certificate), else the system's trust store."""
+    if settings.tls_ca_file:
+        return ssl.create_default_context(cafile=settings.tls_ca_file)
+    return True
+
+
 def admin_response(
     settings: Settings, method: str, path: str, payload: Any = None
 ) -> httpx.Response:
@@ -59,6 +68,7 @@ def admin_response(
         json=payload,
         headers={"Authorization": f"Bearer {admin_token(settings)}"},
         timeout=60,
+        verify=tls_verify(settings),
     )
 
 

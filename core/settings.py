@@ -25,6 +25,11 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     http_port: int = 9000
+    # HTTPS: the gateway serves TLS with this certificate chain and key (PEM; both or neither).
+    # tls_ca_file: what the CLI trusts for the gateway's certificate (default: the system's).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
     state_dir: str = ".bulletproof"
     master_key_file: str = ""  # default: <state_dir>/master.key
     admin_token: str = ""  # default: generated into <state_dir>/admin.token
@@ -92,7 +97,15 @@ class Settings:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.http_host}:{self.http_port}"
+        """Where this machine's CLI reaches the gateway: https when it serves TLS; the loopback
+        address when it binds every interface (BP_HTTP_HOST=0.0.0.0 or ::)."""
+        scheme = "https" if self.tls_cert_file else "http"
+        host = self.http_host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
+        return f"{scheme}://{host}:{self.http_port}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
