@@ -17,15 +17,14 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
 from actors.backend_client import BackendClient, LocalDirectoryClient, S3BackendClient
+from actors.master_key import load_master_key
 from core.errors import BackendUnavailable
-from core.sealing import MasterKey
 
 __all__ = [
     "ACTOR_NAMESPACE",
@@ -100,7 +99,7 @@ def build_client(spec: BackendSpec, master_key_file: str) -> BackendClient:
         client: Any = LocalDirectoryClient(spec.path)
     elif spec.kind == "s3":
         assert spec.endpoint and spec.bucket and spec.sealed_credentials
-        master = MasterKey.from_file_text(Path(master_key_file).read_text())
+        master = load_master_key(master_key_file)
         creds = json.loads(master.open(spec.sealed_credentials))
         client = S3BackendClient(
             endpoint=spec.endpoint,

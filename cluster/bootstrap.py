@@ -32,6 +32,7 @@ import ray
 from ray import serve
 
 from actors.import_keyholder import keyholder
+from actors.master_key import master_key_in_env
 from actors.replication_agent import start_agents
 from actors.scheduler import start_scheduler
 from cluster.cli_base import admin_token, tls_verify
@@ -78,7 +79,7 @@ def prepare_state(settings: Settings) -> None:
         except (OSError, InvalidInput) as exc:
             raise SystemExit(f"admin_oidc_file {path}: {exc}") from exc
     settings.state_path.mkdir(parents=True, exist_ok=True)
-    if not settings.master_key_path.exists():
+    if not master_key_in_env() and not settings.master_key_path.exists():
         _write_private(settings.master_key_path, generate_master_key().decode() + "\n")
     if not settings.admin_token and not settings.admin_token_path.exists():
         _write_private(settings.admin_token_path, secrets.token_urlsafe(32) + "\n")

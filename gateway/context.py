@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.data_path import DataPath
+from actors.master_key import load_master_key
 from core.admin_roles import load_identity_config
 from core.sealing import MasterKey
 from core.settings import Settings
@@ -23,7 +24,7 @@ class GatewayContext(DataPath):
 
     @classmethod
     async def start(cls, settings: Settings) -> GatewayContext:
-        master = MasterKey.from_file_text(settings.master_key_path.read_text())
+        master = load_master_key(settings.master_key_path.resolve())
         oidc = None
         if settings.admin_oidc_file:
             config = load_identity_config(Path(settings.admin_oidc_file).read_text())

@@ -1,4 +1,4 @@
-"""The gateway over HTTPS: `bulletproof up` with a self-signed certificate for 127.0.0.1,
+"""The gateway over HTTPS, its master key from the environment secret: `bulletproof up` with a self-signed certificate for 127.0.0.1,
 boto3 verifying it (and refusing it when it does not trust it), the CLI trusting it through
 BP_TLS_CA_FILE, and plain HTTP not served on that port. Runs its own gateway (own Ray head,
 database and port), stopped by `down` and checked by PID."""
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from cluster.cli import _running
+from core.sealing import generate_master_key
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -86,12 +87,16 @@ def test_https_gateway_with_a_self_signed_certificate(tmp_path: Path) -> None:
         "BP_TLS_KEY_FILE": str(key),
         "BP_TLS_CA_FILE": str(cert),
         "BP_AGENT_COUNT": "0",
+        # The master key as an environment secret (what each node's `ray start` inherits):
+        # no key file is written, and sealed tenant secrets still open on the replica.
+        "BP_MASTER_KEY": generate_master_key().decode(),
         "BP_SCHEDULER_ENABLED": "false",
     }
     endpoint = f"https://127.0.0.1:{port}"
     try:
         assert f"gateway up at {endpoint}" in run(env, "up")
         pid = int((tmp_path / "state" / "gateway.pid").read_text())
+        assert not (tmp_path / "state" / "master.key").exists()
         for name, region, country in (
             ("t1", "eu-west", "DE"),
             ("t2", "eu-central", "FR"),
