@@ -24,6 +24,7 @@ import ray
 
 from actors.backend_client import BackendClient, LocalDirectoryClient, S3BackendClient
 from actors.master_key import load_master_key
+from actors.node_roles import BACKEND_IO, pinned_to, role_resources
 from core.errors import BackendUnavailable
 
 __all__ = [
@@ -74,6 +75,8 @@ class BackendSpec:
     #: A missing bucket may be created (the operator allowed it at registration).
     create_bucket: bool = False
     timeout_s: float = 30.0
+    #: A local backend's node (``actors.node_roles``): its actor runs there and nowhere else.
+    node_label: str | None = None
 
 
 @dataclass
@@ -224,6 +227,14 @@ class BackendActor:
             return asdict(self._stats)
 
 
+def placement_options(spec: BackendSpec) -> dict[str, Any]:
+    """Where the actor may run: a pinned local backend on its node only; any other on a
+    ``backend_io`` node when the cluster declares that role."""
+    if spec.node_label:
+        return pinned_to(spec.node_label)
+    return {"resources": role_resources(BACKEND_IO)}
+
+
 def get_or_create_backend_actor(spec: BackendSpec, master_key_file: str) -> Any:
     """The named, detached actor for ``spec``; created on first use, restarted by Ray on failure."""
     remote_cls = ray.remote(BackendActor)
@@ -236,6 +247,7 @@ def get_or_create_backend_actor(spec: BackendSpec, master_key_file: str) -> Any:
         max_task_retries=2,
         max_concurrency=32,
         num_cpus=0,
+        **placement_options(spec),
     ).remote(spec, master_key_file)
 
 

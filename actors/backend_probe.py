@@ -27,6 +27,7 @@ sees the metadata store. Deliberately not here: validation of the declared field
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import os
@@ -35,9 +36,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.backend_client import LocalDirectoryClient, S3BackendClient, new_locator
+from actors.node_roles import NODE_LABEL, pinned_to
 from core.errors import BackendNotFound, BackendUnavailable
 
-__all__ = ["PROBE_BYTES", "PROBE_STEPS", "ProbeFailed", "ProbeReport", "probe_backend"]
+__all__ = [
+    "PROBE_BYTES",
+    "PROBE_STEPS",
+    "ProbeFailed",
+    "ProbeReport",
+    "probe_backend",
+    "probe_local_on_node",
+]
 
 #: The steps, in the order they run, by the name a failure reports.
 PROBE_STEPS = (
@@ -61,6 +70,9 @@ class ProbeFailed(Exception):
         self.step = step
         self.detail = detail
         super().__init__(f"probe failed at step '{step}': {detail}")
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:  # crosses Ray task boundaries intact
+        return (ProbeFailed, (self.step, self.detail))
 
 
 @dataclass(frozen=True)
@@ -167,3 +179,34 @@ def _delete(client: S3BackendClient | LocalDirectoryClient, locator: str) -> Non
         raise ProbeFailed("delete-refused", f"checking the delete: {exc}") from None
     if still is not None:
         raise ProbeFailed("delete-refused", "the probe object is still there after its delete")
+
+
+def _probe_local_directory(path: str) -> ProbeReport:
+    return probe_backend(LocalDirectoryClient(path), create_bucket=False)
+
+
+async def probe_local_on_node(node: str, path: str, timeout_s: float) -> ProbeReport:
+    """Probe a local directory on the node labelled ``node`` (where its actor will be pinned),
+    not on the node that asks: a path means something only on its own machine.
+
+    ``ProbeFailed`` as from ``probe_backend``; ``ProbeFailed("unreachable")`` when no live
+    node has that label (asked of Ray first: a task for a missing label would wait forever)."""
+    import ray
+
+    labelled = [
+        n for n in ray.nodes() if n.get("Alive") and n.get("Labels", {}).get(NODE_LABEL) == node
+    ]
+    if not labelled:
+        raise ProbeFailed("unreachable", f"no live Ray node is labelled {NODE_LABEL}={node}")
+    task = ray.remote(_probe_local_directory).options(  # type: ignore[attr-defined]
+        num_cpus=0, max_retries=0, **pinned_to(node)
+    )
+    try:
+        return await asyncio.wait_for(task.remote(path), timeout=timeout_s)  # type: ignore[no-any-return]
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, ProbeFailed):
+            raise cause from None
+        raise ProbeFailed(
+            "unreachable", f"probe on node {node} failed: {type(cause).__name__}"
+        ) from None

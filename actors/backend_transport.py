@@ -58,6 +58,7 @@ def spec_of(record: BackendRecord, timeout_s: float) -> BackendSpec:
         addressing_style=record.addressing_style,
         create_bucket=record.manage_bucket,
         timeout_s=timeout_s,
+        node_label=record.node_label,
     )
 
 

@@ -33,6 +33,7 @@ from ray import serve
 
 from actors.import_keyholder import keyholder
 from actors.master_key import master_key_in_env
+from actors.node_roles import BACKEND_IO, role_resources
 from actors.replication_agent import start_agents
 from actors.scheduler import start_scheduler
 from cluster.cli_base import admin_token, tls_verify
@@ -201,7 +202,7 @@ def start_self_healing(settings: Settings) -> None:
     Called after the gateway is deployed; ``BP_AGENT_COUNT=0`` and
     ``BP_SCHEDULER_ENABLED=false`` turn either off (e.g. agents run outside Ray)."""
     if settings.agent_count > 0:
-        start_agents(settings, settings.agent_count)
+        start_agents(settings, settings.agent_count, resources=role_resources(BACKEND_IO))
     if settings.scheduler_enabled:
         start_scheduler(settings, default_schedules(settings), build_worker)
 

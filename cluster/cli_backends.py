@@ -74,6 +74,8 @@ def _declared(args: argparse.Namespace) -> dict[str, Any]:
             payload[option] = value
     if getattr(args, "path", None):
         payload["path"] = str(Path(args.path).resolve())
+    if getattr(args, "node", None):
+        payload["node"] = args.node
     sla = {
         k: v
         for k, v in (("availability", args.sla_availability), ("latency_ms", args.sla_latency_ms))
@@ -173,6 +175,9 @@ def _declare_options(parser: argparse.ArgumentParser, *, adding: bool) -> None:
         parser.add_argument("--endpoint")
         parser.add_argument("--bucket")
         parser.add_argument("--path", help="directory of a --type local backend")
+        parser.add_argument(
+            "--node", help="Ray node label bp-node of the local directory's machine (pinned there)"
+        )
         parser.add_argument(
             "--create-bucket", action="store_true", help="create the bucket if it is missing"
         )

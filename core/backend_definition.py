@@ -85,6 +85,8 @@ class BackendDefinition:
     capacity_bytes: int | None = None
     #: Tenant names this backend serves; None: every tenant.
     tenants: tuple[str, ...] | None = None
+    #: A local backend's node (its Ray ``bp-node`` label); None: the adding replica's node.
+    node: str | None = None
 
     @property
     def kind(self) -> str:
@@ -275,7 +277,7 @@ def _unknown(data: dict[str, Any], known: set[str]) -> None:
 _DEFINITION_FIELDS = {
     "name", "type", "provider", "endpoint", "bucket", "path", "access_key", "secret_key",
     "signing_region", "addressing_style", "create_bucket", "region", "country", "jurisdiction",
-    "sla", "flags", "capacity_bytes", "tenants",
+    "sla", "flags", "capacity_bytes", "tenants", "node",
 }  # fmt: skip
 
 
@@ -312,7 +314,12 @@ def parse_definition(data: dict[str, Any]) -> BackendDefinition:
         assert path is not None
         if not path.startswith("/"):
             raise InvalidInput("field 'path' must be an absolute directory path")
-        return BackendDefinition(**common, path=path)
+        node = _text(data, "node", required=False)
+        if node is not None and not _NAME.match(node):
+            raise InvalidInput("field 'node' must be a node label value: letters, digits, '-', '_'")
+        return BackendDefinition(**common, path=path, node=node)
+    if data.get("node") is not None:
+        raise InvalidInput(f"field 'node' applies only to type local, not {backend_type}")
     if data.get("path") is not None:
         raise InvalidInput(f"field 'path' applies only to type local, not {backend_type}")
     endpoint = _endpoint(data)

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from actors.node_roles import GATEWAY, role_resources
 from core.settings import Settings
 from gateway import admin
 from gateway.console import ConsoleApi, StaticAssets
@@ -196,7 +197,8 @@ def build_gateway_app(settings: Settings) -> Any:
     return GatewayDeployment.options(  # type: ignore[attr-defined]
         num_replicas=settings.gateway_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
+        # On gateway nodes when the cluster declares the role (actors/node_roles.py).
+        ray_actor_options={"num_cpus": 0, "resources": role_resources(GATEWAY)},
         health_check_period_s=10,
         health_check_timeout_s=30,
     ).bind(settings.to_dict())

@@ -47,6 +47,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.data_path import DataPath
 from actors.import_keyholder import keyholder
+from actors.node_roles import BACKEND_IO, nodes_for_role
 from actors.source_bucket import SourceBucket, open_source
 from core.credential_seal import SealOpenFailed
 from core.errors import BulletproofError, Conflict, MetadataUnavailable
@@ -221,7 +222,7 @@ class _Driver:
 
     # -- workers -------------------------------------------------------------------------------
     def start_workers(self, submission_id: str) -> list[Any]:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        nodes = nodes_for_role(BACKEND_IO)
         per_node = self.options.workers_per_node
         budget = max(1, self.options.node_bytes // per_node)
         remote = ray.remote(ImportWorker)

@@ -108,6 +108,8 @@ class BackendRecord:
     drain_started_at: datetime | None = None
     #: Tenant names this backend serves; None: every tenant.
     tenants: tuple[str, ...] | None = None
+    #: The Ray node label (``bp-node``) a local backend's directory is on; None: not pinned.
+    node_label: str | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def describe(record: BackendRecord, handle: BackendHandle | None) -> dict[str, A
         "capacity_bytes": record.capacity_bytes,
         "used_bytes": record.used_bytes,
         "tenants": None if record.tenants is None else list(record.tenants),
+        "node": record.node_label,
         "state": record.state,
         "drain_started_at": (
             None if record.drain_started_at is None else record.drain_started_at.isoformat()

@@ -25,8 +25,9 @@ from typing import Any
 
 from actors.backend_actor import get_or_create_backend_actor
 from actors.backend_client import LocalDirectoryClient, S3BackendClient
-from actors.backend_probe import ProbeFailed, ProbeReport, probe_backend
+from actors.backend_probe import ProbeFailed, ProbeReport, probe_backend, probe_local_on_node
 from actors.backend_transport import spec_of
+from actors.node_roles import current_node_label
 from core.backend_definition import BackendDefinition, parse_definition
 from core.errors import Conflict, NotFound
 from core.health import BackendHealth
@@ -146,21 +147,16 @@ async def add_storage(call: AdminCall) -> dict[str, Any]:
         missing = await ctx.store.backends.missing_tenants(conn, definition.tenants or ())
     if missing:
         raise s3e.InvalidArgument(f"field 'tenants': no tenant {missing[0]!r}")
-    client = probe_client(
-        ctx,
-        kind=definition.kind,
-        endpoint=definition.endpoint,
-        bucket=definition.bucket,
-        path=definition.path,
-        access_key=definition.access_key,
-        secret_key=definition.secret_key,
-        signing_region=definition.signing_region,
-        addressing_style=definition.addressing_style,
-    )
-    report = await probe_or_refuse(name, client, create_bucket=definition.create_bucket)
+    node = current_node_label() if definition.kind == "local" else None
+    if definition.node is not None and definition.node != node:
+        node = definition.node
+        report = await _probe_elsewhere(name, node, definition.path)
+    else:
+        report = await probe_or_refuse(name, _definition_client(ctx, definition),
+                                       create_bucket=definition.create_bucket)  # fmt: skip
     try:
         async with ctx.store.db.transaction() as conn:
-            record = await _store(ctx, conn, definition, report)
+            record = await _store(ctx, conn, definition, report, node)
             await call.audit(
                 conn,
                 "AddStorage",
@@ -178,8 +174,42 @@ async def add_storage(call: AdminCall) -> dict[str, Any]:
     }
 
 
+def _definition_client(
+    ctx: GatewayContext, d: BackendDefinition
+) -> S3BackendClient | LocalDirectoryClient:
+    return probe_client(
+        ctx,
+        kind=d.kind,
+        endpoint=d.endpoint,
+        bucket=d.bucket,
+        path=d.path,
+        access_key=d.access_key,
+        secret_key=d.secret_key,
+        signing_region=d.signing_region,
+        addressing_style=d.addressing_style,
+    )
+
+
+async def _probe_elsewhere(name: str, node: str, path: str | None) -> ProbeReport:
+    """Probe a local directory on the node it is declared on; a failure is the 400."""
+    assert path is not None
+    try:
+        return await probe_local_on_node(node, path, PROBE_TIMEOUT_S)
+    except ProbeFailed as exc:
+        raise s3e.InvalidRequest(f"backend {name!r} is not usable: {exc}") from exc
+    except TimeoutError as exc:
+        raise s3e.InvalidRequest(
+            f"backend {name!r} is not usable: probe on node {node} gave no answer within"
+            f" {PROBE_TIMEOUT_S:.0f} s"
+        ) from exc
+
+
 async def _store(
-    ctx: GatewayContext, conn: Any, d: BackendDefinition, report: ProbeReport
+    ctx: GatewayContext,
+    conn: Any,
+    d: BackendDefinition,
+    report: ProbeReport,
+    node: str | None,
 ) -> BackendRecord:
     sealed = None
     if d.kind == "s3":
@@ -210,6 +240,7 @@ async def _store(
             "supports_sse": d.supports_sse,
             "rtt_ms": report.rtt_ms,
             "throughput_mbps": report.throughput_mbps,
+            "node_label": node,
         },
         health=_first_health(report),
     )

@@ -115,3 +115,14 @@ def test_changes() -> None:
         assert word in str(exc.value)
     with pytest.raises(InvalidInput):
         parse_changes({"signing_region": "x"}, kind="local")
+
+
+def test_a_local_backend_may_name_its_node() -> None:
+    local = {"name": "disk", "type": "local", "path": "/srv/bp", "region": "eu-north",
+             "country": "SE", "jurisdiction": "SE"}  # fmt: skip
+    assert parse_definition(local).node is None  # the adding replica's node decides
+    assert parse_definition({**local, "node": "io-1"}).node == "io-1"
+    with pytest.raises(InvalidInput, match="'node'"):
+        parse_definition({**local, "node": "io 1; rm"})
+    with pytest.raises(InvalidInput, match="'node' applies only to type local"):
+        parse_definition({**S3, "node": "io-1"})
