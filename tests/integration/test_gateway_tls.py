@@ -1,7 +1,7 @@
 """The gateway over HTTPS, its master key from the environment secret: `bulletproof up` with a
-self-signed certificate for 127.0.0.1, boto3 verifying it (and refusing it when it does not trust it), the CLI trusting it through
-BP_TLS_CA_FILE, and plain HTTP not served on that port. Runs its own gateway (own Ray head,
-database and port), stopped by `down` and checked by PID."""
+self-signed certificate for 127.0.0.1, boto3 verifying it (and refusing it when it does not
+trust it), the CLI trusting it through BP_TLS_CA_FILE, and plain HTTP not served on that port.
+Runs its own gateway (own Ray head, database and port), stopped by `down` and checked by PID."""
 
 from __future__ import annotations
 
