@@ -15,9 +15,17 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from actors.metric_registry import metric, record
 from core.health import HEALTH_STATES, BackendHealth
 
-__all__ = ["TAG_KEYS", "BackendMetrics", "backend_metrics"]
+__all__ = [
+    "TAG_KEYS",
+    "BackendMetrics",
+    "agent_job_finished",
+    "backend_metrics",
+    "quorum_write",
+    "worker_run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +89,50 @@ def backend_metrics() -> BackendMetrics:
                 log.debug("backend metrics unavailable", exc_info=True)
             _metrics = BackendMetrics(gauges)
         return _metrics
+
+
+# -- the data path and the agents (actors/metric_registry.py creates and records) -------------
+def quorum_write(outcome: str) -> None:
+    """One quorum write ended: ``all`` (every target acknowledged), ``quorum`` (acknowledged
+    at the quorum; the rest finish in the background or by repair) or ``failed``."""
+    record(
+        metric("counter", "bulletproof_quorum_writes", "Quorum writes by outcome.", ("outcome",)),
+        "inc", 1, {"outcome": outcome},
+    )  # fmt: skip
+
+
+def agent_job_finished(kind: str, result: str, seconds: float) -> None:
+    """A replication agent finished a job (repair, replicate, move, ...): ``done``,
+    ``deferred``, ``dead``, ``failed`` or ``lost`` (its lease was taken over)."""
+    record(
+        metric("counter", "bulletproof_agent_jobs", "Agent jobs by kind and result.",
+               ("kind", "result")),
+        "inc", 1, {"kind": kind, "result": result},
+    )  # fmt: skip
+    record(
+        metric("histogram", "bulletproof_agent_job_seconds", "Seconds per agent job.", ("kind",)),
+        "observe", seconds, {"kind": kind},
+    )  # fmt: skip
+
+
+def worker_run(
+    worker: str, report: dict[str, Any] | None, error: str | None, seconds: float
+) -> None:
+    """A periodic worker's run ended: ``bulletproof_worker_runs`` by result, and every count
+    of its report (the scrubber's ``verified``, ``corrupt``, ``missing``; the repairer's jobs
+    enqueued...) added to ``bulletproof_worker_items``: the scrub and repair rates."""
+    record(
+        metric("counter", "bulletproof_worker_runs", "Periodic worker runs by result.",
+               ("worker", "result")),
+        "inc", 1, {"worker": worker, "result": "failed" if error else "ok"},
+    )  # fmt: skip
+    record(
+        metric("histogram", "bulletproof_worker_run_seconds", "Seconds per worker run.",
+               ("worker",)),
+        "observe", seconds, {"worker": worker},
+    )  # fmt: skip
+    items = metric("counter", "bulletproof_worker_items", "Counts from worker run reports.",
+                   ("worker", "item"))  # fmt: skip
+    for item, value in (report or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            record(items, "inc", value, {"worker": worker, "item": item})

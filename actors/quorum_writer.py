@@ -39,6 +39,7 @@ import ray
 
 from actors.backend_client import new_locator
 from actors.erasure_tasks import EncodedPart, encode_part
+from actors.metrics import quorum_write
 from actors.registry import BackendHandle, BackendRegistry
 from core.errors import InvalidInput, QuorumNotMet
 
@@ -222,6 +223,8 @@ class QuorumWrite:
         self.sha256 = self._sha.digest()
         self.md5_hex = self._md5.hexdigest()
         await self._await_object_quorum()
+        complete = len(self.complete_backends()) == len(self._targets)
+        quorum_write("all" if complete else "quorum")
 
     async def _cut(self, body: AsyncIterator[BodyChunk]) -> AsyncIterator[bytearray]:
         """Re-chunk the body into parts of exactly ``part_size`` (the last may be shorter).
@@ -296,4 +299,5 @@ class QuorumWrite:
         """Backend names and errors go to the log only: tenants do not learn the topology."""
         bad = [f"{t.handle.name}: {t.error or 'too slow'}" for t in self._targets if not t.live]
         log.warning("write quorum %d not met (%d complete): %s", self.quorum, got, "; ".join(bad))
+        quorum_write("failed")
         return QuorumNotMet(self.quorum, got)

@@ -43,6 +43,7 @@ from typing import Any
 
 from actors.backend_actor import ACTOR_NAMESPACE
 from actors.healing import HealingContext, HealingThread
+from actors.metrics import agent_job_finished
 from actors.replica_repair import (
     HealDeferred,
     HealImpossible,
@@ -215,8 +216,10 @@ class AgentLoop:
         self.current[job.id] = job
         work = asyncio.ensure_future(self._heal(job))
         beat = asyncio.ensure_future(self._heartbeat(job, work))
+        started, result = time.monotonic(), "lost"
         try:
             outcome = await work
+            result = "done"
             self.stats.record(outcome)
             log.info(
                 "agent %s: job %d (%s) %s %s",
@@ -236,13 +239,16 @@ class AgentLoop:
             self.stats.lost += 1
             log.warning("agent %s: %s", self.name, exc)
         except (HealDeferred, BackendUnavailable) as exc:
+            result = "deferred"
             self.stats.deferred += 1
             await self._settle(job, "defer", str(exc))
         except HealImpossible as exc:
+            result = "dead"
             self.stats.dead += 1
             self.stats.last_error = str(exc)
             await self._settle(job, "dead", str(exc))
         except Exception as exc:
+            result = "failed"
             self.stats.failed += 1
             error = f"{type(exc).__name__}: {exc}"
             self.stats.last_error = error
@@ -251,6 +257,7 @@ class AgentLoop:
         finally:
             beat.cancel()
             self.current.pop(job.id, None)
+            agent_job_finished(job.kind, result, time.monotonic() - started)
 
     async def _heal(self, job: Job) -> HealOutcome:
         request = request_for(job)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from actors.backend_actor import ACTOR_NAMESPACE
 from actors.healing import HealingContext, HealingThread
+from actors.metrics import worker_run
 from core.settings import Settings
 
 __all__ = [
@@ -102,6 +103,7 @@ async def run_exclusive(
         with contextlib.suppress(Exception):
             async with ctx.store.db.connection() as conn:
                 await repo.finish_run(conn, work.name, owner, report=report, error=error)
+    worker_run(work.name, report, error, time.monotonic() - start)
     return RunResult(work.name, True, report, error, owner, time.monotonic() - start)
 
 

@@ -181,7 +181,7 @@ def run_gateway(settings: Settings) -> None:
         init_args: dict[str, object] = {
             "namespace": "bulletproof",
             "include_dashboard": settings.dashboard,
-            "dashboard_host": "127.0.0.1",
+            "dashboard_host": settings.dashboard_host,
             "log_to_driver": False,
         }
         if settings.ray_address:

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.policy import PolicyDocument
 
 __all__ = [
     "FederationState",
+    "PlacementCount",
     "PlacementTally",
     "judge",
     "placement_of",
+    "tally",
 ]
 
 GREEN, YELLOW, RED = "GREEN", "YELLOW", "RED"
@@ -53,6 +58,44 @@ class PlacementTally:
     def add(self, state: str, objects: int, size: int) -> None:
         self.objects[state] += objects
         self.bytes[state] += size
+
+
+class PlacementCount(Protocol):
+    """Objects of one class and erasure layout (``k`` 0: replicated) whose weakest part has
+    ``ok_pieces`` good pieces (``schema.placement_census.PlacementGroup``)."""
+
+    @property
+    def redundancy_class(self) -> str: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def m(self) -> int: ...
+    @property
+    def ok_pieces(self) -> int: ...
+    @property
+    def objects(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+
+
+def _layout(group: PlacementCount, policy: PolicyDocument) -> tuple[int, int]:
+    """(width, read quorum): the erasure code the objects were written with, else their
+    class's copies in the policy in force (a class no longer defined: what they have)."""
+    if group.k:
+        return group.k + group.m, group.k
+    rc = policy.classes.get(group.redundancy_class)
+    if rc is None or rc.kind != "replication":
+        return max(group.ok_pieces, 1), 1
+    return rc.copies, 1
+
+
+def tally(groups: Iterable[PlacementCount], policy: PolicyDocument) -> PlacementTally:
+    """Objects and bytes per placement state, judged against ``policy``."""
+    result = PlacementTally()
+    for group in groups:
+        width, read_quorum = _layout(group, policy)
+        result.add(placement_of(group.ok_pieces, width, read_quorum), group.objects, group.bytes)
+    return result
 
 
 @dataclass(frozen=True)

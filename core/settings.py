@@ -52,6 +52,7 @@ class Settings:
     # The Ray dashboard (bound to 127.0.0.1): imports are submitted through its Job Submission
     # API and show on its Jobs page. BP_DASHBOARD=false / --no-dashboard turn it off.
     dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"  # BP_DASHBOARD_HOST=0.0.0.0 exposes it (put auth in front)
     redundancy_class: str = "StandardClass"
     # -- self-healing (docs/self-healing.md) --------------------------------------------------
     agent_count: int = 2  # ReplicationAgent actors started by `bulletproof up`/`serve`
@@ -80,6 +81,8 @@ class Settings:
     # -- multipart uploads (docs/s3-api.md) -----------------------------------------------------
     upload_expiry_s: float = 7 * 86400.0  # an upload not completed by then is aborted
     upload_expiry_interval_s: float = 3600.0  # how often the upload expirer runs (0: never)
+    # -- watching it (docs/operations.md) -------------------------------------------------------
+    metrics_interval_s: float = 30.0  # the federation sampler's gauges (0: not sampled)
 
     @property
     def state_path(self) -> Path:

@@ -21,7 +21,10 @@ from typing import Any
 
 from ray.util import metrics
 
-__all__ = ["TAG_KEYS", "ImportMetrics", "import_metrics"]
+from actors.metric_registry import metric, record
+from schema.federation_report import FederationReport
+
+__all__ = ["TAG_KEYS", "ImportMetrics", "federation_gauges", "import_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +129,32 @@ def import_metrics() -> ImportMetrics:
                 **{field: _metric(kind, name, text) for field, kind, name, text in _SPECS}
             )
         return _metrics
+
+
+# -- the federation's status as gauges (jobs/federation_sampler.py) ---------------------------
+_STATE_VALUES = {"GREEN": 0.0, "YELLOW": 1.0, "RED": 2.0}
+
+
+def federation_gauges(report: FederationReport) -> None:
+    """Set the federation gauges from one report (see ``jobs/federation_sampler.py``)."""
+    record(
+        metric("gauge", "bulletproof_federation_state", "0 GREEN, 1 YELLOW, 2 RED.", ()),
+        "set", _STATE_VALUES[report.verdict.state], {},
+    )  # fmt: skip
+    objects = metric("gauge", "bulletproof_objects", "Stored objects by placement state.",
+                     ("placement",))  # fmt: skip
+    size = metric("gauge", "bulletproof_object_bytes", "Stored bytes by placement state.",
+                  ("placement",))  # fmt: skip
+    for placement, n in report.placement.objects.items():
+        record(objects, "set", n, {"placement": placement})
+        record(size, "set", report.placement.bytes[placement], {"placement": placement})
+    replicas = metric("gauge", "bulletproof_replicas", "Stored pieces by state.", ("state",))
+    for state in ("ok", "pending", "corrupt", "missing", "deleting"):
+        record(replicas, "set", report.replica_states.get(state, 0), {"state": state})
+    jobs = metric("gauge", "bulletproof_queue_jobs", "Jobs by kind and state.", ("kind", "state"))
+    oldest = metric("gauge", "bulletproof_queue_oldest_ready_seconds",
+                    "Age of the oldest job ready to run, by kind.", ("kind",))  # fmt: skip
+    for q in report.queue:
+        for state, n in (("queued", q.queued), ("leased", q.leased), ("dead", q.dead)):
+            record(jobs, "set", n, {"kind": q.kind, "state": state})
+        record(oldest, "set", q.oldest_ready_s, {"kind": q.kind})

@@ -68,3 +68,8 @@ class PlacementCensus:
             )
             for r in rows
         ]
+
+    async def replica_states(self, conn: asyncpg.Connection) -> dict[str, int]:
+        """Stored pieces (replicas, shards) in each state, all tenants."""
+        rows = await conn.fetch("SELECT status, count(*) AS n FROM replicas GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}

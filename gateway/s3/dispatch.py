@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import parse_qsl
 
@@ -17,6 +18,7 @@ from fastapi import Request, Response
 from gateway.auth import Authorized, authenticate, authorize
 from gateway.context import GatewayContext
 from gateway.front_door import SIGNED_PATH_KEY
+from gateway.metrics import record_request
 from gateway.s3 import operations as ops
 from gateway.s3 import xml
 from gateway.s3.call import S3Call
@@ -141,6 +143,8 @@ async def handle_s3(
 ) -> Response:
     request_id = secrets.token_hex(8).upper()
     resource = request.url.path
+    started = time.monotonic()
+    operation, code = "Unparsed", "OK"
     try:
         view = request_view(request)
         principal = await authenticate(ctx, view)
@@ -154,6 +158,7 @@ async def handle_s3(
             )
         else:
             op = parse(view)
+        operation = type(op).__name__
         handler = handlers.get(type(op))
         if handler is None:
             raise ops_not_implemented(op)
@@ -164,9 +169,23 @@ async def handle_s3(
         err = to_s3_error(exc, resource=resource)
         if err.code == "InternalError":
             log.error("request %s failed", request_id, exc_info=exc)
-        return error_response(err, request_id, head=request.method == "HEAD")
-    response.headers["x-amz-request-id"] = request_id
+        code = err.code
+        response = error_response(err, request_id, head=request.method == "HEAD")
+    else:
+        response.headers["x-amz-request-id"] = request_id
+    record_request(
+        operation,
+        code,
+        time.monotonic() - started,
+        _length(request.headers.get("content-length")),
+        _length(response.headers.get("content-length")) if code == "OK" else 0,
+    )
     return response
+
+
+def _length(value: str | None) -> int:
+    """A declared body length for the byte counters (0 when absent or not a number)."""
+    return int(value) if value is not None and value.isdigit() and len(value) <= 18 else 0
 
 
 def ops_not_implemented(op: ops.Operation) -> S3Error:

@@ -42,6 +42,7 @@ def test_up_backend_tenant_status_down(tmp_path: Path) -> None:
         "BP_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{db}",
         "BP_HTTP_PORT": str(port),
         "BP_RAY_NUM_CPUS": "2",
+        "BP_METRICS_INTERVAL_S": "2",
     }
     try:
         assert "gateway up" in run(env, "up")
@@ -125,6 +126,26 @@ def test_up_backend_tenant_status_down(tmp_path: Path) -> None:
         assert doc["metrics_urls"], doc
         scraped = httpx.get(doc["metrics_urls"][0], timeout=10)
         assert scraped.status_code == 200 and "# TYPE" in scraped.text
+        # The bulletproof_* metrics reach Prometheus' scrape address (Ray exports them with
+        # its "ray_" namespace): requests by operation and code, quorum outcomes, and the
+        # sampler's federation gauges.
+        wanted = (
+            'bulletproof_requests_total{',
+            'operation="PutObject"',
+            "bulletproof_quorum_writes_total{",
+            "bulletproof_request_seconds_bucket{",
+            "bulletproof_federation_state",
+            'bulletproof_objects{',
+        )
+        deadline = time.monotonic() + 90  # Ray exports every few seconds; the sampler every 2
+        text = ""
+        while time.monotonic() < deadline:
+            text = "".join(httpx.get(url, timeout=10).text for url in doc["metrics_urls"])
+            if all(w in text for w in wanted):
+                break
+            time.sleep(2)
+        missing = [w for w in wanted if w not in text]
+        assert not missing, missing
         human = run(env, "status")
         assert human.startswith("federation: GREEN") and "metrics: http://" in human
         assert "gateway stopped" in run(env, "down")

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from core.federation_state import tally
 from core.policy import builtin_policy
-from gateway.admin.status import placement_tally
 from schema.db import Database
 from schema.placement_census import PlacementCensus
 from tests.support.database import private_database
@@ -123,9 +123,9 @@ async def test_states_from_the_weakest_part(db: Database) -> None:
     await _version(db, tenant, bucket, "ColdArchiveClass", [(b[0], 0, 0, "ok")], erasure=(2, 4))
     async with db.connection() as conn:
         groups = await PlacementCensus().groups(conn, tenant_id=tenant)
-    tally = placement_tally(groups, builtin_policy())
-    assert tally.objects == {"full": 1, "degraded": 2, "at_risk": 2, "unreadable": 1}
-    assert tally.bytes["degraded"] == 200
+    counted = tally(groups, builtin_policy())
+    assert counted.objects == {"full": 1, "degraded": 2, "at_risk": 2, "unreadable": 1}
+    assert counted.bytes["degraded"] == 200
 
 
 async def test_one_tenant_never_counts_another(db: Database) -> None:
