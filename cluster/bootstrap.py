@@ -177,6 +177,27 @@ def run_gateway(settings: Settings) -> None:
     """Prepare everything and deploy the gateway on the Ray cluster (started if needed)."""
     prepare_state(settings)
     asyncio.run(prepare_database(settings))
+    connect_ray(settings)
+    serve.start(http_options=http_options(settings))
+    serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
+    wait_healthy(settings)
+    keyholder(settings)  # imports hand their passphrase to their Ray job through it
+
+
+def prepare_cluster(settings: Settings) -> None:
+    """Everything but the gateway: for a gateway deployed the Ray way (``serve deploy``
+    with ``deploy/serve.yaml``). The database migrated, the first admin token registered, and
+    on the cluster the keyholder, the replication agents and the scheduler (detached actors:
+    they stay when this process exits, and a second run finds them)."""
+    prepare_state(settings)
+    asyncio.run(prepare_database(settings))
+    connect_ray(settings)
+    keyholder(settings)
+    start_self_healing(settings)
+
+
+def connect_ray(settings: Settings) -> None:
+    """Join ``settings.ray_address``, or start a local head (dashboard as configured)."""
     if not ray.is_initialized():
         init_args: dict[str, object] = {
             "namespace": "bulletproof",
@@ -190,10 +211,6 @@ def run_gateway(settings: Settings) -> None:
             init_args["num_cpus"] = settings.ray_num_cpus
         with _free_agent_port():
             ray.init(**init_args)  # type: ignore[arg-type]
-    serve.start(http_options=http_options(settings))
-    serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
-    wait_healthy(settings)
-    keyholder(settings)  # imports hand their passphrase to their Ray job through it
 
 
 def start_self_healing(settings: Settings) -> None:

@@ -40,6 +40,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """For a gateway deployed with ``serve deploy deploy/serve.yaml``: migrate the database,
+    register the first admin token, and start the agents and scheduler on the cluster."""
+    settings = settings_of(args)
+    if settings.ray_address:
+        enable_token_auth_for_join()  # before Ray is imported: it reads the mode once
+    from cluster.bootstrap import prepare_cluster
+
+    prepare_cluster(settings)
+    print("prepared: database migrated, agents and scheduler running on the cluster")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from cluster.bootstrap import prepare_state, wait_healthy
 
@@ -271,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=180.0)
     up.set_defaults(func=cmd_up)
     sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "prepare", help="database, agents and scheduler, for `serve deploy deploy/serve.yaml`"
+    ).set_defaults(func=cmd_prepare)
     sub.add_parser("down", help="stop the gateway started by up").set_defaults(func=cmd_down)
     status = sub.add_parser(
         "status", help="GREEN / YELLOW / RED, backends, queue, agents, workers, imports"

@@ -43,6 +43,10 @@ class Settings:
     part_size: int = 8 * 1024 * 1024  # bytes per stored part; bounds memory per request
     max_object_size: int = 5 * 1024**3
     gateway_replicas: int = 1
+    # Autoscaling: above gateway_replicas, Serve adds replicas up to this many, aiming at this
+    # many requests in flight per replica (0: a fixed gateway_replicas).
+    gateway_max_replicas: int = 0
+    gateway_target_ongoing_requests: float = 16.0
     max_ongoing_requests: int = 64
     backend_timeout_s: float = 30.0
     health_interval_s: float = 5.0

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from actors.node_roles import GATEWAY, role_resources
-from core.settings import Settings
+from core.settings import Settings, load_settings
 from gateway import admin
 from gateway.console import ConsoleApi, StaticAssets
 from gateway.context import GatewayContext
@@ -30,7 +30,13 @@ from gateway.objects_api import handle_objects_api
 from gateway.s3.dispatch import error_response, handle_s3
 from gateway.s3.errors import to_s3_error
 
-__all__ = ["ADMIN_ROUTES", "GatewayDeployment", "build_gateway_app", "fastapi_app"]
+__all__ = [
+    "ADMIN_ROUTES",
+    "GatewayDeployment",
+    "app_builder",
+    "build_gateway_app",
+    "fastapi_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +199,31 @@ class GatewayDeployment:
 
 
 def build_gateway_app(settings: Settings) -> Any:
-    """The Serve application, with replica count and concurrency set deliberately."""
+    """The Serve application, with replica count (or autoscaling range) and concurrency set
+    deliberately."""
+    scaling: dict[str, Any] = {"num_replicas": settings.gateway_replicas}
+    if settings.gateway_max_replicas > settings.gateway_replicas:
+        scaling = {
+            "autoscaling_config": {
+                "min_replicas": settings.gateway_replicas,
+                "max_replicas": settings.gateway_max_replicas,
+                "target_ongoing_requests": settings.gateway_target_ongoing_requests,
+            }
+        }
     return GatewayDeployment.options(  # type: ignore[attr-defined]
-        num_replicas=settings.gateway_replicas,
+        **scaling,
         max_ongoing_requests=settings.max_ongoing_requests,
         # On gateway nodes when the cluster declares the role (actors/node_roles.py).
         ray_actor_options={"num_cpus": 0, "resources": role_resources(GATEWAY)},
         health_check_period_s=10,
         health_check_timeout_s=30,
     ).bind(settings.to_dict())
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """The application builder for ``serve run`` / ``serve deploy`` (deploy/serve.yaml's
+    ``import_path: gateway.app:app_builder``): ``args`` are plain setting names and values
+    (``database_url``, ``gateway_replicas``...), overlaid by the node's ``BP_*`` environment
+    as everywhere else (``core.settings``). Run ``bulletproof prepare`` first: it migrates the
+    database and starts the agents and scheduler that a Serve config does not describe."""
+    return build_gateway_app(load_settings(file_values=args))

@@ -20,10 +20,8 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,87 +33,11 @@ from botocore.config import Config
 
 from tests.integration.test_operator_cli import _drop, run
 from tests.support.processes import MotoServer, free_port
+from tests.support.ray_nodes import RAY, Head, WorkerNode
 
 pytestmark = pytest.mark.fault
 
-RAY = Path(sys.executable).parent / "ray"
 BIN = Path(sys.executable).parent / "bulletproof"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace")
-
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for pid in _pids():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [root]
-    while frontier:
-        current = frontier.pop()
-        children = [pid for pid, parent in parents.items() if parent == current]
-        found.extend(children)
-        frontier.extend(children)
-    return found
-
-
-def _kill(pids: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-            time.sleep(0.2)
-
-
-class Node:
-    """One ``ray start`` on its own ports; ``stop`` kills its raylet and all under it."""
-
-    def __init__(self, label: str, resources: dict[str, float], env: dict[str, str]) -> None:
-        self.label, self.resources, self.env = label, resources, env
-        self.node_manager_port = free_port()
-        self.ports = [free_port() for _ in range(6)]
-
-    def start(self, gcs: str) -> None:
-        obj, metrics, agent, agent_grpc, runtime_env, low = self.ports
-        done = subprocess.run(
-            [
-                str(RAY), "start", f"--address={gcs}", "--node-ip-address=127.0.0.1",
-                "--num-cpus=1", f"--resources={json.dumps(self.resources)}",
-                "--labels", f"bp-node={self.label}",
-                f"--node-manager-port={self.node_manager_port}",
-                f"--object-manager-port={obj}", f"--metrics-export-port={metrics}",
-                f"--dashboard-agent-listen-port={agent}",
-                f"--dashboard-agent-grpc-port={agent_grpc}",
-                f"--runtime-env-agent-port={runtime_env}",
-            ],
-            env=self.env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-
-    def raylet(self) -> int | None:
-        for pid in _pids():
-            line = _cmdline(pid)
-            if "raylet" in line and f"--node_manager_port={self.node_manager_port} " in line:
-                return pid
-        return None
-
-    def stop(self) -> None:
-        raylet = self.raylet()
-        assert raylet is not None, f"node {self.label} is not running"
-        _kill([*_descendants(raylet), raylet])
 
 
 def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120.0) -> Any:
@@ -145,12 +67,11 @@ def moto_servers() -> Iterator[list[MotoServer]]:
 def test_roles_pinning_node_loss_and_return(tmp_path: Path, moto_servers: list[MotoServer]) -> None:
     home = tmp_path / "home"
     home.mkdir()  # no Ray token here: this cluster runs without token authentication
-    temp_dir = tempfile.mkdtemp(prefix="bpmn-", dir="/tmp")  # Ray's socket paths stay short
-    gcs_port, dashboard_port, head_agent_port, http_port = (free_port() for _ in range(4))
-    gcs = f"127.0.0.1:{gcs_port}"
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    http_port = free_port()
     ray_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     ray_env["HOME"] = str(home)
+    head = Head(ray_env, resources={"gateway": 1}, label="head")
+    gcs, dashboard = head.address, head.dashboard
     db = f"bp_multinode_{secrets.token_hex(4)}"
     env = {
         **ray_env,
@@ -162,8 +83,8 @@ def test_roles_pinning_node_loss_and_return(tmp_path: Path, moto_servers: list[M
         "BP_BACKEND_TIMEOUT_S": "5",
         "BP_HEALTH_INTERVAL_S": "1",
     }
-    io1 = Node("io-1", {"backend_io": 4}, ray_env)
-    io2 = Node("io-2", {"backend_io": 4}, ray_env)
+    io1 = WorkerNode("io-1", {"backend_io": 4}, ray_env)
+    io2 = WorkerNode("io-2", {"backend_io": 4}, ray_env)
 
     def actors() -> list[dict[str, Any]]:
         listed = subprocess.run(
@@ -202,18 +123,7 @@ def test_roles_pinning_node_loss_and_return(tmp_path: Path, moto_servers: list[M
         return next(b["health"] for b in status()["backends"] if b["name"] == name)
 
     try:
-        head = subprocess.run(
-            [
-                str(RAY), "start", "--head", f"--port={gcs_port}", f"--temp-dir={temp_dir}",
-                "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                "--resources", json.dumps({"gateway": 1}), "--labels", "bp-node=head",
-                "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dashboard_port}",
-                f"--dashboard-agent-listen-port={head_agent_port}",
-            ],
-            env=ray_env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        assert head.returncode == 0, head.stdout + head.stderr
+        head.start()
         io1.start(gcs)
         io2.start(gcs)
         assert "gateway up" in run(env, "up")
@@ -298,9 +208,6 @@ def test_roles_pinning_node_loss_and_return(tmp_path: Path, moto_servers: list[M
     finally:
         subprocess.run([str(BIN), "down"], env=env, capture_output=True, timeout=120)
         for node in (io1, io2):
-            raylet = node.raylet()
-            if raylet is not None:
-                _kill([*_descendants(raylet), raylet])
-        head_pids = [pid for pid in _pids() if temp_dir in _cmdline(pid)]
-        _kill([*(d for pid in head_pids for d in _descendants(pid)), *head_pids])
+            node.stop()
+        head.stop()
         asyncio.run(_drop(db))

@@ -10,14 +10,11 @@ Every Ray process the head started is stopped by PID (found by the private temp 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import boto3
@@ -27,36 +24,12 @@ from botocore.config import Config
 
 from tests.integration.test_operator_cli import _drop, run
 from tests.support.processes import free_port
+from tests.support.ray_nodes import kill_tree, processes_under
 
 pytestmark = pytest.mark.integration
 
 RAY = Path(sys.executable).parent / "ray"
 BIN = Path(sys.executable).parent / "bulletproof"
-
-
-def _processes_under(temp_dir: str) -> list[int]:
-    """PIDs whose command line names the head's private temp dir (its raylet, GCS, ...)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def _stop(pids: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-            time.sleep(0.2)
 
 
 def test_up_joins_a_token_authenticated_cluster(tmp_path: Path) -> None:
@@ -149,4 +122,4 @@ def test_up_joins_a_token_authenticated_cluster(tmp_path: Path) -> None:
             subprocess.run([str(BIN), "down"], env=env, capture_output=True, timeout=120)
             asyncio.run(_drop(db))
     finally:
-        _stop(_processes_under(temp_dir))
+        kill_tree(processes_under(temp_dir))
