@@ -85,6 +85,7 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("GET", "/admin/policy/history", _V, admin.policy_history),
         _Route("POST", "/admin/policy/explain", _V, admin.explain_placement),
         _Route("GET", "/admin/tenants/{tenant}/placement", _V, admin.tenant_placement),
+        _Route("GET", "/admin/tenants/{tenant}/compliance", _V, admin.compliance_report),
         _Route("PUT", "/admin/tenants/{tenant}/placement", _A, admin.set_tenant_placement),
         _Route(
             "GET", "/admin/tenants/{tenant}/buckets/{bucket}/placement", _V, admin.bucket_placement
@@ -102,9 +103,7 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("GET", "/admin/import-sources/{rest:path}", _V, _IMPORTS.admin_operation),
         _Route("POST", "/admin/import-sources/{rest:path}", _A, _IMPORTS.admin_operation),
         _Route("GET", "/admin/tenants/{tenant}/import/{rest:path}", _V, _IMPORTS.admin_operation),
-        _Route(
-            "POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation
-        ),
+        _Route("POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation),
     ]
 )
 
@@ -176,6 +175,18 @@ class GatewayDeployment:
     @fastapi_app.get("/ui/{path:path}")
     async def console_file(self, path: str) -> Response:
         return self._assets.respond(path)
+
+    # -- the deployment's public signing keys (core/deployment_key.py): unauthenticated, so
+    # anyone can check a placement proof; docs/placement-proof.md. ".well-known" can never be a
+    # bucket name, so it does not shadow the S3 catch-all.
+    @fastapi_app.get("/.well-known/bulletproof/deployment-key")
+    async def deployment_key(self) -> Response:
+        try:
+            ctx = await self.ctx()
+        except Exception as exc:
+            log.error("gateway context unavailable", exc_info=exc)
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        return JSONResponse(ctx.deployment_key.published())
 
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:

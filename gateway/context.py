@@ -1,14 +1,18 @@
 """What one gateway replica holds for its lifetime: the data path, plus the master key that
-opens SigV4 secrets and seals backend credentials (only the gateway needs it), and the OIDC
+opens SigV4 secrets and seals backend credentials (only the gateway needs it), the keys derived
+from it (the deployment's signing key, the placement-proof pseudonym key), and the OIDC
 verifier of admin bearer tokens (None when no issuer is configured)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from actors.data_path import DataPath
 from core.admin_roles import load_identity_config
+from core.deployment_key import DeploymentKey
+from core.placement_proof import PSEUDONYM_PURPOSE
 from core.sealing import MasterKey
 from core.settings import Settings
 from gateway.oidc import OidcVerifier
@@ -20,6 +24,16 @@ __all__ = ["GatewayContext"]
 class GatewayContext(DataPath):
     master_key: MasterKey = field(kw_only=True)
     oidc: OidcVerifier | None = field(default=None, kw_only=True)
+
+    @cached_property
+    def deployment_key(self) -> DeploymentKey:
+        """Signs placement proofs; derived once per replica (HKDF + key generation)."""
+        return DeploymentKey.from_master(self.master_key)
+
+    @cached_property
+    def pseudonym_key(self) -> bytes:
+        """The HMAC key of the per-tenant backend pseudonyms in placement proofs."""
+        return self.master_key.derive(PSEUDONYM_PURPOSE)[0]
 
     @classmethod
     async def start(cls, settings: Settings) -> GatewayContext:

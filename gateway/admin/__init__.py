@@ -18,7 +18,7 @@ Modules, by noun: ``backends`` (add, list, show, ping, relocate), ``backend_chan
 (update, drain, remove), ``backend_views`` (how a backend is shown), ``tenants`` (create, list,
 show, disable, delete, placement), ``keys`` (access keys), ``tokens`` (bootstrap token
 rotation), ``buckets`` (placement), ``policy`` (apply, show, history, explain), ``audit``
-(verify).
+(verify), ``compliance`` (a tenant's holdings per jurisdiction, objects not fully placed).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from gateway.admin.backends import (
     show_backend,
 )
 from gateway.admin.buckets import bucket_placement, set_bucket_placement
+from gateway.admin.compliance import compliance_report
 from gateway.admin.identity import AdminPrincipal, InvalidToken, authenticate_admin
 from gateway.admin.keys import (
     create_key,
@@ -70,6 +71,7 @@ __all__ = [
     "apply_policy",
     "authenticate_admin",
     "bucket_placement",
+    "compliance_report",
     "create_key",
     "create_tenant",
     "delete_key",

@@ -43,6 +43,7 @@ from gateway.s3.handlers.multipart_part import upload_part, upload_part_copy
 from gateway.s3.handlers.object_delete import delete_object
 from gateway.s3.handlers.object_put import put_object
 from gateway.s3.handlers.object_read import get_object, head_object
+from gateway.s3.handlers.placement_proof import get_placement_proof
 from gateway.s3.handlers.rewrap import rewrap_object, rewrap_objects
 from gateway.s3.handlers.versioning import (
     get_bucket_versioning,
@@ -73,6 +74,7 @@ HANDLERS: Mapping[type, Handler] = {
     ops.RewrapObjects: rewrap_objects,
     ops.ShareObject: share_object,
     ops.ListRecipients: list_recipients,
+    ops.GetPlacementProof: get_placement_proof,
     ops.PublishKey: publish_key,
     ops.ListKeys: list_keys,
     ops.CopyObject: copy_object,
