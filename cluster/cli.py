@@ -4,7 +4,7 @@ Commands: ``up`` (start a gateway in the background and return once /health answ
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
 ``backend ...`` (cluster/cli_backends.py); ``tenant ...``, ``key ...``, ``admin token rotate``
 (cluster/cli_tenants.py), ``policy ...`` (cluster/cli_policy.py), ``compliance report``
-(cluster/cli_compliance.py), ``import ...``
+(cluster/cli_compliance.py), ``session list|revoke`` (cluster/cli_sessions.py), ``import ...``
 (cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
 Settings: ``BP_*`` variables or ``--config``.
 """
@@ -26,6 +26,7 @@ from cluster import (
     cli_compliance,
     cli_import,
     cli_policy,
+    cli_sessions,
     cli_tenants,
     cli_workers,
 )
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tenants.register(sub)
     cli_policy.register(sub)
     cli_compliance.register(sub)
+    cli_sessions.register(sub)
     cli_import.register(sub)
     cli_workers.register(sub)
     return parser

@@ -76,6 +76,10 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("POST", "/admin/tenants/{tenant}/keys/{key}/disable", _A, admin.disable_key),
         _Route("POST", "/admin/tenants/{tenant}/keys/{key}/enable", _A, admin.enable_key),
         _Route("POST", "/admin/tenants/{tenant}/keys/{key}/rotate", _A, admin.rotate_key),
+        # temporary credentials from the STS endpoint (sessions.py, gateway/sts.py)
+        _Route("GET", "/admin/sessions", _V, admin.list_sessions),
+        _Route("POST", "/admin/sessions/revoke", _A, admin.revoke_subject_sessions),
+        _Route("POST", "/admin/sessions/{key}/revoke", _A, admin.revoke_session),
         # the bootstrap token (tokens.py) and the audit log (audit.py)
         _Route("POST", "/admin/token/rotate", _A, admin.rotate_admin_token),
         _Route("GET", "/admin/audit/verify", _V, admin.verify_audit),

@@ -18,7 +18,8 @@ Modules, by noun: ``backends`` (add, list, show, ping, relocate), ``backend_chan
 (update, drain, remove), ``backend_views`` (how a backend is shown), ``tenants`` (create, list,
 show, disable, delete, placement), ``keys`` (access keys), ``tokens`` (bootstrap token
 rotation), ``buckets`` (placement), ``policy`` (apply, show, history, explain), ``audit``
-(verify), ``compliance`` (a tenant's holdings per jurisdiction, objects not fully placed).
+(verify), ``sessions`` (STS temporary credentials: list, revoke), ``compliance`` (a
+tenant's holdings per jurisdiction, objects not fully placed).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from gateway.admin.keys import (
 from gateway.admin.policy import apply_policy, explain_placement, policy_history, show_policy
 from gateway.admin.route import AdminCall, AdminOperation, operation, respond
 from gateway.admin.router import AdminRoute, AdminRouter
+from gateway.admin.sessions import list_sessions, revoke_session, revoke_subject_sessions
 from gateway.admin.tenants import (
     create_tenant,
     delete_tenant,
@@ -84,6 +86,7 @@ __all__ = [
     "explain_placement",
     "list_backends",
     "list_keys",
+    "list_sessions",
     "list_tenants",
     "operation",
     "ping_backends",
@@ -92,6 +95,8 @@ __all__ = [
     "remove_backend",
     "respond",
     "rotate_admin_token",
+    "revoke_session",
+    "revoke_subject_sessions",
     "rotate_key",
     "set_bucket_placement",
     "set_tenant_placement",

@@ -52,6 +52,7 @@ from gateway.s3.handlers.versioning import (
 )
 from gateway.s3.header_rules import refuse_unsupported_headers
 from gateway.s3.sigv4 import HttpRequestView
+from gateway.sts import handle_sts, is_sts_request
 
 __all__ = ["error_response", "handle_s3", "request_view"]
 
@@ -145,6 +146,8 @@ async def handle_s3(
     resource = request.url.path
     try:
         view = request_view(request)
+        if is_sts_request(view):  # unsigned by design: the web identity token is the credential
+            return await handle_sts(ctx, request, view, request_id)
         principal = await authenticate(ctx, view)
         if parse is None:
             routed = request.scope.get("raw_path") or request.scope["path"].encode()
