@@ -31,8 +31,10 @@ from client.s3url import S3Url
 from cluster.cli import main as bulletproof_main
 from core.deployment_key import DeploymentKey, SignatureInvalid, verify_signed
 from core.sealing import MasterKey
+from jobs.scrubber import Scrubber
 from jobs.vacuumer import Vacuumer
 from tests.fault.test_backend_operations import (
+    asql,
     extra_moto,
     moto_payload,
     run_agent,
@@ -220,6 +222,27 @@ async def test_a_pending_piece_is_reported_until_it_is_stored(
     owner.s3.create_bucket(Bucket="proof-b")
     owner.s3.put_object(Bucket="proof-b", Key="placed", Body=os.urandom(1000))
     keys = parse_published_keys(published(cluster))
+
+    def placed_proof() -> Any:
+        signed = proof_of(cluster, owner, "proof-b", "placed")
+        return verify_placement_proof(signed, keys, bucket="proof-b", key="placed").statement
+
+    # verified_at is the scrubber's: a month-old verification, then a scrub pass re-reads them.
+    await asql(
+        cluster,
+        "UPDATE replicas SET verified_at = now() - interval '30 days' WHERE version_pk ="
+        " (SELECT v.id FROM object_versions v JOIN buckets b ON b.id = v.bucket_id"
+        " WHERE b.name = 'proof-b' AND v.key = 'placed')",
+    )
+    aged = await asyncio.to_thread(placed_proof)
+    month_ago = {p["verified_at"][:10] for p in aged["pieces"]}
+    assert len(month_ago) == 1 and month_ago.pop() < aged["issued_at"][:10]
+    await heal.registry.ping_all()
+    report = await Scrubber(heal, batch=50, bytes_per_s=0, listing_interval_s=0).run_once()
+    assert report["verified"] >= 3, report
+    scrubbed = await asyncio.to_thread(placed_proof)
+    assert all(p["verified_at"] > aged["issued_at"] for p in scrubbed["pieces"]), scrubbed
+
     moto = cluster.motos[2]  # b2, the only US backend
     moto.freeze()  # unreachable, its data kept
     try:
