@@ -135,6 +135,14 @@ def test_boto3_gets_credentials_scoped_to_one_tenant(fed: Federation, issuer: Oi
     body = s3.get_object(Bucket="sts-acme-data", Key="hello.txt")["Body"].read()
     assert body == b"from a web identity"
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["sts-acme-data"]
+    # A presigned URL carries the session token in its query (X-Amz-Security-Token).
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "sts-acme-data", "Key": "hello.txt"}, ExpiresIn=300
+    )
+    assert "X-Amz-Security-Token=" in url
+    assert httpx.get(url, timeout=30).content == b"from a web identity"
+    forged = httpx.get(url.replace("X-Amz-Security-Token=", "X-Amz-Security-Token=x"))
+    assert forged.status_code == 400 and b"<Code>InvalidToken</Code>" in forged.content
     with pytest.raises(ClientError) as foreign:
         s3.get_object(Bucket="sts-not-yours", Key="secret")
     assert foreign.value.response["Error"]["Code"] == "NoSuchBucket"
