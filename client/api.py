@@ -8,7 +8,9 @@ boto3 would sign them (botocore's own signer, the payload's SHA-256 in
   ``POST /?publish-key`` and ``GET /?keys`` (the tenant's published public keys),
   ``POST /{bucket}/{key}?share`` and ``GET /{bucket}/{key}?recipients`` (the wrapped keys of
   further recipients), ``POST /{bucket}?rewrap`` (batch re-wrap for rotation, of a named
-  version or the current one). boto3 has no operation for them.
+  version or the current one), ``GET /{bucket}/{key}?placement-proof`` (a signed proof of
+  where the pieces are, ``client/placement_proof.py``) and the unauthenticated
+  ``GET /.well-known/bulletproof/deployment-key``. boto3 has no operation for them.
 - **Header reads** (``GET`` with ``Range: bytes=0-111``, and ``versionId`` to read a given
   version): rotation reads the 112-byte BP1 header of every object version it re-wraps.
   boto3 spends about 1.8 ms of CPU per call on this machine against about 0.7 ms for a signed
@@ -355,6 +357,27 @@ class GatewayApi:
                 )
             )
         return out
+
+    # -- placement proofs (docs/placement-proof.md) ---------------------------------------
+
+    def placement_proof(self, url: S3Url, version_id: str | None = None) -> Any:
+        """The signed placement proof of the object (of ``version_id``, else the current
+        version), unverified: :mod:`client.placement_proof` checks it."""
+        query = "placement-proof"
+        if version_id is not None:
+            query += "&versionId=" + quote(version_id, safe="")
+        return self._call(
+            "GET", self._path(url.bucket, url.key), f"placement proof of {url}", query=query
+        )
+
+    def deployment_keys(self) -> Any:
+        """The gateway's published deployment keys (``/.well-known/bulletproof/
+        deployment-key``): only as trustworthy as the gateway itself; pin them instead."""
+        return self._call(
+            "GET",
+            self._base_path + "/.well-known/bulletproof/deployment-key",
+            "fetch the deployment key",
+        )
 
     # -- objects --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ Commands (``bp COMMAND --help`` for each)::
            [--concurrency N]
     bp get s3://bucket/key FILE|- [--key NAME] [--range A-B] [--version-id ID]
     bp verify s3://bucket/key [--key NAME] [--version-id ID]
+    bp verify --placement s3://bucket/key [--version-id ID] [--deployment-key FILE]
     bp share s3://bucket/key --recipient NAME|PEM [--key NAME]
     bp rotate --from NAME --to NAME|PEM s3://bucket[/prefix] [--from-version N]
               [--to-version N] [--batch 500] [--workers 8]

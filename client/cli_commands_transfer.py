@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from client.cli_commands_placement import cmd_verify_placement
 from client.cli_context import CommandContext, s3_url
 from client.cli_keys import KeyringChoice, resolve_recipients
 from client.errors import DecryptionFailed
@@ -118,6 +119,10 @@ def cmd_get(ctx: CommandContext) -> int:
 
 def cmd_verify(ctx: CommandContext) -> int:
     args = ctx.args
+    if getattr(args, "placement", False):
+        return cmd_verify_placement(ctx)
+    if getattr(args, "deployment_key", None):
+        raise UsageError("--deployment-key goes with --placement")
     url = s3_url(args.url, require_key=True)
     version_id = _version_id(args)
     tenant = ctx.settings.require_tenant("verify")

@@ -194,10 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--version-id", metavar="ID", help=_VERSION_HELP)
     get.set_defaults(handler=cmd_get)
 
-    verify = command("verify", "download and authenticate an object without writing it anywhere")
+    verify = command(
+        "verify",
+        "download and authenticate an object without writing it anywhere, or (--placement)"
+        " check its signed proof of placement",
+    )
     verify.add_argument("url", metavar="s3://bucket/key")
     verify.add_argument("--key", metavar="NAME", help=_KEY_HELP)
     verify.add_argument("--version-id", metavar="ID", help=_VERSION_HELP)
+    verify.add_argument(
+        "--placement",
+        action="store_true",
+        help="check the gateway's signed proof of where the object's pieces are instead",
+    )
+    verify.add_argument(
+        "--deployment-key",
+        metavar="FILE",
+        help="pinned deployment key document (the trust anchor; default: fetch the gateway's)",
+    )
     verify.set_defaults(handler=cmd_verify)
 
     share = command(

@@ -16,6 +16,7 @@ The tree::
     ├── SegmentReuse              an encryptor was asked to seal one segment index twice differently
     ├── SourceChanged             the file being uploaded was modified during the upload
     ├── RangeNotSatisfiable       a plaintext byte range outside the object
+    ├── ProofInvalid              a placement proof does not verify, or is about another object
     └── KeyringError
         ├── KeyNotFound
         ├── KeyExists
@@ -44,6 +45,7 @@ __all__ = [
     "KeyringError",
     "MalformedHeader",
     "PlaintextLengthMismatch",
+    "ProofInvalid",
     "RangeNotSatisfiable",
     "SegmentReuse",
     "SourceChanged",
@@ -142,3 +144,8 @@ class KeyExists(KeyringError):
 
 class WrongPassphrase(KeyringError):
     """The passphrase does not decrypt the private key file."""
+
+
+class ProofInvalid(ClientError):
+    """A signed placement proof does not verify under the deployment key (unknown key id,
+    malformed, or any byte altered), or verifies but is about another object or format."""

@@ -18,6 +18,7 @@ from client.errors import (
     InvalidEnvelope,
     KeyNotFound,
     MalformedHeader,
+    ProofInvalid,
     RangeNotSatisfiable,
     Tampered,
     Truncated,
@@ -58,7 +59,10 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "bad command line or configuration (missing endpoint, tenant, credentials)",
     EXIT_NOT_FOUND: "no such object, bucket, local file or keyring key",
     EXIT_DENIED: "the gateway refused the credentials or the operation",
-    EXIT_INTEGRITY: "the object failed authentication (tampered, truncated, swapped, malformed)",
+    EXIT_INTEGRITY: (
+        "the object failed authentication (tampered, truncated, swapped, malformed),"
+        " or its placement proof does not verify"
+    ),
     EXIT_WRONG_KEY: "no usable private key for the object, or a wrong passphrase",
     EXIT_UNAVAILABLE: "the gateway is unreachable or overloaded, or the object changed; retry",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
@@ -78,6 +82,7 @@ _EXIT_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (WrongPassphrase, EXIT_WRONG_KEY),
     (WrongKey, EXIT_WRONG_KEY),
     (DecryptionFailed, EXIT_INTEGRITY),
+    (ProofInvalid, EXIT_INTEGRITY),
     (InvalidEnvelope, EXIT_INTEGRITY),
     (KeyNotFound, EXIT_NOT_FOUND),
     (ObjectNotFound, EXIT_NOT_FOUND),

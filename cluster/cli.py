@@ -3,7 +3,8 @@
 Commands: ``up`` (start a gateway in the background and return once /health answers),
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
 ``backend ...`` (cluster/cli_backends.py); ``tenant ...``, ``key ...``, ``admin token rotate``
-(cluster/cli_tenants.py), ``policy ...`` (cluster/cli_policy.py), ``import ...``
+(cluster/cli_tenants.py), ``policy ...`` (cluster/cli_policy.py), ``compliance report``
+(cluster/cli_compliance.py), ``session list|revoke`` (cluster/cli_sessions.py), ``import ...``
 (cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
 Settings: ``BP_*`` variables or ``--config``.
 """
@@ -21,7 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-from cluster import cli_backends, cli_import, cli_policy, cli_tenants, cli_workers
+from cluster import (
+    cli_backends,
+    cli_compliance,
+    cli_import,
+    cli_policy,
+    cli_sessions,
+    cli_tenants,
+    cli_workers,
+)
 from cluster.cli_backends import print_table
 from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
 from cluster.ray_join import enable_token_auth_for_join
@@ -301,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_tenants.register(sub)
     cli_policy.register(sub)
+    cli_compliance.register(sub)
+    cli_sessions.register(sub)
     cli_import.register(sub)
     cli_workers.register(sub)
     return parser

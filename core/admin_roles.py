@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,9 +52,13 @@ __all__ = [
     "IssuerConfig",
     "Role",
     "RoleRule",
+    "claim_of",
     "https_url",
+    "issuer_nodes",
     "load_identity_config",
+    "parse_issuer",
     "role_of",
+    "unique_issuers",
 ]
 
 #: The algorithms an issuer may be pinned to: asymmetric signatures only.
@@ -171,10 +175,13 @@ _ISSUER_KEYS = {
 }
 
 
-def _issuer(node: object, where: str) -> IssuerConfig:
+def parse_issuer(node: object, where: str, *, rules_key: str) -> tuple[IssuerConfig, object]:
+    """One issuer entry of an identity file, without its rules: the config (``rules`` empty)
+    and the raw node under ``rules_key`` (``roles`` here; ``tenants`` in the tenant identity
+    file, ``core/tenant_identities.py``), which the caller parses."""
     if not isinstance(node, dict):
         raise InvalidInput(f"{where}: must be a mapping")
-    unknown = set(node) - _ISSUER_KEYS
+    unknown = set(node) - (_ISSUER_KEYS | {rules_key})
     if unknown:
         raise InvalidInput(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     issuer = https_url(node.get("issuer"), f"{where}.issuer")  # compared with iss exactly
@@ -188,7 +195,31 @@ def _issuer(node: object, where: str) -> IssuerConfig:
                 f"{where}.algorithms: {alg!r} is not allowed (asymmetric signatures only: "
                 f"{', '.join(sorted(SIGNATURE_ALGORITHMS))})"
             )
-    rules_node = node.get("roles")
+    jwks_uri = node.get("jwks_uri")
+    subject_claim = node.get("subject_claim", "sub")
+    if not isinstance(subject_claim, str) or not subject_claim:
+        raise InvalidInput(f"{where}.subject_claim: must be a claim name")
+    config = IssuerConfig(
+        name=name,
+        issuer=issuer,
+        audience=_strings(node.get("audience"), f"{where}.audience"),
+        algorithms=algorithms,
+        rules=(),
+        discovery_url=https_url(
+            node.get("discovery_url", issuer.rstrip("/") + "/.well-known/openid-configuration"),
+            f"{where}.discovery_url",
+        ),
+        jwks_uri=None if jwks_uri is None else https_url(jwks_uri, f"{where}.jwks_uri"),
+        leeway_s=_number(node, "leeway_s", 30.0, 300.0, where),
+        jwks_cache_s=_number(node, "jwks_cache_s", 300.0, 86400.0, where),
+        jwks_refetch_min_s=_number(node, "jwks_refetch_min_s", 30.0, 3600.0, where),
+        subject_claim=subject_claim,
+    )
+    return config, node.get(rules_key)
+
+
+def _issuer(node: object, where: str) -> IssuerConfig:
+    config, rules_node = parse_issuer(node, where, rules_key="roles")
     if not isinstance(rules_node, list) or not rules_node:
         raise InvalidInput(f"{where}.roles: must be a non-empty list of {{claim, value, role}}")
     rules = []
@@ -204,52 +235,45 @@ def _issuer(node: object, where: str) -> IssuerConfig:
         except InvalidInput as exc:
             raise InvalidInput(f"{at}.role: {exc}") from None
         rules.append(RoleRule(claim, value, role))
-    jwks_uri = node.get("jwks_uri")
-    subject_claim = node.get("subject_claim", "sub")
-    if not isinstance(subject_claim, str) or not subject_claim:
-        raise InvalidInput(f"{where}.subject_claim: must be a claim name")
-    return IssuerConfig(
-        name=name,
-        issuer=issuer,
-        audience=_strings(node.get("audience"), f"{where}.audience"),
-        algorithms=algorithms,
-        rules=tuple(rules),
-        discovery_url=https_url(
-            node.get("discovery_url", issuer.rstrip("/") + "/.well-known/openid-configuration"),
-            f"{where}.discovery_url",
-        ),
-        jwks_uri=None if jwks_uri is None else https_url(jwks_uri, f"{where}.jwks_uri"),
-        leeway_s=_number(node, "leeway_s", 30.0, 300.0, where),
-        jwks_cache_s=_number(node, "jwks_cache_s", 300.0, 86400.0, where),
-        jwks_refetch_min_s=_number(node, "jwks_refetch_min_s", 30.0, 3600.0, where),
-        subject_claim=subject_claim,
-    )
+    return replace(config, rules=tuple(rules))
 
 
-def load_identity_config(text: str) -> IdentityConfig:
-    """Parse the identity file (module docstring); ``InvalidInput`` names the first bad field."""
-    if len(text.encode("utf-8", errors="replace")) > _MAX_FILE:
-        raise InvalidInput(f"identity file: larger than {_MAX_FILE} bytes")
-    try:
-        root = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"identity file: not valid YAML: {exc}") from None
-    if not isinstance(root, dict) or set(root) - {"issuers"}:
-        raise InvalidInput("identity file: must be a mapping with one key, 'issuers'")
-    nodes = root.get("issuers") or []
-    if not isinstance(nodes, list):
-        raise InvalidInput("issuers: must be a list")
-    issuers = tuple(_issuer(node, f"issuers[{n}]") for n, node in enumerate(nodes))
+def unique_issuers(issuers: tuple[IssuerConfig, ...]) -> None:
+    """Refuse two entries with the same issuer URL or name (``InvalidInput``)."""
     seen: set[str] = set()
     for found in issuers:
         for key in (found.issuer, "name:" + found.name):
             if key in seen:
                 raise InvalidInput(f"issuers: {key.removeprefix('name:')!r} appears twice")
             seen.add(key)
+
+
+def issuer_nodes(text: str, what: str) -> list[object]:
+    """The ``issuers`` list of an identity file's YAML (size-capped, one top-level key)."""
+    if len(text.encode("utf-8", errors="replace")) > _MAX_FILE:
+        raise InvalidInput(f"{what}: larger than {_MAX_FILE} bytes")
+    try:
+        root = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{what}: not valid YAML: {exc}") from None
+    if not isinstance(root, dict) or set(root) - {"issuers"}:
+        raise InvalidInput(f"{what}: must be a mapping with one key, 'issuers'")
+    nodes = root.get("issuers") or []
+    if not isinstance(nodes, list):
+        raise InvalidInput("issuers: must be a list")
+    return nodes
+
+
+def load_identity_config(text: str) -> IdentityConfig:
+    """Parse the identity file (module docstring); ``InvalidInput`` names the first bad field."""
+    nodes = issuer_nodes(text, "identity file")
+    issuers = tuple(_issuer(node, f"issuers[{n}]") for n, node in enumerate(nodes))
+    unique_issuers(issuers)
     return IdentityConfig(issuers)
 
 
-def _claim(claims: Mapping[str, Any], path: str) -> object:
+def claim_of(claims: Mapping[str, Any], path: str) -> object:
+    """The claim at a dotted path (nested objects), or None."""
     node: object = claims
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -262,7 +286,7 @@ def role_of(issuer: IssuerConfig, claims: Mapping[str, Any]) -> Role | None:
     """The highest role the table grants these (verified) claims, or None."""
     best: Role | None = None
     for rule in issuer.rules:
-        value = _claim(claims, rule.claim)
+        value = claim_of(claims, rule.claim)
         held = value == rule.value or (isinstance(value, list) and rule.value in value)
         if held and (best is None or rule.role > best):
             best = rule.role

@@ -36,6 +36,7 @@ class Settings:
     # OIDC issuers trusted for /admin bearer JWTs and their claim -> role table (YAML;
     # core/admin_roles.py, docs/admin.md). Empty: only the bootstrap token.
     admin_oidc_file: str = ""
+    tenant_oidc_file: str = ""  # STS trust rules (core/tenant_identities.py); empty: no STS
     region: str = "us-east-1"  # the SigV4 region clients sign for
     sigv2: bool = True  # accept SigV2 (HMAC-SHA1) header and presigned-URL auth; off: SigV4 only
     virtual_host_domain: str = ""  # "s3.example.net": bucket.s3.example.net is virtual-hosted

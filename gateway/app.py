@@ -85,6 +85,10 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("POST", "/admin/tenants/{tenant}/keys/{key}/disable", _A, admin.disable_key),
         _Route("POST", "/admin/tenants/{tenant}/keys/{key}/enable", _A, admin.enable_key),
         _Route("POST", "/admin/tenants/{tenant}/keys/{key}/rotate", _A, admin.rotate_key),
+        # temporary credentials from the STS endpoint (sessions.py, gateway/sts.py)
+        _Route("GET", "/admin/sessions", _V, admin.list_sessions),
+        _Route("POST", "/admin/sessions/revoke", _A, admin.revoke_subject_sessions),
+        _Route("POST", "/admin/sessions/{key}/revoke", _A, admin.revoke_session),
         # the bootstrap token (tokens.py) and the audit log (audit.py)
         _Route("POST", "/admin/token/rotate", _A, admin.rotate_admin_token),
         _Route("GET", "/admin/audit/verify", _V, admin.verify_audit),
@@ -94,6 +98,7 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("GET", "/admin/policy/history", _V, admin.policy_history),
         _Route("POST", "/admin/policy/explain", _V, admin.explain_placement),
         _Route("GET", "/admin/tenants/{tenant}/placement", _V, admin.tenant_placement),
+        _Route("GET", "/admin/tenants/{tenant}/compliance", _V, admin.compliance_report),
         _Route("PUT", "/admin/tenants/{tenant}/placement", _A, admin.set_tenant_placement),
         _Route(
             "GET", "/admin/tenants/{tenant}/buckets/{bucket}/placement", _V, admin.bucket_placement
@@ -183,6 +188,18 @@ class GatewayDeployment:
     @fastapi_app.get("/ui/{path:path}")
     async def console_file(self, path: str) -> Response:
         return self._assets.respond(path)
+
+    # -- the deployment's public signing keys (core/deployment_key.py): unauthenticated, so
+    # anyone can check a placement proof; docs/placement-proof.md. ".well-known" can never be a
+    # bucket name, so it does not shadow the S3 catch-all.
+    @fastapi_app.get("/.well-known/bulletproof/deployment-key")
+    async def deployment_key(self) -> Response:
+        try:
+            ctx = await self.ctx()
+        except Exception as exc:
+            log.error("gateway context unavailable", exc_info=exc)
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        return JSONResponse(ctx.deployment_key.published())
 
     @fastapi_app.api_route("/objects/{path:path}", methods=_METHODS)
     async def objects(self, request: Request, path: str) -> Response:

@@ -10,8 +10,11 @@ token, each with a role).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 from core.sealing import SealBroken
 from gateway.context import GatewayContext
@@ -19,7 +22,7 @@ from gateway.s3 import errors as s3e
 from gateway.s3 import sigv2, sigv4
 from gateway.s3.operations import BucketOp, ObjectOp, Operation
 from schema.audit import Caller
-from schema.records import Bucket
+from schema.records import AccessKey, Bucket
 
 __all__ = ["Authorized", "Principal", "authenticate", "authorize"]
 
@@ -56,11 +59,13 @@ async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Prin
     key = await ctx.meta.access_key(access_key_id)
     if key is None:
         raise s3e.InvalidAccessKeyId()
+    now = datetime.now(UTC)
+    if key.expires_at is not None:
+        _check_session(key, view, now)
     try:
         secret = ctx.master_key.open(key.sealed_secret).decode()
     except SealBroken as exc:
         raise s3e.InternalError() from exc
-    now = datetime.now(UTC)
     if v2:
         verified = sigv2.verify(
             view, secret, now=now, resource_path=view.routed_path or view.raw_path
@@ -74,6 +79,24 @@ async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Prin
         allow_plaintext=key.allow_plaintext,
         verified=verified,
     )
+
+
+def _check_session(key: AccessKey, view: sigv4.HttpRequestView, now: datetime) -> None:
+    """Temporary credentials (``gateway/sts.py``): the request must carry the session token
+    (``X-Amz-Security-Token`` header, or query parameter when presigned; the signature covers
+    it) and the credentials must not have expired. A revoked session never gets here: its row
+    is no longer an access key (``TenantRepository.get_access_key``)."""
+    token = view.headers.get("x-amz-security-token")
+    if token is None:
+        token = dict(parse_qsl(view.query_string, keep_blank_values=True)).get(
+            "X-Amz-Security-Token"
+        )
+    expected = key.session_token_sha256 or b""
+    given = hashlib.sha256((token or "").encode("utf-8", "surrogateescape")).digest()
+    if token is None or not hmac.compare_digest(given, expected):
+        raise s3e.InvalidToken()
+    if key.expires_at is not None and key.expires_at <= now:
+        raise s3e.ExpiredToken()
 
 
 async def authorize(ctx: GatewayContext, principal: Principal, op: Operation) -> Authorized:

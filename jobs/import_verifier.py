@@ -171,11 +171,14 @@ class ImportVerifier:
         report.versions_checked += 1
         checks = await asyncio.gather(*(self._prove_piece(r) for r in version.replicas))
         bad: dict[str, list[BadReplica]] = defaultdict(list)
+        proven: list[int] = []
         for replica, (outcome, length) in zip(version.replicas, checks, strict=True):
             report.bytes_read += length
             if outcome is None:
                 continue
             report.pieces_checked += 1
+            if outcome == "ok":
+                proven.append(replica.id)
             where = f"part {replica.part_number} on {names.get(replica.backend_id, '?')}"
             if replica.shard_index >= 0:
                 where = f"shard {replica.shard_index} of {where}"
@@ -184,6 +187,9 @@ class ImportVerifier:
                 report.problems[row.key].append(f"{where} is {outcome} (repair queued)")
             elif outcome == "unavailable":
                 report.problems[row.key].append(f"{where} could not be read (backend unreachable)")
+        if proven:  # re-read and matched: what a placement proof reports as verified_at
+            async with self.ctx.store.db.connection() as conn:
+                await self.ctx.store.replicas.touch_verified(conn, proven)
         for status, targets in bad.items():
             report.pieces_marked += await self.ctx.mark_bad_many(targets, status)
 

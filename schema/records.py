@@ -58,6 +58,10 @@ class AccessKey:
     sealed_secret: bytes
     tenant_name: str
     allow_plaintext: bool
+    #: Temporary credentials (``gateway/sts.py``): when they expire, and the SHA-256 of the
+    #: session token requests must carry. None for permanent keys.
+    expires_at: datetime | None = None
+    session_token_sha256: bytes | None = None
 
 
 @dataclass(frozen=True)

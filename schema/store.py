@@ -22,6 +22,7 @@ from schema.keys import KeyRepository
 from schema.listing import ListingRepository
 from schema.records import AccessKey, Bucket, ObjectVersion
 from schema.replicas import ReplicaRepository
+from schema.sessions import SessionRepository
 from schema.tenants import TenantRepository
 from schema.uploads import UploadRepository
 from schema.versions import VersionRepository
@@ -64,6 +65,7 @@ class MetadataStore:
         self.uploads = UploadRepository()
         self.keys = KeyRepository()
         self.admin_tokens = AdminTokenRepository()
+        self.sessions = SessionRepository()
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 10) -> MetadataStore:

@@ -163,7 +163,8 @@ class TenantRepository:
         self, conn: asyncpg.Connection, access_key_id: str
     ) -> AccessKey | None:
         row = await conn.fetchrow(
-            "SELECT k.access_key_id, k.tenant_id, k.sealed_secret, t.name, t.allow_plaintext"
+            "SELECT k.access_key_id, k.tenant_id, k.sealed_secret, t.name, t.allow_plaintext,"
+            " k.expires_at, k.session_token_sha256"
             " FROM access_keys k JOIN tenants t ON t.id = k.tenant_id"
             " WHERE k.access_key_id = $1 AND k.revoked_at IS NULL AND k.disabled_at IS NULL"
             " AND t.disabled_at IS NULL",
@@ -177,7 +178,18 @@ class TenantRepository:
             sealed_secret=bytes(row["sealed_secret"]),
             tenant_name=row["name"],
             allow_plaintext=row["allow_plaintext"],
+            expires_at=row["expires_at"],
+            session_token_sha256=(
+                bytes(row["session_token_sha256"]) if row["session_token_sha256"] else None
+            ),
         )
+
+    async def find_active(self, conn: asyncpg.Connection, name: str) -> int | None:
+        """The id of the tenant called ``name`` if it exists and is not disabled."""
+        found = await conn.fetchval(
+            "SELECT id FROM tenants WHERE name = $1 AND disabled_at IS NULL", name
+        )
+        return None if found is None else int(found)
 
     async def get(self, conn: asyncpg.Connection, tenant_id: int) -> Tenant:
         row = await conn.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant_id)
@@ -240,7 +252,7 @@ class TenantRepository:
         rows = await conn.fetch(
             "SELECT access_key_id, created_at, disabled_at IS NOT NULL AS disabled"
             " FROM access_keys WHERE tenant_id = $1 AND revoked_at IS NULL"
-            " ORDER BY created_at, access_key_id",
+            " AND expires_at IS NULL ORDER BY created_at, access_key_id",
             tenant_id,
         )
         return [AccessKeyInfo(**dict(r)) for r in rows]

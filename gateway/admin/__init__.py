@@ -18,7 +18,8 @@ Modules, by noun: ``backends`` (add, list, show, ping, relocate), ``backend_chan
 (update, drain, remove), ``backend_views`` (how a backend is shown), ``tenants`` (create, list,
 show, disable, delete, placement), ``keys`` (access keys), ``tokens`` (bootstrap token
 rotation), ``buckets`` (placement), ``policy`` (apply, show, history, explain), ``audit``
-(verify).
+(verify), ``sessions`` (STS temporary credentials: list, revoke), ``compliance`` (a
+tenant's holdings per jurisdiction, objects not fully placed).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gateway.admin.backends import (
     show_backend,
 )
 from gateway.admin.buckets import bucket_placement, set_bucket_placement
+from gateway.admin.compliance import compliance_report
 from gateway.admin.identity import AdminPrincipal, InvalidToken, authenticate_admin
 from gateway.admin.keys import (
     create_key,
@@ -46,6 +48,7 @@ from gateway.admin.keys import (
 from gateway.admin.policy import apply_policy, explain_placement, policy_history, show_policy
 from gateway.admin.route import AdminCall, AdminOperation, operation, respond
 from gateway.admin.router import AdminRoute, AdminRouter
+from gateway.admin.sessions import list_sessions, revoke_session, revoke_subject_sessions
 from gateway.admin.status import federation_status
 from gateway.admin.tenants import (
     create_tenant,
@@ -71,6 +74,7 @@ __all__ = [
     "apply_policy",
     "authenticate_admin",
     "bucket_placement",
+    "compliance_report",
     "create_key",
     "create_tenant",
     "delete_key",
@@ -84,6 +88,7 @@ __all__ = [
     "federation_status",
     "list_backends",
     "list_keys",
+    "list_sessions",
     "list_tenants",
     "operation",
     "ping_backends",
@@ -92,6 +97,8 @@ __all__ = [
     "remove_backend",
     "respond",
     "rotate_admin_token",
+    "revoke_session",
+    "revoke_subject_sessions",
     "rotate_key",
     "set_bucket_placement",
     "set_tenant_placement",

@@ -45,6 +45,7 @@ from gateway.s3.handlers.multipart_part import upload_part, upload_part_copy
 from gateway.s3.handlers.object_delete import delete_object
 from gateway.s3.handlers.object_put import put_object
 from gateway.s3.handlers.object_read import get_object, head_object
+from gateway.s3.handlers.placement_proof import get_placement_proof
 from gateway.s3.handlers.rewrap import rewrap_object, rewrap_objects
 from gateway.s3.handlers.versioning import (
     get_bucket_versioning,
@@ -53,6 +54,7 @@ from gateway.s3.handlers.versioning import (
 )
 from gateway.s3.header_rules import refuse_unsupported_headers
 from gateway.s3.sigv4 import HttpRequestView
+from gateway.sts import handle_sts, is_sts_request
 
 __all__ = ["error_response", "handle_s3", "request_view"]
 
@@ -75,6 +77,7 @@ HANDLERS: Mapping[type, Handler] = {
     ops.RewrapObjects: rewrap_objects,
     ops.ShareObject: share_object,
     ops.ListRecipients: list_recipients,
+    ops.GetPlacementProof: get_placement_proof,
     ops.PublishKey: publish_key,
     ops.ListKeys: list_keys,
     ops.CopyObject: copy_object,
@@ -147,6 +150,8 @@ async def handle_s3(
     operation, code = "Unparsed", "OK"
     try:
         view = request_view(request)
+        if is_sts_request(view):  # unsigned by design: the web identity token is the credential
+            return await handle_sts(ctx, request, view, request_id)
         principal = await authenticate(ctx, view)
         if parse is None:
             routed = request.scope.get("raw_path") or request.scope["path"].encode()

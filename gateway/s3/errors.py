@@ -15,6 +15,8 @@ __all__ = [
     "AccessDenied",
     "AuthorizationHeaderMalformed",
     "BadDigest",
+    "ExpiredToken",
+    "InvalidToken",
     "BucketAlreadyExists",
     "BucketAlreadyOwnedByYou",
     "BucketNotEmpty",
@@ -88,6 +90,7 @@ EntityTooLarge = _error(
 EntityTooSmall = _error(
     "EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed size."
 )
+ExpiredToken = _error("ExpiredToken", 400, "The provided token has expired.")
 IncompleteBody = _error("IncompleteBody", 400, "You did not provide the number of bytes specified.")
 InternalError = _error("InternalError", 500, "We encountered an internal error. Please try again.")
 InvalidAccessKeyId = _error(
@@ -99,6 +102,7 @@ InvalidDigest = _error("InvalidDigest", 400, "The Content-MD5 you specified is n
 InvalidRange = _error("InvalidRange", 416, "The requested range is not satisfiable")
 InvalidPartNumber = _error("InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
 InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
+InvalidToken = _error("InvalidToken", 400, "The provided token is malformed or otherwise invalid.")
 InvalidStorageClass = _error(
     "InvalidStorageClass", 400, "The storage class you specified is not valid."
 )

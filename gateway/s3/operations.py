@@ -36,6 +36,7 @@ __all__ = [
     "DeleteObject",
     "GetBucketLocation",
     "GetObject",
+    "GetPlacementProof",
     "HeadBucket",
     "HeadObject",
     "ListBuckets",
@@ -285,6 +286,14 @@ class ListRecipients(ObjectOp):
 
 
 @dataclass(frozen=True)
+class GetPlacementProof(ObjectOp):
+    """Bulletproof extension: the deployment's signed statement of where the pieces of a
+    version (``versionId``, else the latest) are (``docs/placement-proof.md``)."""
+
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
 class PublishKey:
     """Bulletproof extension: register a tenant public key (imports encrypt to it)."""
 
@@ -314,6 +323,7 @@ Operation = (
     | RewrapObjects
     | ShareObject
     | ListRecipients
+    | GetPlacementProof
     | PublishKey
     | ListKeys
     | CopyObject
@@ -517,6 +527,10 @@ def parse_operation(
             )
         raise s3e.MethodNotAllowed()
     key = _decode_key(key_raw)
+    if "placement-proof" in query:
+        if method != "GET":
+            raise s3e.MethodNotAllowed("placement-proof takes GET")
+        return GetPlacementProof(bucket, key, _version_id(query))
     if "acl" in query:
         if method == "GET":
             return GetAcl(bucket, key)

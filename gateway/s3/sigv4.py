@@ -29,7 +29,7 @@ Deliberately not done here: looking up secrets or raising ``InvalidAccessKeyId``
 that between the two steps), checking the body (``PayloadHashVerifier`` and ``decode_aws_chunked``
 in ``gateway.s3.chunked``), SigV2 (``gateway.s3.sigv2``), SigV4a, browser POST policies, and
 session tokens (``X-Amz-Security-Token`` is covered by the signature like any other ``x-amz-*``
-value, but this gateway issues none, so nothing here validates it).
+value; ``gateway/auth.py`` compares it with the session's, for temporary credentials).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Administrators and tenants at run time, end to end (issue 13), on a federation of its own
-with two gateway replicas and an OIDC issuer on 127.0.0.1 (discovery + JWKS served by a
-thread from keys generated here):
+"""Administrators and tenants at run time, end to end (issue 13), on the replicas tier's
+federation (``conftest.py``: two gateway replicas and an OIDC issuer on 127.0.0.1, discovery +
+JWKS served by a thread from keys generated here):
 
 - bearer JWTs per role, and every kind of bad token, through the real gateway: 401 for a token
   that is not valid, 403 for a valid one without the role (a viewer cannot add storage);
@@ -23,17 +23,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from botocore.exceptions import ClientError
 
 from core.sealing import hash_token
-from tests.support.cluster import Federation, start_cluster
+from tests.support.cluster import Federation
 from tests.support.oidc_issuer import OidcIssuer
 
 pytestmark = pytest.mark.integration
@@ -41,25 +39,6 @@ pytestmark = pytest.mark.integration
 #: Requests per check: with two replicas picked at random, 12 requests all land on one
 #: replica with probability 2 * 2**-12 (Serve's router picks the less loaded of two).
 SPREAD = 12
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    found = OidcIssuer()
-    try:
-        yield found
-    finally:
-        found.stop()
-
-
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory, issuer: OidcIssuer) -> Iterator[Federation]:
-    state = tmp_path_factory.mktemp("bp-identity")
-    identity = state / "identity.yaml"
-    identity.write_text(yaml.safe_dump({"issuers": [issuer.config()]}))
-    overrides = {"BP_GATEWAY_REPLICAS": "2", "BP_ADMIN_OIDC_FILE": str(identity)}
-    with start_cluster(state, overrides=overrides) as running:
-        yield running
 
 
 def bearer(fed: Federation, method: str, path: str, token: str, payload: Any = None) -> Any:

@@ -1,6 +1,10 @@
 """A backend that lies: an HTTP proxy process in front of a real moto server that flips the
 first byte of every object body it returns (GET of a key), and passes everything else through.
 
+``mode="proof"``: a gateway that lies instead, in front of the real gateway: in every
+placement proof it returns, each piece held in the US is restated as held in the EU (same
+length, so only the signature can tell).
+
 Run as its own process (``TamperProxy().start()``, stopped by PID like the other services), so
 the onboarding probe's read-after-write check meets a real server over a real socket.
 """
@@ -24,6 +28,7 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 @dataclass
 class TamperProxy(_Process):
     target: str = ""
+    mode: str = "flip"
 
     @property
     def endpoint(self) -> str:
@@ -39,10 +44,11 @@ class TamperProxy(_Process):
             "tests.support.tamper_proxy",
             str(self.port),
             self.target,
+            self.mode,
         ]
 
 
-def _handler(target: str) -> type[BaseHTTPRequestHandler]:
+def _handler(target: str, mode: str) -> type[BaseHTTPRequestHandler]:
     where = urlsplit(target)
 
     class Handler(BaseHTTPRequestHandler):
@@ -62,7 +68,10 @@ def _handler(target: str) -> type[BaseHTTPRequestHandler]:
             finally:
                 conn.close()
             key = urlsplit(self.path).path.strip("/").count("/") >= 1
-            if self.command == "GET" and key and response.status == 200 and data:
+            if mode == "proof":
+                if "placement-proof" in urlsplit(self.path).query:
+                    data = data.replace(b'"jurisdiction":"US"', b'"jurisdiction":"EU"')
+            elif self.command == "GET" and key and response.status == 200 and data:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             self.send_response(response.status)
             for name, value in response.getheaders():
@@ -81,7 +90,8 @@ def _handler(target: str) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     port, target = int(sys.argv[1]), sys.argv[2]
-    ThreadingHTTPServer(("127.0.0.1", port), _handler(target)).serve_forever()
+    mode = sys.argv[3] if len(sys.argv) > 3 else "flip"
+    ThreadingHTTPServer(("127.0.0.1", port), _handler(target, mode)).serve_forever()
 
 
 if __name__ == "__main__":
