@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from actors.backend_client import BackendClient, LocalDirectoryClient, S3Backend
 from actors.master_key import load_master_key
 from actors.node_roles import BACKEND_IO, pinned_to, role_resources
 from core.errors import BackendUnavailable
+from core.request_context import install_log_record_request_id, request_scope
 
 __all__ = [
     "ACTOR_NAMESPACE",
@@ -38,6 +40,8 @@ __all__ = [
     "get_or_create_backend_actor",
     "stop_backend_actor",
 ]
+
+log = logging.getLogger(__name__)
 
 ACTOR_NAMESPACE = "bulletproof"
 
@@ -123,6 +127,7 @@ class BackendActor:
     """Ray actor (threaded: boto3 clients are thread-safe and release the GIL on I/O)."""
 
     def __init__(self, spec: BackendSpec, master_key_file: str) -> None:
+        install_log_record_request_id()
         self.spec = spec
         self._client = build_client(spec, master_key_file)
         self._lock = threading.Lock()
@@ -143,8 +148,11 @@ class BackendActor:
                 self._stats.last_error = error
                 self._stats.healthy = False
 
-    def put(self, locator: str, data: np.ndarray | bytes) -> int:
-        """Store ``data`` under ``locator``; returns the byte count. Idempotent."""
+    def put(
+        self, locator: str, data: np.ndarray | bytes, request_id: str | None = None
+    ) -> int:
+        """Store ``data`` under ``locator``; returns the byte count. Idempotent.
+        ``request_id``: the request this write serves, for the log of a failure."""
         view = memoryview(data.data if isinstance(data, np.ndarray) else data).cast("B")
         start = time.perf_counter()
         try:
@@ -152,17 +160,21 @@ class BackendActor:
             self._client.put(locator, view)
         except BackendUnavailable as exc:
             self._record(ok=False, error=str(exc))
+            with request_scope(request_id):
+                log.warning("backend %s: put failed: %s", self.spec.name, exc)
             raise
         self._record(ok=True, puts=1, bytes_in=len(view), put_seconds=time.perf_counter() - start)
         return len(view)
 
-    def get(self, locator: str) -> np.ndarray:
+    def get(self, locator: str, request_id: str | None = None) -> np.ndarray:
         """The stored bytes; returned as an array so the caller reads them zero-copy."""
         start = time.perf_counter()
         try:
             data = self._client.get(locator)
         except BackendUnavailable as exc:
             self._record(ok=False, error=str(exc))
+            with request_scope(request_id):
+                log.warning("backend %s: get failed: %s", self.spec.name, exc)
             raise
         self._record(ok=True, gets=1, bytes_out=len(data), get_seconds=time.perf_counter() - start)
         return np.frombuffer(data, dtype=np.uint8)

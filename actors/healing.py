@@ -19,6 +19,7 @@ from typing import Any, Self
 
 from actors.data_path import POLICY_REFRESH_S, DataPath
 from core.placement import PlacementConstraints
+from core.request_context import install_log_record_request_id
 from core.settings import Settings
 from schema.jobs import Backoff, JobQueue
 from schema.orphans import OrphanRepository
@@ -80,6 +81,7 @@ class HealingThread(ABC):
     call ``super().__init__``, which starts the thread."""
 
     def __init__(self, settings: Settings, thread_name: str) -> None:
+        install_log_record_request_id()  # agents and jobs log under their request id
         self._settings = settings
         self._stop: asyncio.Event | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None

@@ -42,6 +42,7 @@ from actors.erasure_tasks import EncodedPart, encode_part
 from actors.metrics import quorum_write
 from actors.registry import BackendHandle, BackendRegistry
 from core.errors import InvalidInput, QuorumNotMet
+from core.request_context import current_request_id
 
 __all__ = ["BodyChunk", "Piece", "QuorumWrite", "WrittenPart"]
 
@@ -267,7 +268,9 @@ class QuorumWrite:
 
     @staticmethod
     async def _put(handle: BackendHandle, locator: str, ref: Any) -> int:
-        result: int = await handle.actor.put.remote(locator, ref)
+        result: int = await handle.actor.put.remote(
+            locator, ref, request_id=current_request_id()
+        )
         return result
 
     async def _await_part_quorum(self, number: int) -> None:

@@ -53,6 +53,7 @@ from actors.replica_repair import (
     request_for,
 )
 from core.errors import BackendUnavailable, MetadataUnavailable
+from core.request_context import bind_request_id
 from core.settings import Settings
 from schema.jobs import DATA_KINDS, Job
 
@@ -213,6 +214,7 @@ class AgentLoop:
         task.add_done_callback(self._running.discard)
 
     async def _run(self, job: Job) -> None:
+        bind_request_id(str(job.payload.get("request_id") or f"job-{job.id}"))
         self.current[job.id] = job
         work = asyncio.ensure_future(self._heal(job))
         beat = asyncio.ensure_future(self._heartbeat(job, work))

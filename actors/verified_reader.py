@@ -33,6 +33,7 @@ from actors.erasure_tasks import decode_part
 from actors.registry import BackendHandle, BackendRegistry
 from core.erasure import rebuild, shard_size
 from core.errors import BackendNotFound, BackendUnavailable, IntegrityError
+from core.request_context import current_request_id
 from schema.parts import ErasurePart
 from schema.records import ObjectVersion, Replica
 
@@ -144,7 +145,8 @@ class VerifiedReader:
         for replica, handle in candidates:
             try:
                 array = await asyncio.wait_for(
-                    handle.actor.get.remote(replica.locator), timeout=self._timeout
+                    handle.actor.get.remote(replica.locator, request_id=current_request_id()),
+                    timeout=self._timeout,
                 )
             except Exception as exc:  # RayTaskError wraps the actor's domain error
                 cause = getattr(exc, "cause", None) or exc
@@ -199,7 +201,7 @@ class VerifiedReader:
     ) -> tuple[Any, Any] | str:
         """(verified array, its object-store ref) or why not: ``"unavailable"``, ``"missing"``
         or ``"corrupt"`` (the last two already reported, which queues the repair)."""
-        ref = handle.actor.get.remote(replica.locator)
+        ref = handle.actor.get.remote(replica.locator, request_id=current_request_id())
         try:
             array = await asyncio.wait_for(ref, timeout=self._timeout)
         except Exception as exc:  # RayTaskError wraps the actor's domain error

@@ -205,6 +205,11 @@ def connect_ray(settings: Settings) -> None:
             "dashboard_host": settings.dashboard_host,
             "log_to_driver": False,
         }
+        if settings.log_format == "json":
+            # Ray's structured logs for every task and actor this job starts (the agents,
+            # the scheduler, backend actors, import workers): a request id set by
+            # core.request_context is one more field of each line.
+            init_args["logging_config"] = ray.LoggingConfig(encoding="JSON")
         if settings.ray_address:
             init_args["address"] = settings.ray_address
         elif settings.ray_num_cpus:

@@ -57,7 +57,10 @@ class Settings:
     # The Ray dashboard (bound to 127.0.0.1): imports are submitted through its Job Submission
     # API and show on its Jobs page. BP_DASHBOARD=false / --no-dashboard turn it off.
     dashboard: bool = True
-    dashboard_host: str = "127.0.0.1"  # BP_DASHBOARD_HOST=0.0.0.0 exposes it (put auth in front)
+    dashboard_host: str = "127.0.0.1"
+    # Logs of every Ray process (gateway replicas, backend actors, agents, workers) as JSON
+    # lines with request_id, job, node, actor and task ids; "text" for Ray's plain format.
+    log_format: str = "json"  # BP_DASHBOARD_HOST=0.0.0.0 exposes it (put auth in front)
     redundancy_class: str = "StandardClass"
     # -- self-healing (docs/self-healing.md) --------------------------------------------------
     agent_count: int = 2  # ReplicationAgent actors started by `bulletproof up`/`serve`

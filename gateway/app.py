@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from actors.node_roles import GATEWAY, role_resources
+from core.request_context import install_log_record_request_id
 from core.settings import Settings, load_settings
 from gateway import admin
 from gateway.console import ConsoleApi, StaticAssets
@@ -125,6 +126,7 @@ ADMIN_ROUTES = admin.AdminRouter(
 @serve.ingress(fastapi_app)
 class GatewayDeployment:
     def __init__(self, settings: dict[str, Any]) -> None:
+        install_log_record_request_id()
         self._settings = Settings(**settings)
         _front_settings["domain"] = self._settings.virtual_host_domain
         _front_settings["origins"] = self._settings.ui_origins
@@ -234,6 +236,9 @@ def build_gateway_app(settings: Settings) -> Any:
         ray_actor_options={"num_cpus": 0, "resources": role_resources(GATEWAY)},
         health_check_period_s=10,
         health_check_timeout_s=30,
+        # JSON lines with the request id (Serve's, also our x-amz-request-id) on every line
+        # logged while a request is handled; BP_LOG_FORMAT=text for Serve's text format.
+        logging_config={"encoding": "JSON" if settings.log_format == "json" else "TEXT"},
     ).bind(settings.to_dict())
 
 

@@ -61,6 +61,8 @@ from typing import Any, Final
 
 import asyncpg
 
+from core.request_context import current_request_id
+
 __all__ = [
     "ACTIVE_STATES",
     "BLOCKED_PREFIX",
@@ -203,6 +205,15 @@ def backoff_delay(attempt: int, backoff: Backoff, rng: random.Random | None = No
     return step / 2 + (rng or random).uniform(0.0, step / 2)
 
 
+def _traced(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with the request id it was enqueued under (``core.request_context``), so
+    the agent that runs the job logs under the same id; unchanged outside a request."""
+    request_id = current_request_id()
+    if request_id is None or "request_id" in payload:
+        return payload
+    return {**payload, "request_id": request_id}
+
+
 def _job(row: asyncpg.Record) -> Job:
     payload = row["payload"]
     if isinstance(payload, str):
@@ -250,7 +261,7 @@ class JobQueue:
             " ON CONFLICT (idempotency_key) WHERE status IN ('queued', 'leased') DO NOTHING"
             " RETURNING id",
             kind,
-            payload,
+            _traced(payload),
             idempotency_key,
             priority,
             max_attempts,
@@ -281,7 +292,7 @@ class JobQueue:
             " ON CONFLICT (idempotency_key) WHERE status IN ('queued', 'leased') DO NOTHING"
             " RETURNING id",
             kind,
-            [json.dumps(payload) for payload, _ in payloads_with_keys],
+            [json.dumps(_traced(payload)) for payload, _ in payloads_with_keys],
             [key for _, key in payloads_with_keys],
             priority,
             max_attempts,

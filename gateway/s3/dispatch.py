@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 
+from core.request_context import bind_request_id, usable_request_id
 from gateway.auth import Authorized, authenticate, authorize
 from gateway.context import GatewayContext
 from gateway.front_door import SIGNED_PATH_KEY
@@ -144,7 +145,8 @@ async def handle_s3(
     parse: Callable[[HttpRequestView], ops.Operation] | None = None,
     handlers: Mapping[type, Handler] = HANDLERS,
 ) -> Response:
-    request_id = secrets.token_hex(8).upper()
+    request_id = usable_request_id(serve_request_id()) or secrets.token_hex(8).upper()
+    bind_request_id(request_id)
     resource = request.url.path
     started = time.monotonic()
     operation, code = "Unparsed", "OK"
@@ -186,6 +188,18 @@ async def handle_s3(
         _length(response.headers.get("content-length")) if code == "OK" else 0,
     )
     return response
+
+
+def serve_request_id() -> str | None:
+    """The id Ray Serve's proxy gave this HTTP request (its access log and the replica's JSON
+    log lines carry it): used as ``x-amz-request-id`` so one id names the request everywhere.
+    None outside Serve (tests calling ``handle_s3`` directly)."""
+    try:
+        from ray.serve.context import _get_serve_request_context
+
+        return _get_serve_request_context().request_id or None
+    except Exception:  # a Serve internals change must not fail a request
+        return None
 
 
 def _length(value: str | None) -> int:

@@ -4,12 +4,14 @@ write stays invisible, and every bad replica is marked with its repair queued.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +244,44 @@ def test_redis_down_costs_only_speed(
     assert s3.get_object(Bucket=bucket_name, Key="k")["Body"].read() == b"v2"
     s3.put_object(Bucket=bucket_name, Key="k", Body=b"v3")
     assert s3.get_object(Bucket=bucket_name, Key="k")["Body"].read() == b"v3"
+
+
+def test_one_request_id_names_the_request_in_every_process_that_logs_it(
+    cluster: Federation, s3: Any, bucket_name: str
+) -> None:
+    """JSON logs with one request id: the gateway replica's line for the request (Serve's
+    request id, which is also ``x-amz-request-id``), the backend actor's line for the write it
+    could not make, and the replication job queued for the missing copy all carry it."""
+    import ray
+
+    cluster.motos[2].kill()  # undetected: the PUT still sends b2 its copy, which fails
+    response = s3.put_object(Bucket=bucket_name, Key="traced", Body=b"follow me")
+    request_id = response["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
+    (job,) = jobs_for(cluster, bucket_name, "traced", "replicate")
+    assert json.loads(job["payload"])["request_id"] == request_id
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+
+    def lines_with_id() -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for path in logs.rglob("*"):
+            if not path.is_file() or path.suffix not in (".log", ".out", ".err"):
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                if request_id in line and line.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        found.setdefault(path.name, []).append(json.loads(line))
+        return found
+
+    deadline = time.monotonic() + 30  # log files are flushed by their processes
+    found: dict[str, list[dict[str, Any]]] = {}
+    while time.monotonic() < deadline:
+        found = lines_with_id()
+        replica = [r for name, rows in found.items() if name.startswith("replica_") for r in rows]
+        actor = [r for rows in found.values() for r in rows if "put failed" in r.get("message", "")]
+        if replica and actor:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"request {request_id} not in both logs: {sorted(found)}")
+    assert all(r["request_id"] == request_id for r in replica + actor)
+    assert "b2" in actor[0]["message"]
