@@ -34,7 +34,7 @@ class FakeActor:
     def get(self) -> Any:
         return self
 
-    def remote(self, locator: str) -> Any:
+    def remote(self, locator: str, request_id: str | None = None) -> Any:
         self.reads.append(locator)
 
         async def answer() -> np.ndarray:
