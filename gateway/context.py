@@ -1,6 +1,7 @@
 """What one gateway replica holds for its lifetime: the data path, plus the master key that
-opens SigV4 secrets and seals backend credentials (only the gateway needs it), and the OIDC
-verifier of admin bearer tokens (None when no issuer is configured)."""
+opens SigV4 secrets and seals backend credentials (only the gateway needs it), the OIDC
+verifier of admin bearer tokens (None when no issuer is configured), and the request admission
+state in Redis (replay cache, rate limits)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from core.admin_roles import load_identity_config
 from core.sealing import MasterKey
 from core.settings import Settings
 from gateway.oidc import OidcVerifier
+from schema.admission import AdmissionStore
 
 __all__ = ["GatewayContext"]
 
@@ -20,6 +22,8 @@ __all__ = ["GatewayContext"]
 class GatewayContext(DataPath):
     master_key: MasterKey = field(kw_only=True)
     oidc: OidcVerifier | None = field(default=None, kw_only=True)
+    #: The replay cache and rate limits in Redis (gateway/admission.py); None: not checked.
+    admission: AdmissionStore | None = field(default=None, kw_only=True)
 
     @classmethod
     async def start(cls, settings: Settings) -> GatewayContext:
@@ -28,4 +32,10 @@ class GatewayContext(DataPath):
         if settings.admin_oidc_file:
             config = load_identity_config(Path(settings.admin_oidc_file).read_text())
             oidc = OidcVerifier(config) if config.issuers else None
-        return await cls.open(settings, master_key=master, oidc=oidc)
+        admission = AdmissionStore(settings.redis_url)
+        return await cls.open(settings, master_key=master, oidc=oidc, admission=admission)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.admission is not None:
+            await self.admission.close()

@@ -177,6 +177,15 @@ def _part(row: asyncpg.Record) -> UploadedPart:
 
 
 class UploadRepository:
+    async def open_count(self, conn: asyncpg.Connection, tenant_id: int, *, lock: bool) -> int:
+        """How many uploads of the tenant are open (started, neither completed nor aborted).
+        ``lock`` (in a transaction) first locks the tenant's row, so concurrent creations of
+        one tenant count one after another and a limit checked on the count holds exactly."""
+        if lock:
+            await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant_id)
+        count = await conn.fetchval("SELECT count(*) FROM uploads WHERE tenant_id = $1", tenant_id)
+        return int(count or 0)
+
     async def create(self, conn: asyncpg.Connection, new: NewUpload) -> Upload:
         row = await conn.fetchrow(
             "INSERT INTO uploads (upload_id, tenant_id, bucket_id, key, initiator, content_type,"
