@@ -138,10 +138,9 @@ async def _check_open_uploads(ctx: DataPath, conn: asyncpg.Connection, tenant_id
     retry", which is right here: the tenant's uploads in flight complete, and abandoned ones
     are aborted by the upload expirer. A 4xx code no client knows would only be a hard
     failure. The message names the limit and how to free uploads."""
-    limit = ctx.settings.max_open_uploads
-    if limit <= 0:
-        return
-    if await ctx.store.uploads.open_count(conn, tenant_id, lock=True) >= limit:
+    count, own = await ctx.store.uploads.open_uploads(conn, tenant_id)
+    limit = ctx.settings.max_open_uploads if own is None else own
+    if 0 < limit <= count:
         raise LimitExceeded(
             f"This tenant has {limit} multipart uploads open, its limit: complete or abort"
             " some (ListMultipartUploads, AbortMultipartUpload) before starting more.",

@@ -66,12 +66,24 @@ class RateLimits:
     byte_burst: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimits:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        requests_per_s: float | None = None,
+        bytes_per_s: float | None = None,
+    ) -> RateLimits:
+        """The deployment's limits, or the tenant's own rates where it has them (None: the
+        setting). A bucket holds ``tenant_burst_s`` seconds of its rate (at least one
+        request). No upload is too large for the byte bucket: it may go into debt."""
+        rps = settings.tenant_requests_per_s if requests_per_s is None else requests_per_s
+        bps = float(settings.tenant_bytes_per_s if bytes_per_s is None else bytes_per_s)
+        burst_s = max(0.0, settings.tenant_burst_s)
         return cls(
-            requests_per_s=max(0.0, settings.tenant_requests_per_s),
-            request_burst=max(1.0, settings.tenant_request_burst),
-            bytes_per_s=max(0.0, float(settings.tenant_bytes_per_s)),
-            byte_burst=max(1.0, float(settings.tenant_byte_burst)),
+            requests_per_s=max(0.0, rps),
+            request_burst=max(1.0, rps * burst_s),
+            bytes_per_s=max(0.0, bps),
+            byte_burst=max(1.0, bps * burst_s),
         )
 
     @property

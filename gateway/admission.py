@@ -1,14 +1,17 @@
 """Request admission, after authentication and before anything else: the replay cache and the
 tenant's rate limits (rules: ``core/request_limits.py``; shared state: ``schema/admission.py``).
 
-- A PUT, POST or DELETE whose signature was already seen within its validity is refused with
-  ``403 AccessDenied`` ("request replayed"). SDK retries re-sign with a new date, and a
-  request that fails releases its signature (``release``), so a retry of a failed attempt
-  passes even within the same second (botocore signs neither ``amz-sdk-invocation-id`` nor
-  ``amz-sdk-request``). Two byte-identical requests that both succeed within one second
-  cannot be told from a replay: the second is refused. An aws-chunked upload is known by its
-  seed signature; a presigned PUT or DELETE URL works once per 30 minutes. Create-,
-  Complete- and AbortMultipartUpload are exempt (``core.request_limits.replay_checked``).
+- A PUT, POST or DELETE whose signature is seen again more than ``replay_grace_s`` (2 s)
+  after its first sighting, within its validity, is refused with ``403 AccessDenied``
+  ("request replayed"). Why the grace: SigV4 dates requests to the second and botocore signs
+  neither ``amz-sdk-invocation-id`` nor ``amz-sdk-request``, so byte-identical requests in
+  one second are ordinary S3 (two PUTs of the same bytes to a versioned bucket are two
+  versions; a CreateBucket repeated; a DELETE loop); such twins arrive together. A captured
+  request replayed later is refused. SDK retries after a backoff re-sign with a new date,
+  and a request that fails releases its signature (``release``). An aws-chunked upload is
+  known by its seed signature; a presigned PUT or DELETE URL works once per 30 minutes.
+  Create-, Complete- and AbortMultipartUpload are exempt
+  (``core.request_limits.replay_checked``).
 - A tenant over its request or byte rate gets ``503 SlowDown`` with ``Retry-After`` (what S3
   sends, and what the SDKs back off on).
 - Redis unavailable: the request is admitted unchecked, logged once per breaker period and
@@ -55,10 +58,16 @@ def _declared_upload(method: str, headers: Mapping[str, str]) -> int:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else 0
 
 
+def _limits(ctx: GatewayContext, principal: Principal) -> RateLimits:
+    return RateLimits.from_settings(
+        ctx.settings, requests_per_s=principal.requests_per_s, bytes_per_s=principal.bytes_per_s
+    )
+
+
 async def admit(ctx: GatewayContext, principal: Principal, view: HttpRequestView) -> Admitted:
     """Refuse a replayed or over-limit request (raises the S3 error); admit it otherwise."""
     method = view.method.upper()
-    limits = RateLimits.from_settings(ctx.settings)
+    limits = _limits(ctx, principal)
     names = frozenset(name for name, _ in parse_qsl(view.query_string, keep_blank_values=True))
     replay = ctx.settings.replay_cache and replay_checked(method, names)
     nothing = Admitted(principal.tenant_id)
@@ -77,6 +86,7 @@ async def admit(ctx: GatewayContext, principal: Principal, view: HttpRequestView
             now=datetime.now(UTC),
             skew=MAX_CLOCK_SKEW,
         ),
+        replay_grace_s=ctx.settings.replay_grace_s,
     )
     if verdict is None:
         count_admission("fail_open")
@@ -113,7 +123,7 @@ def charge_response(
 ) -> None:
     """Charge a download's bytes to the tenant's byte bucket, in the background (the response
     is not delayed; the tenant's next requests wait if it went into debt)."""
-    limits = RateLimits.from_settings(ctx.settings)
+    limits = _limits(ctx, principal)
     if ctx.admission is None or limits.bytes_per_s <= 0 or method.upper() != "GET":
         return
     raw = response.headers.get("content-length", "")

@@ -3,13 +3,14 @@ per-tenant token buckets (the rules are ``core/request_limits.py``).
 
 One Lua script decides a request in one round trip and atomically: refill the tenant's request
 and byte buckets from Redis's own clock (replicas' clocks never disagree), refuse if either is
-empty, then ``SET NX`` the signature's replay marker (refuse if it was there), then take one
-request token and the declared upload bytes. The byte bucket may go into debt (a 5 GiB upload
-is admitted when the bucket is not empty and then waits out its cost), so no single object is
-too large to ever pass; while in debt every request of the tenant waits.
+empty, then look up the signature's replay marker (absent: set it to Redis's time; first seen
+more than the grace ago: refuse), then take one request token and the declared upload bytes.
+The byte bucket may go into debt (a 5 GiB upload is admitted when the bucket is not empty and
+then waits out its cost), so no single object is too large to ever pass; while in debt every
+request of the tenant waits.
 
 Keys carry the tenant in a hash tag (``{t<id>}``), so a script's keys share one Redis Cluster
-slot. A marker holds nothing but a TTL; its name is a hash of the signature.
+slot. A marker holds the time it was first seen; its name is a hash of the signature.
 
 Redis down: ``admit`` and ``charge`` return None after one short timeout and a circuit breaker
 skips Redis for ``breaker_s``; the gateway then admits the request (fail open) and counts it
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # KEYS: 1 request bucket, 2 byte bucket, 3 replay marker.
 # ARGV: 1 request rate, 2 request burst, 3 byte rate, 4 byte burst, 5 upload bytes,
-#       6 replay marker TTL in ms (0: no replay check).
+#       6 replay marker TTL in ms (0: no replay check), 7 replay grace in seconds.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -47,7 +48,7 @@ local function level(key, rate, burst)
 end
 local rr, rb = tonumber(ARGV[1]), tonumber(ARGV[2])
 local br, bb = tonumber(ARGV[3]), tonumber(ARGV[4])
-local cost, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local cost, ttl, grace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local req, byt = 0, 0
 if rr > 0 then
   req = level(KEYS[1], rr, rb)
@@ -58,7 +59,12 @@ if br > 0 then
   if byt < 0 then return {'throttled', tostring(-byt / br)} end
 end
 if ttl > 0 then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ttl) then return {'replayed', '0'} end
+  local seen = tonumber(redis.call('GET', KEYS[3]))
+  if seen == nil then
+    redis.call('SET', KEYS[3], tostring(now), 'PX', ttl)
+  elseif now - seen > grace then
+    return {'replayed', '0'}
+  end
 end
 if rr > 0 then
   redis.call('HSET', KEYS[1], 'l', tostring(req - 1), 't', tostring(now))
@@ -149,6 +155,7 @@ class AdmissionStore:
         upload_bytes: int = 0,
         replay_id: str | None = None,
         replay_ttl_s: int = 0,
+        replay_grace_s: float = 0.0,
     ) -> Verdict | None:
         """Decide one request (see the module docstring); None: Redis unavailable."""
         req_key, byte_key = self._keys(tenant_id)
@@ -164,6 +171,7 @@ class AdmissionStore:
                 limits.byte_burst,
                 max(0, upload_bytes),
                 ttl_ms,
+                max(0.0, replay_grace_s),
             ],
         )
         if got is None:

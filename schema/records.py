@@ -58,6 +58,9 @@ class AccessKey:
     sealed_secret: bytes
     tenant_name: str
     allow_plaintext: bool
+    #: The tenant's own rate limits (migration 0017); None: the deployment's settings.
+    requests_per_s: float | None = None
+    bytes_per_s: int | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 import httpx
 import pytest
@@ -19,6 +20,11 @@ from botocore.exceptions import ClientError
 from tests.support.cluster import Federation
 
 pytestmark = pytest.mark.integration
+
+
+def _after_grace(cluster: Federation) -> None:
+    """Identical requests within ``replay_grace_s`` of each other are twins, not replays."""
+    time.sleep(cluster.settings.replay_grace_s + 0.5)
 
 
 def _signed(
@@ -44,6 +50,7 @@ def test_replayed_put_and_delete_are_refused(cluster: Federation, creds: tuple[s
     url, headers = _signed(cluster, creds, "PUT", f"/{bucket}/doc", b"v1")
     assert httpx.put(url, content=b"v1", headers=headers).status_code == 200
     s3.put_object(Bucket=bucket, Key="doc", Body=b"v2")
+    _after_grace(cluster)
     replay = httpx.put(url, content=b"v1", headers=headers)
     assert replay.status_code == 403, replay.text
     assert b"<Code>AccessDenied</Code>" in replay.content and b"replayed" in replay.content
@@ -52,9 +59,28 @@ def test_replayed_put_and_delete_are_refused(cluster: Federation, creds: tuple[s
     url, headers = _signed(cluster, creds, "DELETE", f"/{bucket}/doc")
     assert httpx.delete(url, headers=headers).status_code == 204
     s3.put_object(Bucket=bucket, Key="doc", Body=b"v3")
+    _after_grace(cluster)
     replay = httpx.delete(url, headers=headers)
     assert replay.status_code == 403 and b"replayed" in replay.content
     assert s3.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"v3"
+
+
+def test_identical_twins_within_the_grace_both_count(
+    cluster: Federation, creds: tuple[str, str]
+) -> None:
+    """Two PUTs of the same bytes in one second are two versions of a versioned bucket (the
+    same signature, as SigV4 dates to the second): both pass."""
+    s3 = cluster.s3(*creds)
+    bucket = f"rp-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    url, headers = _signed(cluster, creds, "PUT", f"/{bucket}/twin", b"same")
+    assert [httpx.put(url, content=b"same", headers=headers).status_code for _ in range(2)] == [
+        200,
+        200,
+    ]
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="twin").get("Versions", [])
+    assert len(versions) == 2
 
 
 def test_reads_may_be_repeated(cluster: Federation, creds: tuple[str, str]) -> None:
@@ -76,6 +102,7 @@ def test_presigned_put_works_once(cluster: Federation, creds: tuple[str, str]) -
         "put_object", Params={"Bucket": bucket, "Key": "up"}, ExpiresIn=300
     )
     assert httpx.put(put_url, content=b"first").status_code == 200
+    _after_grace(cluster)
     again = httpx.put(put_url, content=b"swapped")
     assert again.status_code == 403 and b"replayed" in again.content
     assert s3.get_object(Bucket=bucket, Key="up")["Body"].read() == b"first"
@@ -92,6 +119,7 @@ def test_a_failed_request_does_not_use_up_its_signature(
     s3.create_bucket(Bucket=bucket)
     # The same signed request (what a retry in the same second is) now succeeds, once.
     assert httpx.put(url, content=b"body", headers=headers).status_code == 200
+    _after_grace(cluster)
     assert httpx.put(url, content=b"body", headers=headers).status_code == 403
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="missing")

@@ -53,8 +53,12 @@ def test_body_pace_idle_timeout_and_minimum_rate() -> None:
 def test_rate_limits_from_settings() -> None:
     limits = RateLimits.from_settings(Settings())
     assert limits.enabled and limits.requests_per_s >= 1000 and limits.bytes_per_s >= 1024**3
+    assert limits.request_burst == 2 * limits.requests_per_s
     off = RateLimits.from_settings(Settings(tenant_requests_per_s=0, tenant_bytes_per_s=0))
     assert not off.enabled
+    own = RateLimits.from_settings(Settings(), requests_per_s=3, bytes_per_s=0)
+    assert own.requests_per_s == 3 and own.request_burst == 6 and own.bytes_per_s == 0
+    assert RateLimits.from_settings(Settings(), requests_per_s=0.1).request_burst == 1
 
 
 def test_which_requests_the_replay_cache_checks() -> None:
