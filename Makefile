@@ -34,6 +34,7 @@ stop:
 test: install services clients chromium lint
 	$(PYTEST) -q tests/unit tests/integration tests/clients tests/fault
 	$(PYTEST) -q tests/replicas
+	$(PYTEST) -q tests/limits
 	$(PYTEST) -q tests/import_engine
 	$(PYTEST) -q tests/browser
 
@@ -51,6 +52,7 @@ test-fault: install services
 
 test-replicas: install services
 	$(PYTEST) -q tests/replicas
+	$(PYTEST) -q tests/limits
 
 test-import: install services
 	$(PYTEST) -q tests/import_engine

@@ -29,8 +29,9 @@ from actors.registry import BackendRegistry
 from actors.verified_reader import VerifiedReader
 from core.errors import MetadataUnavailable
 from core.policy import PolicyDocument, builtin_policy
+from core.sealing import MasterKey
 from core.settings import Settings
-from schema.cache import CachedReader
+from schema.cache import CACHE_MAC_PURPOSE, CachedReader
 from schema.jobs import PRIORITY, JobKind, repair_key
 from schema.parts import ErasurePart, PartRepository
 from schema.policies import PolicyRepository
@@ -133,7 +134,7 @@ class DataPath:
             refresh_interval_s=2.0 if serving else 5.0,
             passive_hold_s=max(2.0, 2 * settings.health_interval_s),
         )
-        meta = CachedReader(store, settings.redis_url, ttl_s=settings.cache_ttl_s)
+        meta = _cached_reader(store, settings, extra.get("master_key"))
         ctx = cls(settings=settings, store=store, meta=meta, registry=registry, **extra)
         if not serving:
             return ctx
@@ -280,3 +281,24 @@ class DataPath:
         if isinstance(self.meta, CachedReader):
             await self.meta.close()
         await self.store.close()
+
+
+def _cached_reader(
+    store: MetadataStore, settings: Settings, master: MasterKey | None
+) -> MetadataReader:
+    """The store behind the Redis cache, whose entries are MACed under a key derived from the
+    master key (``schema/cache.py``). A process that cannot read the master key file reads
+    PostgreSQL directly: an unauthenticated cache would let whoever writes to Redis choose
+    identities and buckets."""
+    if master is None:
+        try:
+            master = MasterKey.from_file_text(settings.master_key_path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("master key unreadable (%r): metadata reads bypass the cache", exc)
+            return store
+    return CachedReader(
+        store,
+        settings.redis_url,
+        mac_keys=master.derive(CACHE_MAC_PURPOSE),
+        ttl_s=settings.cache_ttl_s,
+    )

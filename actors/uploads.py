@@ -57,7 +57,7 @@ from core.envelope import (
     envelope_columns,
     parse_bp1_header,
 )
-from core.errors import InvalidRequest, NoSuchUpload
+from core.errors import InvalidRequest, LimitExceeded, NoSuchUpload
 from schema.audit import Caller
 from schema.records import Bucket, ObjectVersion
 from schema.uploads import Chunk, NewUpload, Upload, UploadedPart, UploadPiece
@@ -129,6 +129,25 @@ async def upload_of(
 
 
 # -- create ------------------------------------------------------------------------------------
+async def _check_open_uploads(ctx: DataPath, conn: asyncpg.Connection, tenant_id: int) -> None:
+    """Refuse a new upload when the tenant already has ``max_open_uploads`` open.
+
+    Why ``503 SlowDown`` (``LimitExceeded``): S3 sets no limit on a tenant's open uploads, so
+    there is no AWS code for it; MinIO and Ceph RGW answer their own resource limits with
+    ``SlowDown`` (503) or similar throttling, and every SDK treats SlowDown as "back off and
+    retry", which is right here: the tenant's uploads in flight complete, and abandoned ones
+    are aborted by the upload expirer. A 4xx code no client knows would only be a hard
+    failure. The message names the limit and how to free uploads."""
+    count, own = await ctx.store.uploads.open_uploads(conn, tenant_id)
+    limit = ctx.settings.max_open_uploads if own is None else own
+    if 0 < limit <= count:
+        raise LimitExceeded(
+            f"This tenant has {limit} multipart uploads open, its limit: complete or abort"
+            " some (ListMultipartUploads, AbortMultipartUpload) before starting more.",
+            retry_after_s=5,
+        )
+
+
 async def create_upload(
     ctx: DataPath,
     *,
@@ -169,6 +188,7 @@ async def create_upload(
         http_headers=dict(http_headers or {}),
     )
     async with ctx.store.db.transaction() as conn:
+        await _check_open_uploads(ctx, conn, tenant_id)
         upload = await ctx.store.uploads.create(conn, new)
         await ctx.store.audit.append(
             conn,

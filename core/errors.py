@@ -21,6 +21,7 @@ The tree::
     │   ├── InvalidPart          a listed multipart part is missing or does not match
     │   └── BadDigest            a checksum the caller sent does not match the computed one
     ├── AccessDenied             authenticated principal may not do this
+    ├── LimitExceeded(retry_after_s)  a tenant is over one of its limits (rate, open uploads)
     ├── PolicyViolation          no placement can satisfy the class, region lock or jurisdiction
     ├── InsufficientCapacity     the policy is satisfiable but not enough healthy backends now
     ├── QuorumNotMet(needed, got)  fewer replicas acknowledged than the write quorum
@@ -49,6 +50,7 @@ __all__ = [
     "IncompleteBody",
     "InsufficientCapacity",
     "IntegrityError",
+    "LimitExceeded",
     "InvalidEnvelope",
     "InvalidInput",
     "InvalidPart",
@@ -140,6 +142,15 @@ class BadDigest(InvalidInput):
 
 class AccessDenied(BulletproofError):
     pass
+
+
+class LimitExceeded(BulletproofError):
+    """A tenant is over a limit that frees up by itself (S3's ``SlowDown``): the caller may
+    retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class PolicyViolation(BulletproofError):

@@ -89,6 +89,18 @@ class Settings:
     # -- multipart uploads (docs/s3-api.md) -----------------------------------------------------
     upload_expiry_s: float = 7 * 86400.0  # an upload not completed by then is aborted
     upload_expiry_interval_s: float = 3600.0  # how often the upload expirer runs (0: never)
+    max_open_uploads: int = 10000  # open multipart uploads per tenant (0: unlimited)
+    # -- request admission (docs/operations.md "Request limits"; core/request_limits.py) -----
+    replay_cache: bool = True  # refuse a PUT/POST/DELETE whose signature was already used ...
+    replay_grace_s: float = 2.0  # ... more than this long after it was first seen
+    # Per-tenant token buckets shared by every replica (a tenant may have its own rates,
+    # PUT /admin/tenants/{t}/limits); each bucket holds tenant_burst_s seconds of its rate.
+    tenant_requests_per_s: float = 2000.0  # 0: off
+    tenant_bytes_per_s: int = 2 * 1024**3  # body bytes in and out; 0: off
+    tenant_burst_s: float = 2.0
+    body_idle_timeout_s: float = 20.0  # no request-body byte for this long: RequestTimeout
+    body_min_rate: int = 1024  # average body bytes/s of waiting the client must keep up ...
+    body_rate_grace_s: float = 20.0  # ... once the gateway has waited this long in all
     # -- watching it (docs/operations.md) -------------------------------------------------------
     metrics_interval_s: float = 30.0  # the federation sampler's gauges (0: not sampled)
 

@@ -101,6 +101,8 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("GET", "/admin/tenants/{tenant}/placement", _V, admin.tenant_placement),
         _Route("GET", "/admin/tenants/{tenant}/compliance", _V, admin.compliance_report),
         _Route("PUT", "/admin/tenants/{tenant}/placement", _A, admin.set_tenant_placement),
+        _Route("GET", "/admin/tenants/{tenant}/limits", _V, admin.tenant_limits),
+        _Route("PUT", "/admin/tenants/{tenant}/limits", _A, admin.set_tenant_limits),
         _Route(
             "GET", "/admin/tenants/{tenant}/buckets/{bucket}/placement", _V, admin.bucket_placement
         ),

@@ -34,6 +34,9 @@ class Principal:
     access_key_id: str
     allow_plaintext: bool
     verified: sigv4.VerifiedRequest
+    #: The tenant's own rate limits (None: the deployment's; ``gateway/admission.py``).
+    requests_per_s: float | None = None
+    bytes_per_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ async def authenticate(ctx: GatewayContext, view: sigv4.HttpRequestView) -> Prin
         access_key_id=key.access_key_id,
         allow_plaintext=key.allow_plaintext,
         verified=verified,
+        requests_per_s=key.requests_per_s,
+        bytes_per_s=key.bytes_per_s,
     )
 
 

@@ -1,8 +1,9 @@
 """What one gateway replica holds for its lifetime: the data path, plus the master key that
 opens SigV4 secrets and seals backend credentials (only the gateway needs it), the keys derived
 from it (the deployment's signing key, the placement-proof pseudonym key), the OIDC
-verifier of admin bearer tokens (None when no issuer is configured), and the STS trust rules
-with their own verifier (None when no tenant identity file is configured)."""
+verifier of admin bearer tokens (None when no issuer is configured), the STS trust rules
+with their own verifier (None when no tenant identity file is configured), and the request
+admission state in Redis (replay cache, rate limits)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from core.sealing import MasterKey
 from core.settings import Settings
 from core.tenant_identities import TenantIdentityConfig, load_tenant_identities
 from gateway.oidc import OidcVerifier
+from schema.admission import AdmissionStore
 
 __all__ = ["GatewayContext"]
 
@@ -31,6 +33,8 @@ class GatewayContext(DataPath):
     #: None when ``BP_TENANT_OIDC_FILE`` is not set.
     tenant_identities: TenantIdentityConfig | None = field(default=None, kw_only=True)
     tenant_oidc: OidcVerifier | None = field(default=None, kw_only=True)
+    #: The replay cache and rate limits in Redis (gateway/admission.py); None: not checked.
+    admission: AdmissionStore | None = field(default=None, kw_only=True)
 
     @cached_property
     def deployment_key(self) -> DeploymentKey:
@@ -59,4 +63,10 @@ class GatewayContext(DataPath):
             oidc=oidc,
             tenant_identities=tenants,
             tenant_oidc=tenant_oidc,
+            admission=AdmissionStore(settings.redis_url),
         )
+
+    async def close(self) -> None:
+        await super().close()
+        if self.admission is not None:
+            await self.admission.close()

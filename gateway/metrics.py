@@ -1,4 +1,6 @@
-"""S3 request metrics of a gateway replica, recorded once per request in ``handle_s3``.
+"""The gateway's Ray metrics, recorded through ``actors/metric_registry.py``.
+
+Once per S3 request (``handle_s3``):
 
 - ``bulletproof_requests`` (counter; ``operation``, ``code``): ``code`` is ``OK`` or the S3
   error code sent (``NoSuchKey``, ``SlowDown``, ``InternalError``...);
@@ -9,13 +11,19 @@
 
 ``operation`` is the parsed S3 operation (``PutObject``...) or ``Unparsed`` when the request
 failed before it was known. Tag values come from fixed sets: never a bucket or key name.
+
+Request admission (``gateway/admission.py``): ``bulletproof_admission`` (counter; ``outcome``:
+``replayed``, ``throttled``, ``too_slow`` (a body cut by RequestTimeout), ``uploads_limit``,
+and ``fail_open`` (admitted unchecked because Redis was unavailable)).
 """
 
 from __future__ import annotations
 
 from actors.metric_registry import metric, record
 
-__all__ = ["record_request"]
+__all__ = ["OUTCOMES", "count_admission", "record_request"]
+
+OUTCOMES = ("replayed", "throttled", "too_slow", "uploads_limit", "fail_open")
 
 
 def record_request(
@@ -44,3 +52,12 @@ def record_request(
                    ("operation",)),
             "inc", bytes_out, op,
         )  # fmt: skip
+
+
+def count_admission(outcome: str) -> None:
+    """Count one admission ``outcome`` (one of ``OUTCOMES``)."""
+    record(
+        metric("counter", "bulletproof_admission",
+               "Requests refused or admitted unchecked by admission.", ("outcome",)),
+        "inc", 1, {"outcome": outcome},
+    )  # fmt: skip

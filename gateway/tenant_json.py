@@ -21,10 +21,12 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from core import errors as domain
+from core.request_limits import BodyPace
+from gateway.admission import admit
 from gateway.auth import Principal, authenticate
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
-from gateway.s3.body import read_json
+from gateway.s3.body import paced, read_json
 from gateway.s3.dispatch import request_view
 from gateway.s3.sigv4 import PayloadMode
 
@@ -53,6 +55,7 @@ async def read_signed_json(ctx: GatewayContext, request: Request, max_body: int)
     """Authenticate ``request`` and read its signed JSON object body (POST only)."""
     view = request_view(request)
     principal = await authenticate(ctx, view)
+    await admit(ctx, principal, view)
     data: dict[str, Any] = {}
     if request.method == "POST" and view.headers.get("content-length", "1") != "0":
         if principal.verified.payload_mode is PayloadMode.UNSIGNED:
@@ -60,7 +63,8 @@ async def read_signed_json(ctx: GatewayContext, request: Request, max_body: int)
                 "this API needs a signed body: send x-amz-content-sha256 with"
                 " the body's SHA-256, not UNSIGNED-PAYLOAD"
             )
-        body = await read_json(request.stream(), principal.verified, view.headers, max_body)
+        raw = paced(request.stream(), BodyPace.from_settings(ctx.settings))
+        body = await read_json(raw, principal.verified, view.headers, max_body)
         if not isinstance(body, dict):
             raise s3e.InvalidRequest("the request body must be a JSON object")
         data = body
@@ -70,6 +74,7 @@ async def read_signed_json(ctx: GatewayContext, request: Request, max_body: int)
 def json_error(exc: BaseException, request_id: str, resource: str) -> Response:
     """The JSON error document and status for ``exc``."""
     status, code, message = 500, "InternalError", "We encountered an internal error."
+    retry_after: int | None = None
     for kind, kind_status, kind_code in _JSON_CODES:
         if isinstance(exc, kind):
             status, code, message = kind_status, kind_code, str(exc)
@@ -77,10 +82,12 @@ def json_error(exc: BaseException, request_id: str, resource: str) -> Response:
     else:
         err = s3e.to_s3_error(exc, resource=resource)
         status, code, message = err.status, err.code, err.message
+        retry_after = err.retry_after_s
     if code == "InternalError":
         log.error("tenant JSON request %s failed", request_id, exc_info=exc)
     return JSONResponse(
         {"error": code, "message": message, "request_id": request_id},
         status_code=status,
-        headers={"x-amz-request-id": request_id},
+        headers={"x-amz-request-id": request_id}
+        | ({} if retry_after is None else {"Retry-After": str(retry_after)}),
     )

@@ -16,14 +16,26 @@ Correctness rules (a stale entry would break read-after-write, so they matter):
   the TTL. That call ignores the breaker (it is rare and it is the moment that matters) and
   reports whether it reached Redis, so the admin operation can say when it did not.
 - Cache keys hash the object key and the access key id: names never appear in Redis key space.
+- Redis is not trusted: whoever can write to it must not become another tenant. Every entry
+  carries an HMAC-SHA256, under a key derived from the master key
+  (``MasterKey.derive(CACHE_MAC_PURPOSE)``), over the cache key's name, its tags, an absolute
+  expiry and the value. A forged entry, an entry copied to another key name (another access
+  key, another tenant's bucket) or an old authentic entry restored after it expired fails the
+  check: it is a miss (read from PostgreSQL, then overwritten) and a logged warning that names
+  the cache key, never the value. Rolling a generation counter back can at most revive an
+  authentic entry until its MAC'd expiry (``ttl_s``), the staleness the cache allows anyway.
+  The entry is signed with the newest derived key; every derived key verifies (master key
+  rotation keeps the cache warm).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -32,12 +44,21 @@ from redis.exceptions import RedisError
 from schema.records import AccessKey, Bucket, ObjectVersion, from_json, to_json
 from schema.store import MetadataReader
 
-__all__ = ["CachedReader"]
+__all__ = ["CACHE_MAC_PURPOSE", "CachedReader"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _EPOCH = "bp:epoch"
+#: The ``MasterKey.derive`` purpose of the cache's MAC keys.
+CACHE_MAC_PURPOSE = "bulletproof/cache-mac/v1"
+
+
+def _mac(key: bytes, value_key: str, body: dict[str, Any]) -> str:
+    """HMAC-SHA256 over the cache key's name and the entry (tags, expiry, value), canonical
+    JSON: the name is bound, so an entry is valid under the key it was written to only."""
+    text = json.dumps([value_key, body], sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
 def _tag(raw: bytes | None) -> str:
@@ -50,11 +71,15 @@ class CachedReader:
         inner: MetadataReader,
         redis_url: str,
         *,
+        mac_keys: Sequence[bytes],
         ttl_s: int = 60,
         timeout_s: float = 0.25,
         breaker_s: float = 5.0,
     ) -> None:
+        if not mac_keys or any(len(k) < 32 for k in mac_keys):
+            raise ValueError("the cache needs MAC keys of 32 bytes (MasterKey.derive)")
         self._inner = inner
+        self._mac_keys = list(mac_keys)
         self._redis = aioredis.from_url(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -85,6 +110,28 @@ class CachedReader:
             self._trip(exc)
             return None
 
+    def _seal(self, value_key: str, tags: dict[str, str], value: Any) -> str:
+        body = {**tags, "x": int(time.time()) + self._ttl, "v": value}
+        return json.dumps({**body, "m": _mac(self._mac_keys[0], value_key, body)})
+
+    def _open(self, value_key: str, raw: bytes) -> dict[str, Any] | None:
+        """The entry stored under ``value_key`` if its MAC verifies and it has not expired;
+        None (a miss, logged) for anything else."""
+        try:
+            entry = json.loads(raw)
+            mac = entry.pop("m")
+            good = isinstance(mac, str) and any(
+                hmac.compare_digest(_mac(k, value_key, entry), mac) for k in self._mac_keys
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            good = False
+        if not good:
+            log.warning("cache entry %s failed its MAC check; reading the database", value_key)
+            return None
+        if not isinstance(entry.get("x"), int) or entry["x"] < time.time():
+            return None
+        return entry  # type: ignore[no-any-return]
+
     async def _read_through(
         self, cls: type[T], value_key: str, gen_key: str | None, load: Any
     ) -> T | None:
@@ -93,14 +140,13 @@ class CachedReader:
         tags: dict[str, str] | None = None
         if got is not None:
             tags = {"e": _tag(got[1]), "g": _tag(got[2]) if gen_key else "0"}
-            if got[0]:
-                entry = json.loads(got[0])
-                if entry["e"] == tags["e"] and entry["g"] == tags["g"]:
-                    return None if entry["v"] is None else from_json(cls, entry["v"])
+            entry = self._open(value_key, got[0]) if got[0] else None
+            if entry is not None and entry["e"] == tags["e"] and entry["g"] == tags["g"]:
+                return None if entry["v"] is None else from_json(cls, entry["v"])
         found = await load()
         if tags is not None:
-            entry = {**tags, "v": None if found is None else to_json(found)}
-            await self._call("set", value_key, json.dumps(entry), ex=self._ttl)
+            value = None if found is None else to_json(found)
+            await self._call("set", value_key, self._seal(value_key, tags, value), ex=self._ttl)
         return found  # type: ignore[no-any-return]
 
     @staticmethod

@@ -62,6 +62,9 @@ class AccessKey:
     #: session token requests must carry. None for permanent keys.
     expires_at: datetime | None = None
     session_token_sha256: bytes | None = None
+    #: The tenant's own rate limits (migration 0017); None: the deployment's settings.
+    requests_per_s: float | None = None
+    bytes_per_s: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from schema.records import AccessKey, Tenant
 __all__ = [
     "TENANT_PLACEMENT_COLUMNS",
     "AccessKeyInfo",
+    "TenantLimits",
     "TenantPlacement",
     "TenantRepository",
     "TenantSummary",
@@ -42,6 +43,15 @@ class TenantSummary:
     created_at: datetime
     keys: int
     buckets: int
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """A tenant's own request limits; None: the deployment's setting, 0: no limit."""
+
+    requests_per_s: float | None = None
+    bytes_per_s: int | None = None
+    max_open_uploads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +174,7 @@ class TenantRepository:
     ) -> AccessKey | None:
         row = await conn.fetchrow(
             "SELECT k.access_key_id, k.tenant_id, k.sealed_secret, t.name, t.allow_plaintext,"
-            " k.expires_at, k.session_token_sha256"
+            " k.expires_at, k.session_token_sha256, t.requests_per_s, t.bytes_per_s"
             " FROM access_keys k JOIN tenants t ON t.id = k.tenant_id"
             " WHERE k.access_key_id = $1 AND k.revoked_at IS NULL AND k.disabled_at IS NULL"
             " AND t.disabled_at IS NULL",
@@ -182,6 +192,8 @@ class TenantRepository:
             session_token_sha256=(
                 bytes(row["session_token_sha256"]) if row["session_token_sha256"] else None
             ),
+            requests_per_s=row["requests_per_s"],
+            bytes_per_s=row["bytes_per_s"],
         )
 
     async def find_active(self, conn: asyncpg.Connection, name: str) -> int | None:
@@ -213,6 +225,29 @@ class TenantRepository:
         if name is not None and not rows:
             raise NotFound(f"no tenant {name!r}")
         return [TenantSummary(**dict(r)) for r in rows]
+
+    async def limits(self, conn: asyncpg.Connection, tenant_id: int) -> TenantLimits:
+        row = await conn.fetchrow(
+            "SELECT requests_per_s, bytes_per_s, max_open_uploads FROM tenants WHERE id = $1",
+            tenant_id,
+        )
+        if row is None:
+            raise NotFound(f"no tenant {tenant_id}")
+        return TenantLimits(row["requests_per_s"], row["bytes_per_s"], row["max_open_uploads"])
+
+    async def set_limits(
+        self, conn: asyncpg.Connection, tenant_id: int, limits: TenantLimits
+    ) -> None:
+        """Store the tenant's own limits; the caller invalidates its cached identities after
+        the commit (the rates travel with them)."""
+        await conn.execute(
+            "UPDATE tenants SET requests_per_s = $2, bytes_per_s = $3, max_open_uploads = $4"
+            " WHERE id = $1",
+            tenant_id,
+            limits.requests_per_s,
+            limits.bytes_per_s,
+            limits.max_open_uploads,
+        )
 
     async def set_disabled(self, conn: asyncpg.Connection, tenant_id: int, disabled: bool) -> None:
         await conn.execute(

@@ -177,6 +177,19 @@ def _part(row: asyncpg.Record) -> UploadedPart:
 
 
 class UploadRepository:
+    async def open_uploads(
+        self, conn: asyncpg.Connection, tenant_id: int
+    ) -> tuple[int, int | None]:
+        """How many uploads of the tenant are open (started, neither completed nor aborted),
+        and the tenant's own limit on them (None: the deployment's). In a transaction: the
+        tenant's row is locked first, so concurrent creations of one tenant count one after
+        another and a limit checked on the count holds exactly."""
+        limit = await conn.fetchval(
+            "SELECT max_open_uploads FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant_id
+        )
+        count = await conn.fetchval("SELECT count(*) FROM uploads WHERE tenant_id = $1", tenant_id)
+        return int(count or 0), limit
+
     async def create(self, conn: asyncpg.Connection, new: NewUpload) -> Upload:
         row = await conn.fetchrow(
             "INSERT INTO uploads (upload_id, tenant_id, bucket_id, key, initiator, content_type,"

@@ -16,10 +16,11 @@ Every change of where data may live is one transaction with its audit entry and 
 
 Modules, by noun: ``backends`` (add, list, show, ping, relocate), ``backend_changes``
 (update, drain, remove), ``backend_views`` (how a backend is shown), ``tenants`` (create, list,
-show, disable, delete, placement), ``keys`` (access keys), ``tokens`` (bootstrap token
-rotation), ``buckets`` (placement), ``policy`` (apply, show, history, explain), ``audit``
-(verify), ``sessions`` (STS temporary credentials: list, revoke), ``compliance`` (a
-tenant's holdings per jurisdiction, objects not fully placed).
+show, disable, delete, placement), ``limits`` (a tenant's request limits), ``keys`` (access
+keys), ``tokens`` (bootstrap token rotation), ``buckets`` (placement), ``policy`` (apply,
+show, history, explain), ``audit`` (verify), ``sessions`` (STS temporary credentials: list,
+revoke), ``compliance`` (a tenant's holdings per jurisdiction, objects not fully placed),
+``status`` (the federation at a glance).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from gateway.admin.keys import (
     list_keys,
     rotate_key,
 )
+from gateway.admin.limits import set_tenant_limits, tenant_limits
 from gateway.admin.policy import apply_policy, explain_placement, policy_history, show_policy
 from gateway.admin.route import AdminCall, AdminOperation, operation, respond
 from gateway.admin.router import AdminRoute, AdminRouter
@@ -101,10 +103,12 @@ __all__ = [
     "revoke_subject_sessions",
     "rotate_key",
     "set_bucket_placement",
+    "set_tenant_limits",
     "set_tenant_placement",
     "show_backend",
     "show_policy",
     "show_tenant",
+    "tenant_limits",
     "tenant_placement",
     "update_backend",
     "verify_audit",

@@ -10,17 +10,28 @@ failed one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator, Mapping
 
+from core.request_limits import BodyPace
+from gateway.metrics import count_admission
 from gateway.s3 import errors as s3e
 from gateway.s3.chunked import ChecksumVerifier, PayloadHashVerifier, decode_aws_chunked
 from gateway.s3.sigv4 import PayloadMode, VerifiedRequest
 
-__all__ = ["CHECKSUM_HEADERS", "declared_length", "payload", "read_json", "read_small_body"]
+__all__ = [
+    "CHECKSUM_HEADERS",
+    "declared_length",
+    "paced",
+    "payload",
+    "read_json",
+    "read_small_body",
+]
 
 CHECKSUM_HEADERS = (
     "x-amz-checksum-crc32",
@@ -29,6 +40,30 @@ CHECKSUM_HEADERS = (
     "x-amz-checksum-sha1",
     "x-amz-checksum-sha256",
 )
+
+
+async def paced(raw: AsyncIterator[bytes], pace: BodyPace) -> AsyncIterator[bytes]:
+    """The raw body, cut with ``RequestTimeout`` when the client sends it too slowly
+    (slowloris; the rule is ``BodyPace``). Only the time spent waiting for the next chunk
+    counts. The error reaches the client as S3's 400 ``RequestTimeout`` while it is still
+    sending; the connection is then closed, freeing the request's slot."""
+    waited, received = 0.0, 0
+    while True:
+        allowed = pace.wait_allowed(waited, received)
+        if allowed <= 0:
+            count_admission("too_slow")
+            raise s3e.RequestTimeout()
+        started = time.monotonic()
+        try:
+            chunk = await asyncio.wait_for(anext(raw), None if allowed == float("inf") else allowed)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            count_admission("too_slow")
+            raise s3e.RequestTimeout() from exc
+        waited += time.monotonic() - started
+        received += len(chunk)
+        yield chunk
 
 
 def declared_length(verified: VerifiedRequest, headers: Mapping[str, str]) -> int:

@@ -15,13 +15,17 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 
+from core.errors import LimitExceeded
 from core.request_context import bind_request_id, usable_request_id
+from core.request_limits import BodyPace
+from gateway.admission import Admitted, admit, charge_response, release
 from gateway.auth import Authorized, authenticate, authorize
 from gateway.context import GatewayContext
 from gateway.front_door import SIGNED_PATH_KEY
-from gateway.metrics import record_request
+from gateway.metrics import count_admission, record_request
 from gateway.s3 import operations as ops
 from gateway.s3 import xml
+from gateway.s3.body import paced
 from gateway.s3.call import S3Call
 from gateway.s3.errors import S3Error, to_s3_error
 from gateway.s3.handlers.acl import get_acl, put_acl
@@ -128,6 +132,8 @@ def request_view(request: Request) -> HttpRequestView:
 
 def error_response(err: S3Error, request_id: str, *, head: bool = False) -> Response:
     headers = {"x-amz-request-id": request_id}
+    if err.retry_after_s is not None:
+        headers["Retry-After"] = str(err.retry_after_s)
     if head:
         return Response(status_code=err.status, headers=headers)
     return Response(
@@ -150,11 +156,13 @@ async def handle_s3(
     resource = request.url.path
     started = time.monotonic()
     operation, code = "Unparsed", "OK"
+    admitted: Admitted | None = None
     try:
         view = request_view(request)
         if is_sts_request(view):  # unsigned by design: the web identity token is the credential
             return await handle_sts(ctx, request, view, request_id)
         principal = await authenticate(ctx, view)
+        admitted = await admit(ctx, principal, view)
         if parse is None:
             routed = request.scope.get("raw_path") or request.scope["path"].encode()
             op = ops.parse_operation(
@@ -171,9 +179,16 @@ async def handle_s3(
             raise ops_not_implemented(op)
         refuse_unsupported_headers(view.headers)
         auth = await authorize(ctx, principal, op)
-        response = await handler(ctx, auth, S3Call(view, request_id, request.stream()))
+        body = paced(request.stream(), BodyPace.from_settings(ctx.settings))
+        response = await handler(ctx, auth, S3Call(view, request_id, body))
+        charge_response(ctx, principal, view.method, response)
+        if response.status_code >= 400:
+            await release(ctx, admitted)
     except Exception as exc:
+        await release(ctx, admitted)
         err = to_s3_error(exc, resource=resource)
+        if isinstance(exc, LimitExceeded):
+            count_admission("uploads_limit")
         if err.code == "InternalError":
             log.error("request %s failed", request_id, exc_info=exc)
         code = err.code

@@ -51,6 +51,7 @@ __all__ = [
     "RequestTimeTooSkewed",
     "ServiceUnavailable",
     "SignatureDoesNotMatch",
+    "RequestTimeout",
     "SlowDown",
     "XAmzContentSHA256Mismatch",
 ]
@@ -61,9 +62,13 @@ class S3Error(Exception):
     code: str = "InternalError"
     default_message: str = "We encountered an internal error. Please try again."
 
-    def __init__(self, message: str | None = None, *, resource: str = "") -> None:
+    def __init__(
+        self, message: str | None = None, *, resource: str = "", retry_after_s: int | None = None
+    ) -> None:
         self.message = message or self.default_message
         self.resource = resource
+        #: Seconds sent as ``Retry-After`` (throttling answers), None: no such header.
+        self.retry_after_s = retry_after_s
         super().__init__(self.message)
 
 
@@ -167,6 +172,12 @@ SignatureDoesNotMatch = _error(
     "The request signature we calculated does not match the signature you provided.",
 )
 SlowDown = _error("SlowDown", 503, "Please reduce your request rate.")
+RequestTimeout = _error(
+    "RequestTimeout",
+    400,
+    "Your socket connection to the server was not read from or written to within the timeout"
+    " period. Idle connections will be closed.",
+)
 XAmzContentSHA256Mismatch = _error(
     "XAmzContentSHA256Mismatch",
     400,
@@ -193,6 +204,7 @@ _DOMAIN_TO_S3: tuple[tuple[type[domain.BulletproofError], type[S3Error]], ...] =
     (domain.BadDigest, BadDigest),
     (domain.InvalidInput, InvalidArgument),
     (domain.AccessDenied, AccessDenied),
+    (domain.LimitExceeded, SlowDown),
     (domain.PolicyViolation, InvalidRequest),
     (domain.InsufficientCapacity, ServiceUnavailable),
     (domain.QuorumNotMet, ServiceUnavailable),
@@ -211,5 +223,6 @@ def to_s3_error(exc: BaseException, resource: str = "") -> S3Error:
     if isinstance(exc, domain.BulletproofError):
         for domain_cls, s3_cls in _DOMAIN_TO_S3:
             if isinstance(exc, domain_cls):
-                return s3_cls(str(exc) or None, resource=resource)
+                retry = exc.retry_after_s if isinstance(exc, domain.LimitExceeded) else None
+                return s3_cls(str(exc) or None, resource=resource, retry_after_s=retry)
     return InternalError(resource=resource)

@@ -282,8 +282,10 @@ def test_no_such_upload(cluster: Federation, plain: Client, bucket: str) -> None
         parts: list[dict[str, Any]] = listed,
     ) -> None:
         calls = [
+            # A body no successful call sent: the same signed request again within the skew
+            # window would be a replay (403, gateway/admission.py), not a NoSuchUpload.
             lambda: client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x"
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"refused"
             ),
             lambda: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id),
             lambda: complete(client, bucket, key, upload_id, parts),

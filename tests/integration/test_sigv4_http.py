@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from typing import Any
 from unittest import mock
 
@@ -165,13 +166,21 @@ def test_aws_chunked_unsigned_trailer_upload(cluster: Federation, creds: tuple[s
     url, headers, raw = _captured_https_put(cluster, creds, body)
     assert headers["X-Amz-Content-SHA256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
     assert headers["X-Amz-Trailer"] == "x-amz-checksum-crc32"
-    response = httpx.put(url, content=_chunks(raw), headers=headers)
-    assert response.status_code == 200, response.text
     s3 = cluster.s3(*creds)
-    assert s3.get_object(Bucket="authz", Key="chunked")["Body"].read() == body
-    # The same request with one payload byte flipped fails its CRC32 trailer; nothing changes.
+    # The request with one payload byte flipped fails its CRC32 trailer; nothing is stored,
+    # and a failed request does not use up its signature (gateway/admission.py).
     corrupted = bytearray(raw)
     corrupted[200] ^= 0x01
     response = httpx.put(url, content=_chunks(bytes(corrupted)), headers=headers)
     assert response.status_code == 400 and b"<Code>BadDigest</Code>" in response.content
+    response = httpx.put(url, content=_chunks(raw), headers=headers)
+    assert response.status_code == 200, response.text
+    assert s3.get_object(Bucket="authz", Key="chunked")["Body"].read() == body
+    # The seed signature covers no body byte: a replay with another body within the skew
+    # window is refused by the replay cache, and the object is unchanged.
+    other = os.urandom(len(body))
+    _, _, swapped = _captured_https_put(cluster, creds, other)
+    time.sleep(cluster.settings.replay_grace_s + 0.5)  # twins within the grace pass
+    response = httpx.put(url, content=_chunks(swapped), headers=headers)
+    assert response.status_code == 403 and b"replayed" in response.content
     assert s3.get_object(Bucket="authz", Key="chunked")["Body"].read() == body

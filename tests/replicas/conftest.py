@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -18,6 +19,9 @@ from tests.support.cluster import Federation, start_cluster
 from tests.support.oidc_issuer import OidcIssuer
 
 STS_AUDIENCE = "bulletproof-sts"
+#: Calls per check that must reach both replicas: Serve spreads them, so with this many both
+#: replicas answer some (see test_admin_identity).
+SPREAD = 12
 #: Trust rules of the STS endpoint (core/tenant_identities.py); the tenants are created by the
 #: tests that use them.
 STS_RULES: list[dict[str, Any]] = [
@@ -52,3 +56,15 @@ def fed(tmp_path_factory: pytest.TempPathFactory, issuer: OidcIssuer) -> Iterato
     }
     with start_cluster(state, overrides=overrides) as running:
         yield running
+
+
+@pytest.fixture(scope="module", autouse=True)
+def backends_known(fed: Federation) -> None:
+    """Both replicas' registries list the three backends (they refresh every 2 s; right after
+    the federation starts one may not yet, and a write would be refused)."""
+
+    def known() -> bool:
+        answers = [httpx.get(f"{fed.endpoint}/health", timeout=30) for _ in range(SPREAD)]
+        return all(a.status_code == 200 and a.json()["backends"] == 3 for a in answers)
+
+    fed.wait_for(known, 30, "every replica to know the three backends")

@@ -27,29 +27,13 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.replicas.conftest import STS_AUDIENCE
+from tests.replicas.conftest import SPREAD, STS_AUDIENCE
 from tests.support.cluster import Federation
 from tests.support.oidc_issuer import OidcIssuer
 
 pytestmark = pytest.mark.integration
 
 ROLE = "arn:aws:iam::000000000000:role/bulletproof"
-#: ListBuckets calls per check: both replicas answer some of them (see test_admin_identity).
-SPREAD = 12
-
-
-@pytest.fixture(scope="module", autouse=True)
-def backends_known(fed: Federation) -> None:
-    """Both replicas' registries list the three backends (they refresh every 2 s; right after
-    the federation starts one may not yet, and a write would be refused)."""
-
-    def known() -> bool:
-        answers = [httpx.get(f"{fed.endpoint}/health", timeout=30) for _ in range(SPREAD)]
-        return all(a.status_code == 200 and a.json()["backends"] == 3 for a in answers)
-
-    fed.wait_for(known, 30, "every replica to know the three backends")
-
-
 def sts(fed: Federation) -> Any:
     return boto3.client(
         "sts",
