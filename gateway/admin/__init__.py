@@ -18,7 +18,7 @@ Modules, by noun: ``backends`` (add, list, show, ping, relocate), ``backend_chan
 (update, drain, remove), ``backend_views`` (how a backend is shown), ``tenants`` (create, list,
 show, disable, delete, placement), ``keys`` (access keys), ``tokens`` (bootstrap token
 rotation), ``buckets`` (placement), ``policy`` (apply, show, history, explain), ``audit``
-(verify).
+(verify), ``openapi`` (the table as an OpenAPI document, ``GET /admin/openapi.json``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from gateway.admin.keys import (
     list_keys,
     rotate_key,
 )
+from gateway.admin.openapi import OPENAPI_PATH, openapi_document, openapi_operation
 from gateway.admin.policy import apply_policy, explain_placement, policy_history, show_policy
 from gateway.admin.route import AdminCall, AdminOperation, operation, respond
 from gateway.admin.router import AdminRoute, AdminRouter
@@ -65,6 +66,7 @@ __all__ = [
     "AdminRoute",
     "AdminRouter",
     "InvalidToken",
+    "OPENAPI_PATH",
     "Role",
     "add_storage",
     "apply_policy",
@@ -83,6 +85,8 @@ __all__ = [
     "list_backends",
     "list_keys",
     "list_tenants",
+    "openapi_document",
+    "openapi_operation",
     "operation",
     "ping_backends",
     "policy_history",

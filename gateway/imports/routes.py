@@ -45,6 +45,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from core.wire_numbers import INT64_MAX, parse_decimal
 from gateway.admin.route import AdminCall, AdminOperation, operation
 from gateway.context import GatewayContext
 from gateway.imports.service import ImportService
@@ -150,10 +151,11 @@ def _match(
         if found is None:
             continue
         if route_method == method:
-            try:
-                return op, tuple(int(g) for g in found.groups())
-            except ValueError:
+            # Ids are BIGINT: a longer number names nothing (and must not reach int() or SQL).
+            ids = [parse_decimal(g, maximum=INT64_MAX) for g in found.groups()]
+            if any(i is None for i in ids):
                 break
+            return op, tuple(i for i in ids if i is not None)
         allowed = True
     if allowed:
         raise s3e.MethodNotAllowed(f"{method} is not allowed on this import resource")
@@ -206,6 +208,20 @@ class ImportApi:
         except Exception as exc:
             return json_error(exc, request_id, resource)
         return _render(result, request_id)
+
+    @staticmethod
+    def admin_paths() -> dict[str, list[tuple[str, str]]]:
+        """The sub-paths each admin ``{rest:path}`` row serves, as OpenAPI templates (``{id}``
+        for a number), from the same tables ``admin_operation`` matches with."""
+
+        def templates(ops: tuple[tuple[str, str, _Op], ...]) -> list[tuple[str, str]]:
+            return [(method, path.replace(r"(\d+)", "{id}")) for method, path, _ in ops]
+
+        return {
+            "/admin/imports/{rest:path}": templates(_RUN_OPS),
+            "/admin/import-sources/{rest:path}": templates(_SOURCE_OPS),
+            "/admin/tenants/{tenant}/import/{rest:path}": templates(_TENANT_SCOPED),
+        }
 
     def admin_operation(self, request: Request) -> AdminOperation:
         """The admin operation a ``/admin/imports/...``, ``/admin/import-sources/...`` or
