@@ -23,7 +23,7 @@ from typing import Any
 from gateway.admin.route import AdminCall, AdminOperation, operation
 from gateway.admin.router import AdminRoute, AdminRouter
 
-__all__ = ["OPENAPI_PATH", "openapi_document", "openapi_operation"]
+__all__ = ["OPENAPI_PATH", "document", "openapi_document", "openapi_operation", "operation_item"]
 
 OPENAPI_PATH = "/admin/openapi.json"
 
@@ -48,24 +48,31 @@ def _parameters(path: str) -> list[dict[str, Any]]:
     ]
 
 
-def _operation_item(route: AdminRoute, path: str, method: str, body: bool) -> dict[str, Any]:
-    target = route.target
-    summary = ""
-    if isinstance(target, AdminOperation) and target.run.__doc__:
-        summary = target.run.__doc__.strip().splitlines()[0]
+def operation_item(
+    method: str,
+    path: str,
+    *,
+    summary: str,
+    description: str,
+    body: bool,
+    security: str,
+    error: Mapping[str, Any] = _ERROR,
+) -> dict[str, Any]:
+    """One OpenAPI operation: path parameters from ``path`` (``{id}`` an integer), a JSON
+    result, ``error`` for 4xx/5xx, and an optional JSON object body."""
     item: dict[str, Any] = {
         "operationId": f"{method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}",
         "summary": summary or f"{method} {path}",
-        "description": f"Needs the {route.role.label} role (or higher).",
+        "description": description,
         "parameters": _parameters(path),
-        "security": [{"bearer": []}],
+        "security": [{security: []}],
         "responses": {
             "200": {
                 "description": "The operation's JSON result.",
                 "content": {"application/json": {"schema": {}}},
             },
-            "4XX": _ERROR,
-            "5XX": _ERROR,
+            "4XX": dict(error),
+            "5XX": dict(error),
         },
     }
     if body:
@@ -74,6 +81,33 @@ def _operation_item(route: AdminRoute, path: str, method: str, body: bool) -> di
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
     return item
+
+
+def document(
+    title: str, description: str, paths: dict[str, Any], schemes: dict[str, Any]
+) -> dict[str, Any]:
+    """An OpenAPI 3.0.3 document around ``paths``."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "1", "description": description},
+        "paths": paths,
+        "components": {"securitySchemes": schemes},
+    }
+
+
+def _operation_item(route: AdminRoute, path: str, method: str, body: bool) -> dict[str, Any]:
+    target = route.target
+    summary = ""
+    if isinstance(target, AdminOperation) and target.run.__doc__:
+        summary = target.run.__doc__.strip().splitlines()[0]
+    return operation_item(
+        method,
+        path,
+        summary=summary,
+        description=f"Needs the {route.role.label} role (or higher).",
+        body=body,
+        security="bearer",
+    )
 
 
 def _rows(
@@ -102,16 +136,12 @@ def openapi_document(
         paths.setdefault(template, {})[method.lower()] = _operation_item(
             route, template, method, body
         )
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "Bulletproof admin API",
-            "version": "1",
-            "description": "Generated from the gateway's ADMIN_ROUTES table (docs/admin.md).",
-        },
-        "paths": paths,
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    }
+    return document(
+        "Bulletproof admin API",
+        "Generated from the gateway's ADMIN_ROUTES table (docs/admin.md).",
+        paths,
+        {"bearer": {"type": "http", "scheme": "bearer"}},
+    )
 
 
 def openapi_operation(
