@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install services clients chromium demo stop test test-unit test-integration test-clients test-fault test-replicas test-import test-browser bench lint clean
+.PHONY: install services clients chromium demo stop test test-unit test-integration test-clients test-fault test-fuzz test-replicas test-import test-browser bench lint clean
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,7 @@ stop:
 	-$(VENV)/bin/bulletproof down
 
 test: install services clients chromium lint
-	$(PYTEST) -q tests/unit tests/integration tests/clients tests/fault
+	$(PYTEST) -q tests/unit tests/integration tests/clients tests/fault tests/fuzz
 	$(PYTEST) -q tests/replicas
 	$(PYTEST) -q tests/limits
 	$(PYTEST) -q tests/import_engine
@@ -49,6 +49,11 @@ test-clients: install services clients
 
 test-fault: install services
 	$(PYTEST) -q tests/fault
+
+# Fuzzing (hypothesis over HTTP, schemathesis on /admin) and the secret scan; in `make test`
+# they run with the first line, so the scan sees the whole run's secrets.
+test-fuzz: install services
+	$(PYTEST) -q tests/fuzz
 
 test-replicas: install services
 	$(PYTEST) -q tests/replicas

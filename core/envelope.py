@@ -23,6 +23,7 @@ __all__ = [
     "BP1_TAG_SIZE",
     "Bp1Header",
     "ENVELOPE_METADATA",
+    "KEY_VERSION_MAX",
     "Envelope",
     "EnvelopeColumns",
     "WRAP_ALGORITHMS",
@@ -190,6 +191,9 @@ def _check_wrapped_key(wrapped: bytes, *, alg: str, key_id: str, key_version: in
         )
 
 
+#: The largest key version the metadata can hold (a PostgreSQL INTEGER).
+KEY_VERSION_MAX = 2**31 - 1
+
 ENVELOPE_FIELDS = ("bp-wrapped-key", "bp-key-id", "bp-key-version", "bp-wrap-alg")
 #: Every x-amz-meta-bp-* name a PUT may carry; the prefix is reserved for the envelope.
 ENVELOPE_METADATA = frozenset({*ENVELOPE_FIELDS, "bp-content-id"})
@@ -230,8 +234,11 @@ def envelope_from_metadata(meta: Mapping[str, str]) -> Envelope | None:
             "x-amz-meta-bp-key-version must be a positive decimal integer without leading zeros"
         )
     key_version = int(raw_version)
-    if key_version > 0xFFFFFFFF:
-        raise InvalidEnvelope("x-amz-meta-bp-key-version must fit in 32 bits")
+    # The wrapped-key format carries an unsigned 32-bit version, but the metadata column is a
+    # signed INTEGER: 2^31..2^32-1 would pass here and fail at the commit, after the body is
+    # on the backends. Refused here, before any byte is written.
+    if key_version > KEY_VERSION_MAX:
+        raise InvalidEnvelope(f"x-amz-meta-bp-key-version must be at most {KEY_VERSION_MAX}")
     alg = meta["bp-wrap-alg"]
     if alg not in WRAP_ALGORITHMS:
         raise InvalidEnvelope(

@@ -60,7 +60,7 @@ _Route = admin.AdminRoute
 
 #: Every /admin route: method, path, the least role it needs, and its operation
 #: (docs/admin.md lists them). One row per route; a row cannot omit the role.
-ADMIN_ROUTES = admin.AdminRouter(
+ADMIN_ROUTES: admin.AdminRouter = admin.AdminRouter(
     [
         # the federation at a glance (gateway/admin/status.py)
         _Route("GET", "/admin/status", _V, admin.federation_status),
@@ -120,6 +120,13 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("POST", "/admin/import-sources/{rest:path}", _A, _IMPORTS.admin_operation),
         _Route("GET", "/admin/tenants/{tenant}/import/{rest:path}", _V, _IMPORTS.admin_operation),
         _Route("POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation),
+        # this table as an OpenAPI document (gateway/admin/openapi.py)
+        _Route(
+            "GET",
+            admin.OPENAPI_PATH,
+            _V,
+            admin.openapi_operation(lambda: ADMIN_ROUTES, _IMPORTS.admin_paths()),
+        ),
     ]
 )
 

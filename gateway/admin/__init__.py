@@ -20,7 +20,8 @@ show, disable, delete, placement), ``limits`` (a tenant's request limits), ``key
 keys), ``tokens`` (bootstrap token rotation), ``buckets`` (placement), ``policy`` (apply,
 show, history, explain), ``audit`` (verify), ``sessions`` (STS temporary credentials: list,
 revoke), ``compliance`` (a tenant's holdings per jurisdiction, objects not fully placed),
-``status`` (the federation at a glance).
+``status`` (the federation at a glance), ``openapi`` (the table as an OpenAPI document,
+``GET /admin/openapi.json``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from gateway.admin.keys import (
     rotate_key,
 )
 from gateway.admin.limits import set_tenant_limits, tenant_limits
+from gateway.admin.openapi import OPENAPI_PATH, openapi_document, openapi_operation
 from gateway.admin.policy import apply_policy, explain_placement, policy_history, show_policy
 from gateway.admin.route import AdminCall, AdminOperation, operation, respond
 from gateway.admin.router import AdminRoute, AdminRouter
@@ -71,6 +73,7 @@ __all__ = [
     "AdminRoute",
     "AdminRouter",
     "InvalidToken",
+    "OPENAPI_PATH",
     "Role",
     "add_storage",
     "apply_policy",
@@ -92,6 +95,8 @@ __all__ = [
     "list_keys",
     "list_sessions",
     "list_tenants",
+    "openapi_document",
+    "openapi_operation",
     "operation",
     "ping_backends",
     "policy_history",

@@ -8,9 +8,9 @@ redundancy classes of the policy in force.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from core.json_limits import InvalidJson, loads_document
 from gateway.context import GatewayContext
 from gateway.s3 import errors as s3e
 
@@ -34,9 +34,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY:
         raise s3e.InvalidRequest("request document too large")
     try:
-        data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise s3e.InvalidRequest("request body is not valid JSON") from exc
+        data = loads_document(body or b"{}")
+    except InvalidJson as exc:
+        raise s3e.InvalidRequest(str(exc)) from None
     if not isinstance(data, dict):
         raise s3e.InvalidRequest("request body must be a JSON object")
     return data

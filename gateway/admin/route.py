@@ -36,6 +36,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from core.admin_roles import Role
+from core.wire_numbers import parse_decimal
 from gateway.admin.fields import MAX_BODY, parse_json
 from gateway.admin.identity import (
     BOOTSTRAP_ACTOR,
@@ -138,9 +139,9 @@ async def read_document(request: Request, limit: int = MAX_BODY) -> bytes:
     limit, so memory and time stay bounded by the limit, not by what the client sends."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise s3e.InvalidRequest("Content-Length must be a number")
-        if int(declared) > limit:
+        if parse_decimal(declared, maximum=limit) is None:
             raise DocumentTooLarge()
     body = bytearray()
     async for chunk in request.stream():

@@ -45,6 +45,8 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from core.wire_numbers import INT64_MAX, parse_decimal
+from gateway.admin.openapi import document, operation_item
 from gateway.admin.route import AdminCall, AdminOperation, operation
 from gateway.context import GatewayContext
 from gateway.imports.service import ImportService
@@ -133,7 +135,48 @@ def _table(prefix: str, ops: tuple[tuple[str, str, _Op], ...]) -> list[tuple[str
     return [(method, re.compile(f"^{prefix}{path}$"), op) for method, path, op in ops]
 
 
+def tenant_openapi() -> dict[str, Any]:
+    """The tenant import API (``/import/...``) as an OpenAPI document, from the same tables
+    that route its requests (``GET /import/openapi.json``; tests/fuzz runs schemathesis on
+    it). Every request is SigV4-signed like an S3 request, bodies with their SHA-256."""
+    rows = [
+        *((m, p) for m, p, _ in _TENANT_SCOPED),
+        ("GET", "runs"),
+        *((m, "sources/" + p) for m, p, _ in _SOURCE_OPS),
+        *((m, "runs/" + p) for m, p, _ in _RUN_OPS),
+    ]
+    paths: dict[str, Any] = {}
+    for method, sub in rows:
+        path = "/import/" + sub.replace(r"(\d+)", "{id}")
+        paths.setdefault(path, {})[method.lower()] = operation_item(
+            method,
+            path,
+            summary=f"{method} {path}",
+            description="Signed with AWS SigV4 by the tenant's access key (docs/import.md).",
+            body=method == "POST",
+            security="sigv4",
+            error=_JSON_ERROR,
+        )
+    return document(
+        "Bulletproof import API (tenant)",
+        "Generated from gateway/imports/routes.py's route tables.",
+        paths,
+        {"sigv4": {"type": "apiKey", "in": "header", "name": "Authorization"}},
+    )
+
+
+_JSON_ERROR = {
+    "description": "The JSON error document: error, message, request_id.",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+
+
+async def _openapi(service: ImportService, call: _Call) -> dict[str, Any]:
+    return tenant_openapi()
+
+
 _TENANT_ROUTES = [
+    ("GET", re.compile(r"^openapi\.json$"), _openapi),
     *_table("", _TENANT_SCOPED),
     ("GET", re.compile(r"^runs$"), _LIST_RUNS),
     *_table("sources/", _SOURCE_OPS),
@@ -150,10 +193,11 @@ def _match(
         if found is None:
             continue
         if route_method == method:
-            try:
-                return op, tuple(int(g) for g in found.groups())
-            except ValueError:
+            # Ids are BIGINT: a longer number names nothing (and must not reach int() or SQL).
+            ids = [parse_decimal(g, maximum=INT64_MAX) for g in found.groups()]
+            if any(i is None for i in ids):
                 break
+            return op, tuple(i for i in ids if i is not None)
         allowed = True
     if allowed:
         raise s3e.MethodNotAllowed(f"{method} is not allowed on this import resource")
@@ -206,6 +250,20 @@ class ImportApi:
         except Exception as exc:
             return json_error(exc, request_id, resource)
         return _render(result, request_id)
+
+    @staticmethod
+    def admin_paths() -> dict[str, list[tuple[str, str]]]:
+        """The sub-paths each admin ``{rest:path}`` row serves, as OpenAPI templates (``{id}``
+        for a number), from the same tables ``admin_operation`` matches with."""
+
+        def templates(ops: tuple[tuple[str, str, _Op], ...]) -> list[tuple[str, str]]:
+            return [(method, path.replace(r"(\d+)", "{id}")) for method, path, _ in ops]
+
+        return {
+            "/admin/imports/{rest:path}": templates(_RUN_OPS),
+            "/admin/import-sources/{rest:path}": templates(_SOURCE_OPS),
+            "/admin/tenants/{tenant}/import/{rest:path}": templates(_TENANT_SCOPED),
+        }
 
     def admin_operation(self, request: Request) -> AdminOperation:
         """The admin operation a ``/admin/imports/...``, ``/admin/import-sources/...`` or

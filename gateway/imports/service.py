@@ -57,6 +57,7 @@ from core.import_state import (
     ProgressSample,
     measure_progress,
 )
+from core.wire_numbers import INT64_MAX, parse_decimal
 from gateway.admin.fields import names_list, optional_class, text
 from gateway.context import GatewayContext
 from gateway.imports.errors import (
@@ -225,10 +226,9 @@ class ImportService:
         before: str | None = None,
         limit: str | None = None,
     ) -> dict[str, Any]:
-        try:
-            before_id = None if before is None else int(before)
-        except ValueError:
-            raise s3e.InvalidArgument("before must be an import id") from None
+        before_id = None if before is None else parse_decimal(before, maximum=INT64_MAX)
+        if before is not None and before_id is None:
+            raise s3e.InvalidArgument("before must be an import id")
         page = page_limit(limit)
         async with ctx.store.db.connection() as conn:
             runs = await _REPO.list_runs(conn, tenant_id=tenant_id, before_id=before_id, limit=page)

@@ -152,8 +152,9 @@ async def read_small_body(
 async def read_json(
     raw: AsyncIterator[bytes], verified: VerifiedRequest, headers: Mapping[str, str], limit: int
 ) -> object:
-    """A verified JSON request document (the Bulletproof extensions speak JSON)."""
-    import json
+    """A verified JSON request document (the Bulletproof extensions speak JSON), parsed with
+    ``core.json_limits`` (depth and number limits)."""
+    from core.json_limits import InvalidJson, loads_document
 
     body = bytearray()
     async for chunk in payload(raw, verified, headers):
@@ -161,6 +162,6 @@ async def read_json(
         if len(body) > limit:
             raise s3e.InvalidRequest(f"request document larger than {limit} bytes")
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise s3e.InvalidRequest("request body is not valid JSON") from exc
+        return loads_document(body)
+    except InvalidJson as exc:
+        raise s3e.InvalidRequest(str(exc)) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from core.wire_numbers import INT64_MAX, parse_decimal
 from gateway.s3 import errors as s3e
 from gateway.s3.preconditions import Outcome, evaluate
 from schema.records import ObjectVersion
@@ -44,7 +45,10 @@ def copy_range(header: str | None, size: int) -> tuple[int, int]:
             "The x-amz-copy-source-range value must be of the form bytes=first-last where first"
             " and last are the zero-based offsets of the first and last bytes to copy"
         )
-    first, last = int(match.group(1)), int(match.group(2))
+    first = parse_decimal(match.group(1), maximum=INT64_MAX)
+    last = parse_decimal(match.group(2), maximum=INT64_MAX)
+    if first is None or last is None:
+        raise s3e.InvalidArgument("The x-amz-copy-source-range names a byte position beyond 2^63-1")
     if first > last or last >= size:
         raise s3e.InvalidRange(
             f"The x-amz-copy-source-range {header.strip()} is not satisfiable (source size {size})"

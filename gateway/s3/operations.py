@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from core.wire_numbers import INT32_MAX, parse_decimal
 from gateway.s3 import errors as s3e
 
 __all__ = [
@@ -361,18 +362,26 @@ def _decode_key(raw: str) -> str:
     return key
 
 
-def _is_decimal(raw: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also accepts ``²`` and other digits ``int`` refuses."""
-    return raw.isascii() and raw.isdigit()
-
-
 def _int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """A count parameter (``max-keys``...): a value above ``hi`` is read as ``hi``, as S3 does,
+    up to S3's own int32 bound; beyond it (or not decimal) InvalidArgument, never ``int()`` of
+    an unbounded string (it raises past 4,300 digits)."""
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if not _is_decimal(raw):
-        raise s3e.InvalidArgument(f"{name} must be an integer between {lo} and {hi}")
-    return max(lo, min(hi, int(raw)))
+    value = parse_decimal(raw, maximum=INT32_MAX)
+    if value is None:
+        raise s3e.InvalidArgument(f"{name} must be an integer between {lo} and {INT32_MAX}")
+    return max(lo, min(hi, value))
+
+
+def _text_param(query: Mapping[str, str], name: str) -> str:
+    """A text parameter bound for a PostgreSQL text column (prefix, markers, delimiter): NUL
+    cannot be stored or compared there, and no key contains one, so it is refused here."""
+    value = query.get(name, "")
+    if "\x00" in value:
+        raise s3e.InvalidArgument(f"{name} must not contain NUL")
+    return value
 
 
 def _encoding(query: Mapping[str, str]) -> str | None:
@@ -386,21 +395,21 @@ def _version_id(query: Mapping[str, str]) -> str | None:
     if "versionId" not in query:
         return None
     value = query["versionId"]
-    if not value or len(value) > 128:
+    if not value or len(value) > 128 or "\x00" in value:
         raise s3e.InvalidArgument("Invalid version id specified")
     return value
 
 
 def _part_number(query: Mapping[str, str]) -> int:
-    raw = query.get("partNumber", "")
-    if not _is_decimal(raw) or not 1 <= int(raw) <= 10000:
+    number = parse_decimal(query.get("partNumber", ""), maximum=10000)
+    if number is None or number < 1:
         raise s3e.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
-    return int(raw)
+    return number
 
 
 def _upload_id(query: Mapping[str, str]) -> str:
     value = query.get("uploadId", "")
-    if not value or len(value) > 128:
+    if not value or len(value) > 128 or "\x00" in value:
         raise s3e.NoSuchUpload()
     return value
 
@@ -420,6 +429,8 @@ def parse_copy_source(raw: str) -> CopySource:
         if name != "versionId" or not value:
             raise s3e.InvalidArgument("Copy Source may only name a versionId")
         version_id = unquote(value)
+        if "\x00" in version_id or len(version_id) > 128:
+            raise s3e.InvalidArgument("Invalid version id specified in the copy source")
     return CopySource(bucket, _decode_key(key_raw), version_id)
 
 
@@ -483,10 +494,10 @@ def parse_operation(
                 raise s3e.MethodNotAllowed()
             return ListMultipartUploads(
                 bucket=bucket,
-                prefix=query.get("prefix", ""),
-                delimiter=query.get("delimiter", ""),
-                key_marker=query.get("key-marker", ""),
-                upload_id_marker=query.get("upload-id-marker", ""),
+                prefix=_text_param(query, "prefix"),
+                delimiter=_text_param(query, "delimiter"),
+                key_marker=_text_param(query, "key-marker"),
+                upload_id_marker=_text_param(query, "upload-id-marker"),
                 max_uploads=_int_param(query, "max-uploads", 1000, 0, 1000),
                 encoding_type=_encoding(query),
             )
@@ -495,10 +506,10 @@ def parse_operation(
                 raise s3e.MethodNotAllowed()
             return ListObjectVersions(
                 bucket=bucket,
-                prefix=query.get("prefix", ""),
-                delimiter=query.get("delimiter", ""),
-                key_marker=query.get("key-marker", ""),
-                version_id_marker=query.get("version-id-marker", ""),
+                prefix=_text_param(query, "prefix"),
+                delimiter=_text_param(query, "delimiter"),
+                key_marker=_text_param(query, "key-marker"),
+                version_id_marker=_text_param(query, "version-id-marker"),
                 max_keys=_int_param(query, "max-keys", 1000, 0, 1000),
                 encoding_type=_encoding(query),
             )
@@ -516,12 +527,12 @@ def parse_operation(
             return ListObjects(
                 bucket=bucket,
                 v2=v2,
-                prefix=query.get("prefix", ""),
-                delimiter=query.get("delimiter", ""),
+                prefix=_text_param(query, "prefix"),
+                delimiter=_text_param(query, "delimiter"),
                 max_keys=_int_param(query, "max-keys", 1000, 0, 1000),
                 continuation_token=query.get("continuation-token"),
-                start_after=query.get("start-after", ""),
-                marker=query.get("marker", ""),
+                start_after=_text_param(query, "start-after"),
+                marker=_text_param(query, "marker"),
                 encoding_type=encoding,
                 fetch_owner=query.get("fetch-owner") == "true",
             )
@@ -560,15 +571,19 @@ def parse_operation(
         if method == "DELETE":
             return AbortMultipartUpload(bucket, key, upload_id)
         if method == "GET":
-            marker = query.get("part-number-marker", "") or "0"
-            if not _is_decimal(marker):
-                raise s3e.InvalidArgument("part-number-marker must be an integer")
+            # An INTEGER column holds the part numbers: a marker past 2^31-1 is refused here,
+            # not by PostgreSQL (which would answer 500).
+            marker = parse_decimal(query.get("part-number-marker", "") or "0", maximum=INT32_MAX)
+            if marker is None:
+                raise s3e.InvalidArgument(
+                    f"part-number-marker must be an integer between 0 and {INT32_MAX}"
+                )
             return ListParts(
                 bucket,
                 key,
                 upload_id,
                 _int_param(query, "max-parts", 1000, 0, 1000),
-                int(marker),
+                marker,
             )
         raise s3e.MethodNotAllowed()
     version_id = _version_id(query)

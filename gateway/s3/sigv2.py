@@ -59,6 +59,7 @@ from gateway.s3.sigv4 import (
     HttpRequestView,
     PayloadMode,
     VerifiedRequest,
+    changes_what_is_stored,
 )
 
 __all__ = ["SUBRESOURCES", "is_sigv2", "parse_access_key", "string_to_sign", "verify"]
@@ -234,11 +235,12 @@ def _request_time(req: HttpRequestView) -> datetime:
         raise AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
     try:
         when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+        # Year 9999 with a negative offset (or year 1 with a positive one) has no UTC instant.
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         raise AccessDenied(
             "AWS authentication requires a valid Date or x-amz-date header"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _payload(req: HttpRequestView) -> tuple[PayloadMode, str | None]:
@@ -263,8 +265,21 @@ def verify(
     if now.tzinfo is None:
         raise ValueError("verify() needs a timezone-aware 'now'")
     presigned = "authorization" not in req.headers
+    unsignable = sorted(name for name in req.headers if changes_what_is_stored(name))
+    if unsignable:
+        # SigV2 signs only x-amz-* headers: these would travel unsigned and could be swapped
+        # in a replayed request (sigv4.STORE_HEADERS).
+        raise AccessDenied(
+            "These headers change what is stored and cannot be signed with Signature Version 2;"
+            " sign the request with AWS4-HMAC-SHA256: " + ", ".join(unsignable)
+        )
     if presigned:
         access_key, signature, expires = _presigned(req)
+        if expires - now.timestamp() > MAX_PRESIGN_EXPIRES + MAX_CLOCK_SKEW.total_seconds():
+            # Checked on the number first: an epoch past year 9999 has no datetime.
+            raise AuthorizationQueryParametersError(
+                f"Expires must be at most {MAX_PRESIGN_EXPIRES} seconds (one week) ahead."
+            )
         moment = datetime.fromtimestamp(expires, UTC)
         if now > moment:
             raise AccessDenied("Request has expired")

@@ -21,6 +21,10 @@ Invariants kept here:
 - ``host`` and every ``x-amz-*`` header must be signed. The exceptions are values the signature
   covers anyway: ``x-amz-content-sha256`` is the payload-hash line of the canonical request, and in
   header mode ``x-amz-date`` is a line of the string to sign.
+- So must every header that changes what is stored (``STORE_HEADERS``: the ``/objects`` API's
+  envelope headers, ``X-Redundancy-Class``, and every ``x-bp-*``), in header and presigned mode
+  alike: otherwise a request captured within the clock skew could be replayed with another
+  wrapped key or a lower redundancy class and still verify.
 - Signatures are compared with ``hmac.compare_digest``.
 - Header values are canonicalised from the bytes the client sent (``_canonical_bytes``), so a
   UTF-8 ``x-amz-meta-*`` value verifies as the AWS SDKs sign it.
@@ -64,7 +68,10 @@ __all__ = [
     "Credential",
     "HttpRequestView",
     "PayloadMode",
+    "STORE_HEADERS",
+    "STORE_HEADER_PREFIX",
     "VerifiedRequest",
+    "changes_what_is_stored",
     "parse_credential",
     "signing_key",
     "uri_encode",
@@ -77,6 +84,21 @@ MAX_CLOCK_SKEW = timedelta(minutes=15)
 MAX_PRESIGN_EXPIRES = 604800  # seven days, S3's own limit
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+
+#: Headers outside ``x-amz-*`` that change what a write stores (lower case): when present they
+#: must be signed, as S3 requires of ``x-amz-*``.
+STORE_HEADERS = frozenset(
+    {
+        "x-encrypted-key",
+        "x-key-id",
+        "x-key-version",
+        "x-encryption-alg",
+        "x-content-id",
+        "x-redundancy-class",
+    }
+)
+#: Every header under this prefix is a Bulletproof option and must be signed too.
+STORE_HEADER_PREFIX = "x-bp-"
 
 # Caps: the HTTP server bounds the header section as a whole; these bound what we parse.
 _MAX_AUTH_HEADER = 16 * 1024
@@ -482,9 +504,13 @@ def _request_time(req: HttpRequestView) -> tuple[str, datetime]:
         raise missing
     try:
         when = parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError):
+        # A date at the edge of the calendar (year 9999 with a negative offset, year 1 with a
+        # positive one) parses but has no UTC instant: astimezone raises OverflowError.
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         raise missing from None
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if not 1000 <= when.year <= 9999:
+        raise missing  # no four-digit year: cannot be written as an x-amz-date
     return when.strftime("%Y%m%dT%H%M%SZ"), when
 
 
@@ -567,8 +593,14 @@ def _trailer_names(req: HttpRequestView) -> tuple[str, ...]:
     return tuple(names)
 
 
+def changes_what_is_stored(name: str) -> bool:
+    """Whether header ``name`` (lower case) is one of ``STORE_HEADERS`` or ``x-bp-*``."""
+    return name in STORE_HEADERS or name.startswith(STORE_HEADER_PREFIX)
+
+
 def _check_signed_header_policy(req: HttpRequestView, auth: _Auth) -> None:
-    """host must be signed, and so must every x-amz-* header the signature does not cover."""
+    """host must be signed, and so must every x-amz-* header the signature does not cover and
+    every header that changes what is stored."""
     signed = set(auth.signed_headers)
     if "host" not in signed:
         raise AccessDenied("The host header must be signed.")
@@ -576,12 +608,16 @@ def _check_signed_header_policy(req: HttpRequestView, auth: _Auth) -> None:
     unsigned = sorted(
         name
         for name in req.headers
-        if name.startswith("x-amz-") and name not in signed and name not in exempt
+        if name not in signed
+        and name not in exempt
+        and (name.startswith("x-amz-") or changes_what_is_stored(name))
     )
     if unsigned:
         raise AccessDenied(
             "There were headers present in the request which were not signed: "
             + ", ".join(unsigned)
+            + " (every x-amz-* header, and every header that changes what is stored, must be"
+            " in SignedHeaders)"
         )
 
 

@@ -59,7 +59,16 @@ def response_overrides(query: Mapping[str, str]) -> dict[str, str]:
     for param, header in _OVERRIDES.items():
         if param in query:
             value = query[param]
-            if len(value.encode()) > _MAX_VALUE_BYTES or "\r" in value or "\n" in value:
-                raise s3e.InvalidArgument(f"{param} is not a valid header value")
+            if len(value.encode()) > _MAX_VALUE_BYTES or not _is_header_value(value):
+                raise s3e.InvalidArgument(
+                    f"{param} is not a valid header value (Latin-1 text without control characters)"
+                )
             out[header] = value
     return out
+
+
+def _is_header_value(value: str) -> bool:
+    """Whether ``value`` can be sent as an HTTP/1.1 field value: HTTP sends header bytes as
+    Latin-1 (a ``€`` has no byte there, and the server would fail writing the response), and
+    control characters other than tab are not field content (CR/LF would split the header)."""
+    return all(c == "\t" or 0x20 <= ord(c) <= 0xFF and ord(c) != 0x7F for c in value)

@@ -15,6 +15,7 @@ from defusedxml import DefusedXmlException
 
 from actors.upload_completion import ListedPart
 from actors.uploads import MAX_PARTS
+from core.wire_numbers import parse_decimal
 from gateway.s3.errors import InvalidPartOrder, MalformedXML, S3Error
 
 __all__ = [
@@ -355,9 +356,9 @@ def parse_complete_document(body: bytes) -> list[ListedPart]:
             name = local_name(field)
             text = (field.text or "").strip()
             if name == "PartNumber":
-                if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PARTS:
+                number = parse_decimal(text, maximum=MAX_PARTS)
+                if number is None or number < 1:
                     raise MalformedXML("PartNumber must be an integer between 1 and 10000")
-                number = int(text)
             elif name == "ETag":
                 etag = text.strip('"')
             elif (algorithm := _checksum_algorithm_of(name)) is not None:

@@ -30,16 +30,17 @@ def signed_request(
     *,
     body: bytes = b"",
     headers: Mapping[str, str] | None = None,
+    unsigned: Mapping[str, str] | None = None,
 ) -> httpx.Response:
-    """Send one request, signed with SigV4 over the payload's SHA-256."""
+    """Send one request, signed with SigV4 over the payload's SHA-256; ``unsigned`` headers
+    are added after signing (a replayed request with a header swapped or added)."""
     url = f"{cluster.endpoint}{path_and_query}"
     request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
     request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
     S3SigV4Auth(Credentials(access_key, secret), "s3", cluster.settings.region).add_auth(request)
     prepared = request.prepare()
-    return httpx.request(
-        method, prepared.url, content=body, headers=dict(prepared.headers.items()), timeout=60
-    )
+    sent = {**dict(prepared.headers.items()), **dict(unsigned or {})}
+    return httpx.request(method, prepared.url, content=body, headers=sent, timeout=60)
 
 
 @dataclass

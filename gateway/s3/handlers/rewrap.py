@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from core.envelope import Envelope
+from core.envelope import KEY_VERSION_MAX, Envelope
 from core.errors import BulletproofError, NoSuchKey
 from gateway.auth import Authorized
 from gateway.context import GatewayContext
@@ -93,6 +93,8 @@ def _item(raw: Any, *, need_key: bool) -> _Item:
         raise s3e.InvalidRequest(
             "'expect_key_id' (string) and 'expect_key_version' (integer) are required"
         )
+    if not 0 <= expect_version <= KEY_VERSION_MAX:  # an INTEGER column is compared with it
+        raise s3e.InvalidRequest(f"'expect_key_version' must be between 0 and {KEY_VERSION_MAX}")
     content_id = raw.get("expect_content_id")
     if content_id is not None and not isinstance(content_id, str):
         raise s3e.InvalidRequest("'expect_content_id' must be a string")
