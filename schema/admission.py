@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.request_limits import RateLimits
+from schema.redis_connect import open_redis
 
 __all__ = ["AdmissionStore", "Verdict"]
 
@@ -101,9 +101,7 @@ class Verdict:
 
 class AdmissionStore:
     def __init__(self, redis_url: str, *, timeout_s: float = 0.25, breaker_s: float = 5.0) -> None:
-        self._redis = aioredis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = open_redis(redis_url, timeout_s=timeout_s)
         self._admit = self._redis.register_script(_ADMIT)
         self._charge = self._redis.register_script(_CHARGE)
         self._breaker_s = breaker_s

@@ -2,8 +2,8 @@
 
 Correctness rules (a stale entry would break read-after-write, so they matter):
 - Every entry is tagged with the global epoch, and object entries also with a per-key
-  generation. A reader fetches value, generation and epoch in one MGET and trusts the value only
-  if both tags are current. It stores a value fetched from PostgreSQL under the tags it read
+  generation. A reader fetches value, generation and epoch in one pipeline, the tags after the
+  value (``_fetch``), and trusts the value only if both tags are current. It stores a value fetched from PostgreSQL under the tags it read
   *before* that fetch, so a slow reader never reinstates a pre-commit value after a writer's
   invalidation (which bumps the generation after the commit).
 - Any Redis error opens a circuit breaker (no Redis call for ``breaker_s``: a dead Redis costs
@@ -16,6 +16,8 @@ Correctness rules (a stale entry would break read-after-write, so they matter):
   the TTL. That call ignores the breaker (it is rare and it is the moment that matters) and
   reports whether it reached Redis, so the admin operation can say when it did not.
 - Cache keys hash the object key and the access key id: names never appear in Redis key space.
+  A value and its generation share a hash slot (``{digest}``), so a Redis Cluster serves them
+  from one node (``schema/redis_connect.py``).
 - Redis is not trusted: whoever can write to it must not become another tenant. Every entry
   carries an HMAC-SHA256, under a key derived from the master key
   (``MasterKey.derive(CACHE_MAC_PURPOSE)``), over the cache key's name, its tags, an absolute
@@ -38,10 +40,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from schema.records import AccessKey, Bucket, ObjectVersion, from_json, to_json
+from schema.redis_connect import is_cluster_url, open_redis
 from schema.store import MetadataReader
 
 __all__ = ["CACHE_MAC_PURPOSE", "CachedReader"]
@@ -80,9 +82,8 @@ class CachedReader:
             raise ValueError("the cache needs MAC keys of 32 bytes (MasterKey.derive)")
         self._inner = inner
         self._mac_keys = list(mac_keys)
-        self._redis = aioredis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = open_redis(redis_url, timeout_s=timeout_s)
+        self._cluster = is_cluster_url(redis_url)
         self._ttl = ttl_s
         self._breaker_s = breaker_s
         self._open_until = 0.0
@@ -132,11 +133,36 @@ class CachedReader:
             return None
         return entry  # type: ignore[no-any-return]
 
+    async def _fetch(self, value_key: str, gen_key: str | None) -> list[Any] | None:
+        """[value, epoch, generation] in one pipeline (one round trip on one server; one per
+        node on a cluster). The tags are read *after* the value: value and generation share a
+        hash slot, so one node answers them in order, and the epoch only ever grows. A value
+        written before any later bump carries the older tag, so a bump between the reads is
+        always a miss, never a stale hit. None: Redis is unavailable."""
+        if time.monotonic() < self._open_until:
+            return None
+        try:
+            if self._missed_invalidations:
+                await self._redis.incr(_EPOCH)
+                self._missed_invalidations = False
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(value_key)
+                if gen_key:
+                    pipe.get(gen_key)
+                pipe.get(_EPOCH)
+                answers = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._trip(exc)
+            return None
+        if gen_key:
+            value, gen, epoch = answers
+            return [value, epoch, gen]
+        return [answers[0], answers[1], None]
+
     async def _read_through(
         self, cls: type[T], value_key: str, gen_key: str | None, load: Any
     ) -> T | None:
-        keys = [value_key, _EPOCH] + ([gen_key] if gen_key else [])
-        got = await self._call("mget", *keys)
+        got = await self._fetch(value_key, gen_key)
         tags: dict[str, str] | None = None
         if got is not None:
             tags = {"e": _tag(got[1]), "g": _tag(got[2]) if gen_key else "0"}
@@ -152,12 +178,12 @@ class CachedReader:
     @staticmethod
     def _object_keys(bucket_id: int, key: str) -> tuple[str, str]:
         digest = hashlib.sha256(f"{bucket_id}\x00{key}".encode()).hexdigest()
-        return f"bp:obj:{digest}", f"bp:gen:{digest}"
+        return f"bp:obj:{{{digest}}}", f"bp:gen:{{{digest}}}"  # one hash slot
 
     @staticmethod
     def _access_key_keys(access_key_id: str) -> tuple[str, str]:
         digest = hashlib.sha256(access_key_id.encode()).hexdigest()
-        return f"bp:ak:{digest}", f"bp:akgen:{digest}"
+        return f"bp:ak:{{{digest}}}", f"bp:akgen:{{{digest}}}"  # one hash slot
 
     async def access_key(self, access_key_id: str) -> AccessKey | None:
         value_key, gen_key = self._access_key_keys(access_key_id)
@@ -170,15 +196,20 @@ class CachedReader:
         that changed it); False when Redis could not be reached (the caller says so)."""
         value_key, gen_key = self._access_key_keys(access_key_id)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(gen_key)
-                pipe.expire(gen_key, max(self._ttl * 4, 3600))
-                pipe.delete(value_key)
-                await pipe.execute()
+            await self._bump(value_key, gen_key)
         except (RedisError, OSError) as exc:
             self._trip(exc)
             return False
         return True
+
+    async def _bump(self, value_key: str, gen_key: str) -> None:
+        """Invalidate: the generation first (alone it already makes every reader miss), then
+        drop the value. One slot; atomic on a single server (MULTI), in order on a cluster."""
+        async with self._redis.pipeline(transaction=not self._cluster) as pipe:
+            pipe.incr(gen_key)
+            pipe.expire(gen_key, max(self._ttl * 4, 3600))
+            pipe.delete(value_key)
+            await pipe.execute()
 
     async def bucket(self, tenant_id: int, name: str) -> Bucket:
         digest = hashlib.sha256(f"{tenant_id}\x00{name}".encode()).hexdigest()
@@ -200,11 +231,7 @@ class CachedReader:
             self._missed_invalidations = True
             return
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(gen_key)
-                pipe.expire(gen_key, max(self._ttl * 4, 3600))
-                pipe.delete(value_key)
-                await pipe.execute()
+            await self._bump(value_key, gen_key)
         except (RedisError, OSError) as exc:
             self._trip(exc)
 

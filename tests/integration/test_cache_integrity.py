@@ -67,7 +67,7 @@ def test_forged_identity_entry_does_not_change_the_tenant(
     victim.create_bucket(Bucket=secret_bucket)
     victim.put_object(Bucket=secret_bucket, Key="payroll", Body=b"victim data")
     attacker.list_buckets()  # the attacker's identity is now cached, with its sealed secret
-    value_key = f"bp:ak:{_digest(a_key)}"
+    value_key = f"bp:ak:{{{_digest(a_key)}}}"
     entry = json.loads(redis.get(value_key) or b"null")
     assert entry is not None and entry["v"]["access_key_id"] == a_key
     # 1. The attacker's own key re-pointed at the victim's tenant (the sealed secret is the
@@ -90,7 +90,7 @@ def test_forged_identity_entry_does_not_change_the_tenant(
     impostor = cluster.s3(invented, a_secret)
     at_victim = {**forged, "v": {**forged["v"], "access_key_id": invented}}
     for moved in (restored, at_victim):
-        _forge(redis, f"bp:ak:{_digest(invented)}", moved)
+        _forge(redis, f"bp:ak:{{{_digest(invented)}}}", moved)
         with pytest.raises(ClientError) as info:
             impostor.list_buckets()
         assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
@@ -149,10 +149,10 @@ def test_bad_mac_is_a_logged_miss_and_rotation_keeps_entries(
             first = await old.access_key(a_key)
             assert first is not None
             r = redis_lib.Redis.from_url(cluster.redis.url)
-            value_key = f"bp:ak:{_digest(a_key)}"
+            value_key = f"bp:ak:{{{_digest(a_key)}}}"
             raw = r.get(value_key)
             assert raw is not None
-            r.set(f"bp:ak:{_digest(v_key)}", raw, ex=60)  # the attacker's entry, victim's name
+            r.set(f"bp:ak:{{{_digest(v_key)}}}", raw, ex=60)  # the attacker's entry, victim's name
             with caplog.at_level(logging.WARNING, logger="schema.cache"):
                 got = await old.access_key(v_key)
             assert got is not None and got.access_key_id == v_key
