@@ -222,8 +222,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     result = _call(args, "POST", f"/admin/imports/{args.id}/cancel", {})
     stopped = {True: "stopped", False: "not running", None: "unknown (Ray unreachable)"}
-    print(f"import {args.id} cancelled; Ray job {result['submission_id']}:"
-          f" {stopped[result['job_stopped']]}")
+    print(
+        f"import {args.id} cancelled; Ray job {result['submission_id']}:"
+        f" {stopped[result['job_stopped']]}"
+    )
     return 0
 
 

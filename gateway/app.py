@@ -102,9 +102,7 @@ ADMIN_ROUTES = admin.AdminRouter(
         _Route("GET", "/admin/import-sources/{rest:path}", _V, _IMPORTS.admin_operation),
         _Route("POST", "/admin/import-sources/{rest:path}", _A, _IMPORTS.admin_operation),
         _Route("GET", "/admin/tenants/{tenant}/import/{rest:path}", _V, _IMPORTS.admin_operation),
-        _Route(
-            "POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation
-        ),
+        _Route("POST", "/admin/tenants/{tenant}/import/{rest:path}", _A, _IMPORTS.admin_operation),
     ]
 )
 

@@ -219,9 +219,7 @@ class TenantRepository:
             "SELECT count(*) FROM buckets WHERE tenant_id = $1", tenant_id
         )
         if buckets:
-            raise Conflict(
-                f"the tenant still has {buckets} bucket(s); delete them first"
-            )
+            raise Conflict(f"the tenant still has {buckets} bucket(s); delete them first")
         keys = await conn.fetch(
             "DELETE FROM access_keys WHERE tenant_id = $1 RETURNING access_key_id", tenant_id
         )

@@ -150,7 +150,10 @@ async def delete_tenant(call: AdminCall) -> dict[str, Any]:
             owner = await ctx.store.tenants.get_by_name(conn, name)
             key_ids = await ctx.store.tenants.delete(conn, owner.id)
             await call.audit(
-                conn, "DeleteTenant", f"tenant/{name}", f"ok keys={len(key_ids)}",
+                conn,
+                "DeleteTenant",
+                f"tenant/{name}",
+                f"ok keys={len(key_ids)}",
                 tenant_id=owner.id,
             )
     except Conflict as exc:
