@@ -4,7 +4,8 @@ Commands: ``up`` (start a gateway in the background and return once /health answ
 ``serve`` (the same in the foreground; Ctrl-C stops it), ``down``, ``status``,
 ``backend ...`` (cluster/cli_backends.py); ``tenant ...``, ``key ...``, ``admin token rotate``
 (cluster/cli_tenants.py), ``policy ...`` (cluster/cli_policy.py), ``import ...``
-(cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
+(cluster/cli_import.py), ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py) and
+``audit verify``, ``audit export`` (cluster/cli_audit.py).
 Settings: ``BP_*`` variables or ``--config``.
 """
 
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from cluster import cli_backends, cli_import, cli_policy, cli_tenants, cli_workers
+from cluster import cli_audit, cli_backends, cli_import, cli_policy, cli_tenants, cli_workers
 from cluster.cli_backends import print_table
 from cluster.cli_base import admin_call, admin_response, pid_file, settings_of
 from cluster.ray_join import enable_token_auth_for_join
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_policy.register(sub)
     cli_import.register(sub)
     cli_workers.register(sub)
+    cli_audit.register(sub)
     return parser
 
 

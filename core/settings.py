@@ -75,6 +75,9 @@ class Settings:
     # -- multipart uploads (docs/s3-api.md) -----------------------------------------------------
     upload_expiry_s: float = 7 * 86400.0  # an upload not completed by then is aborted
     upload_expiry_interval_s: float = 3600.0  # how often the upload expirer runs (0: never)
+    # -- audit log (docs/architecture.md, audit) -------------------------------------------------
+    audit_checkpoint_interval_s: float = 300.0  # signed chain-head checkpoints (0: never)
+    audit_checkpoint_dir: str = ""  # copies outside the database; default <state_dir>/audit
 
     @property
     def state_path(self) -> Path:
@@ -84,6 +87,14 @@ class Settings:
     def master_key_path(self) -> Path:
         return (
             Path(self.master_key_file) if self.master_key_file else self.state_path / "master.key"
+        )
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        return (
+            Path(self.audit_checkpoint_dir)
+            if self.audit_checkpoint_dir
+            else self.state_path / "audit"
         )
 
     @property

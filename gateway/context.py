@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actors.audit_trail import AuditTrail
 from actors.data_path import DataPath
 from core.admin_roles import load_identity_config
 from core.sealing import MasterKey
@@ -29,3 +30,7 @@ class GatewayContext(DataPath):
             config = load_identity_config(Path(settings.admin_oidc_file).read_text())
             oidc = OidcVerifier(config) if config.issuers else None
         return await cls.open(settings, master_key=master, oidc=oidc)
+
+    def audit_trail(self) -> AuditTrail:
+        """The audit checkpoints and their verification, signed with the deployment key."""
+        return AuditTrail.of(self, self.master_key)

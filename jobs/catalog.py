@@ -8,6 +8,7 @@ from typing import Any
 
 from actors.healing import HealingContext
 from core.settings import Settings
+from jobs.audit_checkpointer import AuditCheckpointer
 from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
 from jobs.scrubber import Scrubber
@@ -20,7 +21,15 @@ __all__ = ["WORKERS", "build_worker", "default_schedules"]
 
 WORKERS: dict[str, type[Worker]] = {
     cls.name: cls
-    for cls in (Repairer, Scrubber, PlacementChecker, Vacuumer, Snapshotter, UploadExpirer)
+    for cls in (
+        Repairer,
+        Scrubber,
+        PlacementChecker,
+        Vacuumer,
+        Snapshotter,
+        UploadExpirer,
+        AuditCheckpointer,
+    )
 }
 
 
@@ -42,4 +51,5 @@ def default_schedules(settings: Settings) -> dict[str, float]:
         Vacuumer.name: settings.vacuum_interval_s,
         Snapshotter.name: settings.snapshot_interval_s if settings.snapshot_public_key_file else 0,
         UploadExpirer.name: settings.upload_expiry_interval_s,
+        AuditCheckpointer.name: settings.audit_checkpoint_interval_s,
     }
