@@ -2,16 +2,17 @@
 adds them to the ``bulletproof`` parser.
 
 - ``bulletproof audit verify [--since TIME] [--json]``: recompute every chain and compare it
-  with the chain heads and the newest signed checkpoint (in the database or outside it);
-  prints each broken chain's first broken link (chain, position, row id, what differs).
+  with the chain heads and the newest signed checkpoint (in the database or outside it), and
+  check the archived segments against their index (SHA-256, chain range); prints each broken
+  chain's first broken link (chain, position, row id, what differs).
   Exit code 0 when everything verifies, 1 when something is broken.
 - ``bulletproof audit export [--tenant ID] [--since TIME] [--until TIME] [--action A]
   [--out FILE]``: the stored rows as JSON lines (hashes in hex), in global id order; enough to
   recompute every chain elsewhere.
 
-Both read PostgreSQL directly (``database_url``) and the master key file (the checkpoints'
-public key derives from it), not through a gateway: an auditor need not trust the gateway
-whose log it checks.
+Both read PostgreSQL directly (``database_url``), ``verify`` also the master key file (the
+checkpoints' public key derives from it) and the archive backends, not through a gateway: an
+auditor need not trust the gateway whose log it checks.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ def _time(text: str) -> datetime:
 
 async def _verify(args: argparse.Namespace) -> int:
     from actors.audit_trail import AuditTrail
-    from schema.store import MetadataStore
+    from actors.healing import HealingContext
 
     settings = settings_of(args)
-    store = await MetadataStore.connect(settings.database_url, max_size=2)
+    # Backends reached by clients built here (archive backends hold segments and checkpoints).
+    ctx = await HealingContext.connect(settings, use_ray=False, db_pool_size=2)
     try:
-        report = await AuditTrail.from_settings(store, settings).verify(since=args.since)
+        report = await AuditTrail.of(ctx).verify(since=args.since)
     finally:
-        await store.close()
+        await ctx.close()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -60,24 +62,15 @@ async def _verify(args: argparse.Namespace) -> int:
         print(f"{report.entries} entries in {len(report.chains)} chains checked; {signed}")
         for broken in report.breaks:
             print(f"BROKEN {broken.describe()}")
+        for unchecked in report.unchecked:
+            print(f"UNCHECKED {unchecked}")
         if report.ok:
             print("ok")
     return 0 if report.ok else 1
 
 
-def _jsonable(record: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in dict(record).items():
-        if isinstance(value, bytes):
-            out[name] = value.hex()
-        elif isinstance(value, datetime):
-            out[name] = value.isoformat()
-        else:
-            out[name] = value
-    return out
-
-
 async def _export(args: argparse.Namespace, out: TextIO) -> int:
+    from schema.audit import row_json
     from schema.store import MetadataStore
 
     settings = settings_of(args)
@@ -96,7 +89,7 @@ async def _export(args: argparse.Namespace, out: TextIO) -> int:
                     limit=5000,
                 )
             for row in rows:
-                out.write(json.dumps(_jsonable(row), sort_keys=True) + "\n")
+                out.write(json.dumps(row_json(row), sort_keys=True) + "\n")
             if not rows:
                 return 0
             after = int(rows[-1]["seq"])

@@ -85,6 +85,8 @@ class BackendDefinition:
     capacity_bytes: int | None = None
     #: Tenant names this backend serves; None: every tenant.
     tenants: tuple[str, ...] | None = None
+    #: Designated for audit archives (``--archive``): never chosen for data placement.
+    archive: bool = False
 
     @property
     def kind(self) -> str:
@@ -275,7 +277,7 @@ def _unknown(data: dict[str, Any], known: set[str]) -> None:
 _DEFINITION_FIELDS = {
     "name", "type", "provider", "endpoint", "bucket", "path", "access_key", "secret_key",
     "signing_region", "addressing_style", "create_bucket", "region", "country", "jurisdiction",
-    "sla", "flags", "capacity_bytes", "tenants",
+    "sla", "flags", "capacity_bytes", "tenants", "archive",
 }  # fmt: skip
 
 
@@ -303,6 +305,7 @@ def parse_definition(data: dict[str, Any]) -> BackendDefinition:
         supports_sse=bool(sse),
         capacity_bytes=_capacity(data),
         tenants=_tenants(data),
+        archive=bool(_flag(data, "archive")),
     )
     if backend_type == "local":
         for field in ("endpoint", "bucket", "access_key", "secret_key", "signing_region"):

@@ -78,6 +78,9 @@ class Settings:
     # -- audit log (docs/architecture.md, audit) -------------------------------------------------
     audit_checkpoint_interval_s: float = 300.0  # signed chain-head checkpoints (0: never)
     audit_checkpoint_dir: str = ""  # copies outside the database; default <state_dir>/audit
+    audit_archive_public_key_file: str = ""  # X25519 or RSA public key (PEM); "" = no archives
+    audit_archive_interval_s: float = 3600.0  # sealed chain segments (with a key configured)
+    audit_archive_segment_rows: int = 10000  # rows of one chain per sealed segment, at most
 
     @property
     def state_path(self) -> Path:

@@ -25,7 +25,7 @@ class AuditCheckpointer(Worker):
         super().__init__(ctx)
         self.trail = AuditTrail.of(ctx)
         if directory:
-            self.trail.outside = Path(directory)
+            self.trail.outside.directory = Path(directory)
 
     async def run_once(self) -> dict[str, Any]:
         return await self.trail.checkpoint()

@@ -28,7 +28,7 @@ from core.audit_chain import (
     row_digest,
 )
 
-__all__ = ["AuditEntry", "AuditLog", "AuditReport", "Caller", "row_of"]
+__all__ = ["AuditEntry", "AuditLog", "AuditReport", "Caller", "row_json", "row_of"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,20 @@ def row_of(record: asyncpg.Record) -> AuditRow:
     )
 
 
+def row_json(record: asyncpg.Record) -> dict[str, Any]:
+    """An ``audit_log`` row as JSON (hashes in hex, times ISO 8601): what an export line and
+    an archived segment's line hold, enough to recompute the chain elsewhere."""
+    out: dict[str, Any] = {}
+    for name, value in dict(record).items():
+        if isinstance(value, bytes):
+            out[name] = value.hex()
+        elif isinstance(value, datetime):
+            out[name] = value.isoformat()
+        else:
+            out[name] = value
+    return out
+
+
 @dataclass
 class AuditReport:
     """What ``verify`` found: rows checked per chain and the first break of each broken chain
@@ -102,6 +116,8 @@ class AuditReport:
     chains: dict[str, int] = field(default_factory=dict)
     breaks: list[ChainBreak] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None  # the newest checkpoint compared, if any
+    #: What could not be checked (an archive backend that did not answer): not proof of loss.
+    unchecked: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -124,6 +140,7 @@ class AuditReport:
             "checkpoint": self.checkpoint,
             "first_break": first.as_dict() if first else None,
             "breaks": [b.as_dict() for b in self.breaks],
+            "unchecked": self.unchecked,
         }
 
 
@@ -259,6 +276,67 @@ class AuditLog:
                 until,
                 action,
                 limit,
+            )
+        )
+
+    async def add_archive(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        chain_id: str,
+        first_seq: int,
+        last_seq: int,
+        last_hash: bytes,
+        backend_id: int | None,
+        locator: str,
+        size: int,
+        sha256: bytes,
+    ) -> int:
+        """Index a sealed segment (rows ``first_seq..last_seq`` of ``chain_id``)."""
+        return int(
+            await conn.fetchval(
+                "INSERT INTO audit_archives (chain_id, first_seq, last_seq, last_hash,"
+                " backend_id, locator, size, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " RETURNING id",
+                chain_id,
+                first_seq,
+                last_seq,
+                last_hash,
+                backend_id,
+                locator,
+                size,
+                sha256,
+            )
+        )
+
+    async def archives(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        """The archive index, by chain and position."""
+        return list(
+            await conn.fetch("SELECT * FROM audit_archives ORDER BY chain_id, first_seq, id")
+        )
+
+    async def unarchived(self, conn: asyncpg.Connection) -> list[tuple[str, int, int]]:
+        """(chain, first position not archived yet, head position) of every chain with rows
+        past its last archived segment. The legacy chain is archived like any other."""
+        rows = await conn.fetch(
+            "SELECT h.chain_id, COALESCE(max(a.last_seq), 0) + 1 AS next, h.seq AS head"
+            " FROM audit_heads h LEFT JOIN audit_archives a ON a.chain_id = h.chain_id"
+            " GROUP BY h.chain_id, h.seq HAVING h.seq > COALESCE(max(a.last_seq), 0)"
+            " ORDER BY h.chain_id"
+        )
+        return [(r["chain_id"], int(r["next"]), int(r["head"])) for r in rows]
+
+    async def chain_rows(
+        self, conn: asyncpg.Connection, chain_id: str, first: int, last: int
+    ) -> list[asyncpg.Record]:
+        """Rows ``first..last`` of one chain, in order."""
+        return list(
+            await conn.fetch(
+                "SELECT * FROM audit_log WHERE chain_id = $1 AND chain_seq BETWEEN $2 AND $3"
+                " ORDER BY chain_seq",
+                chain_id,
+                first,
+                last,
             )
         )
 

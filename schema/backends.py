@@ -34,7 +34,7 @@ _COLUMNS = (
     " b.country, b.jurisdiction, b.provider, b.state, b.healthy, b.rtt_ms, b.throughput_mbps,"
     " b.capacity_bytes, b.used_bytes, b.last_error, b.backend_type, b.signing_region,"
     " b.addressing_style, b.manage_bucket, b.sla_availability, b.sla_latency_ms, b.residency,"
-    " b.supports_sse, b.health_state, b.health, b.drain_started_at,"
+    " b.supports_sse, b.health_state, b.health, b.drain_started_at, b.archive,"
     " (SELECT array_agg(t.name ORDER BY t.name) FROM backend_tenants bt"
     "  JOIN tenants t ON t.id = bt.tenant_id WHERE bt.backend_id = b.id) AS tenants"
 )
@@ -90,7 +90,13 @@ class BackendRepository:
         """Insert a backend; ``settings`` holds the other declared columns (``_UPDATABLE`` and
         ``manage_bucket``), ``health`` the first health document (the onboarding probe's)."""
         extra = dict(settings or {})
-        unknown = set(extra) - {*_UPDATABLE, "manage_bucket", "rtt_ms", "throughput_mbps"}
+        unknown = set(extra) - {
+            *_UPDATABLE,
+            "manage_bucket",
+            "rtt_ms",
+            "throughput_mbps",
+            "archive",
+        }
         if unknown:
             raise ValueError(f"not backend columns: {sorted(unknown)}")
         columns = [

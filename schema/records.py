@@ -108,6 +108,8 @@ class BackendRecord:
     drain_started_at: datetime | None = None
     #: Tenant names this backend serves; None: every tenant.
     tenants: tuple[str, ...] | None = None
+    #: Designated for audit archives: never chosen for data placement.
+    archive: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from actors.audit_outside import OutsideStore
 from actors.audit_trail import CHECKPOINTS_CHAIN, AuditTrail
 from core.audit_chain import AuditRow, row_digest
 from core.deployment_key import DeploymentKey
@@ -43,7 +44,7 @@ async def store() -> AsyncIterator[MetadataStore]:
 @pytest.fixture
 def trail(store: MetadataStore, tmp_path: Path) -> AuditTrail:
     key = DeploymentKey.from_master(MasterKey(generate_master_key()))
-    return AuditTrail(store, key, tmp_path / "outside")
+    return AuditTrail(store, key, OutsideStore(tmp_path / "outside"))
 
 
 def entry(tenant: int | None, n: int) -> AuditEntry:
@@ -289,7 +290,9 @@ async def test_deleting_the_newest_rows_is_seen_through_the_checkpoint(
     await append(store, *[entry(7, n) for n in range(5)])
     await append(store, entry(None, 1))
     result = await trail.checkpoint()
-    assert result["chains"] == 2 and len(list(trail.outside.glob("checkpoint-*.json"))) == 1
+    assert (
+        result["chains"] == 2 and len(list(trail.outside.directory.glob("checkpoint-*.json"))) == 1
+    )
     assert (await trail.verify()).ok
     await append(store, entry(7, 99))  # rows after the checkpoint are fine
     assert (await trail.verify()).ok
@@ -321,7 +324,7 @@ async def test_deleting_the_newest_rows_is_seen_through_the_checkpoint(
 async def test_a_forged_checkpoint_is_refused(store: MetadataStore, trail: AuditTrail) -> None:
     await append(store, *[entry(7, n) for n in range(3)])
     await trail.checkpoint()
-    [copy] = list(trail.outside.glob("checkpoint-*.json"))
+    [copy] = list(trail.outside.directory.glob("checkpoint-*.json"))
     signed = json.loads(copy.read_text())
     signed["statement"]["heads"]["tenant:7"]["seq"] = 2
     copy.write_text(json.dumps(signed))
@@ -357,7 +360,9 @@ async def test_cli_verify_and_export(tmp_path: Path) -> None:
         try:
             store = MetadataStore(db)
             await append(store, *[entry(3, n) for n in range(4)], entry(None, 9))
-            trail = AuditTrail(store, DeploymentKey.from_master(MasterKey(master)), state / "audit")
+            trail = AuditTrail(
+                store, DeploymentKey.from_master(MasterKey(master)), OutsideStore(state / "audit")
+            )
             await trail.checkpoint()
             done = await asyncio.to_thread(_cli, url, state, "verify")
             assert done.returncode == 0, done.stdout + done.stderr

@@ -115,3 +115,10 @@ def test_changes() -> None:
         assert word in str(exc.value)
     with pytest.raises(InvalidInput):
         parse_changes({"signing_region": "x"}, kind="local")
+
+
+def test_archive_designation() -> None:
+    assert parse_definition({**S3, "archive": True}).archive is True
+    assert parse_definition(S3).archive is False
+    with pytest.raises(InvalidInput, match="archive"):
+        parse_definition({**S3, "archive": "yes"})
