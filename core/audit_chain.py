@@ -1,8 +1,10 @@
 """The audit log's hash chains as pure rules: which chain an entry belongs to, the bytes its
 hash covers, and the walk that checks a chain link by link (invariant 8).
 
-The log is one linear chain per tenant (``tenant:<id>``) plus one for entries of no tenant
-(``system``), so appenders of different tenants never wait for each other. Each row carries
+The log is one linear chain per tenant (``tenant:<id>``) plus one (``system``) for entries of
+no tenant and for every administrator's entry (an admin acting on a tenant is not the tenant's
+doing, and a tenant reads its own chain whole), so appenders of different tenants never wait
+for each other. Each row carries
 its chain, its position in the chain (``chain_seq``, 1, 2, ...) and a global id;
 ``entry_hash = SHA-256(prev_hash || canonical JSON of the row)`` where the row's chain, position
 and id are part of the canonical row, so a row can be neither moved nor renumbered. The first
@@ -47,9 +49,10 @@ SYSTEM_CHAIN = "system"
 CHECKPOINT_KIND = "bulletproof/audit-checkpoint/v1"
 
 
-def chain_of(tenant_id: int | None) -> str:
-    """The chain an entry is appended to: its tenant's, or ``system`` for none."""
-    return SYSTEM_CHAIN if tenant_id is None else f"tenant:{tenant_id}"
+def chain_of(tenant_id: int | None, role: str | None = None) -> str:
+    """The chain an entry is appended to: its tenant's, or ``system`` for none and for an
+    administrator's entry (one made under an admin ``role``)."""
+    return SYSTEM_CHAIN if tenant_id is None or role is not None else f"tenant:{tenant_id}"
 
 
 @dataclass(frozen=True)

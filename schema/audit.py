@@ -180,7 +180,7 @@ class AuditLog:
         ``entries`` is empty: nothing is locked)."""
         if not entries:
             return 0
-        chains = sorted({chain_of(e.tenant_id) for e in entries})
+        chains = sorted({chain_of(e.tenant_id, e.role) for e in entries})
         locked = await conn.fetch(_LOCK, chains, len(entries))
         if len(locked) < len(chains):  # a chain's first entry: create its head, then lock
             await conn.execute(
@@ -196,7 +196,7 @@ class AuditLog:
         ids: list[int] = list(locked[0]["ids"])
         columns: list[list[Any]] = [[] for _ in range(13)]
         for id_, entry in zip(ids, entries, strict=True):
-            chain = chain_of(entry.tenant_id)
+            chain = chain_of(entry.tenant_id, entry.role)
             mark = heads[chain]
             row = AuditRow(
                 id=id_,
@@ -254,14 +254,16 @@ class AuditLog:
         conn: asyncpg.Connection,
         *,
         tenant_id: int | None = None,
+        chain_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         action: str | None = None,
         after_id: int = 0,
         limit: int = 1000,
     ) -> list[asyncpg.Record]:
-        """Stored rows by global id, filtered (``tenant_id`` None = every tenant's and the
-        system's), from ``after_id`` on: the pages of an export or of a tenant's log."""
+        """Stored rows by global id, filtered (None: no filter; ``tenant_id`` also finds an
+        admin's entries about the tenant, ``chain_id`` only the chain's), from ``after_id``
+        on: the pages of an export, of a tenant's own log (its chain) or of the admin's view."""
         return list(
             await conn.fetch(
                 "SELECT * FROM audit_log WHERE seq > $1"
@@ -269,6 +271,7 @@ class AuditLog:
                 " AND ($3::timestamptz IS NULL OR at >= $3)"
                 " AND ($4::timestamptz IS NULL OR at < $4)"
                 " AND ($5::text IS NULL OR action = $5)"
+                " AND ($7::text IS NULL OR chain_id = $7)"
                 " ORDER BY seq LIMIT $6",
                 after_id,
                 tenant_id,
@@ -276,6 +279,7 @@ class AuditLog:
                 until,
                 action,
                 limit,
+                chain_id,
             )
         )
 

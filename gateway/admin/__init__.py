@@ -24,7 +24,7 @@ rotation), ``buckets`` (placement), ``policy`` (apply, show, history, explain), 
 from __future__ import annotations
 
 from core.admin_roles import Role
-from gateway.admin.audit import verify_audit
+from gateway.admin.audit import list_audit_entries, verify_audit
 from gateway.admin.backend_changes import drain_backend, remove_backend, update_backend
 from gateway.admin.backends import (
     add_storage,
@@ -98,5 +98,6 @@ __all__ = [
     "show_tenant",
     "tenant_placement",
     "update_backend",
+    "list_audit_entries",
     "verify_audit",
 ]

@@ -1,6 +1,7 @@
 """The S3 front door: authenticate, parse, authorize, dispatch; one error seam.
 
-Every request gets a request id. Every failure, whatever raised it, leaves as an S3 XML
+Every request gets a request id; every authenticated one an audit entry
+(``gateway/s3/access_log.py``). Every failure, whatever raised it, leaves as an S3 XML
 error with the right status (``to_s3_error``); an unexpected exception is logged with its
 traceback here and reaches the client only as ``InternalError`` without its text.
 """
@@ -17,11 +18,12 @@ from fastapi import Request, Response
 from gateway.auth import Authorized, authenticate, authorize
 from gateway.context import GatewayContext
 from gateway.front_door import SIGNED_PATH_KEY
+from gateway.s3 import access_log, xml
 from gateway.s3 import operations as ops
-from gateway.s3 import xml
 from gateway.s3.call import S3Call
 from gateway.s3.errors import S3Error, to_s3_error
 from gateway.s3.handlers.acl import get_acl, put_acl
+from gateway.s3.handlers.audit_log import list_audit_log
 from gateway.s3.handlers.bucket import (
     create_bucket,
     delete_bucket,
@@ -51,6 +53,7 @@ from gateway.s3.handlers.versioning import (
 )
 from gateway.s3.header_rules import refuse_unsupported_headers
 from gateway.s3.sigv4 import HttpRequestView
+from schema.audit import Caller
 
 __all__ = ["error_response", "handle_s3", "request_view"]
 
@@ -75,6 +78,7 @@ HANDLERS: Mapping[type, Handler] = {
     ops.ListRecipients: list_recipients,
     ops.PublishKey: publish_key,
     ops.ListKeys: list_keys,
+    ops.ListAuditLog: list_audit_log,
     ops.CopyObject: copy_object,
     ops.CreateMultipartUpload: create_multipart_upload,
     ops.UploadPart: upload_part,
@@ -141,9 +145,12 @@ async def handle_s3(
 ) -> Response:
     request_id = secrets.token_hex(8).upper()
     resource = request.url.path
+    caller: Caller | None = None
+    op: ops.Operation | None = None
     try:
         view = request_view(request)
         principal = await authenticate(ctx, view)
+        caller = Caller(principal.access_key_id, request_id, principal.tenant_id)
         if parse is None:
             routed = request.scope.get("raw_path") or request.scope["path"].encode()
             op = ops.parse_operation(
@@ -160,10 +167,15 @@ async def handle_s3(
         refuse_unsupported_headers(view.headers)
         auth = await authorize(ctx, principal, op)
         response = await handler(ctx, auth, S3Call(view, request_id, request.stream()))
+        response = await access_log.audited(ctx, caller, op, response, view.headers)
     except Exception as exc:
         err = to_s3_error(exc, resource=resource)
         if err.code == "InternalError":
             log.error("request %s failed", request_id, exc_info=exc)
+        if caller is not None:  # authenticated: the refusal or failure is an access too
+            action = type(op).__name__ if op is not None else request.method
+            target = access_log.resource_of(op) if op is not None else resource
+            await access_log.record(ctx, caller, action, target, f"{err.code} {err.status}", None)
         return error_response(err, request_id, head=request.method == "HEAD")
     response.headers["x-amz-request-id"] = request_id
     return response

@@ -49,6 +49,7 @@ def test_a_sound_chain_and_its_head_verify() -> None:
     rows = chain(4)
     assert walk(rows, ChainMark(4, rows[-1].entry_hash)) is None
     assert chain_of(None) == "system" and chain_of(7) == "tenant:7"
+    assert chain_of(7, "operator") == "system"  # an admin acting on a tenant
 
 
 @pytest.mark.parametrize(
