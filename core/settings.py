@@ -22,6 +22,10 @@ __all__ = ["Settings", "load_settings"]
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/bulletproof"
+    # On a database `bulletproof up` creates: migrations run as the owner role, the gateway and
+    # workers connect as the app role (no UPDATE/DELETE of the audit tables); "" = one role.
+    database_owner_role: str = "bulletproof_owner"
+    database_app_role: str = "bulletproof_app"
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     http_port: int = 9000
