@@ -94,6 +94,17 @@ def _app_url(url: str, role: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
 
 
+async def _owned_by(url: str, role: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        found = await conn.fetchval(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    return bool(found == role)
+
+
 async def _prepare_roles(settings: Settings, created: bool) -> Settings:
     """On a database this start created: the owner and app roles (``schema/roles.py``), the
     app role's password in ``<state_dir>/db-app.password``. On every start where that file
@@ -106,6 +117,13 @@ async def _prepare_roles(settings: Settings, created: bool) -> Settings:
         await apply_migrations(settings.database_url)
         return settings
     database = urlsplit(settings.database_url).path.lstrip("/")
+    if not created and not await _owned_by(settings.database_url, owner):
+        # e.g. a snapshot restored into a new database by the configured user
+        log.warning(
+            "database %s is not owned by %s: running as the configured user", database, owner
+        )
+        await apply_migrations(settings.database_url)
+        return settings
     if created:
         if not password_path.exists():
             _write_private(password_path, secrets.token_urlsafe(24) + "\n")

@@ -14,6 +14,8 @@ import pytest
 from cluster.bootstrap import prepare_database
 from core.settings import Settings
 from schema.audit import AuditEntry, AuditLog
+from schema.db import ensure_database
+from schema.migrate import apply_migrations
 from tests.support.database import PG_BASE
 
 pytestmark = pytest.mark.integration
@@ -58,6 +60,25 @@ async def test_the_app_role_may_only_append_to_the_audit_log(tmp_path: Path) -> 
             assert report.ok and report.entries == 1
         finally:
             await conn.close()
+    finally:
+        admin = await asyncpg.connect(f"{PG_BASE}/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def test_a_database_from_before_the_roles_keeps_its_user(tmp_path: Path) -> None:
+    """A database the configured user created and owns (an older deployment, or a snapshot
+    restored into a new database) keeps running as that user, password file or not."""
+    name = f"bp_roles_{secrets.token_hex(4)}"
+    url = f"{PG_BASE}/{name}"
+    await ensure_database(url)
+    await apply_migrations(url)
+    (tmp_path / "db-app.password").write_text("x" * 32 + "\n")
+    configured = Settings(database_url=url, state_dir=str(tmp_path), admin_token="t" * 32)
+    try:
+        assert (await prepare_database(configured)).database_url == url
     finally:
         admin = await asyncpg.connect(f"{PG_BASE}/postgres")
         try:
