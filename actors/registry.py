@@ -94,6 +94,7 @@ class BackendHandle:
             throughput_mbps=r.throughput_mbps,
             capacity_bytes=r.capacity_bytes,
             used_bytes=r.used_bytes,
+            archive=r.archive,
         )
 
 

@@ -341,6 +341,7 @@ async def commit_written(
         f"ok version={version.version_id} class={new.redundancy_class}"
         f" {'shards' if coded else 'replicas'}={len(holders) - len(pending)}/{len(holders)}"
         + (f" {detail}" if detail else ""),
+        size=new.size,
     )
     if audit is None:
         await ctx.store.audit.append(conn, entry)

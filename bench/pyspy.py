@@ -116,8 +116,17 @@ class PySpyRecorder:
         for role, pid in self._targets.items():
             path = self._out_dir / f"{self._tag}-{role}.collapsed"
             argv = [
-                binary, "record", "--pid", str(pid), "--rate", str(self._rate),
-                "--format", "raw", "--output", str(path), "--nonblocking",
+                binary,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(self._rate),
+                "--format",
+                "raw",
+                "--output",
+                str(path),
+                "--nonblocking",
             ]
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self._procs[role] = (proc, path)

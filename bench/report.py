@@ -82,8 +82,14 @@ def environment(settings: dict[str, Any]) -> dict[str, Any]:
         "gateway_settings": {
             key: settings[key]
             for key in (
-                "part_size", "max_ongoing_requests", "gateway_replicas", "redundancy_class",
-                "backend_timeout_s", "health_interval_s", "cache_ttl_s", "ray_num_cpus",
+                "part_size",
+                "max_ongoing_requests",
+                "gateway_replicas",
+                "redundancy_class",
+                "backend_timeout_s",
+                "health_interval_s",
+                "cache_ttl_s",
+                "ray_num_cpus",
             )
         },
     }

@@ -126,9 +126,7 @@ class Bench:
             direct_clients, f"bench-direct-{run_id}", self._fan_out_pool
         )
         self._ray = ray
-        self._actors = {
-            name: find_backend_actor(name) for name, *_ in BACKENDS
-        }
+        self._actors = {name: find_backend_actor(name) for name, *_ in BACKENDS}
 
     def close(self) -> None:
         self._fan_out_pool.shutdown(wait=True)
@@ -170,9 +168,11 @@ class Bench:
                 "bytes_in": a["bytes_in"] - b["bytes_in"],
                 "bytes_out": a["bytes_out"] - b["bytes_out"],
                 "mean_put_ms": round((a["put_seconds"] - b["put_seconds"]) / puts * 1000, 2)
-                if puts else None,
+                if puts
+                else None,
                 "mean_get_ms": round((a["get_seconds"] - b["get_seconds"]) / gets * 1000, 2)
-                if gets else None,
+                if gets
+                else None,
                 "errors": a["errors"] - b["errors"],
             }
         return out
@@ -381,12 +381,17 @@ def _federation(state_dir: Path) -> Iterator[Any]:
 
 
 def _verdict(workloads: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[bool, str]:
-    gets = sum(w[s]["ok"] + w[s]["mismatches"] for w in workloads if w["op"] == "get"
-               for s in ("gateway", "direct"))
+    gets = sum(
+        w[s]["ok"] + w[s]["mismatches"]
+        for w in workloads
+        if w["op"] == "get"
+        for s in ("gateway", "direct")
+    )
     wrong = sum(w[s]["mismatches"] for w in workloads for s in ("gateway", "direct"))
     errors = sum(w[s]["errors"] for w in workloads for s in ("gateway", "direct"))
-    truncated = [f"{w['label']} {s}" for w in workloads for s in ("gateway", "direct")
-                 if w[s]["truncated"]]
+    truncated = [
+        f"{w['label']} {s}" for w in workloads for s in ("gateway", "direct") if w[s]["truncated"]
+    ]
     text = (
         f"{gets} GET bodies read to the end and checked against the SHA-256 and length of "
         f"what was PUT: {wrong} wrong; {errors} failed operations"
@@ -407,11 +412,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.run", description=(__doc__ or "").split("\n\n")[1]
     )
     parser.add_argument("--quick", action="store_true", help="fewer operations (a smoke run)")
-    parser.add_argument("--profile", action="store_true",
-                        help="add a separate gateway-only pass under py-spy")
+    parser.add_argument(
+        "--profile", action="store_true", help="add a separate gateway-only pass under py-spy"
+    )
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/DATE.json)")
-    parser.add_argument("--multipart-only", action="store_true",
-                        help="only the multipart case (64 MiB via s3transfer, 8 MiB x10)")
+    parser.add_argument(
+        "--multipart-only",
+        action="store_true",
+        help="only the multipart case (64 MiB via s3transfer, 8 MiB x10)",
+    )
     parser.add_argument("--no-import", action="store_true", help="skip the import case")
     parser.add_argument("--import-only", action="store_true", help="only the import case")
     args = parser.parse_args(argv)
@@ -426,10 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "parameters": {
             "quick": plan.quick,
-            "small": {"size": plan.small_size, "concurrency": plan.small_concurrency,
-                      "count": plan.small_count},
-            "large": {"size": plan.large_size,
-                      "runs": [{"streams": s, "objects": n} for s, n in plan.large_runs]},
+            "small": {
+                "size": plan.small_size,
+                "concurrency": plan.small_concurrency,
+                "count": plan.small_count,
+            },
+            "large": {
+                "size": plan.large_size,
+                "runs": [{"streams": s, "objects": n} for s, n in plan.large_runs],
+            },
             "deadline_s": plan.deadline_s,
             "warmup_small_ops": plan.warmup,
             "direct_get_replica": "round-robin over the 3 moto servers",

@@ -5,6 +5,7 @@ Run: .venv/bin/python -m bench.serve_backpressure PORT, optionally with
 RAY_SERVE_ENABLE_DIRECT_INGRESS=1 or RAY_SERVE_ENABLE_HA_PROXY=1 in the environment.
 Findings are in docs/architecture.md ("Memory and Serve request bodies").
 """
+
 import asyncio
 import os
 import sys
@@ -20,6 +21,7 @@ from ray import serve
 
 app = FastAPI()
 
+
 @serve.deployment(max_ongoing_requests=4, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Slow:
@@ -31,6 +33,7 @@ class Slow:
             await asyncio.sleep(0.004 * len(chunk) / 262144)  # ~64 MB/s consumer
         return JSONResponse({"n": n, "pid": os.getpid()})
 
+
 def rss_of(pattern):
     total = 0
     for p in psutil.process_iter(["cmdline"]):
@@ -41,25 +44,34 @@ def rss_of(pattern):
             pass
     return total
 
+
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 port = int(sys.argv[1])
 serve.start(http_options={"host": "127.0.0.1", "port": port})
 serve.run(Slow.bind(), route_prefix="/")
 peak = {"proxy": 0, "replica": 0}
 stop = False
+
+
 def sample():
     while not stop:
         peak["proxy"] = max(peak["proxy"], rss_of("ProxyActor"))
         peak["replica"] = max(peak["replica"], rss_of("ServeReplica"))
         time.sleep(0.05)
+
+
 base = {"proxy": rss_of("ProxyActor"), "replica": rss_of("ServeReplica")}
 t = threading.Thread(target=sample)
 t.start()
 size = 512 * 1024 * 1024
+
+
 def gen():
     block = os.urandom(1024 * 1024)
     for _ in range(size // len(block)):
         yield block
+
+
 t0 = time.time()
 r = httpx.put(f"http://127.0.0.1:{port}/x", content=gen(), timeout=600)
 el = time.time() - t0
@@ -71,6 +83,6 @@ print(
     r.status_code,
     r.json()["n"] == size,
     f"{el:.1f}s",
-    {k: f"+{(peak[k]-base[k])/2**20:.0f} MiB" for k in peak},
+    {k: f"+{(peak[k] - base[k]) / 2**20:.0f} MiB" for k in peak},
 )
 ray.shutdown()

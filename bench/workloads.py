@@ -268,10 +268,14 @@ class WorkloadResult:
             "ops_per_s": round(self.ops_per_s, 2),
             "mb_per_s": round(self.mb_per_s, 3),
             "latency_ms": {
-                "p50": ms(50), "p90": ms(90), "p99": ms(99),
-                "min": ms(0), "max": ms(100),
+                "p50": ms(50),
+                "p90": ms(90),
+                "p99": ms(99),
+                "min": ms(0),
+                "max": ms(100),
                 "mean": round(sum(self.latencies_s) / len(self.latencies_s) * 1000, 2)
-                if self.latencies_s else None,
+                if self.latencies_s
+                else None,
             },
             "milestone": "body sent" if self.op == "put" else "headers received",
             "milestone_ms": {

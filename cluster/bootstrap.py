@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -26,7 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import ray
 from ray import serve
@@ -46,6 +49,7 @@ from jobs.catalog import build_worker, default_schedules
 from schema.admin_tokens import AdminTokenRepository
 from schema.db import Database, ensure_database
 from schema.migrate import apply_migrations
+from schema.roles import create_roles, grant_app
 
 __all__ = [
     "prepare_database",
@@ -86,12 +90,75 @@ def prepare_state(settings: Settings) -> None:
         _write_private(settings.admin_token_path, secrets.token_urlsafe(32) + "\n")
 
 
-async def prepare_database(settings: Settings) -> None:
+def _app_url(url: str, role: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+
+
+async def _owned_by(url: str, role: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        found = await conn.fetchval(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    return bool(found == role)
+
+
+async def _prepare_roles(settings: Settings, created: bool) -> Settings:
+    """On a database this start created: the owner and app roles (``schema/roles.py``), the
+    app role's password in ``<state_dir>/db-app.password``. On every start where that file
+    exists: migrations as the owner, the app's grants; returns the settings with
+    ``database_url`` naming the app role (what the gateway, agents and workers connect as).
+    Otherwise (a database from before roles, or ``database_app_role`` empty): unchanged."""
+    owner, app = settings.database_owner_role, settings.database_app_role
+    password_path = settings.state_path / "db-app.password"
+    if not (owner and app) or not (created or password_path.exists()):
+        await apply_migrations(settings.database_url)
+        return settings
+    database = urlsplit(settings.database_url).path.lstrip("/")
+    if not created and not await _owned_by(settings.database_url, owner):
+        # e.g. a snapshot restored into a new database by the configured user
+        log.warning(
+            "database %s is not owned by %s: running as the configured user", database, owner
+        )
+        await apply_migrations(settings.database_url)
+        return settings
+    if created:
+        if not password_path.exists():
+            _write_private(password_path, secrets.token_urlsafe(24) + "\n")
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await create_roles(
+                conn,
+                database=database,
+                owner=owner,
+                app=app,
+                app_password=password_path.read_text().strip(),
+            )
+        finally:
+            await conn.close()
+    await apply_migrations(settings.database_url, role=owner)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(f'SET ROLE "{owner}"')
+        await grant_app(conn, database=database, owner=owner, app=app)
+    finally:
+        await conn.close()
+    url = _app_url(settings.database_url, app, password_path.read_text().strip())
+    return dataclasses.replace(settings, database_url=url)
+
+
+async def prepare_database(settings: Settings) -> Settings:
     """Create the database if missing, apply migrations, and on the first start register the
     bootstrap admin token's hash. Later starts never register a token again: a token that
-    ``bulletproof admin token rotate`` revoked stays revoked even if it is still configured."""
-    await ensure_database(settings.database_url)
-    await apply_migrations(settings.database_url)
+    ``bulletproof admin token rotate`` revoked stays revoked even if it is still configured.
+    Returns the settings the cluster's processes connect with (the app role's, see
+    ``_prepare_roles``)."""
+    created = await ensure_database(settings.database_url)
+    settings = await _prepare_roles(settings, created)
     db = await Database.connect(settings.database_url, max_size=1)
     try:
         async with db.transaction() as conn:
@@ -106,6 +173,7 @@ async def prepare_database(settings: Settings) -> None:
             )
     finally:
         await db.close()
+    return settings
 
 
 def wait_healthy(settings: Settings, timeout_s: float = 120.0) -> None:
@@ -173,15 +241,17 @@ def http_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def run_gateway(settings: Settings) -> None:
-    """Prepare everything and deploy the gateway on the Ray cluster (started if needed)."""
+def run_gateway(settings: Settings) -> Settings:
+    """Prepare everything and deploy the gateway on the Ray cluster (started if needed);
+    returns the settings its processes connect with (``prepare_database``)."""
     prepare_state(settings)
-    asyncio.run(prepare_database(settings))
+    settings = asyncio.run(prepare_database(settings))
     connect_ray(settings)
     serve.start(http_options=http_options(settings))
     serve.run(build_gateway_app(settings), name="bulletproof", route_prefix="/")
     wait_healthy(settings)
     keyholder(settings)  # imports hand their passphrase to their Ray job through it
+    return settings
 
 
 def prepare_cluster(settings: Settings) -> None:
@@ -190,7 +260,7 @@ def prepare_cluster(settings: Settings) -> None:
     on the cluster the keyholder, the replication agents and the scheduler (detached actors:
     they stay when this process exits, and a second run finds them)."""
     prepare_state(settings)
-    asyncio.run(prepare_database(settings))
+    settings = asyncio.run(prepare_database(settings))
     connect_ray(settings)
     keyholder(settings)
     start_self_healing(settings)
@@ -245,7 +315,7 @@ def serve_forever(settings: Settings, pid_file: Path | None = None) -> None:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")
     try:
-        run_gateway(settings)
+        settings = run_gateway(settings)
         start_self_healing(settings)
         # ray.init installs its own SIGTERM handler (drain for up to a minute, then exit);
         # ours goes back on top so `down` gets the quick, orderly shutdown below.

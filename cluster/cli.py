@@ -5,7 +5,8 @@ Commands: ``up`` (start a gateway in the background and return once /health answ
 ``backend ...`` (cluster/cli_backends.py); ``tenant ...``, ``key ...``, ``admin token rotate``
 (cluster/cli_tenants.py), ``policy ...`` (cluster/cli_policy.py), ``compliance report``
 (cluster/cli_compliance.py), ``session list|revoke`` (cluster/cli_sessions.py), ``import ...``
-(cluster/cli_import.py) and ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py).
+(cluster/cli_import.py), ``agent``, ``worker ...``, ``restore`` (cluster/cli_workers.py) and
+``audit verify``, ``audit export`` (cluster/cli_audit.py).
 Settings: ``BP_*`` variables or ``--config``.
 """
 
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 from cluster import (
+    cli_audit,
     cli_backends,
     cli_compliance,
     cli_import,
@@ -314,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sessions.register(sub)
     cli_import.register(sub)
     cli_workers.register(sub)
+    cli_audit.register(sub)
     return parser
 
 

@@ -96,6 +96,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     payload = {"name": args.name, **_declared(args)}
     if args.create_bucket:
         payload["create_bucket"] = True
+    if args.archive:
+        payload["archive"] = True
     result = admin_call(settings_of(args), "POST", "/admin/add-storage", payload)
     probe = result.get("probe") or {}
     print(
@@ -180,6 +182,11 @@ def _declare_options(parser: argparse.ArgumentParser, *, adding: bool) -> None:
         )
         parser.add_argument(
             "--create-bucket", action="store_true", help="create the bucket if it is missing"
+        )
+        parser.add_argument(
+            "--archive",
+            action="store_true",
+            help="designate it for audit archives: it never holds data",
         )
     parser.add_argument("--access-key")
     parser.add_argument("--secret-key")

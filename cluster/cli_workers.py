@@ -7,8 +7,8 @@ adds them to the ``bulletproof`` parser.
   cluster needs only PostgreSQL, Redis, the backends and the key file); with it, it joins the
   Ray cluster and goes through the named backend actors.
 - ``bulletproof worker run NAME [--set OPTION=VALUE ...]``: one pass of a worker (repairer,
-  scrubber, placement_checker, vacuumer, snapshotter, upload_expirer) under its run lease;
-  prints its report.
+  scrubber, placement_checker, vacuumer, snapshotter, upload_expirer, audit_checkpointer,
+  audit_archiver) under its run lease; prints its report.
 - ``bulletproof worker status``: each worker's last run, and the job queue by kind and state.
 - ``bulletproof worker retry-dead [--kind K] [ID ...]``: requeue dead-lettered jobs.
 - ``bulletproof restore SNAPSHOT (--private-key PEM | --keyring-key NAME) [--passphrase-env
@@ -45,6 +45,8 @@ _WORKER_NAMES = (
     "vacuumer",
     "snapshotter",
     "upload_expirer",
+    "audit_checkpointer",
+    "audit_archiver",
 )
 
 

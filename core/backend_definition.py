@@ -87,6 +87,8 @@ class BackendDefinition:
     tenants: tuple[str, ...] | None = None
     #: A local backend's node (its Ray ``bp-node`` label); None: the adding replica's node.
     node: str | None = None
+    #: Designated for audit archives (``--archive``): never chosen for data placement.
+    archive: bool = False
 
     @property
     def kind(self) -> str:
@@ -277,7 +279,7 @@ def _unknown(data: dict[str, Any], known: set[str]) -> None:
 _DEFINITION_FIELDS = {
     "name", "type", "provider", "endpoint", "bucket", "path", "access_key", "secret_key",
     "signing_region", "addressing_style", "create_bucket", "region", "country", "jurisdiction",
-    "sla", "flags", "capacity_bytes", "tenants", "node",
+    "sla", "flags", "capacity_bytes", "tenants", "node", "archive",
 }  # fmt: skip
 
 
@@ -305,6 +307,7 @@ def parse_definition(data: dict[str, Any]) -> BackendDefinition:
         supports_sse=bool(sse),
         capacity_bytes=_capacity(data),
         tenants=_tenants(data),
+        archive=bool(_flag(data, "archive")),
     )
     if backend_type == "local":
         for field in ("endpoint", "bucket", "access_key", "secret_key", "signing_region"):

@@ -105,6 +105,8 @@ class BackendView:
     throughput_mbps: float = 0.0
     capacity_bytes: int | None = None
     used_bytes: int = 0
+    #: Designated for audit archives: never holds data (the first policy stage refuses it).
+    archive: bool = False
 
     def __post_init__(self) -> None:
         for name in ("name", "region", "country", "jurisdiction", "provider"):
@@ -308,7 +310,10 @@ def _lock_stage(label: str, entries: frozenset[str]) -> _Stage:
 
 
 def _policy_stages(c: PlacementConstraints) -> list[_Stage]:
-    stages = [_Stage("state", "active", lambda b: None if b.state == "active" else b.state)]
+    stages = [
+        _Stage("archive", "for data", lambda b: "designated for archives" if b.archive else None),
+        _Stage("state", "active", lambda b: None if b.state == "active" else b.state),
+    ]
     if c.exclude:
         exclude = c.exclude
         stages.append(

@@ -22,6 +22,10 @@ __all__ = ["Settings", "load_settings"]
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/bulletproof"
+    # On a database `bulletproof up` creates: migrations run as the owner role, the gateway and
+    # workers connect as the app role (no UPDATE/DELETE of the audit tables); "" = one role.
+    database_owner_role: str = "bulletproof_owner"
+    database_app_role: str = "bulletproof_app"
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     http_port: int = 9000
@@ -103,6 +107,12 @@ class Settings:
     body_rate_grace_s: float = 20.0  # ... once the gateway has waited this long in all
     # -- watching it (docs/operations.md) -------------------------------------------------------
     metrics_interval_s: float = 30.0  # the federation sampler's gauges (0: not sampled)
+    # -- audit log (docs/architecture.md, audit) -------------------------------------------------
+    audit_checkpoint_interval_s: float = 300.0  # signed chain-head checkpoints (0: never)
+    audit_checkpoint_dir: str = ""  # copies outside the database; default <state_dir>/audit
+    audit_archive_public_key_file: str = ""  # X25519 or RSA public key (PEM); "" = no archives
+    audit_archive_interval_s: float = 3600.0  # sealed chain segments (with a key configured)
+    audit_archive_segment_rows: int = 10000  # rows of one chain per sealed segment, at most
 
     @property
     def state_path(self) -> Path:
@@ -112,6 +122,14 @@ class Settings:
     def master_key_path(self) -> Path:
         return (
             Path(self.master_key_file) if self.master_key_file else self.state_path / "master.key"
+        )
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        return (
+            Path(self.audit_checkpoint_dir)
+            if self.audit_checkpoint_dir
+            else self.state_path / "audit"
         )
 
     @property

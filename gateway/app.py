@@ -93,6 +93,7 @@ ADMIN_ROUTES: admin.AdminRouter = admin.AdminRouter(
         # the bootstrap token (tokens.py) and the audit log (audit.py)
         _Route("POST", "/admin/token/rotate", _A, admin.rotate_admin_token),
         _Route("GET", "/admin/audit/verify", _V, admin.verify_audit),
+        _Route("GET", "/admin/audit/entries", _V, admin.list_audit_entries),
         # the policy engine (policy.py, tenants.py, buckets.py; docs/policy.md)
         _Route("PUT", "/admin/policy", _A, admin.apply_policy),
         _Route("GET", "/admin/policy", _V, admin.show_policy),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from actors.audit_trail import AuditTrail
 from actors.data_path import DataPath
 from actors.master_key import load_master_key
 from core.admin_roles import load_identity_config
@@ -70,3 +71,7 @@ class GatewayContext(DataPath):
         await super().close()
         if self.admission is not None:
             await self.admission.close()
+
+    def audit_trail(self) -> AuditTrail:
+        """The audit checkpoints and their verification, signed with the deployment key."""
+        return AuditTrail.of(self, self.master_key)

@@ -8,6 +8,8 @@ from typing import Any
 
 from actors.healing import HealingContext
 from core.settings import Settings
+from jobs.audit_archiver import AuditArchiver
+from jobs.audit_checkpointer import AuditCheckpointer
 from jobs.federation_sampler import FederationSampler
 from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
@@ -29,6 +31,8 @@ WORKERS: dict[str, type[Worker]] = {
         Snapshotter,
         UploadExpirer,
         FederationSampler,
+        AuditCheckpointer,
+        AuditArchiver,
     )
 }
 
@@ -52,4 +56,8 @@ def default_schedules(settings: Settings) -> dict[str, float]:
         Snapshotter.name: settings.snapshot_interval_s if settings.snapshot_public_key_file else 0,
         UploadExpirer.name: settings.upload_expiry_interval_s,
         FederationSampler.name: settings.metrics_interval_s,
+        AuditCheckpointer.name: settings.audit_checkpoint_interval_s,
+        AuditArchiver.name: (
+            settings.audit_archive_interval_s if settings.audit_archive_public_key_file else 0
+        ),
     }

@@ -69,7 +69,8 @@ class Scrubber(Worker):
         listed: dict[str, float] = dict(state.get("listed", {}))
         now = time.time()
         for handle in await ctx.registry.current():
-            if not handle.healthy or handle.record.state == "removed":
+            # an archive backend holds no replicas (audit segments are checked by audit verify)
+            if not handle.healthy or handle.record.state == "removed" or handle.record.archive:
                 continue
             if now - listed.get(str(handle.id), 0.0) < self.listing_interval_s:
                 continue

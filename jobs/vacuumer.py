@@ -77,7 +77,8 @@ class Vacuumer(Worker):
     async def _orphans(self, report: dict[str, int]) -> None:
         ctx = self.ctx
         for handle in await ctx.registry.current():
-            if not handle.healthy or handle.record.state == "removed":
+            # an archive backend holds audit segments, which no replica row names
+            if not handle.healthy or handle.record.state == "removed" or handle.record.archive:
                 continue
             started = await ctx.store.db.now()
             try:

@@ -34,7 +34,7 @@ _COLUMNS = (
     " b.country, b.jurisdiction, b.provider, b.state, b.healthy, b.rtt_ms, b.throughput_mbps,"
     " b.capacity_bytes, b.used_bytes, b.last_error, b.backend_type, b.signing_region,"
     " b.addressing_style, b.manage_bucket, b.sla_availability, b.sla_latency_ms, b.residency,"
-    " b.supports_sse, b.health_state, b.health, b.drain_started_at, b.node_label,"
+    " b.supports_sse, b.health_state, b.health, b.drain_started_at, b.node_label, b.archive,"
     " (SELECT array_agg(t.name ORDER BY t.name) FROM backend_tenants bt"
     "  JOIN tenants t ON t.id = bt.tenant_id WHERE bt.backend_id = b.id) AS tenants"
 )
@@ -96,6 +96,7 @@ class BackendRepository:
             "rtt_ms",
             "throughput_mbps",
             "node_label",
+            "archive",
         }
         if unknown:
             raise ValueError(f"not backend columns: {sorted(unknown)}")

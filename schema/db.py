@@ -97,8 +97,9 @@ class Database:
         await self.pool.close()
 
 
-async def ensure_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist (connects to ``postgres``)."""
+async def ensure_database(url: str) -> bool:
+    """Create the database named in ``url`` if it does not exist (connects to ``postgres``);
+    whether this call created it."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/") or "postgres"
     admin_url = urlunsplit(parts._replace(path="/postgres"))
@@ -108,8 +109,12 @@ async def ensure_database(url: str) -> None:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
             if not exists:
                 quoted = '"' + name.replace('"', '""') + '"'
-                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                try:
                     await conn.execute(f"CREATE DATABASE {quoted}")
+                except asyncpg.DuplicateDatabaseError:
+                    return False
+                return True
+            return False
         finally:
             await conn.close()
 

@@ -32,12 +32,15 @@ def available_migrations() -> list[tuple[int, str, str]]:
     return found
 
 
-async def apply_migrations(url: str) -> list[int]:
-    """Apply what is missing; returns the versions applied now."""
+async def apply_migrations(url: str, *, role: str | None = None) -> list[int]:
+    """Apply what is missing; returns the versions applied now. ``role``: run them as this
+    role (the owner role, ``schema/roles.py``), so what they create is the owner's."""
     applied_now: list[int] = []
     async with translate_errors():
         conn = await asyncpg.connect(url)
         try:
+            if role is not None:
+                await conn.execute(f'SET ROLE "{role}"')
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"

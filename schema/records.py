@@ -117,6 +117,8 @@ class BackendRecord:
     tenants: tuple[str, ...] | None = None
     #: The Ray node label (``bp-node``) a local backend's directory is on; None: not pinned.
     node_label: str | None = None
+    #: Designated for audit archives: never chosen for data placement.
+    archive: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ revoke), ``compliance`` (a tenant's holdings per jurisdiction, objects not fully
 from __future__ import annotations
 
 from core.admin_roles import Role
-from gateway.admin.audit import verify_audit
+from gateway.admin.audit import list_audit_entries, verify_audit
 from gateway.admin.backend_changes import drain_backend, remove_backend, update_backend
 from gateway.admin.backends import (
     add_storage,
@@ -116,5 +116,6 @@ __all__ = [
     "tenant_limits",
     "tenant_placement",
     "update_backend",
+    "list_audit_entries",
     "verify_audit",
 ]

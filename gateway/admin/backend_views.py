@@ -37,6 +37,7 @@ def describe(record: BackendRecord, handle: BackendHandle | None) -> dict[str, A
         "jurisdiction": record.jurisdiction,
         "sla": {"availability": record.sla_availability, "latency_ms": record.sla_latency_ms},
         "flags": {"residency": record.residency, "supports_sse": record.supports_sse},
+        "archive": record.archive,
         "capacity_bytes": record.capacity_bytes,
         "used_bytes": record.used_bytes,
         "tenants": None if record.tenants is None else list(record.tenants),

@@ -238,6 +238,7 @@ async def _store(
             "sla_latency_ms": d.sla.latency_ms,
             "residency": d.residency,
             "supports_sse": d.supports_sse,
+            "archive": d.archive,
             "rtt_ms": report.rtt_ms,
             "throughput_mbps": report.throughput_mbps,
             "node_label": node,

@@ -1,6 +1,7 @@
 """The S3 front door: authenticate, parse, authorize, dispatch; one error seam.
 
-Every request gets a request id. Every failure, whatever raised it, leaves as an S3 XML
+Every request gets a request id; every authenticated one an audit entry
+(``gateway/s3/access_log.py``). Every failure, whatever raised it, leaves as an S3 XML
 error with the right status (``to_s3_error``); an unexpected exception is logged with its
 traceback here and reaches the client only as ``InternalError`` without its text.
 """
@@ -23,12 +24,13 @@ from gateway.auth import Authorized, authenticate, authorize
 from gateway.context import GatewayContext
 from gateway.front_door import SIGNED_PATH_KEY
 from gateway.metrics import count_admission, record_request
+from gateway.s3 import access_log, xml
 from gateway.s3 import operations as ops
-from gateway.s3 import xml
 from gateway.s3.body import paced
 from gateway.s3.call import S3Call
 from gateway.s3.errors import S3Error, to_s3_error
 from gateway.s3.handlers.acl import get_acl, put_acl
+from gateway.s3.handlers.audit_log import list_audit_log
 from gateway.s3.handlers.bucket import (
     create_bucket,
     delete_bucket,
@@ -60,6 +62,7 @@ from gateway.s3.handlers.versioning import (
 from gateway.s3.header_rules import refuse_unsupported_headers
 from gateway.s3.sigv4 import HttpRequestView
 from gateway.sts import handle_sts, is_sts_request
+from schema.audit import Caller
 
 __all__ = ["error_response", "handle_s3", "request_view"]
 
@@ -85,6 +88,7 @@ HANDLERS: Mapping[type, Handler] = {
     ops.GetPlacementProof: get_placement_proof,
     ops.PublishKey: publish_key,
     ops.ListKeys: list_keys,
+    ops.ListAuditLog: list_audit_log,
     ops.CopyObject: copy_object,
     ops.CreateMultipartUpload: create_multipart_upload,
     ops.UploadPart: upload_part,
@@ -157,11 +161,14 @@ async def handle_s3(
     started = time.monotonic()
     operation, code = "Unparsed", "OK"
     admitted: Admitted | None = None
+    caller: Caller | None = None
+    op: ops.Operation | None = None
     try:
         view = request_view(request)
         if is_sts_request(view):  # unsigned by design: the web identity token is the credential
             return await handle_sts(ctx, request, view, request_id)
         principal = await authenticate(ctx, view)
+        caller = Caller(principal.access_key_id, request_id, principal.tenant_id)
         admitted = await admit(ctx, principal, view)
         if parse is None:
             routed = request.scope.get("raw_path") or request.scope["path"].encode()
@@ -184,6 +191,7 @@ async def handle_s3(
         charge_response(ctx, principal, view.method, response)
         if response.status_code >= 400:
             await release(ctx, admitted)
+        response = await access_log.audited(ctx, caller, op, response, view.headers)
     except Exception as exc:
         await release(ctx, admitted)
         err = to_s3_error(exc, resource=resource)
@@ -191,6 +199,10 @@ async def handle_s3(
             count_admission("uploads_limit")
         if err.code == "InternalError":
             log.error("request %s failed", request_id, exc_info=exc)
+        if caller is not None:  # authenticated: the refusal or failure is an access too
+            action = type(op).__name__ if op is not None else request.method
+            target = access_log.resource_of(op) if op is not None else resource
+            await access_log.record(ctx, caller, action, target, f"{err.code} {err.status}", None)
         code = err.code
         response = error_response(err, request_id, head=request.method == "HEAD")
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import unquote
 
 from core.wire_numbers import INT32_MAX, parse_decimal
@@ -41,6 +42,7 @@ __all__ = [
     "HeadBucket",
     "HeadObject",
     "ListBuckets",
+    "ListAuditLog",
     "ListKeys",
     "ListObjects",
     "ListRecipients",
@@ -52,6 +54,7 @@ __all__ = [
     "RewrapObjects",
     "ShareObject",
     "RESERVED_BUCKET_NAMES",
+    "list_audit_log_query",
     "parse_operation",
     "validate_bucket_name",
 ]
@@ -305,6 +308,19 @@ class ListKeys:
 
 
 @dataclass(frozen=True)
+class ListAuditLog:
+    """Bulletproof extension: the tenant's own audit entries (``GET /?bp-audit``), a page at
+    a time by global id, filtered by time (``since`` inclusive, ``until`` exclusive) and
+    action."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    action: str | None = None
+    after_id: int = 0
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
 class RewrapObjects(BucketOp):
     """Bulletproof extension: the batch form of RewrapObject, for fast key rotation."""
 
@@ -327,6 +343,7 @@ Operation = (
     | GetPlacementProof
     | PublishKey
     | ListKeys
+    | ListAuditLog
     | CopyObject
     | CreateMultipartUpload
     | UploadPart
@@ -434,6 +451,45 @@ def parse_copy_source(raw: str) -> CopySource:
     return CopySource(bucket, _decode_key(key_raw), version_id)
 
 
+AUDIT_PAGE_MAX = 1000
+
+
+def _audit_time(query: Mapping[str, str], name: str) -> datetime | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        when = datetime.fromisoformat(raw) if len(raw) <= 40 else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise s3e.InvalidArgument(f"{name} must be an ISO 8601 time with a zone, e.g. ...Z")
+    return when
+
+
+def list_audit_log_query(query: Mapping[str, str]) -> ListAuditLog:
+    """The paging and filters of an audit read (also the admin's ``/admin/audit/entries``)."""
+    token = query.get("page-token") or "0"
+    if not token.isascii() or not token.isdigit() or len(token) > 18:
+        raise s3e.InvalidArgument("page-token is not one this endpoint returned")
+    limit_raw = query.get("max-entries") or str(AUDIT_PAGE_MAX)
+    if not limit_raw.isascii() or not limit_raw.isdigit() or len(limit_raw) > 4:
+        raise s3e.InvalidArgument(f"max-entries must be an integer 1..{AUDIT_PAGE_MAX}")
+    limit = int(limit_raw)
+    if not 1 <= limit <= AUDIT_PAGE_MAX:
+        raise s3e.InvalidArgument(f"max-entries must be an integer 1..{AUDIT_PAGE_MAX}")
+    action = query.get("action") or None
+    if action is not None and (len(action) > 64 or not action.isascii() or not action.isalnum()):
+        raise s3e.InvalidArgument("action must be an operation name, e.g. GetObject")
+    return ListAuditLog(
+        since=_audit_time(query, "since"),
+        until=_audit_time(query, "until"),
+        action=action,
+        after_id=int(token),
+        limit=limit,
+    )
+
+
 def parse_operation(
     method: str, raw_path: str, query_pairs: Sequence[tuple[str, str]], headers: Mapping[str, str]
 ) -> Operation:
@@ -452,6 +508,8 @@ def parse_operation(
             return PublishKey()
         if "keys" in query and method == "GET":
             return ListKeys()
+        if "bp-audit" in query and method == "GET":
+            return list_audit_log_query(query)
         if method == "GET":
             return ListBuckets()
         raise s3e.MethodNotAllowed()

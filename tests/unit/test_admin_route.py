@@ -246,4 +246,3 @@ def test_audit_entry_names_the_caller_and_its_role() -> None:
             "oidc:corp:olga", "SetTenantPlacement", "tenant/acme", seen[1], "ok x", 7, "operator"
         ),
     ]
-

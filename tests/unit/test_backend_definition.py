@@ -126,3 +126,10 @@ def test_a_local_backend_may_name_its_node() -> None:
         parse_definition({**local, "node": "io 1; rm"})
     with pytest.raises(InvalidInput, match="'node' applies only to type local"):
         parse_definition({**S3, "node": "io-1"})
+
+
+def test_archive_designation() -> None:
+    assert parse_definition({**S3, "archive": True}).archive is True
+    assert parse_definition(S3).archive is False
+    with pytest.raises(InvalidInput, match="archive"):
+        parse_definition({**S3, "archive": "yes"})

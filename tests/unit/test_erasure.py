@@ -41,8 +41,7 @@ def test_every_k_subset_decodes(k: int, m: int) -> None:
 @given(st.binary(max_size=5000), st.integers(1, 8), st.integers(0, 4), st.data())
 def test_roundtrip_property(data: bytes, k: int, m: int, draw) -> None:
     s = encode(memoryview(data), k, m)
-    keep = draw.draw(st.lists(st.integers(0, k + m - 1), unique=True, min_size=k,
-                              max_size=k + m))
+    keep = draw.draw(st.lists(st.integers(0, k + m - 1), unique=True, min_size=k, max_size=k + m))
     assert decode({i: s.shards[i] for i in keep}, k, m, len(data)) == data
     lost = draw.draw(st.lists(st.integers(0, k + m - 1), unique=True, min_size=1))
     survivors = {i: s.shards[i] for i in range(k + m) if i not in lost}
@@ -71,16 +70,19 @@ def test_wrong_shard_length_is_an_integrity_error() -> None:
         decode({i: s.shards[i] for i in range(4)}, 4, 2, 100)
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda: encode(b"x", 0, 2), "k must be at least 1"),
-    (lambda: encode(b"x", 4, -1), "m must be at least 0"),
-    (lambda: encode(b"x", 200, 57), "k \\+ m must be at most 256"),
-    (lambda: decode({6: b"a", 0: b"a", 1: b"a", 2: b"a"}, 4, 2, 4), "shard index"),
-    (lambda: decode({-1: b"a"}, 1, 0, 1), "shard index"),
-    (lambda: decode({0: b"a"}, 1, 0, -1), "data_length"),
-    (lambda: rebuild({0: b"a"}, 1, 1, 1, [2]), "shard index"),
-    (lambda: ShardSet(2, 1, 1, 2, (b"a", b"b")), "3 shards"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: encode(b"x", 0, 2), "k must be at least 1"),
+        (lambda: encode(b"x", 4, -1), "m must be at least 0"),
+        (lambda: encode(b"x", 200, 57), "k \\+ m must be at most 256"),
+        (lambda: decode({6: b"a", 0: b"a", 1: b"a", 2: b"a"}, 4, 2, 4), "shard index"),
+        (lambda: decode({-1: b"a"}, 1, 0, 1), "shard index"),
+        (lambda: decode({0: b"a"}, 1, 0, -1), "data_length"),
+        (lambda: rebuild({0: b"a"}, 1, 1, 1, [2]), "shard index"),
+        (lambda: ShardSet(2, 1, 1, 2, (b"a", b"b")), "3 shards"),
+    ],
+)
 def test_invalid_arguments(call, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         call()

@@ -92,8 +92,9 @@ def reduce_pool(pool: list[BackendView], need: int) -> list[BackendView]:
     return [b for group in kept.values() for b in group]
 
 
-def exists_valid(rc: RedundancyClass, pool: list[BackendView], fixed: list[BackendView],
-                 need: int) -> bool | None:
+def exists_valid(
+    rc: RedundancyClass, pool: list[BackendView], fixed: list[BackendView], need: int
+) -> bool | None:
     """Brute force; None when there are too many subsets to try."""
     pool = reduce_pool(pool, need)
     if comb(len(pool), need) > BRUTE_FORCE_LIMIT:
@@ -102,9 +103,15 @@ def exists_valid(rc: RedundancyClass, pool: list[BackendView], fixed: list[Backe
     return any(valid_set(rc, [*fixed, *combo]) for combo in combinations(pool, need))
 
 
-def check_against_oracle(rc: RedundancyClass, backends: list[BackendView],
-                         c: PlacementConstraints, size: int,
-                         fixed: list[BackendView], *, must_decide: bool) -> None:
+def check_against_oracle(
+    rc: RedundancyClass,
+    backends: list[BackendView],
+    c: PlacementConstraints,
+    size: int,
+    fixed: list[BackendView],
+    *,
+    must_decide: bool,
+) -> None:
     fixed_names = {b.name for b in fixed}
     need = rc.width - len(fixed)
     candidates = [b for b in backends if b.name not in fixed_names]
@@ -155,20 +162,25 @@ def backend_sets(draw: st.DrawFn, max_size: int = 20) -> list[BackendView]:
     out = []
     for i in range(n):
         capacity = draw(st.one_of(st.none(), st.integers(0, 1000)))
-        out.append(BackendView(
-            name=f"b{i:02d}",
-            region=draw(st.sampled_from(REGIONS)),
-            country=draw(st.sampled_from(COUNTRIES)),
-            jurisdiction=draw(st.sampled_from(JURISDICTIONS)),
-            provider=draw(st.sampled_from(PROVIDERS)),
-            state=draw(st.sampled_from(["active"] * 6 + ["draining", "removed"])),
-            healthy=draw(st.sampled_from([True] * 4 + [False])),
-            rtt_ms=draw(st.one_of(st.sampled_from([0.0, 1.0, 4.9, 5.0, 30.0, math.inf]),
-                                  st.floats(0, 300))),
-            throughput_mbps=draw(st.sampled_from([0.0, 50.0, 100.0, 950.0])),
-            capacity_bytes=capacity,
-            used_bytes=draw(st.integers(0, 1000)),
-        ))
+        out.append(
+            BackendView(
+                name=f"b{i:02d}",
+                region=draw(st.sampled_from(REGIONS)),
+                country=draw(st.sampled_from(COUNTRIES)),
+                jurisdiction=draw(st.sampled_from(JURISDICTIONS)),
+                provider=draw(st.sampled_from(PROVIDERS)),
+                state=draw(st.sampled_from(["active"] * 6 + ["draining", "removed"])),
+                healthy=draw(st.sampled_from([True] * 4 + [False])),
+                rtt_ms=draw(
+                    st.one_of(
+                        st.sampled_from([0.0, 1.0, 4.9, 5.0, 30.0, math.inf]), st.floats(0, 300)
+                    )
+                ),
+                throughput_mbps=draw(st.sampled_from([0.0, 50.0, 100.0, 950.0])),
+                capacity_bytes=capacity,
+                used_bytes=draw(st.integers(0, 1000)),
+            )
+        )
     return out
 
 
@@ -176,8 +188,11 @@ def backend_sets(draw: st.DrawFn, max_size: int = 20) -> list[BackendView]:
 def classes(draw: st.DrawFn) -> RedundancyClass:
     if draw(st.booleans()):
         copies = draw(st.integers(1, 5))
-        kind = {"kind": "replication", "copies": copies,
-                "write_quorum": draw(st.integers(1, copies))}
+        kind = {
+            "kind": "replication",
+            "copies": copies,
+            "write_quorum": draw(st.integers(1, copies)),
+        }
         width = copies
     else:
         k, m = draw(st.integers(1, 4)), draw(st.integers(0, 2))
@@ -185,9 +200,11 @@ def classes(draw: st.DrawFn) -> RedundancyClass:
         width = k + m
     rare = st.sampled_from([False, False, True])
     return RedundancyClass(
-        name="Random", min_regions=draw(st.sampled_from([1, 1, 2, 2, 3, 4]).map(
-            lambda r: min(r, width))),
-        same_country=draw(rare), distinct_providers=draw(rare), **kind,
+        name="Random",
+        min_regions=draw(st.sampled_from([1, 1, 2, 2, 3, 4]).map(lambda r: min(r, width))),
+        same_country=draw(rare),
+        distinct_providers=draw(rare),
+        **kind,
     )
 
 
@@ -198,27 +215,45 @@ def constraints_for(draw: st.DrawFn, backends: list[BackendView]) -> PlacementCo
     if draw(st.booleans()):
         return PlacementConstraints()
     return PlacementConstraints(
-        region_lock=frozenset(draw(st.one_of(
-            st.just([]), st.lists(st.sampled_from(["eu", "us", "EU", "ap", "jp"]),
-                                  max_size=2)))),
-        jurisdiction_allow=frozenset(draw(st.one_of(
-            st.just([]), st.lists(st.sampled_from(["EU", "US", "jp"]), max_size=2)))),
-        jurisdiction_deny=frozenset(draw(st.one_of(
-            st.just([]), st.lists(st.sampled_from(["EU", "us", "JP"]), max_size=1)))),
+        region_lock=frozenset(
+            draw(
+                st.one_of(
+                    st.just([]),
+                    st.lists(st.sampled_from(["eu", "us", "EU", "ap", "jp"]), max_size=2),
+                )
+            )
+        ),
+        jurisdiction_allow=frozenset(
+            draw(st.one_of(st.just([]), st.lists(st.sampled_from(["EU", "US", "jp"]), max_size=2)))
+        ),
+        jurisdiction_deny=frozenset(
+            draw(st.one_of(st.just([]), st.lists(st.sampled_from(["EU", "us", "JP"]), max_size=1)))
+        ),
         allowed_backends=draw(st.one_of(st.none(), st.none(), maybe_names.map(frozenset))),
         exclude=frozenset(draw(st.one_of(st.just([]), maybe_names))),
-        tenant_region_lock=frozenset(draw(st.one_of(
-            st.just([]), st.just([]), st.lists(st.sampled_from(["eu", "eu-west", "us", "EU"]),
-                                               max_size=2)))),
+        tenant_region_lock=frozenset(
+            draw(
+                st.one_of(
+                    st.just([]),
+                    st.just([]),
+                    st.lists(st.sampled_from(["eu", "eu-west", "us", "EU"]), max_size=2),
+                )
+            )
+        ),
     )
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, max_size: int = 20) -> tuple[
-        RedundancyClass, list[BackendView], PlacementConstraints, int]:
+def scenarios(
+    draw: st.DrawFn, max_size: int = 20
+) -> tuple[RedundancyClass, list[BackendView], PlacementConstraints, int]:
     backends = draw(backend_sets(max_size))
-    return (draw(classes()), backends, draw(constraints_for(backends)),
-            draw(st.sampled_from([0, 0, 1, 100, 400, 2000])))
+    return (
+        draw(classes()),
+        backends,
+        draw(constraints_for(backends)),
+        draw(st.sampled_from([0, 0, 1, 100, 400, 2000])),
+    )
 
 
 # --- properties ---------------------------------------------------------------------------
@@ -243,8 +278,18 @@ def test_small_sets_decided_exactly_by_brute_force(scenario) -> None:
 def test_nearly_all_healthy_often_places(scenario, data) -> None:
     """Same check with healthy, active, unconstrained backends, so most cases place."""
     rc, backends, _, size = scenario
-    backends = [BackendView(b.name, b.region, b.country, b.jurisdiction, b.provider,
-                            rtt_ms=b.rtt_ms, capacity_bytes=None) for b in backends]
+    backends = [
+        BackendView(
+            b.name,
+            b.region,
+            b.country,
+            b.jurisdiction,
+            b.provider,
+            rtt_ms=b.rtt_ms,
+            capacity_bytes=None,
+        )
+        for b in backends
+    ]
     check_against_oracle(rc, backends, PlacementConstraints(), size, [], must_decide=True)
 
 
@@ -271,8 +316,9 @@ def test_deterministic_and_independent_of_input_order(scenario, rnd) -> None:
 def test_repair_completes_the_class_without_breaking_a_rule(scenario, data) -> None:
     rc, backends, c, size = scenario
     assume(backends)
-    fixed_names = data.draw(st.lists(st.sampled_from([b.name for b in backends]), unique=True,
-                                     max_size=rc.width - 1))
+    fixed_names = data.draw(
+        st.lists(st.sampled_from([b.name for b in backends]), unique=True, max_size=rc.width - 1)
+    )
     fixed = [b for b in backends if b.name in fixed_names]
     check_against_oracle(rc, backends, c, size, fixed, must_decide=False)
 
@@ -283,9 +329,18 @@ def test_repair_of_a_fresh_placement_after_losses(scenario, data) -> None:
     """Place, lose some pieces, repair: the repaired set is a valid full placement."""
     rc, backends, c, size = scenario
     mostly_healthy = st.sampled_from([True] * 5 + [False])
-    backends = [BackendView(b.name, b.region, b.country, b.jurisdiction, b.provider,
-                            rtt_ms=b.rtt_ms, healthy=data.draw(mostly_healthy))
-                for b in backends]
+    backends = [
+        BackendView(
+            b.name,
+            b.region,
+            b.country,
+            b.jurisdiction,
+            b.provider,
+            rtt_ms=b.rtt_ms,
+            healthy=data.draw(mostly_healthy),
+        )
+        for b in backends
+    ]
     try:
         first = place(rc, backends, c, object_size=size)
     except (PolicyViolation, InsufficientCapacity):
@@ -294,22 +349,36 @@ def test_repair_of_a_fresh_placement_after_losses(scenario, data) -> None:
     lost = set(data.draw(st.lists(st.sampled_from(first.targets), unique=True, min_size=1)))
     fixed = [by_name[n] for n in first.targets if n not in lost]
     repair_constraints = PlacementConstraints(
-        c.region_lock, c.jurisdiction_allow, c.jurisdiction_deny, c.allowed_backends,
-        c.exclude | lost)
+        c.region_lock,
+        c.jurisdiction_allow,
+        c.jurisdiction_deny,
+        c.allowed_backends,
+        c.exclude | lost,
+    )
     check_against_oracle(rc, backends, repair_constraints, size, fixed, must_decide=False)
 
 
 # --- examples -----------------------------------------------------------------------------
 
 
-def B(name: str, region: str, country: str = "DE", jurisdiction: str = "EU",
-      provider: str = "minio", **kw) -> BackendView:
+def B(
+    name: str,
+    region: str,
+    country: str = "DE",
+    jurisdiction: str = "EU",
+    provider: str = "minio",
+    **kw,
+) -> BackendView:
     return BackendView(name, region, country, jurisdiction, provider, **kw)
 
 
 def test_standard_class_spreads_over_two_regions_by_rtt() -> None:
-    backends = [B("a", "eu-west", rtt_ms=1), B("b", "eu-west", rtt_ms=2),
-                B("c", "eu-west", rtt_ms=3), B("d", "us-east", "US", "US", rtt_ms=80)]
+    backends = [
+        B("a", "eu-west", rtt_ms=1),
+        B("b", "eu-west", rtt_ms=2),
+        B("c", "eu-west", rtt_ms=3),
+        B("d", "us-east", "US", "US", rtt_ms=80),
+    ]
     p = place(STANDARD, backends)
     assert p.targets == ("a", "b", "d")
     assert p.write_quorum == 2
@@ -317,32 +386,48 @@ def test_standard_class_spreads_over_two_regions_by_rtt() -> None:
 
 
 def test_unhealthy_other_region_is_insufficient_capacity_not_a_weaker_class() -> None:
-    backends = [B("a", "eu-west"), B("b", "eu-west"), B("c", "eu-west"),
-                B("d", "us-east", "US", "US", healthy=False)]
+    backends = [
+        B("a", "eu-west"),
+        B("b", "eu-west"),
+        B("c", "eu-west"),
+        B("d", "us-east", "US", "US", healthy=False),
+    ]
     with pytest.raises(InsufficientCapacity, match=r"health: min_regions.*d \(unhealthy\)"):
         place(STANDARD, backends)
 
 
 def test_draining_other_region_is_a_policy_violation() -> None:
-    backends = [B("a", "eu-west"), B("b", "eu-west"), B("c", "eu-west"),
-                B("d", "us-east", "US", "US", state="draining")]
+    backends = [
+        B("a", "eu-west"),
+        B("b", "eu-west"),
+        B("c", "eu-west"),
+        B("d", "us-east", "US", "US", state="draining"),
+    ]
     with pytest.raises(PolicyViolation, match="state: min_regions"):
         place(STANDARD, backends)
 
 
 def test_region_lock_message_names_the_lock() -> None:
     backends = [B("a", "eu-west"), B("b", "us-east", "US", "US"), B("c", "us-west", "US", "US")]
-    with pytest.raises(PolicyViolation,
-                       match="region lock eu: only 1 permitted backend, class StandardClass "
-                             "needs 3"):
+    with pytest.raises(
+        PolicyViolation,
+        match="region lock eu: only 1 permitted backend, class StandardClass needs 3",
+    ):
         place(STANDARD, backends, PlacementConstraints(region_lock=frozenset({"eu"})))
 
 
 def test_region_lock_matches_prefix_or_jurisdiction_case_insensitively() -> None:
-    backends = [B("a", "EU-west"), B("b", "frankfurt", "DE", "eu"),
-                B("c", "us-east", "US", "US"), B("d", "europe-north", "FI", "EU")]
-    p = place(REGIONAL.__class__("Two", "replication", copies=3),
-              backends, PlacementConstraints(region_lock=frozenset({"Eu"})))
+    backends = [
+        B("a", "EU-west"),
+        B("b", "frankfurt", "DE", "eu"),
+        B("c", "us-east", "US", "US"),
+        B("d", "europe-north", "FI", "EU"),
+    ]
+    p = place(
+        REGIONAL.__class__("Two", "replication", copies=3),
+        backends,
+        PlacementConstraints(region_lock=frozenset({"Eu"})),
+    )
     assert set(p.targets) == {"a", "b", "d"}
 
 
@@ -367,25 +452,30 @@ def test_erasure_room_is_checked_per_shard() -> None:
 
 def test_greedy_first_choice_would_dead_end() -> None:
     """The fastest backend must be skipped: its provider is the only one in region r2."""
-    rc = RedundancyClass("Spread", "replication", copies=3, min_regions=3,
-                         distinct_providers=True)
-    backends = [B("x1", "r1", provider="pA", rtt_ms=0), B("x2", "r2", provider="pA", rtt_ms=30),
-                B("x3", "r3", provider="pB", rtt_ms=30), B("y", "r1", provider="pC", rtt_ms=60)]
+    rc = RedundancyClass("Spread", "replication", copies=3, min_regions=3, distinct_providers=True)
+    backends = [
+        B("x1", "r1", provider="pA", rtt_ms=0),
+        B("x2", "r2", provider="pA", rtt_ms=30),
+        B("x3", "r3", provider="pB", rtt_ms=30),
+        B("y", "r1", provider="pC", rtt_ms=60),
+    ]
     p = place(rc, backends)
     assert set(p.targets) == {"x2", "x3", "y"}
     assert any(line.startswith("pass over x1") for line in p.reasons)
 
 
 def test_same_country_picks_a_country_that_works() -> None:
-    backends = [B("fr1", "eu-west", "FR", rtt_ms=0), B("de1", "eu-central", "DE", rtt_ms=10),
-                B("de2", "eu-central", "DE", rtt_ms=10)]
+    backends = [
+        B("fr1", "eu-west", "FR", rtt_ms=0),
+        B("de1", "eu-central", "DE", rtt_ms=10),
+        B("de2", "eu-central", "DE", rtt_ms=10),
+    ]
     assert set(place(REGIONAL, backends).targets) == {"de1", "de2"}
 
 
 def test_repair_keeps_the_region_rule() -> None:
     survivors = [B("a", "eu-west"), B("b", "eu-west")]
-    backends = [*survivors, B("c", "eu-west", rtt_ms=0), B("d", "us-east", "US", "US",
-                                                            rtt_ms=90)]
+    backends = [*survivors, B("c", "eu-west", rtt_ms=0), B("d", "us-east", "US", "US", rtt_ms=90)]
     p = place(STANDARD, backends, already_placed=survivors)
     assert p.targets == ("d",)
     assert p.write_quorum == 1
@@ -394,8 +484,11 @@ def test_repair_keeps_the_region_rule() -> None:
 def test_repair_never_fixes_what_cannot_be_fixed_by_adding() -> None:
     survivors = [B("a", "eu-west", "DE"), B("b", "eu-west", "FR")]
     with pytest.raises(PolicyViolation, match="same country"):
-        place(REGIONAL.__class__("R3", "replication", copies=3, same_country=True),
-              [B("c", "eu-west", "DE")], already_placed=survivors)
+        place(
+            REGIONAL.__class__("R3", "replication", copies=3, same_country=True),
+            [B("c", "eu-west", "DE")],
+            already_placed=survivors,
+        )
     full = [B("a", "eu-west"), B("b", "eu-west"), B("c", "eu-west")]
     with pytest.raises(PolicyViolation, match="rebalancing"):
         place(STANDARD, [], already_placed=full)
@@ -429,11 +522,21 @@ def test_explain_reports_the_refusal() -> None:
 
 
 def test_fast_for_64_backends() -> None:
-    backends = [B(f"b{i:02d}", f"region-{i % 7}", ["DE", "FR", "US"][i % 3], "EU",
-                  f"p{i % 5}", rtt_ms=float(64 - i), healthy=i % 9 != 0)
-                for i in range(64)]
-    hard = RedundancyClass("Hard", "erasure", k=4, m=1, min_regions=5, same_country=True,
-                           distinct_providers=True)
+    backends = [
+        B(
+            f"b{i:02d}",
+            f"region-{i % 7}",
+            ["DE", "FR", "US"][i % 3],
+            "EU",
+            f"p{i % 5}",
+            rtt_ms=float(64 - i),
+            healthy=i % 9 != 0,
+        )
+        for i in range(64)
+    ]
+    hard = RedundancyClass(
+        "Hard", "erasure", k=4, m=1, min_regions=5, same_country=True, distinct_providers=True
+    )
     start = time.perf_counter()
     for rc in (STANDARD, REGIONAL, COLD, hard):
         for _ in range(10):

@@ -50,10 +50,17 @@ def test_one_rule_for_both_kinds() -> None:
         assert replication_quorum(copies) == 1 + (copies - 1 + 1) // 2
 
 
-@pytest.mark.parametrize("bad", [lambda: replication_quorum(0), lambda: erasure_quorum(0, 2),
-                                 lambda: erasure_quorum(2, -1), lambda: have_quorum(-1, 1),
-                                 lambda: replication_quorum(True),  # type: ignore[arg-type]
-                                 lambda: quorum_still_possible(2, 2, 3, 1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: replication_quorum(0),
+        lambda: erasure_quorum(0, 2),
+        lambda: erasure_quorum(2, -1),
+        lambda: have_quorum(-1, 1),
+        lambda: replication_quorum(True),  # type: ignore[arg-type]
+        lambda: quorum_still_possible(2, 2, 3, 1),
+    ],
+)
 def test_rejects_nonsense(bad) -> None:
     with pytest.raises(InvalidInput):
         bad()

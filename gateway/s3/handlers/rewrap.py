@@ -41,6 +41,7 @@ from gateway.s3.errors import to_s3_error
 from gateway.s3.operations import RewrapObject, RewrapObjects
 from gateway.s3.versions import is_version_id
 from gateway.s3.wrapped_keys import wrapped_key_fields
+from schema.audit import AuditEntry
 
 __all__ = ["rewrap_object", "rewrap_objects"]
 
@@ -127,6 +128,7 @@ async def _apply(
     bucket, caller = auth.bucket, auth.caller(call.request_id)
     assert bucket is not None
     results: list[dict[str, Any]] = []
+    entries: list[AuditEntry] = []
     async with ctx.store.db.transaction() as conn:
         for item in items:
             env = item.envelope
@@ -155,16 +157,17 @@ async def _apply(
                 )
                 continue
             results.append({"key": item.key, "version_id": version.api_version_id, "status": "ok"})
-            await ctx.store.audit.append(
-                conn,
+            entries.append(
                 caller.entry(
                     "RewrapObject",
                     f"{bucket.name}/{item.key}",
                     f"ok {item.expect_key_id} v{item.expect_key_version}"
                     f" -> {env.key_id} v{env.key_version}"
                     f" (version {version.api_version_id})",
-                ),
+                )
             )
+        # last, so the tenant's chain head is held only from here to the commit
+        await ctx.store.audit.append_many(conn, entries)
     for item, result in zip(items, results, strict=True):
         if result["status"] == "ok":
             await ctx.meta.invalidate_object(bucket.id, item.key)
