@@ -4,8 +4,9 @@ Correctness rules (a stale entry would break read-after-write, so they matter):
 - Every entry is tagged with the global epoch, and object entries also with a per-key
   generation. A reader fetches value, generation and epoch in one pipeline, the tags after the
   value (``_fetch``), and trusts the value only if both tags are current. It stores a value
-  fetched from PostgreSQL under the tags it read *before* that fetch, so a slow reader never reinstates a pre-commit value after a writer's
-  invalidation (which bumps the generation after the commit).
+  fetched from PostgreSQL under the tags it read *before* that fetch, so a slow reader never
+  reinstates a pre-commit value after a writer's invalidation (which bumps the generation
+  after the commit).
 - Any Redis error opens a circuit breaker (no Redis call for ``breaker_s``: a dead Redis costs
   one short timeout, not one per request). Writes made while the breaker is open could not
   invalidate, so the first successful call after it closes bumps the epoch: everything cached
