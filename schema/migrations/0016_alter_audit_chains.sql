@@ -1,3 +1,5 @@
+-- NOT ONLINE: stop the gateways while this runs (it drops audit_head, which an older gateway
+-- appends to); docs/operations.md "Upgrades with online migrations".
 -- The audit log as one hash chain per tenant plus 'system' (schema/audit.py,
 -- core/audit_chain.py), so appenders of different tenants never wait for each other.
 -- Existing rows become the sealed 'legacy' chain: chain_seq = seq, hashes untouched (the
