@@ -266,7 +266,11 @@ def register(subparsers: Any) -> None:
     restore = subparsers.add_parser(
         "restore", help="restore a metadata snapshot into an empty database"
     )
-    restore.add_argument("snapshot", help="manifest .json, .bpsnap file, or snapshot name/id")
+    restore.add_argument(
+        "snapshot",
+        help="manifest .json, .bpsnap file, snapshot name/id, or backend:/DIR |"
+        " backend:ENDPOINT_URL/BUCKET (the newest manifest a backend holds)",
+    )
     key = restore.add_mutually_exclusive_group(required=True)
     key.add_argument("--private-key", help="operator private key (PEM, PKCS#8)")
     key.add_argument("--keyring-key", help="NAME[:VERSION] in the bp keyring (bp keygen)")

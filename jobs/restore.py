@@ -6,6 +6,9 @@ SNAPSHOT is one of:
   are fetched from the backends it names, with clients built from the credentials it carries
   sealed under the master key. This is the disaster case: no metadata database is needed.
 - a BPSNAP1 file (a snapshot fetched by any other means);
+- ``backend:/DIR`` or ``backend:ENDPOINT_URL/BUCKET``: the newest manifest, read from any
+  backend that holds that snapshot (every snapshot writes it there under one fixed locator);
+  for when the database and the node that kept the manifest files are both gone;
 - a snapshot name or id known to the *current* metadata database (``BP_DATABASE_URL``), e.g.
   to restore a copy into a staging database.
 
@@ -32,18 +35,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from actors.backend_actor import BackendSpec, build_client
+from actors.backend_client import LocalDirectoryClient, S3BackendClient
 from actors.healing import HealingContext
 from client import unseal_stream
 from client.recipient import PrivateKey
+from core.errors import BackendNotFound, BackendUnavailable
 from core.settings import Settings
 from jobs.snapshot_format import SnapshotFormatError, iter_file, read_descriptor
 from jobs.snapshotter import manifest_of, run_tool
 from schema.db import count_tables, ensure_database
+from schema.garbage import LATEST_MANIFEST_LOCATOR
 
 __all__ = [
     "RestoreError",
     "decrypt_snapshot",
     "fetch_snapshot",
+    "manifest_from_backend",
     "private_key_from_pem",
     "restore_snapshot",
 ]
@@ -97,10 +104,46 @@ def fetch_from_manifest(manifest: dict[str, Any], out: Path, master_key_file: st
         raise RestoreError("the assembled snapshot does not match its SHA-256")
 
 
+BACKEND_SOURCE = "backend:"
+
+
+def manifest_from_backend(where: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The newest snapshot manifest one of its backends holds (``LATEST_MANIFEST_LOCATOR``).
+    ``where``: a local backend's directory (``/srv/bp/disk1``), or an S3 backend as
+    ``ENDPOINT_URL/BUCKET`` with its credentials in ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` (given by the operator: the database that had them is gone)."""
+    env = dict(os.environ if env is None else env)
+    if where.startswith("/"):
+        client: Any = LocalDirectoryClient(where)
+    else:
+        endpoint, _, bucket = where.rstrip("/").rpartition("/")
+        if "://" not in endpoint or not bucket:
+            raise RestoreError(f"backend source {where!r}: expected ENDPOINT_URL/BUCKET or /DIR")
+        try:
+            client = S3BackendClient(
+                endpoint=endpoint,
+                bucket=bucket,
+                access_key=env["AWS_ACCESS_KEY_ID"],
+                secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            )
+        except KeyError as exc:
+            raise RestoreError(f"backend source {where!r} needs {exc.args[0]}") from None
+    try:
+        return dict(json.loads(client.get(LATEST_MANIFEST_LOCATOR)))
+    except (BackendNotFound, BackendUnavailable) as exc:
+        raise RestoreError(f"no snapshot manifest on backend {where!r}: {exc}") from None
+
+
 async def fetch_snapshot(source: str, settings: Settings, workdir: Path) -> Path:
     """A local BPSNAP1 file for ``source`` (see the module docstring)."""
-    path = Path(source)
     key_file = str(settings.master_key_path.resolve())
+    if source.startswith(BACKEND_SOURCE):
+        manifest = await asyncio.to_thread(manifest_from_backend, source[len(BACKEND_SOURCE) :])
+        out = workdir / f"{manifest['name']}.bpsnap"
+        await asyncio.to_thread(fetch_from_manifest, manifest, out, key_file)
+        return out
+    path = Path(source)
     if path.is_file():
         with path.open("rb") as handle:
             head = handle.read(8)

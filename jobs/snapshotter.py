@@ -45,6 +45,7 @@ from client import PublicKeyRef, seal_stream
 from core.placement import PlacementConstraints, place
 from jobs.snapshot_format import BINDING_BUCKET, BINDING_TENANT, encode_descriptor, iter_file
 from jobs.worker import Worker
+from schema.garbage import LATEST_MANIFEST_LOCATOR
 from schema.snapshots import NewSnapshot, SnapshotPart
 
 __all__ = ["Snapshotter", "pg_tool_version", "run_tool"]
@@ -225,6 +226,7 @@ class Snapshotter(Worker):
             json.dump(manifest, handle, indent=2)
         for old in expired:
             (self.manifest_dir / f"{old}.json").unlink(missing_ok=True)
+        copies = await self._manifest_on_backends(manifest, targets)
         log.info(
             "snapshot %s: %d bytes, %d parts on %s",
             name,
@@ -238,7 +240,23 @@ class Snapshotter(Worker):
             "parts": number,
             "copies": len(targets),
             "expired": len(expired),
+            "manifest_copies": copies,
         }
+
+    async def _manifest_on_backends(self, manifest: dict[str, Any], targets: list[Any]) -> int:
+        """The newest manifest on every backend of this snapshot too, under the one fixed
+        locator (``LATEST_MANIFEST_LOCATOR``): what a restore needs when the database and the
+        node that ran the snapshotter are both gone. It carries backend credentials sealed
+        under the master key only. Returns how many backends now hold it."""
+        data = json.dumps(manifest, indent=2).encode()
+        stored = await asyncio.gather(
+            *(self.ctx.registry.store(t.id, LATEST_MANIFEST_LOCATOR, data) for t in targets),
+            return_exceptions=True,
+        )
+        failed = [t.name for t, r in zip(targets, stored, strict=True) if isinstance(r, Exception)]
+        if failed:
+            log.warning("snapshot manifest not stored on %s", ", ".join(failed))
+        return len(targets) - len(failed)
 
     async def manifest(self, name: str) -> dict[str, Any]:
         """Where a stored snapshot is, and how to reach those backends without the database."""

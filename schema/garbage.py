@@ -22,11 +22,20 @@ this table in SQL.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import asyncpg
 
-__all__ = ["GarbageRepository", "queue_sql", "unreferenced_sql"]
+__all__ = ["LATEST_MANIFEST_LOCATOR", "GarbageRepository", "queue_sql", "unreferenced_sql"]
+
+
+#: Where each snapshot's backends also hold the newest manifest: one fixed name, found without
+#: the database (``bulletproof restore backend:...``), overwritten by every snapshot, never an
+#: orphan to the vacuumer (``schema.garbage.unreferenced_sql``). A locator like any other
+#: (derived from a constant, nothing from a tenant's names).
+_MANIFEST_DIGEST = hashlib.sha256(b"bulletproof:snapshot-manifest:latest").hexdigest()
+LATEST_MANIFEST_LOCATOR = f"{_MANIFEST_DIGEST[:2]}/{_MANIFEST_DIGEST[:32]}"
 
 
 def queue_sql(rows: str) -> str:
@@ -46,7 +55,9 @@ def unreferenced_sql(backend: str, locator: str) -> str:
     upload piece names it (the vacuumer's orphan test)."""
     b, loc = backend, locator
     return (
-        f" NOT EXISTS (SELECT 1 FROM replicas r WHERE r.backend_id = {b} AND r.locator = {loc})"
+        f" {loc} <> '{LATEST_MANIFEST_LOCATOR}'"  # the newest snapshot manifest, a fixed name
+        f" AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.backend_id = {b}"
+        f" AND r.locator = {loc})"
         f" AND NOT EXISTS (SELECT 1 FROM garbage g WHERE g.backend_id = {b}"
         f" AND g.locator = {loc})"
         f" AND NOT EXISTS (SELECT 1 FROM snapshot_parts p WHERE p.backend_id = {b}"

@@ -15,7 +15,12 @@ import asyncpg
 
 from schema.garbage import GarbageRepository
 
-__all__ = ["NewSnapshot", "SnapshotPart", "SnapshotRecord", "SnapshotRepository"]
+__all__ = [
+    "NewSnapshot",
+    "SnapshotPart",
+    "SnapshotRecord",
+    "SnapshotRepository",
+]
 
 
 @dataclass(frozen=True)

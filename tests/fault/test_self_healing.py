@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -34,8 +35,9 @@ from jobs.placement_checker import PlacementChecker
 from jobs.repairer import Repairer
 from jobs.scrubber import Scrubber
 from jobs.vacuumer import Vacuumer
+from schema.garbage import LATEST_MANIFEST_LOCATOR
 from schema.jobs import DATA_KINDS, JobKind, replicate_key
-from tests.support.cluster import MOTO_KEY, MOTO_SECRET, Federation
+from tests.support.cluster import BACKENDS, MOTO_KEY, MOTO_SECRET, Federation
 from tests.support.database import PG_RESTART_SKIPPED, restart_postgres
 from tests.support.processes import MotoServer
 
@@ -724,14 +726,32 @@ async def test_snapshot_is_encrypted_on_backends_and_restores_into_a_fresh_datab
         assert bucket_name.encode() not in stored and b"object_versions" not in stored
     manifest = tmp_path / f"{snap['name']}.json"
     assert manifest.exists() and oct(manifest.stat().st_mode & 0o777) == "0o600"
+    # The newest manifest is on the snapshot's backends too, under the one fixed locator.
+    assert report["manifest_copies"] == 3, report
+    held_on = sorted({p["name"] for p in parts} & {b[0] for b in BACKENDS})
+    assert held_on
+    for name in held_on:
+        held = backend_bytes(cluster, name, LATEST_MANIFEST_LOCATOR, {})
+        assert json.loads(held) == json.loads(manifest.read_text())
+    index = [b[0] for b in BACKENDS].index(held_on[0])
+    from_backend = f"backend:{cluster.motos[index].endpoint}/{cluster.backend_bucket(index)}"
 
     base = cluster.settings.database_url.rsplit("/", 1)[0]
-    targets = [f"{base}/bp_restore_{os.getpid()}_{i}" for i in range(2)]
+    targets = [f"{base}/bp_restore_{os.getpid()}_{i}" for i in range(3)]
+    env_pass = {
+        "BP_SNAPSHOT_PASSPHRASE": "correct horse",
+        "AWS_ACCESS_KEY_ID": MOTO_KEY,  # the backend's own credentials, for backend:...
+        "AWS_SECRET_ACCESS_KEY": MOTO_SECRET,
+    }
     try:
-        env_pass = {"BP_SNAPSHOT_PASSPHRASE": "correct horse"}
         os.environ.update(env_pass)
-        # From the manifest alone (the disaster case), then by name via the live database.
-        for source, target in ((str(manifest), targets[0]), (snap["name"], targets[1])):
+        # From the manifest alone (the disaster case), by name via the live database, and
+        # from the manifest a backend holds (the database and the manifest files both gone).
+        for source, target in (
+            (str(manifest), targets[0]),
+            (snap["name"], targets[1]),
+            (from_backend, targets[2]),
+        ):
             done = _cli(
                 cluster,
                 "restore",
@@ -791,7 +811,8 @@ async def test_snapshot_is_encrypted_on_backends_and_restores_into_a_fresh_datab
             assert restored == source_rows and len(restored) == 3
             assert chain > 0 and migrations >= 3
     finally:
-        os.environ.pop("BP_SNAPSHOT_PASSPHRASE", None)
+        for variable in env_pass:
+            os.environ.pop(variable, None)
         conn = await asyncpg.connect(f"{base}/postgres")
         try:
             for target in (*targets, f"{targets[1]}_x"):
