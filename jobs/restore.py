@@ -42,7 +42,7 @@ from client.recipient import PrivateKey
 from core.errors import BackendNotFound, BackendUnavailable
 from core.settings import Settings
 from jobs.snapshot_format import SnapshotFormatError, iter_file, read_descriptor
-from jobs.snapshotter import manifest_of, run_tool
+from jobs.snapshotter import manifest_of, open_manifest, run_tool
 from schema.db import count_tables, ensure_database
 from schema.garbage import LATEST_MANIFEST_LOCATOR
 
@@ -107,8 +107,11 @@ def fetch_from_manifest(manifest: dict[str, Any], out: Path, master_key_file: st
 BACKEND_SOURCE = "backend:"
 
 
-def manifest_from_backend(where: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The newest snapshot manifest one of its backends holds (``LATEST_MANIFEST_LOCATOR``).
+def manifest_from_backend(
+    where: str, private_key: PrivateKey, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The newest snapshot manifest one of its backends holds (``LATEST_MANIFEST_LOCATOR``),
+    opened with the operator's private key (it is sealed to it there).
     ``where``: a local backend's directory (``/srv/bp/disk1``), or an S3 backend as
     ``ENDPOINT_URL/BUCKET`` with its credentials in ``AWS_ACCESS_KEY_ID`` /
     ``AWS_SECRET_ACCESS_KEY`` (given by the operator: the database that had them is gone)."""
@@ -130,16 +133,26 @@ def manifest_from_backend(where: str, env: dict[str, str] | None = None) -> dict
         except KeyError as exc:
             raise RestoreError(f"backend source {where!r} needs {exc.args[0]}") from None
     try:
-        return dict(json.loads(client.get(LATEST_MANIFEST_LOCATOR)))
+        stored = client.get(LATEST_MANIFEST_LOCATOR)
     except (BackendNotFound, BackendUnavailable) as exc:
         raise RestoreError(f"no snapshot manifest on backend {where!r}: {exc}") from None
+    try:
+        return open_manifest(stored, private_key)
+    except Exception as exc:  # altered, or sealed to another key
+        raise RestoreError(f"the manifest on {where!r} does not open: {exc}") from None
 
 
-async def fetch_snapshot(source: str, settings: Settings, workdir: Path) -> Path:
-    """A local BPSNAP1 file for ``source`` (see the module docstring)."""
+async def fetch_snapshot(
+    source: str, settings: Settings, workdir: Path, private_key: PrivateKey | None = None
+) -> Path:
+    """A local BPSNAP1 file for ``source`` (see the module docstring); ``private_key`` opens
+    a manifest read from a backend."""
     key_file = str(settings.master_key_path.resolve())
     if source.startswith(BACKEND_SOURCE):
-        manifest = await asyncio.to_thread(manifest_from_backend, source[len(BACKEND_SOURCE) :])
+        if private_key is None:
+            raise RestoreError("a backend's manifest opens only with the operator private key")
+        where = source[len(BACKEND_SOURCE) :]
+        manifest = await asyncio.to_thread(manifest_from_backend, where, private_key)
         out = workdir / f"{manifest['name']}.bpsnap"
         await asyncio.to_thread(fetch_from_manifest, manifest, out, key_file)
         return out
@@ -229,7 +242,7 @@ async def restore_snapshot(
     with tempfile.TemporaryDirectory(prefix="bp-restore-") as tmp:
         os.chmod(tmp, 0o700)
         workdir = Path(tmp)
-        snapshot = await fetch_snapshot(source, settings, workdir)
+        snapshot = await fetch_snapshot(source, settings, workdir, private_key)
         dump = workdir / "metadata.dump"
         descriptor = await asyncio.to_thread(decrypt_snapshot, snapshot, private_key, dump)
         await run_tool(

@@ -41,7 +41,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from actors.backend_client import new_locator
 from actors.healing import HealingContext
-from client import PublicKeyRef, seal_stream
+from client import PublicKeyRef, seal, seal_stream, unseal
+from client.recipient import PrivateKey
 from core.placement import PlacementConstraints, place
 from jobs.snapshot_format import BINDING_BUCKET, BINDING_TENANT, encode_descriptor, iter_file
 from jobs.worker import Worker
@@ -226,7 +227,7 @@ class Snapshotter(Worker):
             json.dump(manifest, handle, indent=2)
         for old in expired:
             (self.manifest_dir / f"{old}.json").unlink(missing_ok=True)
-        copies = await self._manifest_on_backends(manifest, targets)
+        copies = await self._manifest_on_backends(manifest, targets, recipient)
         log.info(
             "snapshot %s: %d bytes, %d parts on %s",
             name,
@@ -243,12 +244,15 @@ class Snapshotter(Worker):
             "manifest_copies": copies,
         }
 
-    async def _manifest_on_backends(self, manifest: dict[str, Any], targets: list[Any]) -> int:
+    async def _manifest_on_backends(
+        self, manifest: dict[str, Any], targets: list[Any], recipient: PublicKeyRef
+    ) -> int:
         """The newest manifest on every backend of this snapshot too, under the one fixed
         locator (``LATEST_MANIFEST_LOCATOR``): what a restore needs when the database and the
-        node that ran the snapshotter are both gone. It carries backend credentials sealed
-        under the master key only. Returns how many backends now hold it."""
-        data = json.dumps(manifest, indent=2).encode()
+        node that ran the snapshotter are both gone. Sealed to the operator's snapshot key like
+        the snapshot itself (``seal_manifest``): a backend learns nothing of the federation
+        (no other backend's name, endpoint or locators). Returns how many backends hold it."""
+        data = seal_manifest(manifest, recipient)
         stored = await asyncio.gather(
             *(self.ctx.registry.store(t.id, LATEST_MANIFEST_LOCATOR, data) for t in targets),
             return_exceptions=True,
@@ -303,3 +307,45 @@ def manifest_of(record: Any, backends: dict[int, Any]) -> dict[str, Any]:
             for b in sorted(used)
         },
     }
+
+
+#: The object name a manifest sealed for the backends is bound to (BP1 authenticates it).
+MANIFEST_KEY = "manifest/latest"
+
+
+def seal_manifest(manifest: dict[str, Any], recipient: PublicKeyRef) -> bytes:
+    """A manifest as stored on backends: JSON with the BP1 envelope headers and the sealed
+    manifest (base64), openable only with the operator's private key (``open_manifest``)."""
+    sealed = seal(
+        json.dumps(manifest).encode(),
+        tenant=BINDING_TENANT,
+        bucket=BINDING_BUCKET,
+        key=MANIFEST_KEY,
+        recipients=[recipient],
+    )
+    assert isinstance(sealed.body, bytes)
+    return json.dumps(
+        {
+            "format": "bulletproof-snapshot-manifest",
+            "v": 1,
+            "headers": sealed.headers,
+            "body": base64.b64encode(sealed.body).decode(),
+        }
+    ).encode()
+
+
+def open_manifest(stored: bytes, private_key: PrivateKey) -> dict[str, Any]:
+    """The manifest ``seal_manifest`` stored; the BP1 errors if it was altered or the key is
+    not the operator's."""
+    document = json.loads(stored)
+    if document.get("format") != "bulletproof-snapshot-manifest":
+        raise ValueError("not a sealed snapshot manifest")
+    plaintext = unseal(
+        base64.b64decode(document["body"]),
+        document["headers"],
+        private_key,
+        tenant=BINDING_TENANT,
+        bucket=BINDING_BUCKET,
+        key=MANIFEST_KEY,
+    )
+    return dict(json.loads(plaintext))
