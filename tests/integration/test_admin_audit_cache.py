@@ -169,22 +169,25 @@ def test_audit_chain_is_append_only_and_verifies(
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             cluster.sql(statement)
     # A forged row (trigger bypassed by a superuser) breaks the chain and the verifier says so.
+    # The row is put back afterwards: the federation is shared, later tests verify its chains.
+    (newest,) = cluster.sql("SELECT seq, result FROM audit_log ORDER BY seq DESC LIMIT 1")
     cluster.sql("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
     try:
-        cluster.sql(
-            "UPDATE audit_log SET result = 'forged' WHERE seq = (SELECT max(seq) FROM audit_log)"
-        )
+        cluster.sql("UPDATE audit_log SET result = 'forged' WHERE seq = $1", newest["seq"])
         verdict = cluster.admin("GET", "/admin/audit/verify").json()
         assert verdict["ok"] is False and verdict["first_break"]["kind"] == "entry_hash"
     finally:
+        cluster.sql(
+            "UPDATE audit_log SET result = $2 WHERE seq = $1", newest["seq"], newest["result"]
+        )
         cluster.sql("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+    assert cluster.admin("GET", "/admin/audit/verify").json()["ok"]
 
 
 def test_a_batch_appended_together_verifies_with_its_roles(cluster: Federation) -> None:
     """``append_many`` (the importer's batched commits) chains exactly as ``append`` does,
     the admin ``role`` included: each row of a batch holding an entry with a role links to the
-    one before and its hash is what the verifier recomputes. (Rows only: an earlier test
-    leaves a forged row in this federation's chain on purpose.)"""
+    one before and its hash is what the verifier recomputes."""
 
     async def run() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(cluster.settings.database_url)

@@ -297,6 +297,9 @@ def _start_put(account: Account, path: Path, key: str) -> subprocess.Popen[bytes
             "--concurrency",
             "1",
         ],  # fmt: skip
+        # Ctrl-C must reach bp even when this run's shell started it with SIGINT ignored (a
+        # background job): an ignored signal stays ignored across exec.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=account.env,

@@ -496,11 +496,20 @@ def test_ctrl_c_aborts_the_upload(tmp_path: Path, alice: x25519.X25519PrivateKey
             time.sleep(0.5)
 
     store.on_part = interrupt
+    # Python raises KeyboardInterrupt only under its own handler: a run started with SIGINT
+    # ignored (a background job) would otherwise never see the signal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     path, _ = source(tmp_path, 10 * PART)
-    with pytest.raises(KeyboardInterrupt):
-        upload(
-            store, path, alice, UploadOptions(part_size=PART, concurrency=2, multipart_threshold=0)
-        )
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            upload(
+                store,
+                path,
+                alice,
+                UploadOptions(part_size=PART, concurrency=2, multipart_threshold=0),
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert store.calls[-1] == "abort s3://bkt/k" and nothing_left(store)
     assert len([c for c in store.calls if c.startswith("part")]) <= 4
 
