@@ -89,6 +89,18 @@ def test_serve_deploy_with_the_config_file(tmp_path: Path) -> None:
                 env, "backend", "add", name, "--type", "local", "--path", str(tmp_path / name),
                 "--region", region, "--country", country, "--jurisdiction", country,
             )  # fmt: skip
+        # Both replicas' registries know the three backends (they refresh every 2 s; until
+        # then a write answered by the other replica would be refused for want of backends).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answers = [
+                httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=10) for _ in range(12)
+            ]
+            if all(a.status_code == 200 and a.json()["backends"] == 3 for a in answers):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("the replicas never all saw the three backends")
         key_id, secret = run(env, "tenant", "create", "servecfg", "--allow-plaintext").split()
         s3 = boto3.client(
             "s3",
