@@ -45,6 +45,7 @@ LOW = {
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     with start_cluster(tmp_path_factory.mktemp("bp-limits"), overrides=LOW) as running:
+        running.wait_backends_known()
         yield running
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -60,11 +59,5 @@ def fed(tmp_path_factory: pytest.TempPathFactory, issuer: OidcIssuer) -> Iterato
 
 @pytest.fixture(scope="module", autouse=True)
 def backends_known(fed: Federation) -> None:
-    """Both replicas' registries list the three backends (they refresh every 2 s; right after
-    the federation starts one may not yet, and a write would be refused)."""
-
-    def known() -> bool:
-        answers = [httpx.get(f"{fed.endpoint}/health", timeout=30) for _ in range(SPREAD)]
-        return all(a.status_code == 200 and a.json()["backends"] == 3 for a in answers)
-
-    fed.wait_for(known, 30, "every replica to know the three backends")
+    """Both replicas' registries list the three backends before a module writes."""
+    fed.wait_backends_known(3, SPREAD)

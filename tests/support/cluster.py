@@ -150,6 +150,17 @@ class Federation:
             key,
         )
 
+    def wait_backends_known(self, count: int = 3, spread: int = 12) -> None:
+        """Every gateway replica's registry lists ``count`` backends: ``spread`` health calls,
+        which Serve spreads over the replicas, all say so. (Registries refresh every 2 s; right
+        after start one replica may not know them yet, and a write it answers is refused.)"""
+
+        def known() -> bool:
+            answers = [httpx.get(f"{self.endpoint}/health", timeout=30) for _ in range(spread)]
+            return all(a.status_code == 200 and a.json()["backends"] >= count for a in answers)
+
+        self.wait_for(known, 60, f"every replica to know {count} backends")
+
     def wait_for(
         self, predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = ""
     ) -> None:
