@@ -27,7 +27,6 @@ sees the metadata store. Deliberately not here: validation of the declared field
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import os
@@ -185,7 +184,7 @@ def _probe_local_directory(path: str) -> ProbeReport:
     return probe_backend(LocalDirectoryClient(path), create_bucket=False)
 
 
-async def probe_local_on_node(node: str, path: str, timeout_s: float) -> ProbeReport:
+async def probe_local_on_node(node: str, path: str) -> ProbeReport:
     """Probe a local directory on the node labelled ``node`` (where its actor will be pinned),
     not on the node that asks: a path means something only on its own machine.
 
@@ -202,7 +201,7 @@ async def probe_local_on_node(node: str, path: str, timeout_s: float) -> ProbeRe
         num_cpus=0, max_retries=0, **pinned_to(node)
     )
     try:
-        return await asyncio.wait_for(task.remote(path), timeout=timeout_s)  # type: ignore[no-any-return]
+        return await task.remote(path)  # type: ignore[no-any-return]
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause
         if isinstance(cause, ProbeFailed):

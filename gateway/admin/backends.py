@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from actors.backend_actor import get_or_create_backend_actor
@@ -90,11 +91,15 @@ async def probe_or_refuse(
     name: str, client: S3BackendClient | LocalDirectoryClient, *, create_bucket: bool
 ) -> ProbeReport:
     """Run the probe in a thread; a failure is the 400 naming its step."""
+    return await _refused_on_failure(
+        name, asyncio.to_thread(probe_backend, client, create_bucket=create_bucket)
+    )
+
+
+async def _refused_on_failure(name: str, probe: Awaitable[ProbeReport]) -> ProbeReport:
+    """``probe``'s report, within ``PROBE_TIMEOUT_S``; a failure is the 400 naming its step."""
     try:
-        return await asyncio.wait_for(
-            asyncio.to_thread(probe_backend, client, create_bucket=create_bucket),
-            timeout=PROBE_TIMEOUT_S,
-        )
+        return await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT_S)
     except ProbeFailed as exc:
         raise s3e.InvalidRequest(f"backend {name!r} is not usable: {exc}") from exc
     except TimeoutError as exc:
@@ -193,15 +198,7 @@ def _definition_client(
 async def _probe_elsewhere(name: str, node: str, path: str | None) -> ProbeReport:
     """Probe a local directory on the node it is declared on; a failure is the 400."""
     assert path is not None
-    try:
-        return await probe_local_on_node(node, path, PROBE_TIMEOUT_S)
-    except ProbeFailed as exc:
-        raise s3e.InvalidRequest(f"backend {name!r} is not usable: {exc}") from exc
-    except TimeoutError as exc:
-        raise s3e.InvalidRequest(
-            f"backend {name!r} is not usable: probe on node {node} gave no answer within"
-            f" {PROBE_TIMEOUT_S:.0f} s"
-        ) from exc
+    return await _refused_on_failure(name, probe_local_on_node(node, path))
 
 
 async def _store(
