@@ -103,6 +103,7 @@ class DataPath:
             self.report_bad_replica,
             timeout_s=self.settings.backend_timeout_s,
             load_layout=self.erasure_layout,
+            hedged=self.settings.hedged_reads,
         )
 
     @classmethod
@@ -133,6 +134,7 @@ class DataPath:
             backend_timeout_s=settings.backend_timeout_s,
             refresh_interval_s=2.0 if serving else 5.0,
             passive_hold_s=max(2.0, 2 * settings.health_interval_s),
+            read_threads=settings.backend_read_threads,
         )
         meta = _cached_reader(store, settings, extra.get("master_key"))
         ctx = cls(settings=settings, store=store, meta=meta, registry=registry, **extra)

@@ -136,3 +136,13 @@ def worker_run(
     for item, value in (report or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             record(items, "inc", value, {"worker": worker, "item": item})
+
+
+def hedged_read() -> None:
+    """A read part was not answered within its backend's p95 latency and was also asked of
+    the next replica (``actors/verified_reader.py``)."""
+    record(
+        metric("counter", "bulletproof_hedged_reads",
+               "Part reads also asked of a second replica after the first's p95.", ()),
+        "inc", 1, {},
+    )  # fmt: skip

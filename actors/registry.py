@@ -35,11 +35,12 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from actors.backend_transport import BackendTransport, Fetched, domain_error, spec_of
 from actors.metrics import backend_metrics
+from actors.read_lanes import ReadLane, ReadLatency
 from core.errors import BackendUnavailable
 from core.health import BackendHealth, HealthSample, observe
 from core.placement import BackendView
@@ -66,6 +67,16 @@ class BackendHandle:
     rtt_ms: float
     #: Until when a local failure keeps this backend unusable here (monotonic clock).
     hold_until: float = 0.0
+    #: Recent read latencies here: the hedge delay and the slow streak (``read_lanes``).
+    latency: ReadLatency = field(default_factory=ReadLatency)
+    #: This process's own read client, built on first read (None: reads use the transport).
+    lane: ReadLane | None = None
+    lane_built: bool = False
+
+    @property
+    def lane_full(self) -> bool:
+        """Its read lane has no free thread: a read now would wait behind stuck calls."""
+        return self.lane is not None and self.lane.full
 
     @property
     def state(self) -> str:
@@ -118,6 +129,7 @@ class BackendRegistry:
         ping_timeout_s: float = 5.0,
         list_timeout_s: float = 600.0,
         passive_hold_s: float = 10.0,
+        read_threads: int = 16,
     ) -> None:
         self._store = store
         self.transport = transport
@@ -126,6 +138,7 @@ class BackendRegistry:
         self._ping_timeout = ping_timeout_s
         self._list_timeout = list_timeout_s
         self._hold = passive_hold_s
+        self._read_threads = read_threads
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._handles: dict[int, BackendHandle] = {}
         self._loaded_at = 0.0
@@ -166,6 +179,9 @@ class BackendRegistry:
                     healthy=_usable(record),
                     rtt_ms=record.rtt_ms,
                 )
+            for backend_id, old in self._handles.items():
+                if fresh.get(backend_id) is not old and old.lane is not None:
+                    old.lane.close()  # removed, or reached another way now
             self._handles = fresh
             self._loaded_at = time.monotonic()
 
@@ -349,6 +365,45 @@ class BackendRegistry:
         conn = self._handle(backend_id).actor
         return await self._guard(backend_id, lambda: self.transport.fetch(conn, locator))
 
+    async def read(self, backend_id: int, locator: str) -> memoryview:
+        """A stored object's bytes for serving: through this process's read lane when the
+        transport gives one (no actor, no object store), else ``fetch``. Times every answer
+        into the backend's latency (the hedge delay)."""
+        handle = self._handle(backend_id)
+        lane = await self._lane(handle)
+        start = time.perf_counter()
+        if lane is None:
+            data = (await self.fetch(backend_id, locator)).data
+        else:
+            raw = await self._guard(backend_id, lambda: lane.get(locator))
+            data = memoryview(raw)
+        handle.latency.observe(len(data), time.perf_counter() - start)
+        return data
+
+    async def _lane(self, handle: BackendHandle) -> ReadLane | None:
+        """The handle's read lane, built on first use (a client costs tens of ms to build,
+        so in a thread, and only for backends that are read)."""
+        if not handle.lane_built:
+            handle.lane_built = True
+            try:
+                client = await asyncio.to_thread(
+                    self.transport.reader, handle.record, self._timeout
+                )
+            except Exception:  # no lane is slower, never wrong: reads go through the transport
+                log.exception("backend %s: no read lane", handle.name)
+                client = None
+            if client is not None:
+                handle.lane = ReadLane(handle.name, client, self._read_threads)
+        return handle.lane
+
+    def overtaken(self, backend_id: int, streak_limit: int = 3) -> None:
+        """A hedged read was answered by another replica while this backend had not: after
+        ``streak_limit`` in a row it is treated as failed here (circuit breaking; the passive
+        hold, like a failed call)."""
+        handle = self._handles.get(backend_id)
+        if handle is not None and handle.latency.overtaken() >= streak_limit:
+            self.mark_failed(backend_id, f"slow: overtaken by other replicas {streak_limit}x")
+
     async def store(self, backend_id: int, locator: str, data: Fetched | bytes) -> None:
         conn = self._handle(backend_id).actor
         await self._guard(backend_id, lambda: self.transport.store(conn, locator, data))
@@ -367,4 +422,7 @@ class BackendRegistry:
 
     async def close(self) -> None:
         """Forget the connections (actors live on; clients are dropped with this process)."""
+        for handle in self._handles.values():
+            if handle.lane is not None:
+                handle.lane.close()
         self._handles.clear()

@@ -29,6 +29,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+from actors import metrics as reader_metrics
 from actors.erasure_tasks import decode_part
 from actors.registry import BackendHandle, BackendRegistry
 from core.erasure import rebuild, shard_size
@@ -95,12 +96,14 @@ class VerifiedReader:
         timeout_s: float = 30.0,
         stream_chunk: int = 1024 * 1024,
         load_layout: LoadLayout = _no_layout,
+        hedged: bool = True,
     ) -> None:
         self._registry = registry
         self._report_bad = report_bad
         self._timeout = timeout_s
         self._chunk = stream_chunk
         self._load_layout = load_layout
+        self._hedged = hedged
 
     def _live(
         self, version: ObjectVersion, part: int, *, shards: bool
@@ -137,44 +140,83 @@ class VerifiedReader:
 
     async def read_part(self, version: ObjectVersion, part: int) -> memoryview:
         """The verified bytes of one part, from the first replica that proves good, or decoded
-        from ``k`` verified shards for an erasure-coded version."""
+        from ``k`` verified shards for an erasure-coded version.
+
+        Replicas are asked in ``candidates`` order, those whose read lane is full last. With
+        hedging on, a replica that has not answered within its backend's p95 latency for
+        this size (``actors.read_lanes``) is joined by the next one; the first answer that
+        verifies wins and the others are abandoned (a lane's thread finishes on its own). A
+        backend overtaken several times in a row is treated as failed here."""
         if is_erasure_coded(version):
             return await self._read_coded_part(version, part)
-        candidates = self.candidates(version, part)
-        unavailable = 0
-        for replica, handle in candidates:
-            try:
-                array = await asyncio.wait_for(
-                    handle.actor.get.remote(replica.locator, request_id=current_request_id()),
-                    timeout=self._timeout,
+        queue = self.candidates(version, part)
+        queue.sort(key=lambda rh: rh[1].lane_full)  # stable: keeps the order among the rest
+        total = len(queue)
+        racing: dict[asyncio.Task[memoryview | str], tuple[Replica, BackendHandle]] = {}
+        outcomes: list[str] = []
+
+        def launch() -> None:
+            replica, handle = queue.pop(0)
+            task = asyncio.ensure_future(self._fetch_replica(version, part, replica, handle))
+            racing[task] = (replica, handle)
+
+        try:
+            while queue or racing:
+                if not racing:
+                    launch()
+                newest = list(racing.values())[-1]
+                delay = (
+                    newest[1].latency.hedge_after(newest[0].size)
+                    if self._hedged and queue
+                    else None
                 )
-            except Exception as exc:  # RayTaskError wraps the actor's domain error
-                cause = getattr(exc, "cause", None) or exc
-                if isinstance(cause, BackendNotFound):
-                    await self._bad(version, replica, "missing")
-                else:
-                    unavailable += 1
-                    self._registry.mark_failed(handle.id, f"{type(cause).__name__}: {cause}")
-                continue
-            view = memoryview(array).cast("B")
-            if len(view) >= _THREAD_HASH_MIN:
-                digest = await asyncio.to_thread(_digest, view)
-            else:
-                digest = _digest(view)
-            if len(view) != replica.size or digest != replica.sha256:
-                log.warning(
-                    "replica %s of version %s part %d on %s failed verification",
-                    replica.id,
-                    version.id,
-                    part,
-                    handle.name,
+                done, _ = await asyncio.wait(
+                    racing, timeout=delay, return_when=asyncio.FIRST_COMPLETED
                 )
-                await self._bad(version, replica, "corrupt")
-                continue
-            return view
-        if unavailable and unavailable == len(candidates):
+                if not done:  # nobody answered within the p95: ask the next replica too
+                    reader_metrics.hedged_read()
+                    launch()
+                    continue
+                for task in done:
+                    racing.pop(task)
+                    result = task.result()
+                    if isinstance(result, memoryview):
+                        for _, slow in racing.values():
+                            self._registry.overtaken(slow.id)
+                        return result
+                    outcomes.append(result)
+                if queue and racing:  # a replica failed: its successor starts now, not later
+                    launch()
+        finally:
+            for task in racing:
+                task.cancel()
+        if outcomes and outcomes.count("unavailable") == total:
             raise BackendUnavailable("no backend holding this object is reachable")
         raise IntegrityError("no intact replica of this object could be read")
+
+    async def _fetch_replica(
+        self, version: ObjectVersion, part: int, replica: Replica, handle: BackendHandle
+    ) -> memoryview | str:
+        """One replica's verified bytes, or why not: ``"unavailable"``, ``"missing"`` or
+        ``"corrupt"`` (the last two already reported, which queues the repair)."""
+        try:
+            view = await self._registry.read(handle.id, replica.locator)
+        except BackendNotFound:
+            await self._bad(version, replica, "missing")
+            return "missing"
+        except BackendUnavailable:  # the registry lowered the backend's health already
+            return "unavailable"
+        if len(view) == replica.size and await _sha256(view) == replica.sha256:
+            return view
+        log.warning(
+            "replica %s of version %s part %d on %s failed verification",
+            replica.id,
+            version.id,
+            part,
+            handle.name,
+        )
+        await self._bad(version, replica, "corrupt")
+        return "corrupt"
 
     # -- erasure-coded parts ----------------------------------------------------------------
     def shard_candidates(

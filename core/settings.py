@@ -54,6 +54,12 @@ class Settings:
     gateway_target_ongoing_requests: float = 16.0
     max_ongoing_requests: int = 64
     backend_timeout_s: float = 30.0
+    # Threads one process may hold in reads of one backend (actors/read_lanes.py): a frozen
+    # backend absorbs at most this many; beyond it, reads go to the other replicas first.
+    backend_read_threads: int = 16
+    # Hedged reads: a part not answered within its backend's p95 latency is also asked of
+    # the next replica, the first verified answer wins (actors/verified_reader.py).
+    hedged_reads: bool = True
     health_interval_s: float = 5.0
     cache_ttl_s: int = 60
     ray_address: str = ""  # join this cluster instead of starting a local head

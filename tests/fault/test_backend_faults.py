@@ -187,6 +187,41 @@ def test_altered_replica_is_never_served_and_is_marked_corrupt(
     )
 
 
+def test_a_frozen_backend_holds_no_read_up_to_its_timeout(
+    cluster: Federation, s3: Any, bucket_name: str
+) -> None:  # the s3 fixture's teardown thaws every backend
+    """A backend that stops answering (SIGSTOP: the overloaded provider) but still accepts
+    connections is overtaken by hedged reads: every GET answers with the right bytes while
+    the backend's reads would hang until the gateway's backend timeout (5 s here). The client
+    gives up after 3.5 s, so a read that waited for that timeout fails this test."""
+    _, key_id, secret = cluster.create_tenant(allow_plaintext=True)
+    s3 = cluster.s3(key_id, secret)
+    bucket_name += "-frozen"
+    impatient = cluster.s3(key_id, secret, read_timeout=3.5, connect_timeout=2)
+    s3.create_bucket(Bucket=bucket_name)
+    objects = {f"o{i}": os.urandom(4096 + i) for i in range(6)}
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket_name, Key=key, Body=body)
+    cluster.wait_for(
+        lambda: all(
+            {r["status"] for r in cluster.replicas(bucket_name, k)} == {"ok"} for k in objects
+        ),
+        what="every replica acknowledged",
+    )
+    for key, body in objects.items():  # latency samples for the hedge delay
+        for _ in range(3):
+            assert s3.get_object(Bucket=bucket_name, Key=key)["Body"].read() == body
+    cluster.motos[0].freeze()
+    try:
+        # Reads spread over replicas of similar RTT, so many of these ask b0 first.
+        for round_ in range(4):
+            for key, body in objects.items():
+                got = impatient.get_object(Bucket=bucket_name, Key=key)["Body"].read()
+                assert got == body, (round_, key)
+    finally:
+        cluster.motos[0].thaw()
+
+
 def test_every_replica_bad_is_an_error_not_wrong_bytes(
     cluster: Federation, s3: Any, bucket_name: str
 ) -> None:
