@@ -22,8 +22,16 @@ from typing import Any
 
 import numpy as np
 import ray
+from botocore.credentials import Credentials
 
-from actors.backend_client import BackendClient, LocalDirectoryClient, S3BackendClient
+from actors.backend_client import (
+    BackendClient,
+    LocalDirectoryClient,
+    ObjectReader,
+    S3BackendClient,
+    SignedGet,
+    proxied,
+)
 from actors.master_key import load_master_key
 from actors.node_roles import BACKEND_IO, pinned_to, role_resources
 from core.errors import BackendUnavailable
@@ -36,6 +44,7 @@ __all__ = [
     "BackendStats",
     "actor_name",
     "build_client",
+    "build_reader",
     "find_backend_actor",
     "get_or_create_backend_actor",
     "stop_backend_actor",
@@ -121,6 +130,25 @@ def build_client(spec: BackendSpec, master_key_file: str) -> BackendClient:
     else:
         raise ValueError(f"unknown backend kind {spec.kind!r}")
     return client  # type: ignore[no-any-return]
+
+
+def build_reader(spec: BackendSpec, master_key_file: str) -> ObjectReader:
+    """What this process reads the backend's objects with when it skips the actor (a read
+    lane): for S3 only the signed GET (``SignedGet``), not a whole boto3 client, so a gateway
+    replica's footprint grows by a connection pool per backend, not a botocore client; a
+    directory's client is the directory."""
+    if spec.kind != "s3" or spec.endpoint is None or proxied(spec.endpoint):
+        return build_client(spec, master_key_file)
+    assert spec.bucket and spec.sealed_credentials
+    creds = json.loads(load_master_key(master_key_file).open(spec.sealed_credentials))
+    return SignedGet(
+        endpoint=spec.endpoint,
+        bucket=spec.bucket,
+        credentials=Credentials(creds["access_key"], creds["secret_key"]),
+        region=spec.region,
+        addressing_style=spec.addressing_style,
+        timeout_s=spec.timeout_s,
+    )
 
 
 class BackendActor:

@@ -36,7 +36,15 @@ from botocore.httpsession import get_cert_path
 
 from core.errors import BackendNotFound, BackendUnavailable
 
-__all__ = ["BackendClient", "LocalDirectoryClient", "S3BackendClient", "new_locator"]
+__all__ = [
+    "BackendClient",
+    "LocalDirectoryClient",
+    "ObjectReader",
+    "S3BackendClient",
+    "SignedGet",
+    "new_locator",
+    "proxied",
+]
 
 _LOCATOR = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}$")
 Blob = bytes | bytearray | memoryview
@@ -52,6 +60,12 @@ def _check(locator: str) -> str:
     if not _LOCATOR.match(locator):
         raise ValueError(f"not a Bulletproof locator: {locator!r}")
     return locator
+
+
+class ObjectReader(Protocol):
+    """What a read lane needs of a backend (``actors/read_lanes.py``): its objects' bytes."""
+
+    def get(self, locator: str) -> bytes: ...
 
 
 class BackendClient(Protocol):
@@ -96,7 +110,7 @@ class S3BackendClient:
         self._create_bucket = create_bucket
         self._reader = (
             None
-            if _proxied(endpoint)
+            if proxied(endpoint)
             else SignedGet(
                 endpoint=endpoint,
                 bucket=bucket,
@@ -176,7 +190,7 @@ class S3BackendClient:
 
     def get(self, locator: str) -> bytes:
         if self._reader is not None:
-            return self._reader.get(_check(locator))
+            return self._reader.get(locator)
         with self._translate(locator):
             body = self._s3.get_object(Bucket=self.bucket, Key=_check(locator))["Body"]
             try:
@@ -256,7 +270,7 @@ class SignedGet:
         )
 
     def get(self, locator: str) -> bytes:
-        url = f"{self._base}/{locator}"
+        url = f"{self._base}/{_check(locator)}"
         request = AWSRequest(method="GET", url=url)
         self._signer.add_auth(request)
         try:
@@ -277,7 +291,7 @@ class SignedGet:
         raise BackendUnavailable(f"backend refused the request: {code}", reason)
 
 
-def _proxied(endpoint: str) -> bool:
+def proxied(endpoint: str) -> bool:
     """Whether the environment routes ``endpoint`` through a proxy (boto3 honours it)."""
     scheme = urllib.parse.urlsplit(endpoint).scheme or "http"
     host = urllib.parse.urlsplit(endpoint).hostname or ""

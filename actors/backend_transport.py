@@ -23,8 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from actors.backend_actor import BackendSpec, build_client, get_or_create_backend_actor
-from actors.backend_client import BackendClient
+from actors.backend_actor import (
+    BackendSpec,
+    build_client,
+    build_reader,
+    get_or_create_backend_actor,
+)
+from actors.backend_client import ObjectReader
 from actors.node_roles import current_node_label
 from core.errors import BackendNotFound, BackendUnavailable
 from schema.records import BackendRecord
@@ -83,7 +88,7 @@ class BackendTransport(Protocol):
 
     def connect(self, record: BackendRecord, timeout_s: float) -> Any: ...
 
-    def reader(self, record: BackendRecord, timeout_s: float) -> BackendClient | None:
+    def reader(self, record: BackendRecord, timeout_s: float) -> ObjectReader | None:
         """A client this process may read the backend's bytes with itself (a read lane,
         ``actors.read_lanes``), or None: read through ``fetch``. Blocking (builds a client)."""
         ...
@@ -112,13 +117,13 @@ class RayTransport:
     def connect(self, record: BackendRecord, timeout_s: float) -> Any:
         return get_or_create_backend_actor(spec_of(record, timeout_s), self._master_key_file)
 
-    def reader(self, record: BackendRecord, timeout_s: float) -> BackendClient | None:
+    def reader(self, record: BackendRecord, timeout_s: float) -> ObjectReader | None:
         """Reads skip the actor (issue 16: a GET's bytes no longer cross the actor and the
         object store). An S3 backend is reachable from any node; a ``local`` one only where
         its directory is: unpinned (one machine), or pinned to this process's node."""
         if record.kind == "local" and record.node_label not in (None, current_node_label()):
             return None
-        return build_client(spec_of(record, timeout_s), self._master_key_file)
+        return build_reader(spec_of(record, timeout_s), self._master_key_file)
 
     async def ping(self, conn: Any) -> dict[str, Any]:
         result: dict[str, Any] = await conn.ping.remote()
@@ -158,7 +163,7 @@ class DirectTransport:
     def connect(self, record: BackendRecord, timeout_s: float) -> Any:
         return build_client(spec_of(record, timeout_s), self._master_key_file)
 
-    def reader(self, record: BackendRecord, timeout_s: float) -> BackendClient | None:
+    def reader(self, record: BackendRecord, timeout_s: float) -> ObjectReader | None:
         """None: ``fetch`` already reads with this process's own client."""
         return None
 
