@@ -292,11 +292,12 @@ def test_rotation_reads_stored_headers_falls_back_without_and_refuses_forged_one
     assert set(_key_ids(cluster, bucket).values()) == {new_id}
 
 
-def test_copied_and_overwritten_versions_keep_their_own_stored_header(
+def test_overwritten_and_restored_versions_keep_their_own_stored_header(
     cluster: Federation, account: Account
 ) -> None:
-    """A shared-piece copy carries its source's header (the same bytes); an overwrite stores
-    the new version's header, the old version keeps its own."""
+    """An overwrite stores the new version's header and the old version keeps its own; a
+    noncurrent version copied back on top (a restore: a shared-piece copy under the same
+    name, the only copy an encrypted object allows) carries its source's header."""
     bucket = f"env-copy-{secrets.token_hex(4)}"
     s3 = account.s3
     s3.create_bucket(Bucket=bucket)
@@ -304,14 +305,28 @@ def test_copied_and_overwritten_versions_keep_their_own_stored_header(
     _put(account, bucket, "doc", b"first")
     first_version = s3.head_object(Bucket=bucket, Key="doc")["VersionId"]
     _put(account, bucket, "doc", b"second")
-    s3.copy_object(Bucket=bucket, Key="copy", CopySource=f"{bucket}/doc")
+    second_version = s3.head_object(Bucket=bucket, Key="doc")["VersionId"]
+    settled(cluster, bucket)
+    s3.copy_object(
+        Bucket=bucket,
+        Key="doc",
+        CopySource={"Bucket": bucket, "Key": "doc", "VersionId": first_version},
+    )
     answer = _envelopes(
         s3,
         bucket,
-        {"items": [{"key": "doc", "version_id": first_version}, {"key": "doc"}, {"key": "copy"}]},
+        {
+            "items": [
+                {"key": "doc", "version_id": first_version},
+                {"key": "doc", "version_id": second_version},
+                {"key": "doc"},
+            ]
+        },
     ).json()["results"]
-    old, current, copy = (base64.b64decode(r["header"]) for r in answer)
+    first, second, restored = (base64.b64decode(r["header"]) for r in answer)
     body = s3.get_object(Bucket=bucket, Key="doc", VersionId=first_version)["Body"].read()
-    assert old == body[:112]
-    assert current == s3.get_object(Bucket=bucket, Key="doc")["Body"].read()[:112] != old
-    assert copy == current
+    assert first == body[:112]
+    again = s3.get_object(Bucket=bucket, Key="doc", VersionId=second_version)["Body"].read()
+    assert second == again[:112] != first
+    assert answer[2]["version_id"] not in (first_version, second_version)
+    assert restored == first
