@@ -24,7 +24,6 @@ optionally a ``"version_id"``)::
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,8 +55,6 @@ _ERRORS_BY_CODE: dict[str, type[s3e.S3Error]] = {
 #: The longest version id a request may name (as ``versionId`` on GET/DELETE).
 MAX_VERSION_ID = 128
 MAX_BODY = 4 * 1024 * 1024
-#: Cache invalidations (one Redis round trip each) awaited together after a batch commits.
-_INVALIDATIONS_IN_FLIGHT = 64
 
 
 @dataclass(frozen=True)
@@ -131,8 +128,8 @@ async def _apply(
     """Apply every item in one transaction; per-item failures are reported, not raised.
 
     One batch of statements for all items (``WrappedKeyRepository.rewrap_many``), the audit
-    entries appended together at the end, the cache entries invalidated concurrently after
-    the commit: the cost per item is Python, not round trips."""
+    entries appended together at the end, the cache entries invalidated in one Redis pipeline
+    after the commit: the cost per item is Python, not round trips."""
     bucket, caller = auth.bucket, auth.caller(call.request_id)
     assert bucket is not None
     # A malformed version id names no version: refused here, never looked up.
@@ -182,16 +179,9 @@ async def _apply(
             )
         # last, so the tenant's chain head is held only from here to the commit
         await ctx.store.audit.append_many(conn, entries)
-    changed = sorted(
-        {item.key for item, r in zip(items, results, strict=True) if r["status"] == "ok"}
-    )
-    for start in range(0, len(changed), _INVALIDATIONS_IN_FLIGHT):
-        await asyncio.gather(
-            *(
-                ctx.meta.invalidate_object(bucket.id, key)
-                for key in changed[start : start + _INVALIDATIONS_IN_FLIGHT]
-            )
-        )
+    done = zip(items, results, strict=True)
+    changed = sorted({item.key for item, result in done if result["status"] == "ok"})
+    await ctx.meta.invalidate_objects(bucket.id, changed)
     return results
 
 
