@@ -248,8 +248,9 @@ async def _share(ctx: DataPath, copy: _Copy) -> ObjectVersion | None:
         return None
     envelope = source_envelope(source)
     async with ctx.store.db.transaction() as conn:
-        locked = await conn.fetchval(
-            "SELECT id FROM object_versions WHERE id = $1 FOR SHARE", source.id
+        # The source's BP1 header goes with the shared pieces (they hold the same bytes).
+        locked = await conn.fetchrow(
+            "SELECT id, bp1_header FROM object_versions WHERE id = $1 FOR SHARE", source.id
         )
         current = await ctx.store.versions.get_by_pk(conn, source.id) if locked else None
         if current is None:
@@ -277,6 +278,7 @@ async def _share(ctx: DataPath, copy: _Copy) -> ObjectVersion | None:
             checksum_value=source.checksum_value,
             checksum_type=source.checksum_type,
             http_headers=metadata.http_headers,
+            bp1_header=bytes(locked["bp1_header"]) if locked["bp1_header"] is not None else None,
         )
         replicas = [
             NewReplica(

@@ -345,6 +345,8 @@ async def complete_upload(
             checksum_value=composite,
             checksum_type="COMPOSITE" if composite else None,
             http_headers=upload.http_headers,
+            # part 1's header, checked above against the completed object's length
+            bp1_header=chosen[0].bp1_header if upload.encrypted else None,
         )
         version, superseded = await commit_written(
             ctx,

@@ -414,8 +414,14 @@ async def write_object(
     write = await start_write(
         ctx, rc, settings, length, region_lock=region_lock, parts_in_flight=parts_in_flight
     )
+    checked_header: list[bytes] = []
     if envelope is not None:
-        body = bp1_checked(body, lambda header: parse_bp1_header(header, length))
+
+        def check(header: bytes) -> None:
+            parse_bp1_header(header, length)
+            checked_header.append(header)  # kept with the version (rotation reads it there)
+
+        body = bp1_checked(body, check)
     try:
         await run_write(write, body, length)
         checksum = stored_checksum(verified_checksums or {})
@@ -437,6 +443,7 @@ async def write_object(
             checksum_value=checksum[1] if checksum else None,
             checksum_type="FULL_OBJECT" if checksum else None,
             http_headers=dict(http_headers or {}),
+            bp1_header=checked_header[0] if checked_header else None,
         )
     except BaseException:
         ctx.spawn(discard_write(ctx.store, ctx.registry, write.all_locators(), "failed write"))

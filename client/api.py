@@ -8,11 +8,15 @@ boto3 would sign them (botocore's own signer, the payload's SHA-256 in
   ``POST /?publish-key`` and ``GET /?keys`` (the tenant's published public keys),
   ``POST /{bucket}/{key}?share`` and ``GET /{bucket}/{key}?recipients`` (the wrapped keys of
   further recipients), ``POST /{bucket}?rewrap`` (batch re-wrap for rotation, of a named
-  version or the current one), ``GET /{bucket}/{key}?placement-proof`` (a signed proof of
-  where the pieces are, ``client/placement_proof.py``) and the unauthenticated
+  version or the current one), ``POST /{bucket}?envelopes`` (the envelope and stored BP1
+  header of up to 1,000 versions, rotation's read side),
+  ``GET /{bucket}/{key}?placement-proof`` (a signed proof of where the pieces are,
+  ``client/placement_proof.py``) and the unauthenticated
   ``GET /.well-known/bulletproof/deployment-key``. boto3 has no operation for them.
 - **Header reads** (``GET`` with ``Range: bytes=0-111``, and ``versionId`` to read a given
-  version): rotation reads the 112-byte BP1 header of every object version it re-wraps.
+  version): rotation reads the 112-byte BP1 header of an object version from the object
+  when ``?envelopes`` has none stored for it (a version written before the gateway kept
+  headers, migration 0022).
   boto3 spends about 1.8 ms of CPU per call on this machine against about 0.7 ms for a signed
   urllib3 request, which alone would cap a rotation well under its 1,000 objects/s target;
   a thread-safe urllib3 pool also lets rotation run as many requests in parallel as it has
@@ -33,6 +37,8 @@ out safely (it skips what is already under the new key).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -43,6 +49,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from client.api_records import (
+    EnvelopeResult,
     ObjectHead,
     PublishedKey,
     Recipients,
@@ -354,6 +361,57 @@ class GatewayApi:
                     str(result.get("status")),
                     str(result.get("message") or ""),
                     item.version_id,
+                )
+            )
+        return out
+
+    def envelopes(
+        self, bucket: str, refs: Sequence[tuple[str, str | None]]
+    ) -> list[EnvelopeResult]:
+        """The envelope and stored BP1 header of each ``(key, version_id)`` (None: the current
+        version) in one request (``POST /{bucket}?envelopes``, at most 1,000), in order.
+
+        A result must name its item's key (and version, if the item named one), and a header
+        must be 112 bytes, or the whole answer is refused. What the header and envelope say is
+        not checked here: :func:`client.sharing.recover_data_key` checks the header's
+        structure, binding and key commitment before anything is wrapped against it.
+        """
+        what = f"read {len(refs)} envelopes in s3://{bucket}"
+        items = [{"key": k} if v is None else {"key": k, "version_id": v} for k, v in refs]
+        answer = self._call(
+            "POST", self._path(bucket), what, query="envelopes", document={"items": items}
+        )
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(refs):
+            raise RequestRefused(f"{what}: the answer does not have one result per item")
+        out: list[EnvelopeResult] = []
+        for (key, version_id), result in zip(refs, results, strict=True):
+            if not isinstance(result, dict) or result.get("key") != key:
+                raise RequestRefused(f"{what}: the results do not match the items")
+            got_version = result.get("version_id")
+            if version_id is not None and got_version != version_id:
+                raise RequestRefused(f"{what}: the results do not match the items' versions")
+            metadata = result.get("metadata") or {}
+            if not isinstance(metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+            ):
+                raise RequestRefused(f"{what}: malformed metadata for {key!r}")
+            header = None
+            if result.get("header") is not None:
+                try:
+                    header = base64.b64decode(str(result["header"]), validate=True)
+                except (binascii.Error, ValueError):
+                    header = b""
+                if len(header) != HEADER_LEN:
+                    raise RequestRefused(f"{what}: the header of {key!r} is not 112 bytes")
+            out.append(
+                EnvelopeResult(
+                    key,
+                    str(got_version) if got_version is not None else version_id,
+                    str(result.get("status")),
+                    str(result.get("message") or ""),
+                    {k.lower(): v for k, v in metadata.items()},
+                    header,
                 )
             )
         return out

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from client.errors import InvalidEnvelope
 from client.wrap import WrappedKey
 
 __all__ = [
+    "EnvelopeResult",
     "ObjectHead",
     "PublishedKey",
     "Recipients",
@@ -64,6 +65,22 @@ class ObjectHead:
     metadata: dict[str, str]
     etag: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeResult:
+    """One version's answer of ``POST /{bucket}?envelopes``: ``status`` ``ok`` or an S3 error
+    code (``NoSuchKey``, ``NoSuchVersion``); ``metadata`` as :class:`ObjectHead` holds it;
+    ``header`` the stored BP1 header, None when the gateway has none (a version written
+    before it stored headers: read it from the object). Nothing here is verified: the
+    caller checks the header before relying on it."""
+
+    key: str
+    version_id: str | None
+    status: str
+    message: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    header: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

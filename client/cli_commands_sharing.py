@@ -16,6 +16,7 @@ from client.keyring import Keyring
 from client.recipient import PrivateKey, PublicKeyRef
 from client.rotation import (
     POSTS_IN_FLIGHT,
+    READS_IN_FLIGHT,
     ObjectOutcome,
     RotationPlan,
     RotationProgress,
@@ -97,7 +98,7 @@ def cmd_rotate(ctx: CommandContext) -> int:
 
     # Every version, not only the current ones: a noncurrent version left under the old key
     # is lost once its private key is retired. An unversioned bucket lists as null versions.
-    with ctx.api(connections=args.workers + POSTS_IN_FLIGHT) as api:
+    with ctx.api(connections=args.workers + POSTS_IN_FLIGHT + READS_IN_FLIGHT) as api:
         summary = rotate(
             api,
             (VersionRef(v.key, v.version_id, v.is_latest) for v in store.list_versions(url)),

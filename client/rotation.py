@@ -1,15 +1,23 @@
 """Key rotation without moving data: the engine behind ``bp rotate``.
 
 For every object version under a prefix that is wrapped under one of the ``--from`` keys, the
-client reads the 112-byte BP1 header and the envelope (one ranged GET of that version, never
-the body), checks the header against ``tenant/bucket/key`` and the envelope's content id,
-unwraps the data key with the old private key, passes the key commitment, wraps the same data
-key for the new public key against the same header, and sends the new wrapped key, naming the
-version, to ``POST /{bucket}?rewrap`` in batches. Each item carries the key id and version it
-replaces and the content id as preconditions, so the gateway refuses (412) a version that
-someone else rotated or replaced after its header was read. Ciphertext is never read beyond
-its header and never written: the backends see no request at all from a rotation except the
-header reads the gateway serves.
+client gets the 112-byte BP1 header and the envelope, checks the header against
+``tenant/bucket/key`` and the envelope's content id, unwraps the data key with the old private
+key, passes the key commitment, wraps the same data key for the new public key against the
+same header, and sends the new wrapped key, naming the version, to ``POST /{bucket}?rewrap``
+in batches. Each item carries the key id and version it replaces and the content id as
+preconditions, so the gateway refuses (412) a version that someone else rotated or replaced
+after its header was read. Ciphertext is never written.
+
+Where the header comes from: ``POST /{bucket}?envelopes`` returns the envelope and the header
+the gateway recorded at the version's commit, for a whole batch of versions in one request
+(:meth:`client.api.GatewayApi.envelopes`). A version committed before the gateway recorded
+headers (migration 0022) has none stored; its header is then read from the object with a
+ranged GET (:meth:`client.api.GatewayApi.read_header`), as is every header of a batch the
+gateway refuses (a gateway without ``?envelopes``). Either way the header is only the
+gateway's word, and goes through the same checks (structure, binding, key commitment in
+:func:`client.sharing.recover_data_key`) before a key is wrapped against it: a header that is
+not the object's own fails its object, it is never re-wrapped.
 
 Versions: ``bp rotate`` lists with ListObjectVersions (the gateway serves it for unversioned
 buckets too, every object as its ``null`` version), so noncurrent versions are re-wrapped as
@@ -17,12 +25,13 @@ well as current ones: left under the old key, they would become unreadable the d
 key is retired. Delete markers hold no data and are not listed. :func:`rotate` also takes bare
 keys (the current version of each, as a ListObjects listing names them).
 
-Throughput: the gateway applies a 1,000-item batch in about a second, so the client must keep
-up with ~1,000 header reads, unwraps and wraps a second. Header reads run on a pool of
-``workers`` threads over one connection pool (:meth:`client.api.GatewayApi.read_header`,
-cheaper than boto3 per call), and up to :data:`POSTS_IN_FLIGHT` batches are sent while the
-next ones are prepared. Memory stays bounded: at most two batches of prepared items (a few
-hundred bytes each) are held at a time, however many objects the prefix holds.
+Throughput (issue 16, P9: >= 1,000 objects/s): a rotation of N versions costs about 3N/1000
+requests (a listing page, an ``?envelopes`` read and a ``?rewrap`` batch per 1,000), so the
+client's unwrap and wrap and the gateway's re-wrap transaction are what remain. Up to
+:data:`READS_IN_FLIGHT` batches are read and prepared while up to :data:`POSTS_IN_FLIGHT`
+batches are applied; ranged GETs (old versions only) run on ``workers`` threads. Memory stays
+bounded: a few batches of prepared items (a few hundred bytes each) at a time, however many
+objects the prefix holds.
 
 Outcomes are per object version, naming key and version: *rotated*; *skipped* (already under
 the new key, under a key that is not a ``--from`` key, not encrypted, deleted meanwhile);
@@ -41,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TextIO, TypeVar
 
 from client.api import GatewayApi
-from client.api_records import RewrapItem
+from client.api_records import EnvelopeResult, ObjectHead, RewrapItem
 from client.envelope import WRAPPED_KEY, parse_envelope_headers
 from client.errors import DecryptionFailed, InvalidEnvelope
 from client.format import ObjectBinding
@@ -57,6 +66,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_WORKERS",
     "POSTS_IN_FLIGHT",
+    "READS_IN_FLIGHT",
     "ObjectOutcome",
     "RotationPlan",
     "RotationProgress",
@@ -74,6 +84,9 @@ MAX_WORKERS = 64
 #: Batches sent concurrently: one being applied while the next is on the wire overlaps the
 #: gateway's transaction with the client's header reads.
 POSTS_IN_FLIGHT = 2
+#: Batches whose envelopes are read and items prepared concurrently: one on the wire while
+#: the other is unwrapped and wrapped (that part is CPU, bound by the GIL).
+READS_IN_FLIGHT = 2
 
 Outcome = Literal["rotated", "skipped", "failed"]
 T = TypeVar("T")
@@ -218,15 +231,23 @@ class _Prepared:
     item: RewrapItem
 
 
-def _prepare(api: GatewayApi, plan: RotationPlan, ref: VersionRef) -> _Prepared | ObjectOutcome:
-    """Read one header and make its new wrapped key, or say why the version is left alone."""
-    url = S3Url(plan.bucket, ref.key)
+def _read_header(api: GatewayApi, plan: RotationPlan, ref: VersionRef) -> _Prepared | ObjectOutcome:
+    """The fallback: read one header from the object itself (ranged GET), then prepare."""
     try:
-        head = api.read_header(url, ref.version_id)
+        head = api.read_header(S3Url(plan.bucket, ref.key), ref.version_id)
     except ObjectNotFound:
         return _outcome(ref, "skipped", "deleted since it was listed")
     except (TransferError, DecryptionFailed) as exc:
         return _outcome(ref, "failed", f"cannot read its header: {exc}")
+    return _prepare(plan, ref, head)
+
+
+def _prepare(plan: RotationPlan, ref: VersionRef, head: ObjectHead) -> _Prepared | ObjectOutcome:
+    """Check one header and make its new wrapped key, or say why the version is left alone.
+
+    ``head`` is the gateway's word (stored or read from the object): nothing is wrapped
+    unless it passes structure, binding to this tenant/bucket/key and content id, and the
+    key commitment."""
     if WRAPPED_KEY not in head.metadata:
         return _outcome(ref, "skipped", "not client-side encrypted")
     try:
@@ -254,6 +275,44 @@ def _prepare(api: GatewayApi, plan: RotationPlan, ref: VersionRef) -> _Prepared 
         ref.version_id,
     )
     return _Prepared(ref, item)
+
+
+def _from_envelope(
+    plan: RotationPlan, ref: VersionRef, answer: EnvelopeResult
+) -> _Prepared | ObjectOutcome | None:
+    """Prepare from an ``?envelopes`` answer; None when the header must be read from the
+    object (none stored)."""
+    if answer.status in ("NoSuchKey", "NoSuchVersion"):
+        return _outcome(ref, "skipped", "deleted since it was listed")
+    if answer.status != "ok":
+        return _outcome(
+            ref, "failed", f"cannot read its envelope: {answer.status}: {answer.message}"
+        )
+    if WRAPPED_KEY not in answer.metadata:
+        return _outcome(ref, "skipped", "not client-side encrypted")
+    if answer.header is None:
+        return None
+    return _prepare(plan, ref, ObjectHead(answer.header, answer.metadata, "", -1))
+
+
+def _prepare_batch(
+    api: GatewayApi, plan: RotationPlan, refs: list[VersionRef], readers: ThreadPoolExecutor
+) -> list[_Prepared | ObjectOutcome]:
+    """One ``?envelopes`` read for the batch, then every item prepared (in order); headers
+    the gateway has not stored are read from their objects on ``readers``."""
+    try:
+        answers: list[EnvelopeResult | None] = list(
+            api.envelopes(plan.bucket, [(ref.key, ref.version_id) for ref in refs])
+        )
+    except TransferError:
+        # A gateway without ?envelopes, or one that refused this batch: the headers are read
+        # from the objects, each one checked the same way (a real outage fails them there).
+        answers = [None] * len(refs)
+    done: list[_Prepared | ObjectOutcome | Future[_Prepared | ObjectOutcome]] = []
+    for ref, answer in zip(refs, answers, strict=True):
+        prepared = None if answer is None else _from_envelope(plan, ref, answer)
+        done.append(readers.submit(_read_header, api, plan, ref) if prepared is None else prepared)
+    return [d.result() if isinstance(d, Future) else d for d in done]
 
 
 def _post(api: GatewayApi, bucket: str, batch: list[_Prepared]) -> list[ObjectOutcome]:
@@ -301,8 +360,7 @@ def rotate(
     summary's ``failed`` count is what decides a non-zero exit.
     """
     summary = RotationSummary()
-    window = max(2 * plan.batch_size, 4 * plan.workers)
-    pending: deque[Future[_Prepared | ObjectOutcome]] = deque()
+    reads: deque[Future[list[_Prepared | ObjectOutcome]]] = deque()
     posts: deque[Future[list[ObjectOutcome]]] = deque()
     batch: list[_Prepared] = []
 
@@ -327,34 +385,39 @@ def rotate(
         batch = []
 
     def take_oldest() -> None:
-        prepared = pending.popleft().result()
-        if isinstance(prepared, ObjectOutcome):
-            record(prepared)
-            return
-        batch.append(prepared)
-        if len(batch) >= plan.batch_size:
-            flush()
+        for prepared in reads.popleft().result():
+            if isinstance(prepared, ObjectOutcome):
+                record(prepared)
+                continue
+            batch.append(prepared)
+            if len(batch) >= plan.batch_size:
+                flush()
 
-    pool = ThreadPoolExecutor(plan.workers, thread_name_prefix="bp-rotate")
+    def listed() -> Iterator[VersionRef]:
+        for item in objects:
+            summary.listed += 1
+            yield item if isinstance(item, VersionRef) else VersionRef(item)
+
+    preparers = ThreadPoolExecutor(READS_IN_FLIGHT, thread_name_prefix="bp-envelopes")
+    readers = ThreadPoolExecutor(plan.workers, thread_name_prefix="bp-rotate")
     poster = ThreadPoolExecutor(POSTS_IN_FLIGHT, thread_name_prefix="bp-rewrap")
     try:
-        for listed in objects:
-            ref = listed if isinstance(listed, VersionRef) else VersionRef(listed)
-            summary.listed += 1
-            pending.append(pool.submit(_prepare, api, plan, ref))
-            while len(pending) >= window:
+        for refs in batched(listed(), plan.batch_size):
+            while len(reads) >= READS_IN_FLIGHT:
                 take_oldest()
+            reads.append(preparers.submit(_prepare_batch, api, plan, refs, readers))
             while posts and posts[0].done():
                 collect(posts.popleft())
-        while pending:
+        while reads:
             take_oldest()
         flush()
         while posts:
             collect(posts.popleft())
     finally:
-        # On an error or Ctrl-C: drop the header reads not started yet; batches already on
-        # the wire finish (the gateway applies or refuses each one whole).
-        pool.shutdown(wait=True, cancel_futures=True)
+        # On an error or Ctrl-C: drop the reads not started yet; batches already on the wire
+        # finish (the gateway applies or refuses each one whole).
+        preparers.shutdown(wait=True, cancel_futures=True)
+        readers.shutdown(wait=True, cancel_futures=True)
         poster.shutdown(wait=True)
     summary.tick()
     if progress is not None:

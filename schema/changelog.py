@@ -10,6 +10,7 @@ full sweep finds what a cursor passed over. Rows are never updated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -43,6 +44,28 @@ class ChangelogRepository:
             bucket_id,
             key,
             version_id,
+            op,
+        )
+
+    async def record_many(
+        self,
+        conn: asyncpg.Connection,
+        changes: Sequence[tuple[int, int, str, str]],
+        op: str,
+    ) -> None:
+        """:meth:`record` for many ``(tenant_id, bucket_id, key, version_id)`` in one
+        statement, in order (a batch re-wrap's)."""
+        if not changes:
+            return
+        tenants, buckets, keys, versions = (list(c) for c in zip(*changes, strict=True))
+        await conn.execute(
+            "INSERT INTO changelog (tenant_id, bucket_id, key, version_id, op)"
+            " SELECT t, b, k, v, $5 FROM unnest($1::bigint[], $2::bigint[], $3::text[],"
+            " $4::text[]) WITH ORDINALITY AS u(t, b, k, v, n) ORDER BY n",
+            tenants,
+            buckets,
+            keys,
+            versions,
             op,
         )
 

@@ -242,6 +242,9 @@ class NewVersion:
     checksum_type: str | None = None
     http_headers: dict[str, str] = field(default_factory=dict)
     upload_part_sizes: tuple[int, ...] | None = None
+    #: The 112-byte BP1 header an encrypted version starts with, as the gateway checked it
+    #: (``POST ?envelopes`` serves it so rotation reads no object); None for plaintext.
+    bp1_header: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ several in one transaction: ``store.versions.commit_version(conn, ...)`` beside
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from schema.admin_tokens import AdminTokenRepository
@@ -41,6 +42,8 @@ class MetadataReader(Protocol):
     async def latest(self, bucket_id: int, key: str) -> ObjectVersion | None: ...
 
     async def invalidate_object(self, bucket_id: int, key: str) -> None: ...
+
+    async def invalidate_objects(self, bucket_id: int, keys: Sequence[str]) -> None: ...
 
     async def invalidate_bucket(self, tenant_id: int, name: str) -> None: ...
 
@@ -88,6 +91,9 @@ class MetadataStore:
             return await self.versions.get_latest(conn, bucket_id, key)
 
     async def invalidate_object(self, bucket_id: int, key: str) -> None:
+        return None
+
+    async def invalidate_objects(self, bucket_id: int, keys: Sequence[str]) -> None:
         return None
 
     async def invalidate_bucket(self, tenant_id: int, name: str) -> None:

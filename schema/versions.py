@@ -221,9 +221,9 @@ class VersionRepository:
             " etag, sha256, content_type, user_metadata, redundancy_class, part_size, part_count,"
             " encrypted, wrapped_key, key_id, key_version, wrap_alg, content_id, part_sizes,"
             " null_version, checksum_algorithm, checksum_value, checksum_type, http_headers,"
-            " upload_part_sizes)"
+            " upload_part_sizes, bp1_header)"
             " VALUES ($1, $2, $3, $4, TRUE, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-            " $17, $18, $19, $20, $21, $22, $23, $24, $25) RETURNING *",
+            " $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) RETURNING *",
             new.tenant_id,
             new.bucket_id,
             new.key,
@@ -249,6 +249,7 @@ class VersionRepository:
             new.checksum_type,
             new.http_headers,
             list(new.upload_part_sizes) if new.upload_part_sizes is not None else None,
+            new.bp1_header,
         )
         assert row is not None
         await conn.executemany(

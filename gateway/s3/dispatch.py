@@ -40,6 +40,7 @@ from gateway.s3.handlers.bucket import (
 )
 from gateway.s3.handlers.copy import copy_object
 from gateway.s3.handlers.delete_objects import delete_objects
+from gateway.s3.handlers.envelopes import get_envelopes
 from gateway.s3.handlers.keys import list_keys, list_recipients, publish_key, share_object
 from gateway.s3.handlers.list import list_objects
 from gateway.s3.handlers.multipart_complete import (
@@ -83,6 +84,7 @@ HANDLERS: Mapping[type, Handler] = {
     ops.DeleteObject: delete_object,
     ops.RewrapObject: rewrap_object,
     ops.RewrapObjects: rewrap_objects,
+    ops.GetEnvelopes: get_envelopes,
     ops.ShareObject: share_object,
     ops.ListRecipients: list_recipients,
     ops.GetPlacementProof: get_placement_proof,

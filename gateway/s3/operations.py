@@ -52,6 +52,7 @@ __all__ = [
     "PutObject",
     "RewrapObject",
     "RewrapObjects",
+    "GetEnvelopes",
     "ShareObject",
     "RESERVED_BUCKET_NAMES",
     "list_audit_log_query",
@@ -325,6 +326,12 @@ class RewrapObjects(BucketOp):
     """Bulletproof extension: the batch form of RewrapObject, for fast key rotation."""
 
 
+@dataclass(frozen=True)
+class GetEnvelopes(BucketOp):
+    """Bulletproof extension: the envelope and stored BP1 header of a batch of versions
+    (``POST /{bucket}?envelopes``), the read side of a rotation."""
+
+
 Operation = (
     ListBuckets
     | CreateBucket
@@ -338,6 +345,7 @@ Operation = (
     | DeleteObject
     | RewrapObject
     | RewrapObjects
+    | GetEnvelopes
     | ShareObject
     | ListRecipients
     | GetPlacementProof
@@ -528,6 +536,12 @@ def parse_operation(
                 "versionId names a version of one object; batch items carry their own 'version_id'"
             )
         return RewrapObjects(bucket)
+    if "envelopes" in query:
+        if method != "POST":
+            raise s3e.MethodNotAllowed("envelopes takes POST (the versions are in the document)")
+        if key_raw:
+            raise s3e.InvalidRequest("envelopes is a bucket request: POST /{bucket}?envelopes")
+        return GetEnvelopes(bucket)
     if not key_raw:
         if "location" in query and method == "GET":
             return GetBucketLocation(bucket)

@@ -17,8 +17,9 @@ from client import PublicKeyRef, seal, unseal
 from client.api_records import RewrapItem
 from client.cli_context import CommandContext
 from client.errors import DecryptionFailed
+from client.format import HEADER_LEN
 from client.recipient import PrivateKey
-from client.remote import GatewayUnavailable, VersionInfo
+from client.remote import GatewayUnavailable, RequestRefused, VersionInfo
 from client.rotation import (
     MAX_BATCH,
     ObjectOutcome,
@@ -125,7 +126,8 @@ def test_rotation_rotates_in_batches_and_skips_what_is_not_under_the_old_key(
 
     assert (summary.listed, summary.rotated, summary.skipped, summary.failed) == (30, 25, 5, 0)
     assert sorted(len(b) for b in api.batches) == [5, 10, 10]
-    assert api.header_reads == 30  # one ranged read per object, nothing else
+    # Headers come with the envelopes, a batch at a time: no ranged read of any object.
+    assert api.envelope_reads == [10, 10, 10] and api.header_reads == 0
     assert {k: v[0] for k, v in store.objects.items()} == bodies  # no byte of any body changed
     for key, plaintext in plaintexts.items():
         assert read(store, key, new) == plaintext
@@ -185,6 +187,54 @@ def test_an_object_whose_header_is_not_its_own_is_not_rewrapped(
     summary, reports = run_rotation(api, ["a", "b"], plan(old, new))
     assert (summary.rotated, summary.failed) == (1, 1)
     assert reports[0].key == "b" and "integrity check failed" in reports[0].reason
+    assert [item.key for batch in api.batches for item in batch] == ["a"]
+
+
+def test_versions_without_a_stored_header_are_read_from_their_objects(
+    keys: tuple[x25519.X25519PrivateKey, ...],
+) -> None:
+    """Versions written before the gateway stored headers (migration 0022) fall back to a
+    ranged GET each; so does every version of a batch the gateway refuses to describe."""
+    old, new, _ = keys
+    store = FakeStore()
+    api = FakeApi(store)
+    names = [f"k{i}" for i in range(8)]
+    plaintexts = {name: store_object(store, name, old.public_key()) for name in names}
+    api.stored_headers = {"k0", "k1", "k2"}
+    summary, reports = run_rotation(api, names, plan(old, new, batch_size=4))
+    assert (summary.rotated, summary.failed) == (8, 0), reports
+    assert api.envelope_reads == [4, 4] and api.header_reads == 5
+    assert all(read(store, name, new) == data for name, data in plaintexts.items())
+
+    # A gateway without ?envelopes (an older one): every header from its object.
+    fresh = FakeStore()
+    older = FakeApi(fresh)
+    for name in names:
+        store_object(fresh, name, old.public_key())
+    older.refuse_envelopes = RequestRefused("envelopes: NotImplemented", status=501)
+    summary, _ = run_rotation(older, names, plan(old, new, batch_size=4))
+    assert (summary.rotated, summary.failed) == (8, 0)
+    assert older.header_reads == 8
+
+
+def test_a_tampered_stored_header_is_refused_not_rewrapped(
+    keys: tuple[x25519.X25519PrivateKey, ...],
+) -> None:
+    """The stored header is only the gateway's word: one that is not the object's own (another
+    object's, or altered in a byte) fails that object's checks; nothing is wrapped against it."""
+    old, new, _ = keys
+    store = FakeStore()
+    api = FakeApi(store)
+    for name in ("a", "b", "c"):
+        store_object(store, name, old.public_key())
+    a_header = store.objects[(BUCKET, "a")][0][:HEADER_LEN]
+    c_header = bytearray(store.objects[(BUCKET, "c")][0][:HEADER_LEN])
+    c_header[40] ^= 1  # a byte of the key commitment
+    api.forged_headers = {"b": a_header, "c": bytes(c_header)}
+    summary, reports = run_rotation(api, ["a", "b", "c"], plan(old, new))
+    assert (summary.rotated, summary.failed) == (1, 2)
+    assert {r.key for r in reports} == {"b", "c"}
+    assert all("integrity check failed, not re-wrapped" in r.reason for r in reports)
     assert [item.key for batch in api.batches for item in batch] == ["a"]
 
 

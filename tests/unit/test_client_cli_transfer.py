@@ -26,7 +26,7 @@ from botocore.exceptions import (
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from client import ObjectBinding, PublicKeyRef
-from client.api_records import ObjectHead, Recipients, RewrapItem, RewrapResult
+from client.api_records import EnvelopeResult, ObjectHead, Recipients, RewrapItem, RewrapResult
 from client.envelope import envelope_headers, parse_envelope_headers
 from client.errors import (
     BindingMismatch,
@@ -122,6 +122,13 @@ class FakeApi:
         #: called with each batch before it is applied (to simulate a concurrent writer)
         self.before_rewrap: Any = None
         self.refuse_batches: Exception | None = None
+        #: ``?envelopes``: the size of each batch read; which keys have a stored header (None:
+        #: all, as for objects written since migration 0022); stored headers to serve instead
+        #: of the object's own (a tampering gateway); an exception to refuse every batch with.
+        self.envelope_reads: list[int] = []
+        self.stored_headers: set[str] | None = None
+        self.forged_headers: dict[str, bytes] = {}
+        self.refuse_envelopes: Exception | None = None
 
     def _version(self, url: S3Url) -> tuple[str, str, str]:
         meta = self.store.objects[(url.bucket, url.key)][1]
@@ -150,6 +157,25 @@ class FakeApi:
             raise ObjectNotFound(f"{url}: NoSuchKey", code="NoSuchKey", status=404) from None
         prefixed = {f"x-amz-meta-{name}": value for name, value in meta.items()}
         return ObjectHead(data[:HEADER_LEN], prefixed, '"etag"', len(data))
+
+    def envelopes(self, bucket: str, refs: list[tuple[str, str | None]]) -> list[EnvelopeResult]:
+        self.envelope_reads.append(len(refs))
+        if self.refuse_envelopes is not None:
+            raise self.refuse_envelopes
+        out = []
+        for key, version_id in refs:
+            assert version_id in (None, "null"), "FakeStore holds the current version only"
+            if (bucket, key) not in self.store.objects:
+                out.append(EnvelopeResult(key, version_id, "NoSuchKey", "gone"))
+                continue
+            data, meta = self.store.objects[(bucket, key)]
+            envelope = {f"x-amz-meta-{n}": v for n, v in meta.items() if n.startswith("bp-")}
+            stored = self.stored_headers is None or key in self.stored_headers
+            header = self.forged_headers.get(key, data[:HEADER_LEN]) if stored else None
+            out.append(
+                EnvelopeResult(key, "null", "ok", "", envelope, header if envelope else None)
+            )
+        return out
 
     def rewrap(self, bucket: str, items: list[RewrapItem]) -> list[RewrapResult]:
         self.batches.append(list(items))
