@@ -72,29 +72,45 @@ def _size_label(size: int) -> str:
     return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
 
 
+def _ratio_ok(row: dict[str, Any]) -> bool:
+    if row["ratio"] is None or not row["rule"].startswith("ratio"):
+        return False
+    if row["rule"] == "ratio>=":
+        return bool(row["ratio"] >= row["target"])
+    return bool(row["ratio"] <= row["target"])
+
+
 def plot_ratios(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Horizontal bars: each row's ratio (log scale), its target as a tick, coloured by met;
     rows without a ratio are listed with their reason instead of a bar."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 0.42 * len(rows) + 1.6))
+    fig = Figure(figsize=(11, 0.42 * len(rows) + 1.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colours = {True: "#2e7d32", False: "#c62828", None: "#9e9e9e"}
     labels = []
     values = [r["ratio"] for r in rows if r["ratio"]]
     low = min([*values, 0.1]) / 1.5
-    high = max([*values, 2.0]) * 1.5
+    high = max([*values, 2.0]) * 4  # room for the text beside the longest bar
     for y, r in enumerate(rows):
-        labels.append(f"{r['id']} {r['what'][:38]}")
+        labels.append(f"{r['id']} {r['what'][:46]}")
+        absolute = r["rule"].startswith("abs")
+        if r["measured"] is not None and absolute:  # the target is on the figure itself
+            extra = f"{_fmt(r['measured'])} {r['unit']}, target {r['target_text']}"
+        elif r["met"] is False and _ratio_ok(r):  # the ratio passes, another condition not
+            extra = str(r["note"])[:60]
+        else:
+            extra = ""
         if r["ratio"]:
             ax.barh(y, r["ratio"], left=0, color=colours[r["met"]], height=0.6)
-            ax.text(r["ratio"] * 1.04, y, f"{r['ratio']:.2f}×", va="center", fontsize=8)
+            text = f"{r['ratio']:.2f}×" + (f"  ({extra})" if extra else "")
+            ax.text(r["ratio"] * 1.04, y, text, va="center", fontsize=8)
         else:
-            note = "not measured" if r["met"] is None else f"measured {_fmt(r['measured'])}"
-            ax.text(low * 1.1, y, f"{note}: {str(r['note'])[:70]}", va="center", fontsize=7,
-                    color="#616161")
+            text = extra or f"not measured: {str(r['note'])[:70]}"
+            colour = "#616161" if r["met"] is None else colours[r["met"]]
+            ax.text(low * 1.1, y, text, va="center", fontsize=7, color=colour)
         if r["rule"].startswith("ratio"):
             ax.plot([r["target"]] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
     ax.set_xscale("log")
@@ -102,8 +118,9 @@ def plot_ratios(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     ax.axvline(1.0, color="#616161", linestyle=":", linewidth=1)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("ratio to the same-run baseline (black tick: the target; green met, red not, "
-                  "grey: target on the absolute figure or not measured)", fontsize=8)
+    ax.set_xlabel("ratio to the same-run baseline; black tick: the target on the ratio\n"
+                  "(rows without a tick have an absolute target, given beside the bar); "
+                  "green met, red not, grey not measured", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

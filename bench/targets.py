@@ -80,6 +80,11 @@ def workload(doc: Doc, op: str, size: int, concurrency: int) -> Doc | None:
     return None
 
 
+def _absent(op: str, size: int, concurrency: int) -> Missing:
+    label = f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+    return Missing(f"workload {op.upper()} {label} ×{concurrency} not in this run")
+
+
 def _side_problem(w: Doc) -> str | None:
     for side in ("gateway", "direct"):
         r = w[side]
@@ -94,7 +99,7 @@ def _throughput(op: str, size: int, concurrency: int, key: str) -> Extract:
     def extract(doc: Doc) -> Figure | Missing:
         w = workload(doc, op, size, concurrency)
         if w is None:
-            return Missing(f"workload {op.upper()} {size} B ×{concurrency} not in this run")
+            return _absent(op, size, concurrency)
         problem = _side_problem(w)
         if problem:
             return Missing(problem)
@@ -115,7 +120,7 @@ def _p99_speed(op: str, size: int, concurrency: int) -> Extract:
     def extract(doc: Doc) -> Figure | Missing:
         w = workload(doc, op, size, concurrency)
         if w is None:
-            return Missing(f"workload {op.upper()} {size} B ×{concurrency} not in this run")
+            return _absent(op, size, concurrency)
         problem = _side_problem(w)
         if problem:
             return Missing(problem)
@@ -144,7 +149,7 @@ def _cpu_per_op(op: str, size: int, concurrency: int) -> Extract:
     def extract(doc: Doc) -> Figure | Missing:
         w = workload(doc, op, size, concurrency)
         if w is None:
-            return Missing(f"workload {op.upper()} {size} B ×{concurrency} not in this run")
+            return _absent(op, size, concurrency)
         problem = _side_problem(w)
         if problem:
             return Missing(problem)
@@ -316,7 +321,7 @@ TARGETS: tuple[Target, ...] = (
         _keyed("bench_memory", ("growth_mib", "put_growth_mib")),
     ),
     Target(
-        "P8", "repair 1,000 × 1 MiB after a backend returns empty", "boto3 copy, 16 threads",
+        "P8", "repair 1,000 × 1 MiB, a backend returned empty", "boto3 copy, 16 threads",
         "objects/s", 0.8, "ratio>=",
         _keyed("bench_repair", ("repair_objects_per_s",), ("baseline_objects_per_s",)),
     ),
@@ -325,7 +330,7 @@ TARGETS: tuple[Target, ...] = (
         _keyed("bench_rotate", ("objects_per_s",)),
     ),
     Target(
-        "P10", "mixed 4 KiB PUT/GET/DELETE, one backend frozen", "same load, all healthy",
+        "P10", "mixed 4 KiB PUT/GET/DELETE, 1 of 3 frozen", "same load, all healthy",
         "ops/s", 0.8, "ratio>=", _frozen,
     ),
     Target(

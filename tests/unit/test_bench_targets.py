@@ -31,7 +31,10 @@ def _side(ok: int, mb: float, ops: float, p99: float, cpu_s: float, mismatches: 
     }
 
 
-def _pair(op: str, size: int, conc: int, gw: tuple[float, ...], direct: tuple[float, ...]) -> Any:
+Sides = tuple[float, float, float, float]
+
+
+def _pair(op: str, size: int, conc: int, gw: Sides, direct: Sides) -> Any:
     """``gw``/``direct``: (mb_per_s, ops_per_s, p99_ms, cpu_s) over 100 operations."""
     g = _side(100, *gw)
     d = _side(100, *direct)
