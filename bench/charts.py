@@ -141,8 +141,10 @@ def plot_sweep(sweep: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         "direct GET": ("#ef6c00", "--", "s"),
     }
     sizes: set[int] = set()
-    for name, points in sweep_series(sweep).items():
-        colour, line, marker = styles.get(name, ("black", "-", "x"))
+    series = sweep_series(sweep)
+    for name in [n for n in styles if n in series]:
+        points = series[name]
+        colour, line, marker = styles[name]
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         sizes.update(xs)
         ax.plot(xs, ys, color=colour, linestyle=line, marker=marker, label=name)

@@ -209,7 +209,7 @@ def _keyed(name: str, measured: tuple[str, ...], baseline: tuple[str, ...] = ())
         if value is None or (baseline and base is None):
             wanted = "/".join(measured + baseline)
             return Missing(f"bench.{name}: none of {wanted} in {sorted(section)}")
-        return Figure(value, base)
+        return Figure(value, base, detail=str(section.get("source", "")))
 
     return extract
 
@@ -250,7 +250,9 @@ def _frozen(doc: Doc) -> Figure | Missing:
         h["ops_per_s"],
         also=slow == 0,
         detail=f"frozen: max {z['latency_ms']['max']:.0f} ms, {slow} ops ≥ "
-        f"{f['backend_timeout_s']:g} s, {z['errors']} errors",
+        f"{f['backend_timeout_s']:g} s, {z['errors']} errors, {z['operations']} ops"
+        + (" (deadline hit)" if z.get("truncated") else "")
+        + f"; healthy max {h['latency_ms']['max']:.0f} ms",
     )
 
 

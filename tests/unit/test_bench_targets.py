@@ -74,8 +74,10 @@ def _doc() -> dict[str, Any]:
         "frozen": {
             "backend_timeout_s": 30.0,
             "healthy": {"ok": 400, "errors": 0, "mismatches": 0, "ops_per_s": 100.0,
+                        "operations": 400,
                         "latency_ms": {"max": 200.0}, "slower_than_timeout": 0},
             "frozen": {"ok": 400, "errors": 0, "mismatches": 0, "ops_per_s": 90.0,
+                       "operations": 400, "truncated": True,
                        "latency_ms": {"max": 30_100.0}, "slower_than_timeout": 2},
         },
         "modules": {
@@ -159,6 +161,8 @@ def test_frozen_row_needs_no_request_waiting_for_the_timeout() -> None:
     doc = _doc()
     assert _rows(doc)["P10"]["ratio"] == pytest.approx(0.9)
     assert _rows(doc)["P10"]["met"] is False  # fast enough, but two waited the timeout
+    assert "2 ops ≥ 30 s" in _rows(doc)["P10"]["note"]
+    assert "deadline hit" in _rows(doc)["P10"]["note"]
     fixed = copy.deepcopy(doc)
     fixed["frozen"]["frozen"]["slower_than_timeout"] = 0
     assert _rows(fixed)["P10"]["met"] is True
