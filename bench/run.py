@@ -10,9 +10,14 @@ Workloads (full / ``--quick``): 4 KiB PUT and GET on 8 threads (400 / 80 ops per
 64 MiB PUT and GET with 1 stream (6 / 2 objects) and 4 streams (8 / 4 objects). While each side
 runs, ``bench/rss.py`` samples the memory and CPU of the gateway's processes and of the moto
 servers. ``--profile`` adds a separate, gateway-only pass under py-spy (``bench/pyspy.py``).
-Last, the bucket importer against ``rclone copy`` (``bench/bench_import.py``: 10,000 x 4 KiB
-and 4 x 256 MiB, ``--quick`` 1,000 and 2 x 128 MiB; ``--no-import`` skips it,
-``--import-only`` runs only it).
+Then a size sweep (4 KiB .. 256 MiB, one stream, few objects at large sizes; ``--no-sweep``),
+the mixed small-object load with one backend frozen against the same load healthy
+(``bench/frozen.py``, target P10; ``--no-frozen``), and the bucket importer against ``rclone
+copy`` (``bench/bench_import.py``: 10,000 x 4 KiB and 4 x 256 MiB, ``--quick`` 1,000 and 2 x
+128 MiB; ``--no-import`` skips it, ``--import-only`` runs only it). After the federation has
+stopped, the separate modules (``bench/modules.py``: crypto, erasure, memory, rotate, repair;
+``--skip NAME``). Last, one row per target P1..P11 (``bench/targets.py``), printed as a
+Markdown table and drawn with the sweep as two PNG charts (``bench/charts.py``).
 
 The result is one JSON document (all raw figures, every latency, the environment) and a short
 Markdown summary beside it; the Markdown is also printed. Exit status 1 when any GET returned
