@@ -179,10 +179,13 @@ def render_sweep(sweep: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # redraw a stored result's charts beside it
+if __name__ == "__main__":  # score a stored result again and redraw its charts beside it
+    from bench.targets import compute_rows
+
     source = Path(sys.argv[1])
     doc = json.loads(source.read_text())
-    plot_ratios(doc["targets"], source.with_name(source.stem + "-targets.png"), source.stem)
+    rows = compute_rows(doc)
+    plot_ratios(rows, source.with_name(source.stem + "-targets.png"), source.stem)
     if doc.get("sweep"):
         plot_sweep(doc["sweep"], source.with_name(source.stem + "-sweep.png"), source.stem)
-    print(render_targets(doc["targets"]))
+    print(render_targets(rows))

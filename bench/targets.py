@@ -80,9 +80,12 @@ def workload(doc: Doc, op: str, size: int, concurrency: int) -> Doc | None:
     return None
 
 
+def _size(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+
+
 def _absent(op: str, size: int, concurrency: int) -> Missing:
-    label = f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
-    return Missing(f"workload {op.upper()} {label} ×{concurrency} not in this run")
+    return Missing(f"workload {op.upper()} {_size(size)} ×{concurrency} not in this run")
 
 
 def _side_problem(w: Doc) -> str | None:
@@ -171,7 +174,7 @@ def _import(case: str, key: str) -> Extract:
         return Figure(
             r[f"import_{key}"],
             r[f"rclone_{key}"],
-            detail=f"{r['objects']} × {r['size'] // KIB} KiB; load {r['import_loadavg']}",
+            detail=f"{r['objects']} × {_size(r['size'])}; load {r['import_loadavg']}",
         )
 
     return extract
