@@ -88,6 +88,8 @@ def _repair_subprocess(quick: bool) -> dict[str, Any]:
     return {
         "repair_objects_per_s": result["repair"]["objects_per_s"],
         "baseline_objects_per_s": result["baseline"]["objects_per_s"],
+        "source": f"copy phase after detection; back to full redundancy in "
+        f"{result['repair']['full_redundancy_s']:.1f} s",
         "raw": result,
     }
 
