@@ -10,9 +10,14 @@ Workloads (full / ``--quick``): 4 KiB PUT and GET on 8 threads (400 / 80 ops per
 64 MiB PUT and GET with 1 stream (6 / 2 objects) and 4 streams (8 / 4 objects). While each side
 runs, ``bench/rss.py`` samples the memory and CPU of the gateway's processes and of the moto
 servers. ``--profile`` adds a separate, gateway-only pass under py-spy (``bench/pyspy.py``).
-Last, the bucket importer against ``rclone copy`` (``bench/bench_import.py``: 10,000 x 4 KiB
-and 4 x 256 MiB, ``--quick`` 1,000 and 2 x 128 MiB; ``--no-import`` skips it,
-``--import-only`` runs only it).
+Then a size sweep (4 KiB .. 256 MiB, one stream, few objects at large sizes; ``--no-sweep``),
+the mixed small-object load with one backend frozen against the same load healthy
+(``bench/frozen.py``, target P10; ``--no-frozen``), and the bucket importer against ``rclone
+copy`` (``bench/bench_import.py``: 10,000 x 4 KiB and 4 x 256 MiB, ``--quick`` 1,000 and 2 x
+128 MiB; ``--no-import`` skips it, ``--import-only`` runs only it). After the federation has
+stopped, the separate modules (``bench/modules.py``: crypto, erasure, memory, rotate, repair;
+``--skip NAME``). Last, one row per target P1..P11 (``bench/targets.py``), printed as a
+Markdown table and drawn with the sweep as two PNG charts (``bench/charts.py``).
 
 The result is one JSON document (all raw figures, every latency, the environment) and a short
 Markdown summary beside it; the Markdown is also printed. Exit status 1 when any GET returned
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -39,10 +45,14 @@ from typing import Any
 
 from bench.bench_import import import_case
 from bench.bench_import import render as render_import
+from bench.charts import plot_ratios, plot_sweep, render_sweep, render_targets
+from bench.frozen import frozen, mixed_load
+from bench.modules import MODULES, run_modules
 from bench.pyspy import PySpyRecorder
 from bench.report import environment, render_markdown, workload_label
 from bench.rss import FootprintSampler, pids_by_role
 from bench.stages import stage_latencies
+from bench.targets import compute_rows
 from bench.workloads import (
     Blob,
     DirectTarget,
@@ -80,6 +90,15 @@ class Plan:
     large_runs: tuple[tuple[int, int], ...] = ((1, 6), (4, 8))  # (streams, objects)
     deadline_s: float = 60.0  # per side and workload; past it no new operation starts
     warmup: int = 16
+    # Size sweep (one stream): (size, objects per side). Few operations at large sizes so the
+    # sweep stays bounded (full ~1 GiB moved per side and op, quick ~0.5 GiB).
+    sweep: tuple[tuple[int, int], ...] = (
+        (4 * KIB, 32), (64 * KIB, 32), (MIB, 16), (8 * MIB, 6), (64 * MIB, 2), (256 * MIB, 1)
+    )
+    # Frozen-backend case (P10): threads, rounds per side (4 ops each), preloaded objects.
+    mixed_threads: int = 8
+    mixed_rounds: int = 200
+    mixed_preload: int = 32
 
     @classmethod
     def full(cls) -> Plan:
@@ -87,7 +106,16 @@ class Plan:
 
     @classmethod
     def quick_plan(cls) -> Plan:
-        return cls(quick=True, small_count=80, large_runs=((1, 2), (4, 4)), deadline_s=30.0)
+        return cls(
+            quick=True,
+            small_count=80,
+            large_runs=((1, 2), (4, 4)),
+            deadline_s=30.0,
+            sweep=((4 * KIB, 16), (64 * KIB, 16), (MIB, 8), (8 * MIB, 3), (64 * MIB, 1),
+                   (256 * MIB, 1)),
+            mixed_rounds=60,
+            mixed_preload=16,
+        )
 
 
 def _log(message: str) -> None:
@@ -229,10 +257,10 @@ class Bench:
         return sampler.result.to_dict()
 
     def pair(
-        self, size: int, concurrency: int, count: int, *, cleanup: bool
+        self, size: int, concurrency: int, count: int, *, cleanup: bool, prefix: str = "w"
     ) -> list[dict[str, Any]]:
         """PUT then GET of the same blobs, gateway side then direct side for each."""
-        blobs = make_blobs(f"w{size}-c{concurrency}", count, size)
+        blobs = make_blobs(f"{prefix}{size}-c{concurrency}", count, size)
         out = []
         for op in ("put", "get"):
             record: dict[str, Any] = {
@@ -309,6 +337,61 @@ class Bench:
         out["ratio_mb_per_s"] = round(gw / direct, 3) if gw and direct else None
         return out
 
+    def sweep(self) -> list[dict[str, Any]]:
+        """Throughput against object size, one stream, PUT then GET, gateway and direct: the
+        same ``pair`` as the main workloads with few objects per size."""
+        out: list[dict[str, Any]] = []
+        for size, count in self.plan.sweep:
+            out += self.pair(size, 1, count, cleanup=True, prefix="sweep")
+        return out
+
+    def frozen_case(self, index: int = 2) -> dict[str, Any]:
+        """Target P10: the mixed 4 KiB load through the gateway with all backends healthy,
+        then the same load with moto ``index`` stopped (SIGSTOP; SIGCONT in a finally). The
+        objects GET during the load were written before, with three copies."""
+        plan = self.plan
+        timeout_s = float(self.fed.settings.backend_timeout_s)
+        preloaded = make_blobs("mixed-pre", plan.mixed_preload, plan.small_size)
+        put = run_workload(self.gateway, "put", preloaded, concurrency=8, deadline_s=60)
+        self.settle()
+        out: dict[str, Any] = {
+            "backend_timeout_s": timeout_s,
+            "frozen_backend": self.fed.motos[index].endpoint,
+            "threads": plan.mixed_threads,
+            "rounds": plan.mixed_rounds,
+            "round": "PUT new, GET it, GET a preloaded object, DELETE new (4 KiB)",
+            "preloaded_ok": put.ok,
+        }
+        moto_pid = self.fed.motos[index].pid
+        for label in ("healthy", "frozen"):
+            load = functools.partial(
+                mixed_load,
+                self.gateway,
+                preloaded,
+                prefix=f"mixed-{label}",
+                threads=plan.mixed_threads,
+                rounds=plan.mixed_rounds,
+                size=plan.small_size,
+                deadline_s=plan.deadline_s,
+                slow_s=timeout_s,
+            )
+            if label == "frozen":
+                with frozen(moto_pid):
+                    out[label] = load()
+            else:
+                out[label] = load()
+            out[f"settle_after_{label}_s"] = round(self.settle(max_s=60), 1)
+            r = out[label]
+            _log(
+                f"mixed 4 KiB {label}: {r['ok']} ok, {r['errors']} errors, "
+                f"{r['mismatches']} wrong, {r['ops_per_s']} ops/s, max {r['latency_ms']['max']} "
+                f"ms, {r['slower_than_timeout']} >= {timeout_s:g} s"
+            )
+        for blob in preloaded:
+            with contextlib.suppress(Exception):
+                self.gateway.delete(blob)
+        return out
+
     def metadata_check(self) -> dict[str, Any]:
         """The gateway answers at 2 copies; this checks that the third really landed (a gateway
         that quietly kept two would look faster). Counts ``ok`` copies per stored part of the
@@ -381,6 +464,7 @@ def _federation(state_dir: Path) -> Iterator[Any]:
 
 
 def _verdict(workloads: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[bool, str]:
+    """``workloads`` are every gateway/direct pair of the run (main workloads and sweep)."""
     gets = sum(
         w[s]["ok"] + w[s]["mismatches"]
         for w in workloads
@@ -423,6 +507,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-import", action="store_true", help="skip the import case")
     parser.add_argument("--import-only", action="store_true", help="only the import case")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the object-size sweep")
+    parser.add_argument(
+        "--no-frozen", action="store_true", help="skip the frozen-backend case (P10)"
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=MODULES,
+        help="skip one of the separate bench modules (repeatable)",
+    )
     args = parser.parse_args(argv)
     plan = Plan.quick_plan() if args.quick else Plan.full()
     started = datetime.now(UTC)
@@ -479,7 +574,13 @@ def main(argv: list[str] | None = None) -> int:
                 for streams, objects in plan.large_runs:
                     workloads += bench.pair(plan.large_size, streams, objects, cleanup=True)
                 doc["workloads"] = workloads
+                if not args.no_sweep:
+                    doc["sweep"] = bench.sweep()
                 doc["metadata_check"] = bench.metadata_check()
+                if args.no_frozen:
+                    doc["frozen"] = {"skipped": "skipped by --no-frozen"}
+                else:
+                    doc["frozen"] = bench.frozen_case()
                 if not args.no_import:
                     doc["import"] = import_case(federation, quick=plan.quick)
                 if args.profile:
@@ -491,7 +592,17 @@ def main(argv: list[str] | None = None) -> int:
                 bench.close()
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
-    ok, verdict = _verdict(doc["workloads"], doc.get("metadata_check", {}))
+    partial = args.import_only or args.multipart_only
+    if not partial:  # after the federation: each module may start its own Ray or federation
+        doc["modules"] = run_modules(plan.quick, set(args.skip))
+    pairs = doc["workloads"] + doc.get("sweep", [])
+    ok, verdict = _verdict(pairs, doc.get("metadata_check", {}))
+    mixed = doc.get("frozen", {})
+    if "healthy" in mixed:
+        wrong = mixed["healthy"]["mismatches"] + mixed["frozen"]["mismatches"]
+        ok = ok and not wrong
+        verdict += f"; mixed load with a frozen backend: {wrong} wrong GET bodies"
+    doc["targets"] = compute_rows(doc)
     multipart = doc.get("multipart")
     if multipart:
         sides = ("gateway", "direct")
@@ -513,7 +624,19 @@ def main(argv: list[str] | None = None) -> int:
     elif args.multipart_only:  # the full report needs the other workloads
         markdown = f"## Multipart upload ({doc['started_at']})\n\n{verdict}.\n"
     else:
-        markdown = render_markdown(doc)
+        title = f"{doc['started_at']}{' quick' if plan.quick else ''}"
+        charts = {"targets": out.with_name(f"{out.stem}-targets.png")}
+        plot_ratios(doc["targets"], charts["targets"], f"Targets P1-P11, {title}")
+        if doc.get("sweep"):
+            charts["sweep"] = out.with_name(f"{out.stem}-sweep.png")
+            plot_sweep(doc["sweep"], charts["sweep"], f"Throughput by object size, {title}")
+        markdown = (
+            f"## Targets (issue 16)\n\n{render_targets(doc['targets'])}\n"
+            + (f"### Size sweep (1 stream)\n\n{render_sweep(doc['sweep'])}\n"
+               if doc.get("sweep") else "")
+            + f"Charts: {', '.join(p.name for p in charts.values())}\n\n"
+            + render_markdown(doc)
+        )
     out.with_suffix(".md").write_text(markdown)
     print(markdown)
     _log(f"wrote {out} and {out.with_suffix('.md')} in {doc['duration_s']} s")
