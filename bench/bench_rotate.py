@@ -212,6 +212,7 @@ def measure(quick: bool) -> dict[str, Any]:
         "id": "P9",
         "name": "bp rotate end to end",
         "figure": figure,
+        "objects_per_s": figure,  # the key bench/targets.py reads (bench/README.md)
         "unit": "objects/s",
         "target": TARGET,
         "met": figure >= TARGET,
