@@ -451,8 +451,8 @@ def _ratios(gateway: WorkloadResult, direct: WorkloadResult) -> dict[str, float 
     }
 
 
-class _MultipartOnly(Exception):
-    """``--multipart-only``: stop after the multipart case."""
+class _PartialRun(Exception):
+    """``--multipart-only``, ``--import-only``, ``--frozen-only``: stop after that case."""
 
 
 @contextlib.contextmanager
@@ -504,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
         "--multipart-only",
         action="store_true",
         help="only the multipart case (64 MiB via s3transfer, 8 MiB x10)",
+    )
+    parser.add_argument(
+        "--frozen-only", action="store_true", help="only the frozen-backend case (P10)"
     )
     parser.add_argument("--no-import", action="store_true", help="skip the import case")
     parser.add_argument("--import-only", action="store_true", help="only the import case")
@@ -557,12 +560,15 @@ def main(argv: list[str] | None = None) -> int:
                 workloads: list[dict[str, Any]] = []
                 if args.import_only:
                     doc["import"] = import_case(federation, quick=plan.quick)
-                    raise _MultipartOnly
+                    raise _PartialRun
+                if args.frozen_only:
+                    doc["frozen"] = bench.frozen_case()
+                    raise _PartialRun
                 doc["multipart"] = bench.multipart(
                     plan.large_size, 8 * MIB, 10, 2 if plan.quick else 4
                 )
                 if args.multipart_only:
-                    raise _MultipartOnly
+                    raise _PartialRun
                 doc["idle_footprint"] = bench.idle_footprint()
                 doc["warmups"] = [
                     bench.warm_up(plan.small_size, plan.warmup, plan.small_concurrency)
@@ -586,13 +592,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.profile:
                     doc["profile"] = bench.profile(out.parent / f"{stamp}-pyspy", stamp)
                 doc["environment"]["loadavg_end"] = list(os.getloadavg())
-            except _MultipartOnly:
+            except _PartialRun:
                 doc["workloads"] = []
             finally:
                 bench.close()
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
-    partial = args.import_only or args.multipart_only
+    partial = args.import_only or args.multipart_only or args.frozen_only
     if not partial:  # after the federation: each module may start its own Ray or federation
         doc["modules"] = run_modules(plan.quick, set(args.skip))
     pairs = doc["workloads"] + doc.get("sweep", [])
