@@ -33,6 +33,7 @@ __all__ = [
     "GATEWAY_ROLES",
     "Footprint",
     "FootprintSampler",
+    "cpu_seconds",
     "descendants",
     "pids_by_role",
     "role_of",
@@ -136,7 +137,7 @@ def _pss_bytes(pid: int) -> int | None:
     return None
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
@@ -243,7 +244,7 @@ class FootprintSampler:
         self._roles = roles
         self._last_role.update(roles)
         for pid in roles:
-            cpu = _cpu_seconds(pid)
+            cpu = cpu_seconds(pid)
             if cpu is None:
                 continue
             # A process first seen after the start was born during the run: all its CPU counts.
