@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.allocator import allocator_runtime_env
 from actors.backend_client import BackendClient, LocalDirectoryClient, S3BackendClient
 from actors.master_key import load_master_key
 from actors.node_roles import BACKEND_IO, pinned_to, role_resources
@@ -31,7 +32,6 @@ from core.request_context import install_log_record_request_id, request_scope
 
 __all__ = [
     "ACTOR_NAMESPACE",
-    "ALLOCATOR_ENV",
     "BackendActor",
     "BackendSpec",
     "BackendStats",
@@ -46,15 +46,6 @@ log = logging.getLogger(__name__)
 
 ACTOR_NAMESPACE = "bulletproof"
 
-#: glibc malloc settings for the actor's process (Ray's ``runtime_env``, so they hold from
-#: the process's first allocation). The actor runs up to 32 threads that each hold multi-MiB
-#: buffers for a moment (a GET's body, a retry's copy). By default glibc gives threads their
-#: own arenas (up to 8 per CPU) and, once an 8 MiB block has been freed, raises its mmap
-#: threshold to 8 MiB, so later such buffers come from the arenas and stay there after the
-#: burst: measured 86 -> 297 MiB of private memory after 3 rounds of 16 concurrent 8 MiB
-#: puts and gets. With large buffers always mmapped (freed at once) and 2 arenas it stays at
-#: 90 MiB (docs/architecture.md, "Memory of a backend actor").
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024), "MALLOC_ARENA_MAX": "2"}
 
 
 def actor_name(spec: BackendSpec) -> str:
@@ -270,7 +261,8 @@ def get_or_create_backend_actor(spec: BackendSpec, master_key_file: str) -> Any:
         max_task_retries=2,
         max_concurrency=32,
         num_cpus=0,
-        runtime_env={"env_vars": dict(ALLOCATOR_ENV)},
+        # glibc settings that keep a threaded actor's heap from holding on to its bursts.
+        runtime_env=allocator_runtime_env(),
         **placement_options(spec),
     ).remote(spec, master_key_file)
 

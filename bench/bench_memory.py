@@ -125,9 +125,22 @@ def rest_by_process() -> dict[str, list[dict[str, Any]]]:
                     "pss_shmem_mib": _mib(smaps.get("Pss_Shmem")),
                     "pss_file_mib": _mib(smaps.get("Pss_File")),
                     "rss_mib": _mib(smaps.get("Rss")),
+                    "malloc_env": _malloc_env(pid),
                 }
             )
     return out
+
+
+def _malloc_env(pid: int) -> dict[str, str]:
+    """The ``MALLOC_*`` variables the process started with: shows the allocator settings
+    (``actors.allocator``) reached it."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            entries = handle.read().split(b"\0")
+    except OSError:
+        return {}
+    pairs = (e.decode(errors="replace").partition("=") for e in entries)
+    return {k: v for k, _, v in pairs if k.startswith("MALLOC_")}
 
 
 def _gateway_pss(rest: dict[str, list[dict[str, Any]]]) -> float:
@@ -233,6 +246,11 @@ def measure(quick: bool) -> dict[str, Any]:
         after = rest_by_process()
     actors = after.get("backend", [])
     worst = max((a["pss_mib"] or 0.0 for a in actors), default=0.0)
+    # Private memory only: the object-store pages in Pss_Shmem are the store's (a fixed
+    # budget, object_store_memory), divided among whichever processes touched them.
+    private = max(
+        ((a["pss_anon_mib"] or 0.0) + (a["pss_file_mib"] or 0.0) for a in actors), default=0.0
+    )
     growth = max(load["above_fresh_rest_mib"] for load in loads)
     small, large = loads[0]["above_fresh_rest_mib"], loads[-1]["above_fresh_rest_mib"]
     flat = large <= FLAT_FACTOR * max(small, 1.0)
@@ -245,6 +263,7 @@ def measure(quick: bool) -> dict[str, Any]:
             "unit": "MiB",
             "target": REST_TARGET_MIB,
             "met": bool(actors) and worst <= REST_TARGET_MIB,
+            "private_mib": round(private, 1),
             "per_actor_after_load": actors,
             "per_actor_fresh": fresh.get("backend", []),
         },
