@@ -159,8 +159,8 @@ class S3BackendClient:
                 self._create_call()
 
     def put(self, locator: str, data: Blob) -> None:
-        with self._translate(locator):
-            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=ViewBody(data))
+        with self._translate(locator), ViewBody(data) as body:
+            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=body)
 
     def get(self, locator: str) -> bytes:
         with self._translate(locator):
@@ -237,6 +237,13 @@ class ViewBody(io.RawIOBase):
         target[:count] = self._view[self._pos : self._pos + count]
         self._pos += count
         return count
+
+    def close(self) -> None:
+        """Let go of the part's buffer now, so nothing botocore keeps (a request object in a
+        traceback) pins the object-store part after the PUT."""
+        with contextlib.suppress(BufferError):
+            self._view.release()
+        super().close()
 
 
 _CREDENTIAL_CODES = frozenset(

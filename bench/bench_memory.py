@@ -230,7 +230,12 @@ def measure(quick: bool) -> dict[str, Any]:
     with _federation() as federation:
         federation.wait_backends_known()
         _, key, secret = federation.create_tenant(allow_plaintext=True)
-        s3 = s3_client(federation.endpoint, key, secret, federation.settings.region, CLIENTS * 2)
+        # Serve accepts a body faster than the gateway stores it (no backpressure), so on a
+        # busy machine a 256 MiB PUT is answered minutes after its last byte was sent.
+        s3 = s3_client(
+            federation.endpoint, key, secret, federation.settings.region, CLIENTS * 2,
+            read_timeout=900,
+        )  # fmt: skip
         bucket = f"mem-{secrets.token_hex(3)}"
         s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=bucket, Key="warm", Body=b"x" * 4096)  # first-request set-up

@@ -46,3 +46,11 @@ def test_a_block_read_is_no_bigger_than_asked() -> None:
 def test_empty_body() -> None:
     body = ViewBody(b"")
     assert len(body) == 0 and body.read() == b""
+
+
+def test_closing_lets_go_of_the_buffer() -> None:
+    data = bytearray(b"part bytes")
+    with ViewBody(data) as body:
+        assert body.read(4) == b"part"
+    data.extend(b"!")  # a bytearray cannot be resized while a view of it is alive
+    assert body.closed
