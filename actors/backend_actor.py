@@ -24,6 +24,7 @@ import numpy as np
 import ray
 from botocore.credentials import Credentials
 
+from actors.allocator import allocator_runtime_env
 from actors.backend_client import (
     BackendClient,
     LocalDirectoryClient,
@@ -53,6 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ACTOR_NAMESPACE = "bulletproof"
+
 
 
 def actor_name(spec: BackendSpec) -> str:
@@ -287,6 +289,8 @@ def get_or_create_backend_actor(spec: BackendSpec, master_key_file: str) -> Any:
         max_task_retries=2,
         max_concurrency=32,
         num_cpus=0,
+        # glibc settings that keep a threaded actor's heap from holding on to its bursts.
+        runtime_env=allocator_runtime_env(),
         **placement_options(spec),
     ).remote(spec, master_key_file)
 

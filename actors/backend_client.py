@@ -8,6 +8,7 @@ keys or encryption (invariant 2). Vendor errors are translated here, at the one 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -17,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 import urllib3
@@ -42,6 +43,7 @@ __all__ = [
     "ObjectReader",
     "S3BackendClient",
     "SignedGet",
+    "ViewBody",
     "new_locator",
     "proxied",
 ]
@@ -185,8 +187,8 @@ class S3BackendClient:
                 self._create_call()
 
     def put(self, locator: str, data: Blob) -> None:
-        with self._translate(locator):
-            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=bytes(data))
+        with self._translate(locator), ViewBody(data) as body:
+            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=body)
 
     def get(self, locator: str) -> bytes:
         if self._reader is not None:
@@ -309,6 +311,52 @@ def _urllib3_reason(exc: BaseException) -> str:
     if isinstance(exc, urllib3.exceptions.TimeoutError):
         return "timeout"
     return "unreachable"
+
+
+class ViewBody(io.RawIOBase):
+    """A request body read straight out of ``data`` (an object-store view of a part), so a PUT
+    does not first copy the part into a private ``bytes``: with 32 concurrent 8 MiB puts that
+    copy was up to 256 MiB per backend actor, and glibc kept much of it after the burst.
+
+    botocore needs a seekable file: it asks ``len()``, reads the body once to sign it
+    (SigV4 payload hash over plain HTTP), rewinds, and http.client reads it again in blocks
+    while sending (and rewinds once more on a retry). Each read copies one block only."""
+
+    def __init__(self, data: Blob) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return max(0, self._view.nbytes - self._pos)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._view.nbytes}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        count = max(0, min(target.nbytes, self._view.nbytes - self._pos))
+        target[:count] = self._view[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+    def close(self) -> None:
+        """Let go of the part's buffer now, so nothing botocore keeps (a request object in a
+        traceback) pins the object-store part after the PUT."""
+        with contextlib.suppress(BufferError):
+            self._view.release()
+        super().close()
 
 
 _CREDENTIAL_CODES = frozenset(

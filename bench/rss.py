@@ -37,6 +37,7 @@ __all__ = [
     "descendants",
     "pids_by_role",
     "role_of",
+    "smaps_rollup",
 ]
 
 # The roles whose memory is "the gateway" (the issue's definition): Serve's HTTP proxy actor,
@@ -135,6 +136,22 @@ def _pss_bytes(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def smaps_rollup(pid: int) -> dict[str, int] | None:
+    """Every byte figure of ``/proc/PID/smaps_rollup`` (``Pss``, ``Pss_Anon``, ``Pss_Shmem``,
+    ...), in bytes; None when it cannot be read. ``Pss_Shmem`` of a Ray worker is its share of
+    the object store's pages it has touched, ``Pss_Anon`` its private heap and stacks."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) == 3 and fields[2] == b"kB":
+                    out[fields[0].rstrip(b":").decode()] = int(fields[1]) * _KIB
+    except OSError:
+        return None
+    return out
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -43,11 +43,21 @@ __all__ = [
 READ_CHUNK = 1024 * 1024
 
 
-def s3_client(endpoint: str, access_key: str, secret: str, region: str, pool: int) -> Any:
+def s3_client(
+    endpoint: str,
+    access_key: str,
+    secret: str,
+    region: str,
+    pool: int,
+    *,
+    read_timeout: float = 120,
+) -> Any:
     """A boto3 S3 client; the same settings for the gateway and for the direct baseline.
 
     No retries: a retried request would hide an error and blur the latency it measures.
     Checksum behaviour stays at boto3's default on both sides (a real client's view).
+    ``read_timeout``: how long a response may take once the request is sent (a single PUT of
+    hundreds of MiB is answered only when its last part is stored).
     """
     return boto3.session.Session().client(
         "s3",
@@ -61,7 +71,7 @@ def s3_client(endpoint: str, access_key: str, secret: str, region: str, pool: in
             retries={"max_attempts": 1, "mode": "standard"},
             max_pool_connections=pool,
             connect_timeout=10,
-            read_timeout=120,
+            read_timeout=read_timeout,
         ),
     )
 

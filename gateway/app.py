@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from actors.allocator import allocator_runtime_env
 from actors.node_roles import GATEWAY, role_resources
 from core.request_context import install_log_record_request_id
 from core.settings import Settings, load_settings
@@ -243,7 +244,12 @@ def build_gateway_app(settings: Settings) -> Any:
         **scaling,
         max_ongoing_requests=settings.max_ongoing_requests,
         # On gateway nodes when the cluster declares the role (actors/node_roles.py).
-        ray_actor_options={"num_cpus": 0, "resources": role_resources(GATEWAY)},
+        ray_actor_options={
+            "num_cpus": 0,
+            "resources": role_resources(GATEWAY),
+            # Consumed request bodies and part buffers go back to the kernel after a burst.
+            "runtime_env": allocator_runtime_env(),
+        },
         health_check_period_s=10,
         health_check_timeout_s=30,
         # JSON lines with the request id (Serve's, also our x-amz-request-id) on every line

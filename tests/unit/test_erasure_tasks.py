@@ -12,7 +12,13 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from actors.erasure_tasks import decode_part, decode_verified, encode_inline, encode_part
+from actors.erasure_tasks import (
+    decode_part,
+    decode_verified,
+    encode_inline,
+    encode_part,
+    parity_and_digests,
+)
 from core import erasure
 from core.errors import IntegrityError, InvalidInput
 
@@ -79,3 +85,15 @@ def test_parity_into_reused_buffers_matches_encode(length: int) -> None:
         assert [bytes(o) for o in out] == list(erasure.encode(data, k, m).shards[k:])
     with pytest.raises(InvalidInput, match="same length"):
         erasure.parity_into(erasure.data_blocks(b"x" * 8, k), k, m, [bytearray(3)] * m)
+
+
+@pytest.mark.parametrize(("k", "m"), [(4, 2), (3, 0)])
+def test_parity_and_digests_hashes_every_shard_of_encode(k: int, m: int) -> None:
+    """The task's coding step (the P5 benchmark times exactly this): parity into reused
+    buffers, and the SHA-256 of the k data and m parity shards in shard order."""
+    data = os.urandom(erasure.COLUMN * 5 + 11)
+    reference = erasure.encode(data, k, m)
+    out = [np.full(reference.shard_size, 0x55, dtype=np.uint8) for _ in range(m)]
+    digests = parity_and_digests(erasure.data_blocks(data, k), k, m, out)
+    assert [bytes(o) for o in out] == list(reference.shards[k:])
+    assert digests == [hashlib.sha256(s).digest() for s in reference.shards]
