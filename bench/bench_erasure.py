@@ -398,7 +398,8 @@ def measure(quick: bool) -> dict[str, Any]:
         "m": M,
         "bytes": len(data),
     }
-    return {"rows": [row]}
+    # gateway/raw_mb_per_s: the keys bench/targets.py reads (bench/README.md).
+    return {"rows": [row], "gateway_mb_per_s": round(gateway, 1), "raw_mb_per_s": round(raw, 1)}
 
 
 # --- report ------------------------------------------------------------------------------------
