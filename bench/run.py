@@ -629,6 +629,12 @@ def main(argv: list[str] | None = None) -> int:
         markdown = f"## Import ({doc['started_at']})\n\n{render_import(doc['import'])}\n"
     elif args.multipart_only:  # the full report needs the other workloads
         markdown = f"## Multipart upload ({doc['started_at']})\n\n{verdict}.\n"
+    elif args.frozen_only:
+        markdown = (
+            f"## Mixed load, one backend frozen ({doc['started_at']})\n\n"
+            + render_targets([row for row in doc["targets"] if row["id"] == "P10"])
+            + f"\n{verdict}.\n"
+        )
     else:
         title = f"{doc['started_at']}{' quick' if plan.quick else ''}"
         charts = {"targets": out.with_name(f"{out.stem}-targets.png")}
