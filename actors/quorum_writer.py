@@ -4,7 +4,8 @@ The body is cut into parts of ``part_size`` bytes as it streams in. Each part is
 (SHA-256, recorded for verification on read) and then either
 
 - *replicated*: put once into the Ray object store and fanned out to every live target's
-  ``BackendActor`` (every target stores the whole part), or
+  ``BackendActor`` (every target stores the whole part; a part of at most
+  ``INLINE_PART_MAX`` bytes travels inside the calls instead), or
 - *erasure-coded* (``erasure=(k, m)``): split into ``k`` data shards and ``m`` parity shards
   (``actors.erasure_tasks.encode_part``; parity in a Ray task for large parts) and shard ``i``
   sent to target ``i`` only, each shard with its own SHA-256,
@@ -44,7 +45,7 @@ from actors.registry import BackendHandle, BackendRegistry
 from core.errors import InvalidInput, QuorumNotMet
 from core.request_context import current_request_id
 
-__all__ = ["BodyChunk", "Piece", "QuorumWrite", "WrittenPart"]
+__all__ = ["INLINE_PART_MAX", "BodyChunk", "Piece", "QuorumWrite", "WrittenPart"]
 
 #: A piece of a body as it streams in (a writer that built it may hand over its own buffer).
 BodyChunk = bytes | bytearray
@@ -52,6 +53,11 @@ BodyChunk = bytes | bytearray
 log = logging.getLogger(__name__)
 
 _THREAD_HASH_MIN = 256 * 1024
+#: Parts up to this size go to the backend actors as bytes inside the call (Ray inlines such
+#: arguments in the task message) instead of through ``ray.put``: for a small part the object
+#: store's put, its reference counting and each actor's fetch cost more than copying the bytes
+#: into three messages. Below Ray's own inline limit for call arguments (100 KiB).
+INLINE_PART_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -192,8 +198,11 @@ class QuorumWrite:
                 raise InvalidInput("request body is longer than its declared length")
             encoded: EncodedPart | None = None
             if self.erasure is None:
-                ref = ray.put(np.frombuffer(data, dtype=np.uint8))
-                payloads: list[Any] = [ref] * len(self._targets)
+                if length <= INLINE_PART_MAX:
+                    inline: Any = bytes(data)
+                else:
+                    inline = ray.put(np.frombuffer(data, dtype=np.uint8))
+                payloads: list[Any] = [inline] * len(self._targets)
                 self.parts.append(WrittenPart(number, length, digest))
             else:
                 encoded = await encode_part(bytes(data), *self.erasure)
