@@ -7,6 +7,7 @@ keys or encryption (invariant 2). Vendor errors are translated here, at the one 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -15,7 +16,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -50,7 +51,7 @@ def _check(locator: str) -> str:
 class BackendClient(Protocol):
     def ensure_ready(self) -> None: ...
 
-    def put(self, locator: str, data: Blob) -> None: ...
+    def put(self, locator: str, data: Blob, sha256: bytes | None = None) -> None: ...
 
     def get(self, locator: str) -> bytes: ...
 
@@ -87,22 +88,35 @@ class S3BackendClient:
         self.bucket = bucket
         self._region = region
         self._create_bucket = create_bucket
-        self._s3 = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=Config(
-                connect_timeout=min(5.0, timeout_s),
-                read_timeout=timeout_s,
-                retries={"max_attempts": 2, "mode": "standard"},
-                max_pool_connections=64,
-                s3={"addressing_style": addressing_style},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
+        session = boto3.session.Session()
+
+        def client(payload_signing: bool | None) -> object:
+            s3: dict[str, object] = {"addressing_style": addressing_style}
+            if payload_signing is not None:
+                s3["payload_signing_enabled"] = payload_signing
+            return session.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                region_name=region,
+                config=Config(
+                    connect_timeout=min(5.0, timeout_s),
+                    read_timeout=timeout_s,
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    max_pool_connections=64,
+                    s3=s3,
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+
+        self._s3: Any = client(None)
+        # For bodies whose SHA-256 the caller already computed (every part of a write): sent
+        # as ``x-amz-checksum-sha256``, which the backend checks against the bytes it
+        # receives, with an unsigned payload, so botocore does not hash every byte again
+        # (over plain HTTP it otherwise always does, for the signature).
+        self._s3_checked: Any = client(False)
 
     @contextlib.contextmanager
     def _translate(self, locator: str = "") -> Iterator[None]:
@@ -151,9 +165,19 @@ class S3BackendClient:
                     raise self._missing() from None
                 self._create_call()
 
-    def put(self, locator: str, data: Blob) -> None:
+    def put(self, locator: str, data: Blob, sha256: bytes | None = None) -> None:
+        """Store ``data``. ``sha256``: its digest when the caller has it; the backend then
+        verifies the body against it and the client skips its own payload hash."""
         with self._translate(locator):
-            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=bytes(data))
+            if sha256 is None:
+                self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=bytes(data))
+            else:
+                self._s3_checked.put_object(
+                    Bucket=self.bucket,
+                    Key=_check(locator),
+                    Body=bytes(data),
+                    ChecksumSHA256=base64.b64encode(sha256).decode(),
+                )
 
     def get(self, locator: str) -> bytes:
         with self._translate(locator):
@@ -241,7 +265,8 @@ class LocalDirectoryClient:
     def _path(self, locator: str) -> Path:
         return self.root / _check(locator)
 
-    def put(self, locator: str, data: Blob) -> None:
+    def put(self, locator: str, data: Blob, sha256: bytes | None = None) -> None:
+        """``sha256`` is not needed here: no network between the bytes and the disk."""
         target = self._path(locator)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -175,6 +175,15 @@ class QuorumWrite:
         """Targets that have neither failed nor been dropped (complete or still writing)."""
         return [t.handle.id for t in self._targets if t.live]
 
+    async def settle_all(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for every live target's in-flight parts (a write whose
+        quorum holds, about to commit: a target that completes meanwhile is committed ``ok``,
+        with no job and no straggler transaction after the commit)."""
+        waiting = [f for t in self._targets if t.live for f in t.inflight.values()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
+            await asyncio.sleep(0)  # let the done-callbacks run
+
     async def settle(self, backend_id: int) -> bool:
         """Wait for this target's in-flight parts; True if it then holds every part."""
         target = next(t for t in self._targets if t.handle.id == backend_id)
@@ -214,7 +223,7 @@ class QuorumWrite:
                 if len(target.inflight) >= self._max_lag:
                     target.dropped = True  # too far behind: repair will finish it
                     continue
-                self._send(target, number, payload)
+                self._send(target, number, payload, digest if encoded is None else None)
             del payloads
             if encoded is not None:
                 # The shards' checksums come from the coding task; the uploads already run.
@@ -255,9 +264,12 @@ class QuorumWrite:
         if buf or not produced:
             yield buf
 
-    def _send(self, target: _Target, number: int, ref: Any) -> None:
+    def _send(self, target: _Target, number: int, ref: Any, sha256: bytes | None) -> None:
+        """``sha256``: the piece's digest when known before sending (replicated parts; an
+        erasure shard's comes from its coding task later), passed on for the backend to
+        check the bytes it receives."""
         locator = target.locators.setdefault(number, new_locator())
-        future = asyncio.ensure_future(self._put(target.handle, locator, ref))
+        future = asyncio.ensure_future(self._put(target.handle, locator, ref, sha256))
         target.inflight[number] = future
 
         def settle(fut: asyncio.Future[Any]) -> None:
@@ -276,9 +288,9 @@ class QuorumWrite:
         future.add_done_callback(settle)
 
     @staticmethod
-    async def _put(handle: BackendHandle, locator: str, ref: Any) -> int:
+    async def _put(handle: BackendHandle, locator: str, ref: Any, sha256: bytes | None) -> int:
         result: int = await handle.actor.put.remote(
-            locator, ref, request_id=current_request_id()
+            locator, ref, request_id=current_request_id(), sha256=sha256
         )
         return result
 
