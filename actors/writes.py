@@ -158,10 +158,10 @@ def placement_fingerprint(settings: PlacementSettings, policy_version: int) -> s
 #: How long a small write (one part of at most ``INLINE_PART_MAX`` bytes) whose quorum holds
 #: waits for its remaining copies before committing. Their puts were sent together and are
 #: usually done within milliseconds of the quorum; each one that lands in time is committed
-#: ``ok``, which saves the ``replicate`` job, the straggler's own transaction and a cache
-#: invalidation after the answer: measured, that costs more CPU per small PUT than this wait
-#: costs latency (bench/README.md, issue 16). A copy slower than this is committed
-#: ``pending`` and finished in the background as before; large writes never wait.
+#: ``ok``, which saves the ``replicate`` job's insert, the straggler's own transaction (BEGIN,
+#: two statements, COMMIT) and a second cache invalidation: CPU that a small PUT on a busy
+#: gateway pays for in throughput (docs/architecture.md, write path). A copy slower than this
+#: is committed ``pending`` and finished in the background as before; large writes never wait.
 SMALL_WRITE_GRACE_S = 0.025
 
 #: The fingerprint of pieces whose rules changed while they were written.
