@@ -117,6 +117,9 @@ class S3BackendClient:
         # receives, with an unsigned payload, so botocore does not hash every byte again
         # (over plain HTTP it otherwise always does, for the signature).
         self._s3_checked: Any = client(False)
+        #: Cleared for good when the backend refuses the checksum header (Backblaze B2 and
+        #: Cloudflare R2 do): its puts are then signed over the payload as before.
+        self.checksums_accepted = True
 
     @contextlib.contextmanager
     def _translate(self, locator: str = "") -> Iterator[None]:
@@ -169,15 +172,21 @@ class S3BackendClient:
         """Store ``data``. ``sha256``: its digest when the caller has it; the backend then
         verifies the body against it and the client skips its own payload hash."""
         with self._translate(locator):
-            if sha256 is None:
-                self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=bytes(data))
-            else:
-                self._s3_checked.put_object(
-                    Bucket=self.bucket,
-                    Key=_check(locator),
-                    Body=bytes(data),
-                    ChecksumSHA256=base64.b64encode(sha256).decode(),
-                )
+            if sha256 is not None and self.checksums_accepted:
+                try:
+                    self._s3_checked.put_object(
+                        Bucket=self.bucket,
+                        Key=_check(locator),
+                        Body=bytes(data),
+                        ChecksumSHA256=base64.b64encode(sha256).decode(),
+                    )
+                    return
+                except ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    if code not in _CHECKSUM_REFUSED:
+                        raise
+                    self.checksums_accepted = False  # this backend: signed payloads only
+            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=bytes(data))
 
     def get(self, locator: str) -> bytes:
         with self._translate(locator):
@@ -216,6 +225,10 @@ class S3BackendClient:
                     raise self._missing() from None
                 raise
 
+
+#: How S3-compatible services that do not implement ``x-amz-checksum-*`` refuse it (B2:
+#: ``InvalidArgument``, R2: ``NotImplemented``); the put is then sent the old way.
+_CHECKSUM_REFUSED = frozenset({"InvalidArgument", "NotImplemented", "InvalidRequest"})
 
 _CREDENTIAL_CODES = frozenset(
     {
