@@ -179,15 +179,21 @@ class BackendActor:
                 self._stats.healthy = False
 
     def put(
-        self, locator: str, data: np.ndarray | bytes, request_id: str | None = None
+        self,
+        locator: str,
+        data: np.ndarray | bytes,
+        request_id: str | None = None,
+        sha256: bytes | None = None,
     ) -> int:
         """Store ``data`` under ``locator``; returns the byte count. Idempotent.
-        ``request_id``: the request this write serves, for the log of a failure."""
+        ``request_id``: the request this write serves, for the log of a failure. ``sha256``:
+        the digest of ``data`` when the writer computed it (the backend checks the body
+        against it; the client then need not hash the body again)."""
         view = memoryview(data.data if isinstance(data, np.ndarray) else data).cast("B")
         start = time.perf_counter()
         try:
             self._ensure_ready()
-            self._client.put(locator, view)
+            self._client.put(locator, view, sha256)
         except BackendUnavailable as exc:
             self._record(ok=False, error=str(exc))
             with request_scope(request_id):

@@ -7,6 +7,7 @@ keys or encryption (invariant 2). Vendor errors are translated here, at the one 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import os
@@ -73,7 +74,7 @@ class ObjectReader(Protocol):
 class BackendClient(Protocol):
     def ensure_ready(self) -> None: ...
 
-    def put(self, locator: str, data: Blob) -> None: ...
+    def put(self, locator: str, data: Blob, sha256: bytes | None = None) -> None: ...
 
     def get(self, locator: str) -> bytes: ...
 
@@ -122,22 +123,38 @@ class S3BackendClient:
                 timeout_s=timeout_s,
             )
         )
-        self._s3 = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=Config(
-                connect_timeout=min(5.0, timeout_s),
-                read_timeout=timeout_s,
-                retries={"max_attempts": 2, "mode": "standard"},
-                max_pool_connections=64,
-                s3={"addressing_style": addressing_style},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
+        session = boto3.session.Session()
+
+        def client(payload_signing: bool | None) -> object:
+            s3: dict[str, object] = {"addressing_style": addressing_style}
+            if payload_signing is not None:
+                s3["payload_signing_enabled"] = payload_signing
+            return session.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                region_name=region,
+                config=Config(
+                    connect_timeout=min(5.0, timeout_s),
+                    read_timeout=timeout_s,
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    max_pool_connections=64,
+                    s3=s3,
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+
+        self._s3: Any = client(None)
+        # For bodies whose SHA-256 the caller already computed (every part of a write): sent
+        # as ``x-amz-checksum-sha256``, which the backend checks against the bytes it
+        # receives, with an unsigned payload, so botocore does not hash every byte again
+        # (over plain HTTP it otherwise always does, for the signature).
+        self._s3_checked: Any = client(False)
+        #: Cleared for good when the backend refuses the checksum header (Backblaze B2 and
+        #: Cloudflare R2 do): its puts are then signed over the payload as before.
+        self.checksums_accepted = True
 
     @contextlib.contextmanager
     def _translate(self, locator: str = "") -> Iterator[None]:
@@ -186,9 +203,28 @@ class S3BackendClient:
                     raise self._missing() from None
                 self._create_call()
 
-    def put(self, locator: str, data: Blob) -> None:
-        with self._translate(locator), ViewBody(data) as body:
-            self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=body)
+    def put(self, locator: str, data: Blob, sha256: bytes | None = None) -> None:
+        """Store ``data`` (read straight from the caller's buffer, ``ViewBody``). ``sha256``:
+        its digest when the caller has it; the backend then verifies the body against it and
+        the client skips its own payload hash."""
+        with self._translate(locator):
+            if sha256 is not None and self.checksums_accepted:
+                try:
+                    with ViewBody(data) as body:
+                        self._s3_checked.put_object(
+                            Bucket=self.bucket,
+                            Key=_check(locator),
+                            Body=body,
+                            ChecksumSHA256=base64.b64encode(sha256).decode(),
+                        )
+                    return
+                except ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    if code not in _CHECKSUM_REFUSED:
+                        raise
+                    self.checksums_accepted = False  # this backend: signed payloads only
+            with ViewBody(data) as body:
+                self._s3.put_object(Bucket=self.bucket, Key=_check(locator), Body=body)
 
     def get(self, locator: str) -> bytes:
         if self._reader is not None:
@@ -359,6 +395,10 @@ class ViewBody(io.RawIOBase):
         super().close()
 
 
+#: How S3-compatible services that do not implement ``x-amz-checksum-*`` refuse it (B2:
+#: ``InvalidArgument``, R2: ``NotImplemented``); the put is then sent the old way.
+_CHECKSUM_REFUSED = frozenset({"InvalidArgument", "NotImplemented", "InvalidRequest"})
+
 _CREDENTIAL_CODES = frozenset(
     {
         "403",
@@ -407,7 +447,8 @@ class LocalDirectoryClient:
     def _path(self, locator: str) -> Path:
         return self.root / _check(locator)
 
-    def put(self, locator: str, data: Blob) -> None:
+    def put(self, locator: str, data: Blob, sha256: bytes | None = None) -> None:
+        """``sha256`` is not needed here: no network between the bytes and the disk."""
         target = self._path(locator)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@ The body is cut into parts of ``part_size`` bytes as it streams in. Each part is
 (SHA-256, recorded for verification on read) and then either
 
 - *replicated*: put once into the Ray object store and fanned out to every live target's
-  ``BackendActor`` (every target stores the whole part), or
+  ``BackendActor`` (every target stores the whole part; a part of at most
+  ``INLINE_PART_MAX`` bytes travels inside the calls instead), or
 - *erasure-coded* (``erasure=(k, m)``): split into ``k`` data shards and ``m`` parity shards
   (``actors.erasure_tasks.encode_part``; parity in a Ray task for large parts) and shard ``i``
   sent to target ``i`` only, each shard with its own SHA-256,
@@ -44,7 +45,7 @@ from actors.registry import BackendHandle, BackendRegistry
 from core.errors import InvalidInput, QuorumNotMet
 from core.request_context import current_request_id
 
-__all__ = ["BodyChunk", "Piece", "QuorumWrite", "WrittenPart"]
+__all__ = ["INLINE_PART_MAX", "BodyChunk", "Piece", "QuorumWrite", "WrittenPart"]
 
 #: A piece of a body as it streams in (a writer that built it may hand over its own buffer).
 BodyChunk = bytes | bytearray
@@ -52,6 +53,11 @@ BodyChunk = bytes | bytearray
 log = logging.getLogger(__name__)
 
 _THREAD_HASH_MIN = 256 * 1024
+#: Parts up to this size go to the backend actors as bytes inside the call (Ray inlines such
+#: arguments in the task message) instead of through ``ray.put``: for a small part the object
+#: store's put, its reference counting and each actor's fetch cost more than copying the bytes
+#: into three messages. Below Ray's own inline limit for call arguments (100 KiB).
+INLINE_PART_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,15 @@ class QuorumWrite:
         """Targets that have neither failed nor been dropped (complete or still writing)."""
         return [t.handle.id for t in self._targets if t.live]
 
+    async def settle_all(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for every live target's in-flight parts (a write whose
+        quorum holds, about to commit: a target that completes meanwhile is committed ``ok``,
+        with no job and no straggler transaction after the commit)."""
+        waiting = [f for t in self._targets if t.live for f in t.inflight.values()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
+            await asyncio.sleep(0)  # let the done-callbacks run
+
     async def settle(self, backend_id: int) -> bool:
         """Wait for this target's in-flight parts; True if it then holds every part."""
         target = next(t for t in self._targets if t.handle.id == backend_id)
@@ -192,8 +207,11 @@ class QuorumWrite:
                 raise InvalidInput("request body is longer than its declared length")
             encoded: EncodedPart | None = None
             if self.erasure is None:
-                ref = ray.put(np.frombuffer(data, dtype=np.uint8))
-                payloads: list[Any] = [ref] * len(self._targets)
+                if length <= INLINE_PART_MAX:
+                    inline: Any = bytes(data)
+                else:
+                    inline = ray.put(np.frombuffer(data, dtype=np.uint8))
+                payloads: list[Any] = [inline] * len(self._targets)
                 self.parts.append(WrittenPart(number, length, digest))
             else:
                 encoded = await encode_part(bytes(data), *self.erasure)
@@ -205,7 +223,7 @@ class QuorumWrite:
                 if len(target.inflight) >= self._max_lag:
                     target.dropped = True  # too far behind: repair will finish it
                     continue
-                self._send(target, number, payload)
+                self._send(target, number, payload, digest if encoded is None else None)
             del payloads
             if encoded is not None:
                 # The shards' checksums come from the coding task; the uploads already run.
@@ -246,9 +264,12 @@ class QuorumWrite:
         if buf or not produced:
             yield buf
 
-    def _send(self, target: _Target, number: int, ref: Any) -> None:
+    def _send(self, target: _Target, number: int, ref: Any, sha256: bytes | None) -> None:
+        """``sha256``: the piece's digest when known before sending (replicated parts; an
+        erasure shard's comes from its coding task later), passed on for the backend to
+        check the bytes it receives."""
         locator = target.locators.setdefault(number, new_locator())
-        future = asyncio.ensure_future(self._put(target.handle, locator, ref))
+        future = asyncio.ensure_future(self._put(target.handle, locator, ref, sha256))
         target.inflight[number] = future
 
         def settle(fut: asyncio.Future[Any]) -> None:
@@ -267,9 +288,9 @@ class QuorumWrite:
         future.add_done_callback(settle)
 
     @staticmethod
-    async def _put(handle: BackendHandle, locator: str, ref: Any) -> int:
+    async def _put(handle: BackendHandle, locator: str, ref: Any, sha256: bytes | None) -> int:
         result: int = await handle.actor.put.remote(
-            locator, ref, request_id=current_request_id()
+            locator, ref, request_id=current_request_id(), sha256=sha256
         )
         return result
 

@@ -22,6 +22,7 @@ from core.settings import Settings
 from core.tenant_identities import TenantIdentityConfig, load_tenant_identities
 from gateway.oidc import OidcVerifier
 from schema.admission import AdmissionStore
+from schema.audit import GroupAppender
 
 __all__ = ["GatewayContext"]
 
@@ -36,6 +37,12 @@ class GatewayContext(DataPath):
     tenant_oidc: OidcVerifier | None = field(default=None, kw_only=True)
     #: The replay cache and rate limits in Redis (gateway/admission.py); None: not checked.
     admission: AdmissionStore | None = field(default=None, kw_only=True)
+
+    @cached_property
+    def access_audit(self) -> GroupAppender:
+        """The replica's one appender of access entries (``gateway/s3/access_log.py``):
+        concurrent requests' entries share a transaction (group commit)."""
+        return GroupAppender(self.store.db, self.store.audit)
 
     @cached_property
     def deployment_key(self) -> DeploymentKey:

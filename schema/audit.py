@@ -11,6 +11,8 @@ permission too. ``verify`` recomputes every chain and reports the first break of
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,8 +29,19 @@ from core.audit_chain import (
     chain_of,
     row_digest,
 )
+from schema.db import Database
 
-__all__ = ["AuditEntry", "AuditLog", "AuditReport", "Caller", "row_json", "row_of"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AuditEntry",
+    "AuditLog",
+    "AuditReport",
+    "Caller",
+    "GroupAppender",
+    "row_json",
+    "row_of",
+]
 
 
 @dataclass(frozen=True)
@@ -412,3 +425,72 @@ class AuditLog:
                     report.breaks.append(broken)
         report.breaks.sort(key=lambda b: (b.row_id is None, b.row_id or 0, b.chain_id))
         return report
+
+
+class GroupAppender:
+    """Appends entries that need no transaction of their own (pure accesses: reads, listings,
+    part uploads, refusals) in transactions shared by the callers that arrive together: group
+    commit. A caller's ``append`` returns once its entry is committed (or raises), so an
+    answered request's entry is never lost to a crash; what is saved is the transaction per
+    entry (BEGIN, head lock, insert, COMMIT). The first caller starts a flush at once (alone,
+    it costs what its own transaction did); callers arriving while a flush runs queue up and
+    are committed together by the next one, at most ``max_batch`` per transaction, with one
+    ``AuditLog.append_many`` (so each tenant's chain gets them in arrival order, each chain's
+    head locked once per flush). If a shared transaction fails, its entries are retried one by
+    one, so one entry the database refuses does not take the others with it.
+
+    One per process and event loop (a gateway replica holds one); changes never come here:
+    they append in their own commit transaction."""
+
+    def __init__(self, db: Database, audit: AuditLog, *, max_batch: int = 256) -> None:
+        self._db = db
+        self._audit = audit
+        self.max_batch = max_batch
+        self._queue: list[tuple[AuditEntry, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Transactions committed and entries appended so far (tests, benchmarks).
+        self.transactions = 0
+        self.appended = 0
+
+    async def append(self, entry: AuditEntry) -> None:
+        """Append ``entry``; returns when it is committed, raises what the append raised."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (tests): nothing of the old one is alive
+            self._loop, self._queue, self._flusher = loop, [], None
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((entry, done))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._drain())
+        # Shielded: a caller that goes away does not cancel its entry, which is flushed anyway.
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                await self._flush(batch)
+        finally:
+            self._flusher = None
+
+    async def _flush(self, batch: list[tuple[AuditEntry, asyncio.Future[None]]]) -> None:
+        try:
+            async with self._db.transaction() as conn:
+                await self._audit.append_many(conn, [entry for entry, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("shared audit append of %d entries failed (%s); one by one",
+                            len(batch), type(exc).__name__)
+                for item in batch:
+                    await self._flush([item])
+                return
+            _, done = batch[0]
+            if not done.done():
+                done.set_exception(exc)
+            return
+        self.transactions += 1
+        self.appended += len(batch)
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)

@@ -8,8 +8,11 @@ changes (``dispatch.handle_s3`` calls this once per request, after the handler).
   (the operation's name), resource (``bucket/key``), request id, result (``ok <status>`` or
   ``<S3 error code> <status>``) and bytes (the body sent; for a part upload, the declared
   part length).
-- Each entry is one INSERT in its own short transaction on the tenant's own chain
-  (``schema/audit.py``), so a GET never waits for another tenant's appends. A streamed GET is
+- Entries are appended by the replica's ``GroupAppender`` (``schema/audit.py``): the entries
+  of requests that arrive while an append runs are committed together, in one transaction,
+  each on its tenant's own chain (a GET never waits for another tenant's head). The request
+  is answered only once its entry is committed, so a crash loses no answered request's entry;
+  alone, an entry costs the one transaction it always did. A streamed GET is
   logged when its body ends (or is cut short), with the bytes actually sent, from a task so
   the stream never waits for it.
 
@@ -70,10 +73,10 @@ def resource_of(op: ops.Operation) -> str:
 async def record(
     ctx: GatewayContext, caller: Caller, action: str, resource: str, result: str, size: int | None
 ) -> None:
-    """Append one access entry in its own transaction; a failure is logged, not raised."""
+    """Append one access entry (group-committed with concurrent ones, committed before this
+    returns); a failure is logged, not raised."""
     try:
-        async with ctx.store.db.transaction() as conn:
-            await ctx.store.audit.append(conn, caller.entry(action, resource, result, size=size))
+        await ctx.access_audit.append(caller.entry(action, resource, result, size=size))
     except Exception:
         log.exception("access entry %s %s (request %s) not recorded", action, resource, caller)
 
