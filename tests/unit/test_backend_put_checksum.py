@@ -21,6 +21,9 @@ class Recorder:
         self.refuse = refuse
 
     def put_object(self, **kwargs: Any) -> dict[str, Any]:
+        body = kwargs["Body"]
+        if hasattr(body, "read"):  # ViewBody: read while the call runs, as botocore does
+            kwargs["Body"] = body.read()
         self.calls.append(kwargs)
         if self.refuse:
             raise ClientError({"Error": {"Code": self.refuse, "Message": "no"}}, "PutObject")
