@@ -72,6 +72,13 @@ class BackendHandle:
     #: This process's own read client, built on first read (None: reads use the transport).
     lane: ReadLane | None = None
     lane_built: bool = False
+    #: Until when reads rank this backend last: overtaken too often (``overtaken``).
+    slow_until: float = 0.0
+
+    @property
+    def read_slow(self) -> bool:
+        """Reads ask it last for now: hedges kept overtaking it (a read circuit, not health)."""
+        return time.monotonic() < self.slow_until
 
     @property
     def lane_full(self) -> bool:
@@ -398,11 +405,22 @@ class BackendRegistry:
 
     def overtaken(self, backend_id: int, streak_limit: int = 3) -> None:
         """A hedged read was answered by another replica while this backend had not: after
-        ``streak_limit`` in a row it is treated as failed here (circuit breaking; the passive
-        hold, like a failed call)."""
+        ``streak_limit`` in a row (no answer of its own in between, even a late one), reads
+        rank it last for the passive hold (circuit breaking for reads).
+
+        Why reads only, and not its health: slowness is not failure. A slow backend still
+        stores what it is sent, and writes never wait for a slow member once their quorum is
+        in; lowering its health would take it out of placement, and with one backend frozen
+        and another merely slow under load that refused writes (measured: 503s in the
+        frozen-backend bench). A backend that stops answering altogether is lowered by its
+        calls' timeouts and the health sweep, as before."""
         handle = self._handles.get(backend_id)
-        if handle is not None and handle.latency.overtaken() >= streak_limit:
-            self.mark_failed(backend_id, f"slow: overtaken by other replicas {streak_limit}x")
+        if handle is None or handle.latency.overtaken() < streak_limit:
+            return
+        if not handle.read_slow:
+            log.warning("backend %s: reads overtaken %dx in a row; asked last", handle.name,
+                        streak_limit)
+        handle.slow_until = time.monotonic() + self._hold
 
     async def store(self, backend_id: int, locator: str, data: Fetched | bytes) -> None:
         conn = self._handle(backend_id).actor

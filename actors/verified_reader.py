@@ -78,6 +78,12 @@ async def check_piece(
     return ("ok" if intact else "corrupt"), len(data)
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned read's outcome, so its error is not logged as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 def is_erasure_coded(version: ObjectVersion) -> bool:
     """Its pieces are shards (rows with a shard index), not whole-part replicas."""
     return any(r.shard_index >= 0 for r in version.replicas)
@@ -150,7 +156,8 @@ class VerifiedReader:
         if is_erasure_coded(version):
             return await self._read_coded_part(version, part)
         queue = self.candidates(version, part)
-        queue.sort(key=lambda rh: rh[1].lane_full)  # stable: keeps the order among the rest
+        # Stable: keeps the order among the rest. Overtaken-too-often and full lanes go last.
+        queue.sort(key=lambda rh: (rh[1].read_slow, rh[1].lane_full))
         total = len(queue)
         racing: dict[asyncio.Task[memoryview | str], tuple[Replica, BackendHandle]] = {}
         outcomes: list[str] = []
@@ -199,8 +206,12 @@ class VerifiedReader:
     ) -> memoryview | str:
         """One replica's verified bytes, or why not: ``"unavailable"``, ``"missing"`` or
         ``"corrupt"`` (the last two already reported, which queues the repair)."""
+        # Shielded: when another replica wins, this read is abandoned but not cancelled, so
+        # its answer, however late, is still timed (a slow backend is not a frozen one).
+        read = asyncio.ensure_future(self._registry.read(handle.id, replica.locator))
+        read.add_done_callback(_consume)
         try:
-            view = await self._registry.read(handle.id, replica.locator)
+            view = await asyncio.shield(read)
         except BackendNotFound:
             await self._bad(version, replica, "missing")
             return "missing"

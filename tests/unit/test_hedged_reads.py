@@ -37,6 +37,7 @@ class FakeHandle:
     record: FakeRecord = field(default_factory=FakeRecord)
     latency: ReadLatency = field(default_factory=ReadLatency)
     lane_full: bool = False
+    read_slow: bool = False
 
     @property
     def name(self) -> str:
@@ -188,3 +189,27 @@ def test_hedge_delay_is_the_backends_p95_per_size_class() -> None:
     assert latency.overtaken() == 1 and latency.overtaken() == 2
     latency.observe(4096, 0.001)
     assert latency.slow_streak == 0
+
+
+def test_an_overtaken_backend_is_asked_last_by_reads_but_stays_healthy_for_writes() -> None:
+    """The read circuit (``BackendRegistry.overtaken``) never lowers health: with one backend
+    frozen, a second one merely slow must stay placeable, or writes lose their quorum."""
+    from actors.registry import BackendHandle, BackendRegistry
+    from schema.records import BackendRecord
+
+    registry = BackendRegistry(None, None, passive_hold_s=60.0)  # type: ignore[arg-type]
+    record = BackendRecord(
+        id=1, name="b1", kind="s3", endpoint="http://127.0.0.1:9", bucket="b",
+        path=None, sealed_credentials=b"x", region="eu", country="DE", jurisdiction="EU",
+        provider="p", state="active", healthy=True, rtt_ms=1.0, throughput_mbps=0.0,
+        capacity_bytes=None, used_bytes=0,
+    )  # fmt: skip
+    handle = BackendHandle(record=record, actor=None, healthy=True, rtt_ms=1.0)
+    registry._handles[1] = handle
+    registry.overtaken(1)
+    registry.overtaken(1)
+    assert not handle.read_slow
+    registry.overtaken(1)
+    assert handle.read_slow and handle.healthy and handle.state == "healthy"
+    handle.latency.observe(4096, 0.001)  # a late answer ends the streak
+    assert handle.latency.slow_streak == 0
