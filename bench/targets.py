@@ -251,7 +251,9 @@ def _frozen(doc: Doc) -> Figure | Missing:
     return Figure(
         z["ops_per_s"],
         h["ops_per_s"],
-        also=slow == 0,
+        # Met only when nothing waited for the timeout AND nothing failed: a refused request
+        # is not "moving on" (a 503 would make the frozen side look fast).
+        also=slow == 0 and not z["errors"] and not h["errors"],
         detail=f"frozen: max {z['latency_ms']['max']:.0f} ms, {slow} ops ≥ "
         f"{f['backend_timeout_s']:g} s, {z['errors']} errors, {z['operations']} ops"
         + (" (deadline hit)" if z.get("truncated") else "")

@@ -166,6 +166,9 @@ def test_frozen_row_needs_no_request_waiting_for_the_timeout() -> None:
     fixed = copy.deepcopy(doc)
     fixed["frozen"]["frozen"]["slower_than_timeout"] = 0
     assert _rows(fixed)["P10"]["met"] is True
+    refused = copy.deepcopy(fixed)
+    refused["frozen"]["frozen"]["errors"] = 3  # fast because it refused: not met
+    assert _rows(refused)["P10"]["met"] is False
 
 
 def test_markdown_has_every_row_and_the_counts() -> None:
