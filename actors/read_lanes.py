@@ -34,8 +34,13 @@ __all__ = ["ReadLane", "ReadLatency"]
 _WINDOW = 64
 #: Fewer samples than this: no p95 yet, the fallback delay applies.
 _MIN_SAMPLES = 8
-#: Never hedge sooner than this (a hedge costs a second backend read).
+#: Never hedge sooner than this (a hedge costs a second backend read) ...
 _FLOOR_S = 0.02
+#: ... nor before the part could have arrived at this rate: a hedge of a large part costs a
+#: whole second transfer, and under CPU contention large reads' latency spreads widely
+#: (measured: with the p95 alone, 64 MiB GETs read many parts twice and moto's CPU per GET
+#: doubled). A frozen backend is still left after ~0.4 s for an 8 MiB part.
+_FLOOR_BYTES_PER_S = 20e6
 #: Until a class has samples: hedge after this, or after the size at this rate if longer.
 _FALLBACK_S = 0.5
 _FALLBACK_BYTES_PER_S = 10e6
@@ -74,13 +79,15 @@ class ReadLatency:
 
     def hedge_after(self, size: int) -> float:
         """Seconds to wait for this backend before asking another replica: its p95 for this
-        size class, at least ``_FLOOR_S``; a fallback while it has few samples."""
+        size class, at least ``_FLOOR_S`` and the size at ``_FLOOR_BYTES_PER_S``; a fallback
+        while it has few samples."""
         with self._lock:
             window = self._windows.get(_size_class(size))
             samples = sorted(window) if window is not None else []
         if len(samples) < _MIN_SAMPLES:
             return max(_FALLBACK_S, size / _FALLBACK_BYTES_PER_S)
-        return max(_FLOOR_S, samples[min(len(samples) - 1, int(0.95 * len(samples)))])
+        p95 = samples[min(len(samples) - 1, int(0.95 * len(samples)))]
+        return max(_FLOOR_S, size / _FLOOR_BYTES_PER_S, p95)
 
 
 class ReadLane:

@@ -213,3 +213,11 @@ def test_an_overtaken_backend_is_asked_last_by_reads_but_stays_healthy_for_write
     assert handle.read_slow and handle.healthy and handle.state == "healthy"
     handle.latency.observe(4096, 0.001)  # a late answer ends the streak
     assert handle.latency.slow_streak == 0
+
+
+def test_a_large_part_is_not_hedged_before_it_could_have_arrived() -> None:
+    latency = ReadLatency()
+    part = 8 * 1024 * 1024
+    for _ in range(20):
+        latency.observe(part, 0.01)  # a fast backend: p95 10 ms
+    assert latency.hedge_after(part) == part / 20e6  # ~0.42 s, not 10 ms
