@@ -43,6 +43,7 @@ __all__ = [
     "LocalDirectoryClient",
     "ObjectReader",
     "S3BackendClient",
+    "SeekableBody",
     "SignedGet",
     "ViewBody",
     "new_locator",
@@ -349,22 +350,19 @@ def _urllib3_reason(exc: BaseException) -> str:
     return "unreachable"
 
 
-class ViewBody(io.RawIOBase):
-    """A request body read straight out of ``data`` (an object-store view of a part), so a PUT
-    does not first copy the part into a private ``bytes``: with 32 concurrent 8 MiB puts that
-    copy was up to 256 MiB per backend actor, and glibc kept much of it after the burst.
+class SeekableBody(io.RawIOBase):
+    """A request body of known length that botocore can size, read and rewind: it asks
+    ``len()``, reads the body once to sign it (SigV4 payload hash over plain HTTP), rewinds,
+    and http.client reads it again in blocks while sending (and rewinds once more on a
+    retry). Subclasses give the bytes (``readinto`` from ``self._pos``)."""
 
-    botocore needs a seekable file: it asks ``len()``, reads the body once to sign it
-    (SigV4 payload hash over plain HTTP), rewinds, and http.client reads it again in blocks
-    while sending (and rewinds once more on a retry). Each read copies one block only."""
-
-    def __init__(self, data: Blob) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self._view = memoryview(data).cast("B")
+        self._size = size
         self._pos = 0
 
     def __len__(self) -> int:
-        return max(0, self._view.nbytes - self._pos)
+        return max(0, self._size - self._pos)
 
     def readable(self) -> bool:
         return True
@@ -376,9 +374,21 @@ class ViewBody(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._view.nbytes}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
+
+
+class ViewBody(SeekableBody):
+    """A request body read straight out of ``data`` (an object-store view of a part), so a PUT
+    does not first copy the part into a private ``bytes``: with 32 concurrent 8 MiB puts that
+    copy was up to 256 MiB per backend actor, and glibc kept much of it after the burst. Each
+    read copies one block only."""
+
+    def __init__(self, data: Blob) -> None:
+        view = memoryview(data).cast("B")
+        super().__init__(view.nbytes)
+        self._view = view
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import secrets
@@ -40,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from actors.backend_client import SeekableBody
 from bench.rss import FootprintSampler, pids_by_role, smaps_rollup
 from bench.run import PRODUCTION_OVERRIDES
 from bench.workloads import s3_client
@@ -56,7 +56,7 @@ GROWTH_TARGET_MIB = 1024
 FLAT_FACTOR = 1.5
 
 
-class SyntheticBody(io.RawIOBase):
+class SyntheticBody(SeekableBody):
     """``size`` bytes made while read: ``head`` (unique per object) then a 1 MiB random block
     repeated. Seekable with a length, like a file, because boto3 reads a body twice (to sign
     and checksum it, then to send it)."""
@@ -64,27 +64,8 @@ class SyntheticBody(io.RawIOBase):
     _BLOCK = os.urandom(MIB)
 
     def __init__(self, size: int, head: bytes) -> None:
-        super().__init__()
-        self._size = size
+        super().__init__(size)
         self._head = head
-        self._pos = 0
-
-    def __len__(self) -> int:
-        return max(0, self._size - self._pos)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
