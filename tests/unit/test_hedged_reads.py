@@ -98,6 +98,14 @@ def version_on(count: int) -> ObjectVersion:
     )  # fmt: skip
 
 
+def in_replica_order(reader: VerifiedReader, registry: FakeRegistry) -> None:
+    """Candidates in replica order (backend 0 first), not the random order among near
+    replicas, so a test can put the frozen backend first."""
+    reader.candidates = lambda version, part: [  # type: ignore[method-assign]
+        (r, registry.handles[r.backend_id]) for r in version.parts(part)  # type: ignore[misc]
+    ]
+
+
 def read(registry: FakeRegistry, *, hedged: bool = True) -> tuple[bytes, list[tuple[int, str]]]:
     bad: list[tuple[int, str]] = []
 
@@ -107,10 +115,7 @@ def read(registry: FakeRegistry, *, hedged: bool = True) -> tuple[bytes, list[tu
     reader = VerifiedReader(registry, report, hedged=hedged)  # type: ignore[arg-type]
 
     async def run() -> bytes:
-        # Put the frozen backend first, as the random order among near replicas sometimes does.
-        reader.candidates = lambda version, part: [  # type: ignore[method-assign]
-            (r, registry.handles[r.backend_id]) for r in version.parts(part)
-        ]
+        in_replica_order(reader, registry)
         view = await asyncio.wait_for(reader.read_part(version_on(3), 0), GUARD_S)
         return bytes(view)
 
@@ -133,9 +138,7 @@ def test_without_hedging_a_frozen_replica_holds_the_read() -> None:
 
         async def run() -> None:
             reader = VerifiedReader(registry, _ignore, hedged=False)  # type: ignore[arg-type]
-            reader.candidates = lambda version, part: [  # type: ignore[method-assign]
-                (r, registry.handles[r.backend_id]) for r in version.parts(part)
-            ]
+            in_replica_order(reader, registry)
             await asyncio.wait_for(reader.read_part(version_on(3), 0), 1.0)
 
         asyncio.run(run())
@@ -170,9 +173,7 @@ def test_a_full_lane_is_asked_last() -> None:
 
     async def run() -> bytes:
         reader = VerifiedReader(registry, report)  # type: ignore[arg-type]
-        reader.candidates = lambda version, part: [  # type: ignore[method-assign]
-            (r, registry.handles[r.backend_id]) for r in version.parts(part)
-        ]
+        in_replica_order(reader, registry)
         return bytes(await asyncio.wait_for(reader.read_part(version_on(3), 0), GUARD_S))
 
     assert asyncio.run(run()) == DATA
